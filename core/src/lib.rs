@@ -1,0 +1,5 @@
+//! storefront-core: the sans-IO heart of Storefront.
+#![forbid(unsafe_code)]
+
+pub mod s3;
+pub mod time;
