@@ -1,5 +1,7 @@
 //! storefront-core: the sans-IO heart of Storefront.
 #![forbid(unsafe_code)]
 
+pub mod balance;
+pub mod outcome;
 pub mod s3;
 pub mod time;

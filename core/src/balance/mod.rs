@@ -1,0 +1,461 @@
+//! A pool's backends, their live load, and the choice of a backend per request.
+//!
+//! [`Balancer`] owns one pool's backends. The exchange calls, for every attempt:
+//!
+//! 1. [`Balancer::pick`] (or [`Balancer::pick_excluding`] on a retry) to choose a backend;
+//! 2. [`Balancer::on_start`] when the attempt is dispatched (in-flight goes up);
+//! 3. [`Balancer::on_end`] exactly once when the attempt is over, with its outcome and its
+//!    latency to the response head (in-flight goes down, the latency estimate moves).
+//!
+//! Health decides availability ([`Balancer::set_available`]), operators drain
+//! ([`Balancer::set_draining`]), and DNS or a config reload replace the backend set
+//! ([`Balancer::update`]) keeping the live state of backends that stay.
+//!
+//! **Eligibility.** A backend can be picked when it is available and not draining. If no
+//! backend is, the pool is in *panic mode* and every backend that is not draining is eligible:
+//! when health says everything is down, it is more likely that health is wrong (a network blip,
+//! a shared dependency) than that every node is, and sending traffic is the only way to find
+//! out. Draining is an operator's explicit wish and is honoured even in panic.
+//!
+//! **Time and randomness** are arguments: `now` must not go backwards between calls, and every
+//! random choice draws from the caller's RNG, so a seed replays the same picks.
+
+mod algorithm;
+mod ewma;
+
+use std::fmt;
+use std::time::Duration;
+
+use rand::Rng;
+
+pub use algorithm::{
+    Algorithm, AlgorithmKind, Balance, LeastInFlight, PowerOfTwoChoices, RandomChoice, RoundRobin,
+};
+pub use ewma::{EwmaParameters, PeakEwma};
+
+use crate::outcome::AttemptOutcome;
+use crate::time::Instant;
+
+/// The most backends one pool may hold. Bounds every scan in this module; a cluster with more
+/// nodes than this should be split into pools.
+pub const BACKENDS_PER_POOL_MAX: usize = 1024;
+
+/// A backend's identity within its pool. Never reused: a backend that leaves and comes back
+/// gets a new id, so a stale id held by an old exchange cannot touch the newcomer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackendId(pub u64);
+
+impl fmt::Display for BackendId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// What configuration or DNS says about a backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendSpec {
+    /// Stable name: the key by which updates recognise a backend that stays (the configured
+    /// name, or the address for DNS-discovered backends).
+    pub name: String,
+    /// Where to connect (`host:port`); the runtime resolves and dials it.
+    pub address: String,
+    /// Relative capacity, at least 1. A weight-2 backend gets twice the share.
+    pub weight: u32,
+    /// Data centre / zone the backend lives in.
+    pub zone: Option<String>,
+}
+
+impl BackendSpec {
+    /// A weight-1 backend without zone whose name is its address.
+    pub fn new(address: impl Into<String>) -> Self {
+        let address = address.into();
+        BackendSpec {
+            name: address.clone(),
+            address,
+            weight: 1,
+            zone: None,
+        }
+    }
+}
+
+/// How a pool balances; see the [`config`](crate::config) defaults for the why of each value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BalanceParameters {
+    /// Which algorithm picks.
+    pub algorithm: AlgorithmKind,
+    /// Peak-EWMA parameters.
+    pub ewma: EwmaParameters,
+    /// The latency a backend failure counts as (at least; a slower failure counts as itself).
+    pub failure_penalty: Duration,
+}
+
+/// One backend and its live state.
+#[derive(Clone, Debug)]
+pub struct Backend {
+    id: BackendId,
+    spec: BackendSpec,
+    in_flight: u32,
+    requests_total: u64,
+    errors_total: u64,
+    ewma: PeakEwma,
+    available: bool,
+    draining: bool,
+    /// Left the backend set while requests were in flight; deleted when they finish.
+    removed: bool,
+}
+
+impl Backend {
+    /// The backend's id.
+    pub fn id(&self) -> BackendId {
+        self.id
+    }
+    /// What configuration or DNS says about it.
+    pub fn spec(&self) -> &BackendSpec {
+        &self.spec
+    }
+    /// Attempts dispatched and not yet ended.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight
+    }
+    /// Attempts dispatched since the backend joined.
+    pub fn requests_total(&self) -> u64 {
+        self.requests_total
+    }
+    /// Attempts that ended in a backend failure.
+    pub fn errors_total(&self) -> u64 {
+        self.errors_total
+    }
+    /// Health's verdict (not ejected, not failing active probes).
+    pub fn is_available(&self) -> bool {
+        self.available
+    }
+    /// Draining: no new picks; in-flight attempts finish.
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+    /// The peak-EWMA latency estimate as of `now`.
+    pub fn latency_estimate(&self, now: Instant, parameters: &EwmaParameters) -> Duration {
+        Duration::from_nanos(self.ewma.estimate_ns(now, parameters) as u64)
+    }
+    /// Peak-EWMA load as of `now`: estimate × (in-flight + 1) ÷ weight.
+    pub fn load(&self, now: Instant, parameters: &EwmaParameters) -> f64 {
+        self.ewma.estimate_ns(now, parameters) * f64::from(self.in_flight + 1)
+            / f64::from(self.spec.weight.max(1))
+    }
+}
+
+/// Why the balancer refused an operation.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BalanceError {
+    /// More backends than [`BACKENDS_PER_POOL_MAX`].
+    #[error("{count} backends in one pool; the limit is {BACKENDS_PER_POOL_MAX}")]
+    TooManyBackends {
+        /// How many were given.
+        count: usize,
+    },
+    /// Two backends share a name.
+    #[error("backend name `{name}` appears twice")]
+    DuplicateName {
+        /// The repeated name.
+        name: String,
+    },
+    /// A weight of zero.
+    #[error("backend `{name}` has weight 0; weights start at 1")]
+    ZeroWeight {
+        /// The backend's name.
+        name: String,
+    },
+}
+
+/// What [`Balancer::update`] changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpdateSummary {
+    /// Backends that joined.
+    pub added: Vec<BackendId>,
+    /// Backends that left (deleted now, or once their in-flight attempts end).
+    pub removed: Vec<BackendId>,
+}
+
+/// One pool's backends, their live state, and the algorithm that picks among them.
+#[derive(Debug)]
+pub struct Balancer {
+    parameters: BalanceParameters,
+    /// Sorted by id (ids only grow), so lookups are a binary search.
+    backends: Vec<Backend>,
+    /// Indices into `backends` that may be picked now. Rebuilt when eligibility changes, which
+    /// is rare next to picks.
+    eligible: Vec<usize>,
+    panic_mode: bool,
+    algorithm: Algorithm,
+    next_id: u64,
+}
+
+impl Balancer {
+    /// A pool of `specs`, all available, as of `now`.
+    pub fn new(
+        parameters: BalanceParameters,
+        specs: Vec<BackendSpec>,
+        now: Instant,
+    ) -> Result<Self, BalanceError> {
+        let mut balancer = Balancer {
+            parameters,
+            backends: Vec::new(),
+            eligible: Vec::new(),
+            panic_mode: false,
+            algorithm: Algorithm::new(parameters.algorithm),
+            next_id: 0,
+        };
+        balancer.update(specs, now)?;
+        Ok(balancer)
+    }
+
+    /// The pool's parameters.
+    pub fn parameters(&self) -> &BalanceParameters {
+        &self.parameters
+    }
+
+    /// Every backend, including removed ones still finishing in-flight attempts.
+    pub fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+
+    /// The backend with this id, if it is still in the pool.
+    pub fn get(&self, id: BackendId) -> Option<&Backend> {
+        self.index_of(id).map(|index| &self.backends[index])
+    }
+
+    /// True when no backend is available and the pool picks among all non-draining ones.
+    pub fn is_panic_mode(&self) -> bool {
+        self.panic_mode
+    }
+
+    /// True when at least one backend is available and not draining.
+    pub fn has_available(&self) -> bool {
+        !self.panic_mode && !self.eligible.is_empty()
+    }
+
+    /// Sum of in-flight attempts over the pool.
+    pub fn in_flight_total(&self) -> u64 {
+        self.backends
+            .iter()
+            .map(|backend| u64::from(backend.in_flight))
+            .sum()
+    }
+
+    /// Replace the backend set. Backends whose name stays keep their live state (their spec is
+    /// refreshed); new names join available with a fresh estimate; missing names leave, at once
+    /// if idle or as soon as their in-flight attempts end.
+    pub fn update(
+        &mut self,
+        specs: Vec<BackendSpec>,
+        now: Instant,
+    ) -> Result<UpdateSummary, BalanceError> {
+        if specs.len() > BACKENDS_PER_POOL_MAX {
+            return Err(BalanceError::TooManyBackends { count: specs.len() });
+        }
+        let mut seen = std::collections::HashSet::with_capacity(specs.len());
+        for spec in &specs {
+            if !seen.insert(spec.name.as_str()) {
+                return Err(BalanceError::DuplicateName {
+                    name: spec.name.clone(),
+                });
+            }
+            if spec.weight == 0 {
+                return Err(BalanceError::ZeroWeight {
+                    name: spec.name.clone(),
+                });
+            }
+        }
+        let mut summary = UpdateSummary::default();
+        for backend in &mut self.backends {
+            if !backend.removed && !seen.contains(backend.spec.name.as_str()) {
+                backend.removed = true;
+                summary.removed.push(backend.id);
+            }
+        }
+        for spec in specs {
+            let existing = self
+                .backends
+                .iter_mut()
+                .find(|backend| !backend.removed && backend.spec.name == spec.name);
+            match existing {
+                Some(backend) => backend.spec = spec,
+                None => {
+                    let id = BackendId(self.next_id);
+                    self.next_id += 1;
+                    summary.added.push(id);
+                    self.backends.push(Backend {
+                        id,
+                        spec,
+                        in_flight: 0,
+                        requests_total: 0,
+                        errors_total: 0,
+                        ewma: PeakEwma::new(now, &self.parameters.ewma),
+                        available: true,
+                        draining: false,
+                        removed: false,
+                    });
+                }
+            }
+        }
+        self.backends
+            .retain(|backend| !(backend.removed && backend.in_flight == 0));
+        self.rebuild_eligible();
+        Ok(summary)
+    }
+
+    /// Mark a backend available or not (health's verdict). Unknown ids are ignored: the
+    /// backend may have left meanwhile.
+    pub fn set_available(&mut self, id: BackendId, available: bool) {
+        if let Some(index) = self.index_of(id) {
+            if self.backends[index].available != available {
+                self.backends[index].available = available;
+                self.rebuild_eligible();
+            }
+        }
+    }
+
+    /// Start or stop draining a backend. Returns false for an unknown id.
+    pub fn set_draining(&mut self, id: BackendId, draining: bool) -> bool {
+        let Some(index) = self.index_of(id) else {
+            return false;
+        };
+        let backend = &mut self.backends[index];
+        if backend.removed {
+            return true;
+        }
+        if backend.draining != draining {
+            backend.draining = draining;
+            self.rebuild_eligible();
+        }
+        true
+    }
+
+    /// Choose a backend for a new request, or `None` when every backend is draining or the pool
+    /// is empty.
+    pub fn pick<R: Rng + ?Sized>(&mut self, now: Instant, rng: &mut R) -> Option<BackendId> {
+        let position =
+            self.algorithm
+                .pick(&self.backends, &self.eligible, &self.parameters, now, rng)?;
+        let index = self.eligible[position];
+        tracing::trace!(backend = %self.backends[index].id, panic = self.panic_mode, "picked");
+        Some(self.backends[index].id)
+    }
+
+    /// Choose a backend for a retry, avoiding those already tried. If every eligible backend
+    /// was tried, choose among all eligible ones: a second try on the same node beats none.
+    pub fn pick_excluding<R: Rng + ?Sized>(
+        &mut self,
+        now: Instant,
+        rng: &mut R,
+        tried: &[BackendId],
+    ) -> Option<BackendId> {
+        if tried.is_empty() {
+            return self.pick(now, rng);
+        }
+        let untried: Vec<usize> = self
+            .eligible
+            .iter()
+            .copied()
+            .filter(|&index| !tried.contains(&self.backends[index].id))
+            .collect();
+        if untried.is_empty() {
+            return self.pick(now, rng);
+        }
+        let position = self
+            .algorithm
+            .pick(&self.backends, &untried, &self.parameters, now, rng)?;
+        Some(self.backends[untried[position]].id)
+    }
+
+    /// An attempt was dispatched to `id`. Returns false (and changes nothing) for an unknown id.
+    pub fn on_start(&mut self, id: BackendId, _now: Instant) -> bool {
+        let Some(index) = self.index_of(id) else {
+            return false;
+        };
+        let backend = &mut self.backends[index];
+        backend.in_flight = backend
+            .in_flight
+            .checked_add(1)
+            .expect("in-flight attempts are bounded by the runtime's connection limits");
+        backend.requests_total += 1;
+        true
+    }
+
+    /// The attempt on `id` is over. `latency` is the time to the response head (or to the
+    /// failure). Failures count as at least the failure penalty; outcomes that are the client's
+    /// fault leave the estimate alone. Must be called exactly once per `on_start`.
+    pub fn on_end(
+        &mut self,
+        id: BackendId,
+        outcome: AttemptOutcome,
+        latency: Duration,
+        now: Instant,
+    ) {
+        let Some(index) = self.index_of(id) else {
+            debug_assert!(
+                false,
+                "on_end for unknown backend {id}: on_start/on_end must pair"
+            );
+            return;
+        };
+        let parameters = self.parameters;
+        let backend = &mut self.backends[index];
+        debug_assert!(backend.in_flight > 0, "in-flight underflow on {id}");
+        backend.in_flight = backend.in_flight.saturating_sub(1);
+        if outcome.is_backend_failure() {
+            backend.errors_total += 1;
+            backend.ewma.observe(
+                latency.max(parameters.failure_penalty),
+                now,
+                &parameters.ewma,
+            );
+        } else if matches!(outcome, AttemptOutcome::Response { .. }) {
+            backend.ewma.observe(latency, now, &parameters.ewma);
+        }
+        if backend.removed && backend.in_flight == 0 {
+            self.backends.remove(index);
+            self.rebuild_eligible();
+        }
+    }
+
+    fn index_of(&self, id: BackendId) -> Option<usize> {
+        self.backends
+            .binary_search_by_key(&id, |backend| backend.id)
+            .ok()
+    }
+
+    fn rebuild_eligible(&mut self) {
+        self.eligible.clear();
+        let candidates = |backend: &Backend| !backend.removed && !backend.draining;
+        self.eligible.extend(
+            self.backends
+                .iter()
+                .enumerate()
+                .filter(|(_, backend)| candidates(backend) && backend.available)
+                .map(|(index, _)| index),
+        );
+        self.panic_mode = self.eligible.is_empty();
+        if self.panic_mode {
+            self.eligible.extend(
+                self.backends
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, backend)| candidates(backend))
+                    .map(|(index, _)| index),
+            );
+            if !self.eligible.is_empty() {
+                tracing::warn!(
+                    backends = self.eligible.len(),
+                    "no backend available: panic mode"
+                );
+            }
+        }
+        self.algorithm
+            .on_eligible_changed(&self.backends, &self.eligible);
+    }
+}
+
+#[cfg(test)]
+mod tests;
