@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod balance;
+pub mod health;
 pub mod outcome;
 pub mod s3;
 pub mod time;
