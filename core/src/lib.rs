@@ -4,5 +4,7 @@
 pub mod balance;
 pub mod health;
 pub mod outcome;
+pub mod retry;
+pub mod route;
 pub mod s3;
 pub mod time;
