@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod balance;
+pub mod config;
 pub mod health;
 pub mod outcome;
 pub mod retry;

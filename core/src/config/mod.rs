@@ -1,0 +1,353 @@
+//! Typed configuration: the TOML file's schema, its defaults, and its validation.
+//!
+//! [`Config::from_toml`] parses and validates a file's text. Unknown keys are errors (a typo
+//! must not silently fall back to a default), the parser's message names the line, the key and
+//! the keys allowed there, and semantic validation ([`Config::validate`]) returns every problem
+//! at once, each with its key path (`pools[1].backends[0].address`) and what would be accepted.
+//!
+//! Every default below carries a sentence saying why it is that value.
+
+mod duration;
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+pub use duration::{ConfigDuration, DurationError, parse_duration};
+
+use crate::balance::AlgorithmKind;
+use crate::route::Failover;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// S3 addressing.
+    #[serde(default)]
+    pub s3: S3Section,
+    /// Balancing algorithm and its parameters.
+    #[serde(default)]
+    pub balance: BalanceSection,
+    /// Passive ejection and active probes.
+    #[serde(default)]
+    pub health: HealthSection,
+    /// Retries and the retry budget.
+    #[serde(default)]
+    pub retry: RetrySection,
+    /// Per-phase IO timeouts.
+    #[serde(default)]
+    pub timeouts: TimeoutsSection,
+    /// Pool selection.
+    #[serde(default)]
+    pub routing: RoutingSection,
+    /// Backend pools, one per data centre or cluster.
+    #[serde(default)]
+    pub pools: Vec<PoolSection>,
+}
+
+/// `[s3]`
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Section {
+    /// Base domains for virtual-host addressing (`bucket.<base>`). Default: none, so only
+    /// path style, which every SDK supports when told `force_path_style` and which needs no
+    /// wildcard DNS.
+    #[serde(default)]
+    pub base_domains: Vec<String>,
+}
+
+/// `[balance]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BalanceSection {
+    /// `round-robin`, `random`, `least-in-flight` or `p2c-peak-ewma`. Default p2c-peak-ewma:
+    /// it is the only one that sees both load and latency, so it avoids a slow node as well as
+    /// a busy one.
+    pub algorithm: AlgorithmKind,
+    /// Peak-EWMA time constant. Default 10 s (Finagle's and linkerd's): long enough to smooth
+    /// the spread of S3 latencies, short enough that a recovered node is back within a minute.
+    pub decay: ConfigDuration,
+    /// Latency assumed for a node with no recent observations. Default 30 ms: above a healthy
+    /// S3 node's time to first byte, so a fresh node is fed gradually, not flooded.
+    pub default_latency: ConfigDuration,
+    /// The least latency a failed attempt counts as. Default 1 s: beyond any healthy first
+    /// byte, so a node failing fast loses every comparison until it recovers.
+    pub failure_penalty: ConfigDuration,
+}
+
+impl Default for BalanceSection {
+    fn default() -> Self {
+        BalanceSection {
+            algorithm: AlgorithmKind::P2cPeakEwma,
+            decay: ConfigDuration::from_secs(10),
+            default_latency: ConfigDuration::from_millis(30),
+            failure_penalty: ConfigDuration::from_secs(1),
+        }
+    }
+}
+
+/// `[health]`
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    /// `[health.passive]`
+    #[serde(default)]
+    pub passive: PassiveSection,
+    /// `[health.active]`
+    #[serde(default)]
+    pub active: ActiveSection,
+}
+
+/// `[health.passive]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveSection {
+    /// Default on: passive ejection costs nothing and catches a dead node on its first errors.
+    pub enabled: bool,
+    /// Default 5 (Envoy's): one or two errors are noise on a busy node; five in a row are not.
+    pub consecutive_failures: u32,
+    /// Default 30 s (Envoy's): long enough for a restarting S3 node to come back.
+    pub base_ejection_time: ConfigDuration,
+    /// Default 300 s (Envoy's): a flapping node is out for at most five minutes at a time.
+    pub max_ejection_time: ConfigDuration,
+    /// Default 50 %: a cluster-wide brown-out must not eject the whole pool (at least one
+    /// backend may always be ejected, so three-node pools still eject).
+    pub max_ejected_percent: u8,
+}
+
+impl Default for PassiveSection {
+    fn default() -> Self {
+        PassiveSection {
+            enabled: true,
+            consecutive_failures: 5,
+            base_ejection_time: ConfigDuration::from_secs(30),
+            max_ejection_time: ConfigDuration::from_secs(300),
+            max_ejected_percent: 50,
+        }
+    }
+}
+
+/// `[health.active]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActiveSection {
+    /// Default on: probes find a node that came back while it received no traffic.
+    pub enabled: bool,
+    /// Default 5 s: a node's return is noticed within seconds at a negligible request rate.
+    pub interval: ConfigDuration,
+    /// Default 500 ms: spreads probes of many proxy replicas apart.
+    pub jitter: ConfigDuration,
+    /// Default 2 s: an S3 node that cannot answer a HEAD in two seconds is not serving.
+    pub timeout: ConfigDuration,
+    /// Default 2: one lucky answer does not prove recovery.
+    pub healthy_threshold: u32,
+    /// Default 3: a node is not marked down for one lost probe.
+    pub unhealthy_threshold: u32,
+    /// Request path probed with `HEAD`. Default `/`; any status below 500 counts as healthy
+    /// (an anonymous `HEAD /` gets 403 from a live node, which proves it serves).
+    pub path: String,
+}
+
+impl Default for ActiveSection {
+    fn default() -> Self {
+        ActiveSection {
+            enabled: true,
+            interval: ConfigDuration::from_secs(5),
+            jitter: ConfigDuration::from_millis(500),
+            timeout: ConfigDuration::from_secs(2),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+            path: "/".to_owned(),
+        }
+    }
+}
+
+/// `[retry]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySection {
+    /// Attempts per request, the first included. Default 3: a dead node and one more failure
+    /// are survived; more attempts mostly add latency.
+    pub max_attempts: u32,
+    /// Retries allowed per request over the window. Default 0.2 (linkerd's): retries add at
+    /// most a fifth to the load of a struggling cluster.
+    pub budget_ratio: f64,
+    /// Retries allowed per second regardless of traffic. Default 10 (linkerd's): light traffic
+    /// is still retried.
+    pub budget_min_per_second: f64,
+    /// The budget's window. Default 10 s (linkerd's).
+    pub budget_window: ConfigDuration,
+}
+
+impl Default for RetrySection {
+    fn default() -> Self {
+        RetrySection {
+            max_attempts: 3,
+            budget_ratio: 0.2,
+            budget_min_per_second: 10.0,
+            budget_window: ConfigDuration::from_secs(10),
+        }
+    }
+}
+
+/// `[timeouts]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsSection {
+    /// Reading a request head. Default 30 s: generous for slow links, short enough that idle
+    /// or half-open connections do not pile up.
+    pub client_header: ConfigDuration,
+    /// Silence between request body chunks (slow writer). Default 30 s.
+    pub client_body_idle: ConfigDuration,
+    /// A client not accepting response bytes (slow reader). Default 30 s: past it the client
+    /// connection closes and the backend connection is discarded, so a stuck client never
+    /// pins a backend.
+    pub response_write_idle: ConfigDuration,
+    /// Opening a backend connection. Default 2 s: loopback and LAN connects take
+    /// milliseconds; a node that has not accepted in two seconds is down, try another.
+    pub backend_connect: ConfigDuration,
+    /// From request sent to response head. Default 60 s: S3 nodes answer a large
+    /// CompleteMultipartUpload or a copy only when done, which can take tens of seconds.
+    pub backend_first_byte: ConfigDuration,
+    /// Silence between backend response body chunks. Default 30 s.
+    pub backend_body_idle: ConfigDuration,
+    /// Deadline for a whole exchange. Default none: object sizes vary too much for one.
+    pub total: Option<ConfigDuration>,
+}
+
+impl Default for TimeoutsSection {
+    fn default() -> Self {
+        TimeoutsSection {
+            client_header: ConfigDuration::from_secs(30),
+            client_body_idle: ConfigDuration::from_secs(30),
+            response_write_idle: ConfigDuration::from_secs(30),
+            backend_connect: ConfigDuration::from_secs(2),
+            backend_first_byte: ConfigDuration::from_secs(60),
+            backend_body_idle: ConfigDuration::from_secs(30),
+            total: None,
+        }
+    }
+}
+
+/// `[routing]`
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingSection {
+    /// Pool for callers whose zone has no pool. Default: the first pool.
+    #[serde(default)]
+    pub default_pool: Option<String>,
+    /// `never` or `when-unavailable`. Default never: data centres stay apart unless an
+    /// operator decides otherwise.
+    #[serde(default)]
+    pub failover: Failover,
+    /// Bucket rules, first match wins.
+    #[serde(default)]
+    pub rules: Vec<RuleSection>,
+}
+
+/// `[[routing.rules]]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSection {
+    /// Bucket glob (`*` wildcard).
+    pub bucket: String,
+    /// Pool name.
+    pub pool: String,
+}
+
+/// `[[pools]]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSection {
+    /// Unique pool name.
+    pub name: String,
+    /// Zone / data centre served.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Pools to fail over to (with `routing.failover = "when-unavailable"`).
+    #[serde(default)]
+    pub failover_to: Vec<String>,
+    /// Static backends: `"host:port"` or `{ address = "host:port", name = "...", weight = 2 }`.
+    #[serde(default)]
+    pub backends: Vec<BackendEntry>,
+    /// Or a DNS name whose every A/AAAA record is a backend.
+    #[serde(default)]
+    pub dns: Option<DnsSection>,
+}
+
+/// `pools[].dns`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSection {
+    /// The name to resolve.
+    pub name: String,
+    /// Port of every backend.
+    pub port: u16,
+    /// Re-resolution interval. Default 30 s: S3 clusters change their VIP sets rarely, and a
+    /// removed address is also caught by health checks meanwhile.
+    #[serde(default = "default_dns_refresh")]
+    pub refresh: ConfigDuration,
+}
+
+fn default_dns_refresh() -> ConfigDuration {
+    ConfigDuration::from_secs(30)
+}
+
+/// One static backend.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BackendEntry {
+    /// `host:port`.
+    pub address: String,
+    /// Name in logs and the admin API. Default: the address.
+    pub name: Option<String>,
+    /// Relative capacity. Default 1.
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// A backend is written either as a plain `"host:port"` string or as a table; this visitor
+/// accepts both while keeping the table's unknown-key errors (an untagged enum would replace
+/// them with "did not match any variant").
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, remote = "BackendEntry")]
+struct BackendEntryTable {
+    address: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default = "default_weight")]
+    weight: u32,
+}
+
+impl<'de> Deserialize<'de> for BackendEntry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl<'de> Visitor<'de> for EntryVisitor {
+            type Value = BackendEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"host:port\" or a table { address = \"host:port\", name = \"...\", weight = 1 }")
+            }
+            fn visit_str<E: de::Error>(self, address: &str) -> Result<BackendEntry, E> {
+                Ok(BackendEntry {
+                    address: address.to_owned(),
+                    name: None,
+                    weight: 1,
+                })
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<BackendEntry, M::Error> {
+                BackendEntryTable::deserialize(de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer.deserialize_any(EntryVisitor)
+    }
+}
+
+mod validate;
+
+pub use validate::{ConfigError, Problem};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,183 @@
+//! Configuration parsing and validation.
+
+use super::*;
+
+const FULL: &str = r#"
+[s3]
+base_domains = ["s3.example.com"]
+
+[balance]
+algorithm = "least-in-flight"
+decay = "5s"
+
+[health.passive]
+consecutive_failures = 3
+
+[health.active]
+enabled = false
+
+[retry]
+max_attempts = 2
+
+[timeouts]
+backend_connect = "500ms"
+total = "5m"
+
+[routing]
+default_pool = "dc1"
+failover = "when-unavailable"
+rules = [{ bucket = "cold-*", pool = "dc2" }]
+
+[[pools]]
+name = "dc1"
+zone = "dc1"
+failover_to = ["dc2"]
+backends = ["10.0.0.1:9000", { address = "10.0.0.2:9000", name = "vast-2", weight = 2 }]
+
+[[pools]]
+name = "dc2"
+dns = { name = "s3.dc2.example.com", port = 9000 }
+"#;
+
+#[test]
+fn a_full_file_parses_with_defaults_filled_in() {
+    // Proves every section parses and unspecified keys take their documented defaults.
+    let config = Config::from_toml(FULL, "full.toml").expect("valid config");
+    assert_eq!(config.balance.algorithm, AlgorithmKind::LeastInFlight);
+    assert_eq!(
+        config.balance.decay.get(),
+        std::time::Duration::from_secs(5)
+    );
+    assert_eq!(
+        config.balance.default_latency,
+        BalanceSection::default().default_latency
+    );
+    assert_eq!(config.health.passive.consecutive_failures, 3);
+    assert_eq!(
+        config.health.passive.base_ejection_time,
+        ConfigDuration::from_secs(30)
+    );
+    assert!(!config.health.active.enabled);
+    assert_eq!(
+        config.timeouts.backend_connect,
+        ConfigDuration::from_millis(500)
+    );
+    assert_eq!(config.timeouts.total, Some(ConfigDuration::from_secs(300)));
+    assert_eq!(config.routing.failover, Failover::WhenUnavailable);
+    assert_eq!(config.pools[0].backends[1].weight, 2);
+    assert_eq!(config.pools[0].backends[0].name, None);
+    assert_eq!(
+        config.pools[1].dns.as_ref().map(|dns| dns.refresh),
+        Some(ConfigDuration::from_secs(30))
+    );
+}
+
+#[test]
+fn a_typo_names_the_file_the_key_and_the_allowed_keys() {
+    // Proves that a misspelt key is an error that says where and what would be accepted.
+    let text =
+        "[balance]\nalgoritm = \"random\"\n\n[[pools]]\nname = \"a\"\nbackends = [\"h:1\"]\n";
+    let error = Config::from_toml(text, "/etc/storefront.toml").expect_err("typo must fail");
+    let message = error.to_string();
+    assert!(message.contains("/etc/storefront.toml"), "{message}");
+    assert!(message.contains("algoritm"), "{message}");
+    assert!(
+        message.contains("algorithm"),
+        "lists the allowed keys: {message}"
+    );
+    assert!(message.contains("line 2"), "{message}");
+
+    let bad_value =
+        "[balance]\nalgorithm = \"fastest\"\n[[pools]]\nname = \"a\"\nbackends = [\"h:1\"]\n";
+    let message = Config::from_toml(bad_value, "c.toml")
+        .expect_err("bad enum")
+        .to_string();
+    assert!(
+        message.contains("fastest") && message.contains("p2c-peak-ewma"),
+        "{message}"
+    );
+
+    let bad_backend = "[[pools]]\nname = \"a\"\nbackends = [{ adress = \"h:1\" }]\n";
+    let message = Config::from_toml(bad_backend, "c.toml")
+        .expect_err("typo in a table")
+        .to_string();
+    assert!(
+        message.contains("adress") && message.contains("address"),
+        "{message}"
+    );
+
+    let bad_duration =
+        "[timeouts]\nbackend_connect = \"2\"\n[[pools]]\nname = \"a\"\nbackends = [\"h:1\"]\n";
+    let message = Config::from_toml(bad_duration, "c.toml")
+        .expect_err("no unit")
+        .to_string();
+    assert!(
+        message.contains("invalid duration `2`") && message.contains("backend_connect"),
+        "{message}"
+    );
+}
+
+#[test]
+fn validation_reports_every_problem_with_its_key() {
+    // Proves that semantic errors are all reported at once, each with its key path.
+    let text = r#"
+[retry]
+max_attempts = 0
+budget_ratio = 1.5
+
+[health.passive]
+max_ejected_percent = 150
+base_ejection_time = "0s"
+
+[routing]
+default_pool = "nowhere"
+rules = [{ bucket = "x", pool = "ghost" }]
+
+[[pools]]
+name = "dc1"
+failover_to = ["dc1", "dc9"]
+backends = ["10.0.0.1", "10.0.0.1:0", { address = "h:1", weight = 0 }]
+
+[[pools]]
+name = "dc1"
+"#;
+    let error = Config::from_toml(text, "bad.toml").expect_err("invalid");
+    let keys: Vec<&str> = error
+        .problems
+        .iter()
+        .map(|problem| problem.key.as_str())
+        .collect();
+    for expected in [
+        "retry.max_attempts",
+        "retry.budget_ratio",
+        "health.passive.max_ejected_percent",
+        "health.passive.base_ejection_time",
+        "routing.default_pool",
+        "routing.rules[0].pool",
+        "pools[0].failover_to[0]",
+        "pools[0].failover_to[1]",
+        "pools[0].backends[0].address",
+        "pools[0].backends[1].address",
+        "pools[0].backends[2].weight",
+        "pools[1].name",
+        "pools[1]",
+    ] {
+        assert!(keys.contains(&expected), "missing {expected} in {keys:?}");
+    }
+    let message = error.to_string();
+    assert!(
+        message.contains("unknown pool `dc9` (pools: `dc1`, `dc1`)"),
+        "{message}"
+    );
+    assert!(
+        message.starts_with("configuration file `bad.toml`: "),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_empty_file_needs_a_pool() {
+    // Proves that defaults alone are not a usable configuration, and the error says what to add.
+    let error = Config::from_toml("", "empty.toml").expect_err("no pools");
+    assert_eq!(error.problems[0].key, "pools");
+}

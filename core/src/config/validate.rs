@@ -1,0 +1,333 @@
+//! Parsing a configuration file and checking what the schema cannot.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::time::Duration;
+
+use super::Config;
+
+/// One thing wrong with a configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Key path, as in `pools[1].backends[0].address`; empty for the whole file.
+    pub key: String,
+    /// What is wrong and what would be accepted.
+    pub message: String,
+}
+
+/// Everything wrong with a configuration file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, as the user named it.
+    pub file: String,
+    /// Each problem found (parse errors stop at the first; validation finds all).
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.problems.len();
+        write!(
+            f,
+            "configuration file `{}`: {count} problem{}",
+            self.file,
+            if count == 1 { "" } else { "s" }
+        )?;
+        for problem in &self.problems {
+            if problem.key.is_empty() {
+                write!(f, "\n  - {}", problem.message)?;
+            } else {
+                write!(f, "\n  - `{}`: {}", problem.key, problem.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Parse and validate the text of configuration file `file` (the name is only used in
+    /// messages).
+    pub fn from_toml(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|error| ConfigError {
+            file: file.to_owned(),
+            problems: vec![Problem {
+                key: String::new(),
+                message: error.to_string().trim_end().to_owned(),
+            }],
+        })?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError {
+                file: file.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// Every semantic problem: references to unknown pools, impossible values, missing
+    /// backends. An empty list means the configuration is usable.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut report = |key: String, message: String| problems.push(Problem { key, message });
+
+        for (index, domain) in self.s3.base_domains.iter().enumerate() {
+            let valid = !domain.is_empty()
+                && !domain.contains(':')
+                && domain
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+            if !valid {
+                report(
+                    format!("s3.base_domains[{index}]"),
+                    format!(
+                        "`{domain}` is not a domain name (letters, digits, '.' and '-', no port)"
+                    ),
+                );
+            }
+        }
+
+        positive(&mut report, "balance.decay", self.balance.decay.get());
+        positive(
+            &mut report,
+            "balance.default_latency",
+            self.balance.default_latency.get(),
+        );
+
+        let passive = &self.health.passive;
+        if passive.consecutive_failures == 0 {
+            report(
+                "health.passive.consecutive_failures".into(),
+                "must be at least 1".into(),
+            );
+        }
+        positive(
+            &mut report,
+            "health.passive.base_ejection_time",
+            passive.base_ejection_time.get(),
+        );
+        if passive.max_ejection_time < passive.base_ejection_time {
+            report(
+                "health.passive.max_ejection_time".into(),
+                format!(
+                    "{} is below base_ejection_time ({})",
+                    passive.max_ejection_time, passive.base_ejection_time
+                ),
+            );
+        }
+        if passive.max_ejected_percent > 100 {
+            report(
+                "health.passive.max_ejected_percent".into(),
+                format!(
+                    "{} is not a percentage (0 to 100)",
+                    passive.max_ejected_percent
+                ),
+            );
+        }
+        let active = &self.health.active;
+        positive(&mut report, "health.active.interval", active.interval.get());
+        positive(&mut report, "health.active.timeout", active.timeout.get());
+        if active.jitter > active.interval {
+            report(
+                "health.active.jitter".into(),
+                format!("{} exceeds interval ({})", active.jitter, active.interval),
+            );
+        }
+        for (key, value) in [
+            ("health.active.healthy_threshold", active.healthy_threshold),
+            (
+                "health.active.unhealthy_threshold",
+                active.unhealthy_threshold,
+            ),
+        ] {
+            if value == 0 {
+                report(key.into(), "must be at least 1".into());
+            }
+        }
+        if !active.path.starts_with('/') {
+            report(
+                "health.active.path".into(),
+                format!("`{}` must start with `/`", active.path),
+            );
+        }
+
+        if !(1..=10).contains(&self.retry.max_attempts) {
+            report(
+                "retry.max_attempts".into(),
+                format!(
+                    "{} is outside 1 to 10 (1 disables retries)",
+                    self.retry.max_attempts
+                ),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.retry.budget_ratio) {
+            report(
+                "retry.budget_ratio".into(),
+                format!("{} is outside 0.0 to 1.0", self.retry.budget_ratio),
+            );
+        }
+        if !(self.retry.budget_min_per_second >= 0.0
+            && self.retry.budget_min_per_second.is_finite())
+        {
+            report(
+                "retry.budget_min_per_second".into(),
+                format!(
+                    "{} must be a finite number at least 0",
+                    self.retry.budget_min_per_second
+                ),
+            );
+        }
+        positive(
+            &mut report,
+            "retry.budget_window",
+            self.retry.budget_window.get(),
+        );
+
+        let timeouts = &self.timeouts;
+        for (key, value) in [
+            ("timeouts.client_header", timeouts.client_header),
+            ("timeouts.client_body_idle", timeouts.client_body_idle),
+            ("timeouts.response_write_idle", timeouts.response_write_idle),
+            ("timeouts.backend_connect", timeouts.backend_connect),
+            ("timeouts.backend_first_byte", timeouts.backend_first_byte),
+            ("timeouts.backend_body_idle", timeouts.backend_body_idle),
+        ] {
+            positive(&mut report, key, value.get());
+        }
+        if let Some(total) = timeouts.total {
+            positive(&mut report, "timeouts.total", total.get());
+        }
+
+        if self.pools.is_empty() {
+            report(
+                "pools".into(),
+                "at least one [[pools]] entry is needed".into(),
+            );
+        }
+        let names: Vec<&str> = self.pools.iter().map(|pool| pool.name.as_str()).collect();
+        let known = |name: &str| names.contains(&name);
+        let allowed = || {
+            names
+                .iter()
+                .map(|name| format!("`{name}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut seen = HashSet::new();
+        for (index, pool) in self.pools.iter().enumerate() {
+            let key = format!("pools[{index}]");
+            if pool.name.is_empty() {
+                report(format!("{key}.name"), "must not be empty".into());
+            } else if !seen.insert(pool.name.as_str()) {
+                report(
+                    format!("{key}.name"),
+                    format!("`{}` is used by another pool", pool.name),
+                );
+            }
+            for (target_index, target) in pool.failover_to.iter().enumerate() {
+                if !known(target) {
+                    report(
+                        format!("{key}.failover_to[{target_index}]"),
+                        format!("unknown pool `{target}` (pools: {})", allowed()),
+                    );
+                } else if target == &pool.name {
+                    report(
+                        format!("{key}.failover_to[{target_index}]"),
+                        "a pool cannot fail over to itself".into(),
+                    );
+                }
+            }
+            match (&pool.dns, pool.backends.is_empty()) {
+                (None, true) => report(
+                    key.clone(),
+                    "has no backends: give `backends = [\"host:port\", ...]` or `dns = { name = \"...\", port = 9000 }`"
+                        .into(),
+                ),
+                (Some(_), false) => report(key.clone(), "has both `backends` and `dns`; use one".into()),
+                _ => {}
+            }
+            let mut backend_names = HashSet::new();
+            for (backend_index, backend) in pool.backends.iter().enumerate() {
+                let backend_key = format!("{key}.backends[{backend_index}]");
+                if let Err(message) = check_host_port(&backend.address) {
+                    report(format!("{backend_key}.address"), message);
+                }
+                if backend.weight == 0 {
+                    report(format!("{backend_key}.weight"), "must be at least 1".into());
+                }
+                let name = backend.name.as_deref().unwrap_or(&backend.address);
+                if !backend_names.insert(name) {
+                    report(
+                        backend_key,
+                        format!("backend `{name}` appears twice in this pool"),
+                    );
+                }
+            }
+            if let Some(dns) = &pool.dns {
+                if dns.name.is_empty() {
+                    report(format!("{key}.dns.name"), "must not be empty".into());
+                }
+                if dns.port == 0 {
+                    report(format!("{key}.dns.port"), "must be 1 to 65535".into());
+                }
+                positive(
+                    &mut report,
+                    &format!("{key}.dns.refresh"),
+                    dns.refresh.get(),
+                );
+            }
+        }
+        if let Some(default) = &self.routing.default_pool {
+            if !known(default) {
+                report(
+                    "routing.default_pool".into(),
+                    format!("unknown pool `{default}` (pools: {})", allowed()),
+                );
+            }
+        }
+        for (index, rule) in self.routing.rules.iter().enumerate() {
+            if !known(&rule.pool) {
+                report(
+                    format!("routing.rules[{index}].pool"),
+                    format!("unknown pool `{}` (pools: {})", rule.pool, allowed()),
+                );
+            }
+            if rule.bucket.is_empty() {
+                report(
+                    format!("routing.rules[{index}].bucket"),
+                    "must not be empty (use \"*\" for all)".into(),
+                );
+            }
+        }
+        problems
+    }
+}
+
+fn positive(report: &mut impl FnMut(String, String), key: &str, value: Duration) {
+    if value.is_zero() {
+        report(key.to_owned(), "must be greater than zero".to_owned());
+    }
+}
+
+/// `host:port` with a non-empty host and a port in 1..=65535 (`[v6]:port` for IPv6).
+fn check_host_port(address: &str) -> Result<(), String> {
+    let expected = || {
+        format!("`{address}` is not host:port (for example \"10.0.0.1:9000\" or \"[::1]:9000\")")
+    };
+    let (host, port) = if let Some(rest) = address.strip_prefix('[') {
+        let (host, rest) = rest.split_once(']').ok_or_else(expected)?;
+        (host, rest.strip_prefix(':').ok_or_else(expected)?)
+    } else {
+        address.rsplit_once(':').ok_or_else(expected)?
+    };
+    if host.is_empty() || host.contains(':') && !address.starts_with('[') {
+        return Err(expected());
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(()),
+        _ => Err(expected()),
+    }
+}
