@@ -1,0 +1,114 @@
+//! Who is calling, and may they do this: the seam where authentication plugs in.
+//!
+//! This module holds the types the exchange needs today: a [`Caller`] (peer address, zone,
+//! identity) and an [`Authorize`] step that returns a [`Decision`] from the request head
+//! alone, before any body byte is read. The authentication issue fills in identity sources
+//! (pod by source IP, token exchange, SigV4 keys) and a policy engine behind the same trait;
+//! until then the runtime offers [`TrustAll`] (`[auth] mode = "trust"`), which is insecure and
+//! says so in its decisions.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::s3::S3Request;
+
+/// Who the caller is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Identity {
+    /// Nothing is known about the caller.
+    Anonymous,
+    /// Accepted without proof because the proxy runs in trust mode.
+    Trusted,
+    /// An identity established by an identity source (a CIDR map entry, a pod, an access key).
+    Named {
+        /// The identity's name, as policy and logs refer to it.
+        name: String,
+    },
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Identity::Anonymous => f.write_str("anonymous"),
+            Identity::Trusted => f.write_str("trusted"),
+            Identity::Named { name } => f.write_str(name),
+        }
+    }
+}
+
+/// The caller of one request, as the runtime saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The peer address of the client connection (after PROXY protocol, if trusted).
+    pub peer: Option<IpAddr>,
+    /// The caller's zone / data centre, which routing prefers.
+    pub zone: Option<String>,
+    /// Who the caller is.
+    pub identity: Identity,
+}
+
+impl Caller {
+    /// An anonymous caller from `peer` with no zone.
+    pub fn anonymous(peer: Option<IpAddr>) -> Self {
+        Caller {
+            peer,
+            zone: None,
+            identity: Identity::Anonymous,
+        }
+    }
+}
+
+/// An authorisation decision, with the reason that the access log records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The request may proceed.
+    Allow {
+        /// Why (the rule that matched).
+        reason: Cow<'static, str>,
+    },
+    /// The request is refused with `403 AccessDenied`.
+    Deny {
+        /// Why (the rule that matched, or "no rule allows").
+        reason: Cow<'static, str>,
+    },
+}
+
+impl Decision {
+    /// True for `Allow`.
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Decision::Allow { .. })
+    }
+}
+
+/// Decides, from the caller and the classified request head, whether a request may proceed.
+pub trait Authorize: Send + Sync + fmt::Debug {
+    /// The decision for `caller` doing `request`. Must not block: it runs on the request path.
+    fn decide(&self, caller: &Caller, request: &S3Request) -> Decision;
+}
+
+/// Allow everything: `[auth] mode = "trust"`. INSECURE: anyone who can reach the proxy acts
+/// with the backend credentials the proxy holds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TrustAll;
+
+impl Authorize for TrustAll {
+    fn decide(&self, _caller: &Caller, _request: &S3Request) -> Decision {
+        Decision::Allow {
+            reason: Cow::Borrowed("auth mode `trust` (insecure): every caller is allowed"),
+        }
+    }
+}
+
+/// Deny everything: the safe default until a policy is configured.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DenyAll;
+
+impl Authorize for DenyAll {
+    fn decide(&self, _caller: &Caller, _request: &S3Request) -> Decision {
+        Decision::Deny {
+            reason: Cow::Borrowed("no policy is configured: deny by default"),
+        }
+    }
+}

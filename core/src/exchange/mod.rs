@@ -1,0 +1,726 @@
+//! One request's life, as a state machine that the runtime drives.
+//!
+//! The exchange decides; the runtime does the IO. The call order:
+//!
+//! ```text
+//! start(cluster, now, head, caller, rng) ──> Reject(error)                          [terminal]
+//!                                       └──> Forward(dispatch)
+//! for each attempt (Forward or Retry):
+//!     handle_connected(now)                 the backend connection is open
+//!     handle_body_started(now)              the first request-body byte left the client
+//!     handle_request_sent(now)              the whole request is written (bodyless: at once)
+//!     then exactly one of:
+//!       handle_response_head(.., status)   ─> Return | Retry(dispatch)
+//!       handle_connect_failed(..)          ─> Retry(dispatch) | Fail(error)          [terminal]
+//!       handle_backend_reset(..)           ─> Retry(dispatch) | Fail(error)          [terminal]
+//!       handle_timeout(.., phase)          ─> Retry(dispatch) | Fail(error)          [terminal]
+//!       handle_client_gone(..)             ─> Done                                   [terminal]
+//! after Return (the response head goes to the client, its body streams):
+//!       handle_response_done(..)           ─> Done                                   [terminal]
+//!       handle_backend_reset(..) / handle_timeout(..)  ─> Abort                     [terminal]
+//!       handle_client_gone(..)             ─> Done                                   [terminal]
+//! ```
+//!
+//! On `Retry`, the runtime discards whatever it had from the failed attempt (a 5xx body is
+//! drained or the connection dropped) and dispatches again. On `Fail` and `Reject` it answers
+//! the given S3 error. On `Abort` the response already started, so the only honest signal left
+//! is to break the client connection (HTTP/1.1: close without the terminating chunk or before
+//! Content-Length is reached; HTTP/2: RST_STREAM): a client must never take a short body for a
+//! complete one. When the client goes away or stalls mid-upload, the runtime must drop the
+//! backend connection instead of ending the request body, so the backend never commits a
+//! truncated object.
+//!
+//! Every attempt is recorded exactly once in its pool's balancer and health machine, and
+//! every exchange ends in exactly one terminal outcome ([`Exchange::outcome`]); after it,
+//! further events change nothing. `now` must not go backwards.
+//!
+//! [`Exchange::poll_timeout`] gives the deadline of the current phase that core tracks
+//! (backend connect, backend first byte, total); the idle timeouts of streaming phases (client
+//! body, response write, backend body) are per-IO-operation and the runtime enforces them with
+//! the durations in [`Cluster::timeouts`], then reports them with `handle_timeout`.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::auth::{Caller, Decision};
+use crate::balance::BackendId;
+use crate::cluster::{Cluster, Timeouts};
+use crate::outcome::{AttemptOutcome, Phase, is_failure_status};
+use crate::retry::{RetryContext, RetryVerdict};
+use crate::route::{PoolId, RouteDecision};
+use crate::s3::{ErrorCode, S3ErrorResponse, S3Request, classify};
+use crate::time::Instant;
+
+/// Where to send an attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dispatch {
+    /// The backend's pool.
+    pub pool: PoolId,
+    /// The backend.
+    pub backend: BackendId,
+    /// Its address (`host:port`).
+    pub address: String,
+    /// Attempt number, 1 for the first.
+    pub attempt: u32,
+}
+
+/// What the runtime must do next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Send the request to a backend (first attempt).
+    Forward(Dispatch),
+    /// Discard the failed attempt and send the request to another backend.
+    Retry(Dispatch),
+    /// Hand the backend's response to the client and stream its body.
+    Return,
+    /// Answer this error without contacting any backend. Terminal.
+    Reject(S3ErrorResponse),
+    /// Answer this error: the attempts failed. Terminal.
+    Fail(S3ErrorResponse),
+    /// Break the client connection: the response started and cannot complete. Terminal.
+    Abort,
+    /// Nothing more to send. Terminal.
+    Done,
+    /// No action: the event does not apply in the current state (a driver bug, asserted in
+    /// debug builds), or the exchange already ended.
+    Continue,
+}
+
+impl Step {
+    /// True for steps that end the exchange.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Step::Reject(_) | Step::Fail(_) | Step::Abort | Step::Done
+        )
+    }
+}
+
+/// How an exchange ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExchangeOutcome {
+    /// The backend's response was delivered whole.
+    Completed {
+        /// Its status.
+        status: u16,
+    },
+    /// Refused before any backend was contacted.
+    Rejected {
+        /// The error answered.
+        code: ErrorCode,
+    },
+    /// Every attempt failed (or the client stalled mid-upload); the proxy answered an error.
+    Failed {
+        /// The error answered.
+        code: ErrorCode,
+    },
+    /// The response started and then broke; the client connection was cut.
+    Aborted {
+        /// What broke it.
+        outcome: AttemptOutcome,
+    },
+    /// The client went away.
+    ClientGone,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AttemptPhase {
+    Connecting,
+    Sending,
+    AwaitingHead { since: Instant },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    /// Inside `start`, before the first decision.
+    Starting,
+    Attempt {
+        backend: BackendId,
+        started_at: Instant,
+        phase: AttemptPhase,
+    },
+    Responding {
+        backend: BackendId,
+        status: u16,
+        first_byte: Duration,
+    },
+    Finished(ExchangeOutcome),
+}
+
+/// One request's life. See the module docs for the call order.
+#[derive(Debug)]
+pub struct Exchange {
+    id: u64,
+    request: Option<S3Request>,
+    decision: Option<Decision>,
+    route: Option<RouteDecision>,
+    timeouts: Timeouts,
+    max_attempts: u32,
+    started_at: Instant,
+    state: State,
+    attempts: u32,
+    tried: Vec<BackendId>,
+    body_started: bool,
+    last_retry_verdict: Option<RetryVerdict>,
+    retry_budget_exhausted: bool,
+}
+
+impl Exchange {
+    /// Begin an exchange for the request head `head` from `caller`: classify, authorise, route
+    /// and pick the first backend.
+    pub fn start<R: Rng + ?Sized>(
+        cluster: &mut Cluster,
+        now: Instant,
+        head: &http::request::Parts,
+        caller: &Caller,
+        rng: &mut R,
+    ) -> (Exchange, Step) {
+        let mut exchange = Exchange {
+            id: cluster.next_exchange_id(),
+            request: None,
+            decision: None,
+            route: None,
+            timeouts: *cluster.timeouts(),
+            max_attempts: cluster.retry_policy().max_attempts,
+            started_at: now,
+            state: State::Starting,
+            attempts: 0,
+            tried: Vec::new(),
+            body_started: false,
+            last_retry_verdict: None,
+            retry_budget_exhausted: false,
+        };
+        let request = match classify(head, cluster.classify_config()) {
+            Ok(request) => request,
+            Err(error) => return exchange.reject(error.to_response()),
+        };
+        let decision = cluster.authorizer().decide(caller, &request);
+        let denied = match &decision {
+            Decision::Deny { reason } => Some(reason.clone()),
+            Decision::Allow { .. } => None,
+        };
+        exchange.request = Some(request);
+        exchange.decision = Some(decision);
+        if let Some(reason) = denied {
+            tracing::info!(exchange = exchange.id, identity = %caller.identity, %reason, "denied");
+            return exchange.reject(S3ErrorResponse::new(
+                ErrorCode::AccessDenied,
+                "Access Denied",
+            ));
+        }
+        let request = exchange.request.as_ref().expect("set above");
+        let route = cluster
+            .router()
+            .route(request, caller.zone.as_deref(), |pool| {
+                cluster
+                    .pool(pool)
+                    .is_some_and(|pool| pool.balancer().has_available())
+            });
+        exchange.route = Some(route);
+        let Some(pool) = cluster.pool_mut(route.pool) else {
+            return exchange.reject(S3ErrorResponse::new(
+                ErrorCode::ServiceUnavailable,
+                "no pool serves this request",
+            ));
+        };
+        pool.budget_mut().record_request(now);
+        match exchange.dispatch(cluster, now, rng) {
+            Some(dispatch) => (exchange, Step::Forward(dispatch)),
+            None => exchange.reject(S3ErrorResponse::new(
+                ErrorCode::ServiceUnavailable,
+                "no backend is available; please retry",
+            )),
+        }
+    }
+
+    /// The exchange's id (unique within its cluster), for logs and S3 request ids.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+    /// The classified request (absent only when classification failed).
+    pub fn request(&self) -> Option<&S3Request> {
+        self.request.as_ref()
+    }
+    /// The authorisation decision, once made.
+    pub fn decision(&self) -> Option<&Decision> {
+        self.decision.as_ref()
+    }
+    /// The routing decision, once made.
+    pub fn route(&self) -> Option<&RouteDecision> {
+        self.route.as_ref()
+    }
+    /// Attempts made so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+    /// Backends tried, in order.
+    pub fn tried(&self) -> &[BackendId] {
+        &self.tried
+    }
+    /// The last retry verdict (why the last failure was or was not retried).
+    pub fn last_retry_verdict(&self) -> Option<RetryVerdict> {
+        self.last_retry_verdict
+    }
+    /// True when a safe retry was refused by the retry budget.
+    pub fn retry_budget_exhausted(&self) -> bool {
+        self.retry_budget_exhausted
+    }
+    /// When the exchange started.
+    pub fn started_at(&self) -> Instant {
+        self.started_at
+    }
+    /// How the exchange ended, once it has.
+    pub fn outcome(&self) -> Option<&ExchangeOutcome> {
+        match &self.state {
+            State::Finished(outcome) => Some(outcome),
+            _ => None,
+        }
+    }
+    /// The backend of the current attempt, or of the response being streamed.
+    pub fn backend(&self) -> Option<BackendId> {
+        match self.state {
+            State::Attempt { backend, .. } | State::Responding { backend, .. } => Some(backend),
+            State::Starting | State::Finished(_) => None,
+        }
+    }
+
+    /// The next deadline core tracks, with its phase (see the module docs).
+    pub fn poll_timeout(&self) -> Option<(Instant, Phase)> {
+        let phase_deadline = match self.state {
+            State::Attempt {
+                started_at,
+                phase: AttemptPhase::Connecting,
+                ..
+            } => Some((
+                started_at + self.timeouts.backend_connect,
+                Phase::BackendConnect,
+            )),
+            State::Attempt {
+                phase: AttemptPhase::AwaitingHead { since },
+                ..
+            } => Some((
+                since + self.timeouts.backend_first_byte,
+                Phase::BackendFirstByte,
+            )),
+            State::Attempt {
+                phase: AttemptPhase::Sending,
+                ..
+            }
+            | State::Responding { .. } => None,
+            State::Starting | State::Finished(_) => return None,
+        };
+        let total = self
+            .timeouts
+            .total
+            .map(|total| (self.started_at + total, Phase::Total));
+        match (phase_deadline, total) {
+            (Some(phase), Some(total)) => Some(if total.0 < phase.0 { total } else { phase }),
+            (one, other) => one.or(other),
+        }
+    }
+
+    /// The backend connection of the current attempt is open.
+    pub fn handle_connected(&mut self, _now: Instant) {
+        if let State::Attempt {
+            phase: phase @ AttemptPhase::Connecting,
+            ..
+        } = &mut self.state
+        {
+            *phase = AttemptPhase::Sending;
+        }
+    }
+
+    /// The first request-body byte was taken from the client: from now on, a request with a
+    /// body cannot be retried.
+    pub fn handle_body_started(&mut self, _now: Instant) {
+        self.body_started = true;
+    }
+
+    /// The whole request (head and body) is written to the backend; the first-byte timeout
+    /// starts.
+    pub fn handle_request_sent(&mut self, now: Instant) {
+        if let State::Attempt { phase, .. } = &mut self.state {
+            if !matches!(phase, AttemptPhase::AwaitingHead { .. }) {
+                *phase = AttemptPhase::AwaitingHead { since: now };
+            }
+        }
+    }
+
+    /// The backend connection could not be opened.
+    pub fn handle_connect_failed<R: Rng + ?Sized>(
+        &mut self,
+        cluster: &mut Cluster,
+        now: Instant,
+        rng: &mut R,
+    ) -> Step {
+        match self.state {
+            State::Attempt { .. } => self.attempt_failed(
+                cluster,
+                now,
+                rng,
+                AttemptOutcome::ConnectFailed,
+                ErrorCode::ServiceUnavailable,
+                "no backend could be reached; please retry",
+            ),
+            State::Responding { .. } => self.contract_violation("connect failure while responding"),
+            State::Starting | State::Finished(_) => Step::Continue,
+        }
+    }
+
+    /// The backend's response head arrived with `status`.
+    pub fn handle_response_head<R: Rng + ?Sized>(
+        &mut self,
+        cluster: &mut Cluster,
+        now: Instant,
+        status: u16,
+        rng: &mut R,
+    ) -> Step {
+        let State::Attempt {
+            backend,
+            started_at,
+            ..
+        } = self.state
+        else {
+            return match self.state {
+                State::Starting | State::Finished(_) => Step::Continue,
+                _ => self.contract_violation("a second response head"),
+            };
+        };
+        let outcome = AttemptOutcome::Response { status };
+        if is_failure_status(status) {
+            if let Some(step) = self.try_retry(cluster, now, rng, outcome) {
+                return step;
+            }
+        }
+        self.state = State::Responding {
+            backend,
+            status,
+            first_byte: now - started_at,
+        };
+        Step::Return
+    }
+
+    /// The response body was delivered whole to the client.
+    pub fn handle_response_done(&mut self, cluster: &mut Cluster, now: Instant) -> Step {
+        match self.state {
+            State::Responding {
+                backend,
+                status,
+                first_byte,
+            } => {
+                self.end_attempt(
+                    cluster,
+                    backend,
+                    AttemptOutcome::Response { status },
+                    first_byte,
+                    now,
+                );
+                self.finish(ExchangeOutcome::Completed { status });
+                Step::Done
+            }
+            State::Attempt { .. } => self.contract_violation("response done before its head"),
+            State::Starting | State::Finished(_) => Step::Continue,
+        }
+    }
+
+    /// The backend connection broke (reset, or closed early).
+    pub fn handle_backend_reset<R: Rng + ?Sized>(
+        &mut self,
+        cluster: &mut Cluster,
+        now: Instant,
+        rng: &mut R,
+    ) -> Step {
+        match self.state {
+            State::Attempt {
+                phase: AttemptPhase::Connecting,
+                ..
+            } => self.handle_connect_failed(cluster, now, rng),
+            State::Attempt { .. } => self.attempt_failed(
+                cluster,
+                now,
+                rng,
+                AttemptOutcome::Reset {
+                    response_started: false,
+                },
+                ErrorCode::BadGateway,
+                "the storage node closed the connection before answering; please retry",
+            ),
+            State::Responding { .. } => self.abort(
+                cluster,
+                now,
+                AttemptOutcome::Reset {
+                    response_started: true,
+                },
+            ),
+            State::Starting | State::Finished(_) => Step::Continue,
+        }
+    }
+
+    /// A phase timed out (core's own deadline from [`Exchange::poll_timeout`], or an idle
+    /// timeout the runtime enforces).
+    pub fn handle_timeout<R: Rng + ?Sized>(
+        &mut self,
+        cluster: &mut Cluster,
+        now: Instant,
+        phase: Phase,
+        rng: &mut R,
+    ) -> Step {
+        let outcome = AttemptOutcome::Timeout(phase);
+        match (&self.state, phase) {
+            (State::Starting | State::Finished(_), _) => Step::Continue,
+            (State::Attempt { .. }, Phase::BackendConnect) => self.attempt_failed(
+                cluster,
+                now,
+                rng,
+                outcome,
+                ErrorCode::ServiceUnavailable,
+                "no backend accepted a connection in time; please retry",
+            ),
+            (State::Attempt { .. }, Phase::BackendFirstByte | Phase::BackendBodyIdle) => self
+                .attempt_failed(
+                    cluster,
+                    now,
+                    rng,
+                    AttemptOutcome::Timeout(Phase::BackendFirstByte),
+                    ErrorCode::GatewayTimeout,
+                    "the storage node did not answer in time; please retry",
+                ),
+            (State::Attempt { .. }, Phase::Total) => self.attempt_failed(
+                cluster,
+                now,
+                rng,
+                outcome,
+                ErrorCode::GatewayTimeout,
+                "the request exceeded the proxy's deadline",
+            ),
+            (
+                State::Attempt { .. },
+                Phase::ClientBodyIdle | Phase::ClientHeader | Phase::ResponseWriteIdle,
+            ) => {
+                // The client stalled mid-upload. The attempt ends as the client's doing; the
+                // runtime drops the backend connection so nothing truncated is committed.
+                self.attempt_failed(
+                    cluster,
+                    now,
+                    rng,
+                    AttemptOutcome::Abandoned,
+                    ErrorCode::RequestTimeout,
+                    "Your socket connection to the server was not read from or written to within the timeout period.",
+                )
+            }
+            (State::Responding { .. }, _) => self.abort(cluster, now, outcome),
+        }
+    }
+
+    /// The client went away. The runtime drops the backend connection.
+    pub fn handle_client_gone(&mut self, cluster: &mut Cluster, now: Instant) -> Step {
+        match self.state {
+            State::Attempt {
+                backend,
+                started_at,
+                ..
+            } => {
+                self.end_attempt(
+                    cluster,
+                    backend,
+                    AttemptOutcome::Abandoned,
+                    now - started_at,
+                    now,
+                );
+            }
+            State::Responding {
+                backend,
+                first_byte,
+                ..
+            } => {
+                self.end_attempt(cluster, backend, AttemptOutcome::Abandoned, first_byte, now);
+            }
+            State::Starting | State::Finished(_) => return Step::Continue,
+        }
+        self.finish(ExchangeOutcome::ClientGone);
+        Step::Done
+    }
+
+    /// The current attempt failed with `outcome`: retry if safe and affordable, else fail.
+    fn attempt_failed<R: Rng + ?Sized>(
+        &mut self,
+        cluster: &mut Cluster,
+        now: Instant,
+        rng: &mut R,
+        outcome: AttemptOutcome,
+        code: ErrorCode,
+        message: &'static str,
+    ) -> Step {
+        if let Some(step) = self.try_retry(cluster, now, rng, outcome) {
+            return step;
+        }
+        let State::Attempt {
+            backend,
+            started_at,
+            ..
+        } = self.state
+        else {
+            unreachable!("attempt_failed is only called in the attempt state");
+        };
+        self.end_attempt(cluster, backend, outcome, now - started_at, now);
+        self.finish(ExchangeOutcome::Failed { code });
+        Step::Fail(S3ErrorResponse::new(code, Cow::Borrowed(message)))
+    }
+
+    /// If `outcome` may be retried and the budget allows, end the current attempt and dispatch
+    /// the next; `None` leaves the current attempt untouched.
+    fn try_retry<R: Rng + ?Sized>(
+        &mut self,
+        cluster: &mut Cluster,
+        now: Instant,
+        rng: &mut R,
+        outcome: AttemptOutcome,
+    ) -> Option<Step> {
+        let State::Attempt {
+            backend,
+            started_at,
+            ..
+        } = self.state
+        else {
+            return None;
+        };
+        let request = self.request.as_ref()?;
+        let context = RetryContext {
+            idempotent: request.is_idempotent(),
+            has_body: request.body.is_present(),
+            body_started: self.body_started,
+            response_started: false,
+            attempts: self.attempts,
+        };
+        let verdict = cluster.retry_policy().verdict(outcome, context);
+        self.last_retry_verdict = Some(verdict);
+        if verdict != RetryVerdict::Retry {
+            return None;
+        }
+        let pool_id = self.route?.pool;
+        if !cluster.pool_mut(pool_id)?.budget_mut().try_withdraw(now) {
+            self.retry_budget_exhausted = true;
+            tracing::debug!(exchange = self.id, "retry refused: budget exhausted");
+            return None;
+        }
+        self.end_attempt(cluster, backend, outcome, now - started_at, now);
+        match self.dispatch(cluster, now, rng) {
+            Some(dispatch) => {
+                tracing::debug!(exchange = self.id, attempt = dispatch.attempt, failed = %backend, next = %dispatch.backend, outcome = outcome.class(), "retry");
+                Some(Step::Retry(dispatch))
+            }
+            None => {
+                self.finish(ExchangeOutcome::Failed {
+                    code: ErrorCode::ServiceUnavailable,
+                });
+                Some(Step::Fail(S3ErrorResponse::new(
+                    ErrorCode::ServiceUnavailable,
+                    "no backend is available; please retry",
+                )))
+            }
+        }
+    }
+
+    /// Pick a backend (avoiding those tried) and start an attempt on it.
+    fn dispatch<R: Rng + ?Sized>(
+        &mut self,
+        cluster: &mut Cluster,
+        now: Instant,
+        rng: &mut R,
+    ) -> Option<Dispatch> {
+        let pool_id = self.route?.pool;
+        let pool = cluster.pool_mut(pool_id)?;
+        let balancer = pool.balancer_mut();
+        let backend = balancer.pick_excluding(now, rng, &self.tried)?;
+        let address = balancer.get(backend)?.spec().address.clone();
+        let started = balancer.on_start(backend, now);
+        debug_assert!(started, "a picked backend exists");
+        self.attempts += 1;
+        debug_assert!(
+            self.attempts <= self.max_attempts,
+            "attempts past the policy's maximum"
+        );
+        if !self.tried.contains(&backend) {
+            self.tried.push(backend);
+        }
+        self.state = State::Attempt {
+            backend,
+            started_at: now,
+            phase: AttemptPhase::Connecting,
+        };
+        Some(Dispatch {
+            pool: pool_id,
+            backend,
+            address,
+            attempt: self.attempts,
+        })
+    }
+
+    fn abort(&mut self, cluster: &mut Cluster, now: Instant, outcome: AttemptOutcome) -> Step {
+        let State::Responding {
+            backend,
+            first_byte,
+            ..
+        } = self.state
+        else {
+            unreachable!("abort is only called while responding");
+        };
+        self.end_attempt(
+            cluster,
+            backend,
+            outcome,
+            first_byte.max(now - self.started_at),
+            now,
+        );
+        self.finish(ExchangeOutcome::Aborted { outcome });
+        Step::Abort
+    }
+
+    fn end_attempt(
+        &mut self,
+        cluster: &mut Cluster,
+        backend: BackendId,
+        outcome: AttemptOutcome,
+        latency: Duration,
+        now: Instant,
+    ) {
+        if let Some(pool) = self.route.and_then(|route| cluster.pool_mut(route.pool)) {
+            pool.end_attempt(backend, outcome, latency, now);
+        }
+    }
+
+    fn reject(mut self, response: S3ErrorResponse) -> (Exchange, Step) {
+        self.finish(ExchangeOutcome::Rejected {
+            code: response.code,
+        });
+        (self, Step::Reject(response))
+    }
+
+    fn finish(&mut self, outcome: ExchangeOutcome) {
+        debug_assert!(
+            !matches!(self.state, State::Finished(_)),
+            "an exchange ends once"
+        );
+        tracing::debug!(
+            exchange = self.id,
+            attempts = self.attempts,
+            ?outcome,
+            "exchange finished"
+        );
+        self.state = State::Finished(outcome);
+    }
+
+    fn contract_violation(&self, what: &str) -> Step {
+        debug_assert!(
+            false,
+            "exchange {}: {what} (state {:?})",
+            self.id, self.state
+        );
+        Step::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests;

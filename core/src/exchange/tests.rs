@@ -1,0 +1,643 @@
+//! Exchange scenarios and properties over random event sequences.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+
+use super::*;
+use crate::auth::{DenyAll, TrustAll};
+use crate::config::Config;
+
+fn cluster_with(backends: usize, extra: &str) -> Cluster {
+    let list: Vec<String> = (0..backends)
+        .map(|index| format!("\"10.0.0.{index}:9000\""))
+        .collect();
+    let text = format!(
+        "{extra}\n[health.active]\nenabled = false\n\n[[pools]]\nname = \"dc1\"\nbackends = [{}]\n",
+        list.join(", ")
+    );
+    let config = Config::from_toml(&text, "test.toml").expect("valid test config");
+    let mut rng = SmallRng::seed_from_u64(0);
+    let mut cluster = Cluster::from_config(&config, Instant::EPOCH, &mut rng).expect("cluster");
+    cluster.set_authorizer(Box::new(TrustAll));
+    cluster
+}
+
+fn head(method: &str, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "127.0.0.1:9000");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(()).expect("valid test request").into_parts().0
+}
+
+fn caller() -> Caller {
+    Caller::anonymous(None)
+}
+
+fn in_flight(cluster: &Cluster) -> u64 {
+    cluster
+        .pools()
+        .iter()
+        .map(|pool| pool.balancer().in_flight_total())
+        .sum()
+}
+
+fn dispatch_of(step: &Step) -> &Dispatch {
+    match step {
+        Step::Forward(dispatch) | Step::Retry(dispatch) => dispatch,
+        other => panic!("expected a dispatch, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_get_goes_forward_returns_and_completes() {
+    // Proves the happy path and that the attempt is recorded once in the balancer.
+    let mut cluster = cluster_with(3, "");
+    let mut rng = SmallRng::seed_from_u64(1);
+    let t0 = Instant::from_millis(10);
+    let (mut exchange, step) = Exchange::start(
+        &mut cluster,
+        t0,
+        &head("GET", "/b/k", &[]),
+        &caller(),
+        &mut rng,
+    );
+    let dispatch = dispatch_of(&step).clone();
+    assert_eq!(dispatch.attempt, 1);
+    assert_eq!(in_flight(&cluster), 1);
+    assert_eq!(
+        exchange.poll_timeout(),
+        Some((t0 + Duration::from_secs(2), Phase::BackendConnect))
+    );
+    exchange.handle_connected(t0);
+    exchange.handle_request_sent(t0 + Duration::from_millis(1));
+    assert_eq!(
+        exchange.poll_timeout(),
+        Some((
+            t0 + Duration::from_millis(1) + Duration::from_secs(60),
+            Phase::BackendFirstByte
+        ))
+    );
+    let t1 = t0 + Duration::from_millis(5);
+    assert_eq!(
+        exchange.handle_response_head(&mut cluster, t1, 200, &mut rng),
+        Step::Return
+    );
+    assert_eq!(
+        exchange.poll_timeout(),
+        None,
+        "streaming phases are the runtime's idle timers"
+    );
+    assert_eq!(in_flight(&cluster), 1, "the body still streams");
+    assert_eq!(exchange.handle_response_done(&mut cluster, t1), Step::Done);
+    assert_eq!(
+        exchange.outcome(),
+        Some(&ExchangeOutcome::Completed { status: 200 })
+    );
+    assert_eq!(in_flight(&cluster), 0);
+    let backend = cluster.pools()[0]
+        .balancer()
+        .get(dispatch.backend)
+        .expect("backend");
+    assert_eq!((backend.requests_total(), backend.errors_total()), (1, 0));
+    // Events after the end change nothing.
+    assert_eq!(
+        exchange.handle_client_gone(&mut cluster, t1),
+        Step::Continue
+    );
+    assert_eq!(
+        exchange.outcome(),
+        Some(&ExchangeOutcome::Completed { status: 200 })
+    );
+}
+
+#[test]
+fn a_dead_backend_costs_a_get_nothing() {
+    // Proves connect failures are retried on another backend and the client sees success.
+    let mut cluster = cluster_with(3, "");
+    let mut rng = SmallRng::seed_from_u64(2);
+    let now = Instant::from_millis(1);
+    let (mut exchange, first) = Exchange::start(
+        &mut cluster,
+        now,
+        &head("GET", "/b/k", &[]),
+        &caller(),
+        &mut rng,
+    );
+    let first = dispatch_of(&first).clone();
+    let second = exchange.handle_connect_failed(&mut cluster, now, &mut rng);
+    let second = dispatch_of(&second).clone();
+    assert!(matches!(
+        exchange.last_retry_verdict(),
+        Some(RetryVerdict::Retry)
+    ));
+    assert_ne!(first.backend, second.backend, "the retry goes elsewhere");
+    assert_eq!(second.attempt, 2);
+    exchange.handle_connected(now);
+    exchange.handle_request_sent(now);
+    assert_eq!(
+        exchange.handle_response_head(&mut cluster, now, 200, &mut rng),
+        Step::Return
+    );
+    assert_eq!(exchange.handle_response_done(&mut cluster, now), Step::Done);
+    let failed = cluster.pools()[0]
+        .balancer()
+        .get(first.backend)
+        .expect("backend");
+    assert_eq!(failed.errors_total(), 1);
+    assert_eq!(in_flight(&cluster), 0);
+}
+
+#[test]
+fn slow_down_is_retried_even_when_not_idempotent_but_a_500_is_not() {
+    // Proves the S3 rule: 503 SlowDown means "not processed", so any request may be retried;
+    // a 500 on CreateMultipartUpload may have created an upload, so it is passed through.
+    let mut cluster = cluster_with(3, "");
+    let mut rng = SmallRng::seed_from_u64(3);
+    let now = Instant::from_millis(1);
+    let create = head("POST", "/b/k?uploads", &[]);
+    let (mut exchange, _) = Exchange::start(&mut cluster, now, &create, &caller(), &mut rng);
+    exchange.handle_request_sent(now);
+    assert!(matches!(
+        exchange.handle_response_head(&mut cluster, now, 503, &mut rng),
+        Step::Retry(_)
+    ));
+    exchange.handle_request_sent(now);
+    assert_eq!(
+        exchange.handle_response_head(&mut cluster, now, 500, &mut rng),
+        Step::Return
+    );
+    assert_eq!(
+        exchange.last_retry_verdict(),
+        Some(RetryVerdict::NotIdempotent)
+    );
+    assert_eq!(exchange.handle_response_done(&mut cluster, now), Step::Done);
+    assert_eq!(
+        exchange.outcome(),
+        Some(&ExchangeOutcome::Completed { status: 500 })
+    );
+    assert_eq!(in_flight(&cluster), 0);
+}
+
+#[test]
+fn an_upload_whose_body_started_is_never_retried() {
+    // Proves that a streamed body is never replayed: the client gets an error and retries itself.
+    let mut cluster = cluster_with(3, "");
+    let mut rng = SmallRng::seed_from_u64(4);
+    let now = Instant::from_millis(1);
+    let put = head("PUT", "/b/k", &[("content-length", "1048576")]);
+    let (mut exchange, _) = Exchange::start(&mut cluster, now, &put, &caller(), &mut rng);
+    exchange.handle_connected(now);
+    exchange.handle_body_started(now);
+    let step = exchange.handle_backend_reset(&mut cluster, now, &mut rng);
+    assert!(
+        matches!(&step, Step::Fail(error) if error.code == ErrorCode::BadGateway),
+        "{step:?}"
+    );
+    assert_eq!(
+        exchange.last_retry_verdict(),
+        Some(RetryVerdict::BodyConsumed)
+    );
+    assert_eq!(exchange.attempts(), 1);
+
+    // The same upload that has not sent a byte yet (waiting on 100-continue) is retried.
+    let put = head(
+        "PUT",
+        "/b/k",
+        &[("content-length", "1048576"), ("expect", "100-continue")],
+    );
+    let (mut exchange, _) = Exchange::start(&mut cluster, now, &put, &caller(), &mut rng);
+    assert!(matches!(
+        exchange.handle_connect_failed(&mut cluster, now, &mut rng),
+        Step::Retry(_)
+    ));
+    exchange.handle_client_gone(&mut cluster, now);
+    assert_eq!(in_flight(&cluster), 0);
+}
+
+#[test]
+fn a_backend_dying_mid_body_aborts_the_client_connection() {
+    // Proves that a broken response is never passed off as complete.
+    let mut cluster = cluster_with(2, "");
+    let mut rng = SmallRng::seed_from_u64(5);
+    let now = Instant::from_millis(1);
+    let (mut exchange, _) = Exchange::start(
+        &mut cluster,
+        now,
+        &head("GET", "/b/big", &[]),
+        &caller(),
+        &mut rng,
+    );
+    exchange.handle_request_sent(now);
+    assert_eq!(
+        exchange.handle_response_head(&mut cluster, now, 200, &mut rng),
+        Step::Return
+    );
+    assert_eq!(
+        exchange.handle_backend_reset(&mut cluster, now, &mut rng),
+        Step::Abort
+    );
+    assert_eq!(
+        exchange.outcome(),
+        Some(&ExchangeOutcome::Aborted {
+            outcome: AttemptOutcome::Reset {
+                response_started: true
+            }
+        })
+    );
+    assert_eq!(in_flight(&cluster), 0);
+}
+
+#[test]
+fn slow_clients_do_not_count_against_backends() {
+    // Proves that a slow reader or a stalled uploader ends the exchange without harming the
+    // backend's health record.
+    let mut cluster = cluster_with(1, "[health.passive]\nconsecutive_failures = 1\n");
+    let mut rng = SmallRng::seed_from_u64(6);
+    let now = Instant::from_millis(1);
+    let (mut reader, step) = Exchange::start(
+        &mut cluster,
+        now,
+        &head("GET", "/b/k", &[]),
+        &caller(),
+        &mut rng,
+    );
+    let backend = dispatch_of(&step).backend;
+    reader.handle_request_sent(now);
+    reader.handle_response_head(&mut cluster, now, 200, &mut rng);
+    assert_eq!(
+        reader.handle_timeout(&mut cluster, now, Phase::ResponseWriteIdle, &mut rng),
+        Step::Abort
+    );
+
+    let put = head("PUT", "/b/k", &[("content-length", "10")]);
+    let (mut writer, _) = Exchange::start(&mut cluster, now, &put, &caller(), &mut rng);
+    writer.handle_connected(now);
+    writer.handle_body_started(now);
+    let step = writer.handle_timeout(&mut cluster, now, Phase::ClientBodyIdle, &mut rng);
+    assert!(
+        matches!(&step, Step::Fail(error) if error.code == ErrorCode::RequestTimeout),
+        "{step:?}"
+    );
+
+    let (mut leaver, _) = Exchange::start(
+        &mut cluster,
+        now,
+        &head("GET", "/b/k", &[]),
+        &caller(),
+        &mut rng,
+    );
+    assert_eq!(leaver.handle_client_gone(&mut cluster, now), Step::Done);
+    assert_eq!(leaver.outcome(), Some(&ExchangeOutcome::ClientGone));
+
+    let health = cluster.pools()[0].health().get(backend).expect("tracked");
+    assert_eq!(health.consecutive_failures, 0);
+    assert!(health.is_available());
+    assert_eq!(in_flight(&cluster), 0);
+}
+
+#[test]
+fn denied_and_malformed_requests_are_rejected_without_a_backend() {
+    // Proves the auth seam decides from the head alone, and bad input gets a 4xx.
+    let mut cluster = cluster_with(2, "");
+    cluster.set_authorizer(Box::new(DenyAll));
+    let mut rng = SmallRng::seed_from_u64(7);
+    let now = Instant::from_millis(1);
+    let put = head(
+        "PUT",
+        "/b/k",
+        &[("content-length", "5"), ("expect", "100-continue")],
+    );
+    let (exchange, step) = Exchange::start(&mut cluster, now, &put, &caller(), &mut rng);
+    assert!(
+        matches!(&step, Step::Reject(error) if error.code == ErrorCode::AccessDenied && error.status() == 403)
+    );
+    assert!(
+        exchange
+            .decision()
+            .is_some_and(|decision| !decision.is_allowed())
+    );
+    assert_eq!(exchange.attempts(), 0);
+
+    cluster.set_authorizer(Box::new(TrustAll));
+    let bad = head("GET", "/b/a%zz", &[]);
+    let (exchange, step) = Exchange::start(&mut cluster, now, &bad, &caller(), &mut rng);
+    assert!(matches!(&step, Step::Reject(error) if error.status() == 400));
+    assert_eq!(
+        exchange.outcome(),
+        Some(&ExchangeOutcome::Rejected {
+            code: ErrorCode::InvalidUri
+        })
+    );
+    let requests: u64 = cluster.pools()[0]
+        .balancer()
+        .backends()
+        .iter()
+        .map(|b| b.requests_total())
+        .sum();
+    assert_eq!(requests, 0, "no backend was contacted");
+}
+
+#[test]
+fn a_dead_node_is_ejected_and_then_avoided() {
+    // Proves the loop balance → health → balance: after enough failures the node gets no picks.
+    // Round-robin, because p2c's failure penalty alone already steers around the dead node
+    // before it fails twice in a row.
+    let mut cluster = cluster_with(
+        3,
+        "[balance]\nalgorithm = \"round-robin\"\n[health.passive]\nconsecutive_failures = 2\n",
+    );
+    let mut rng = SmallRng::seed_from_u64(8);
+    let dead = cluster.pools()[0].balancer().backends()[0].id();
+    let mut now = Instant::from_millis(1);
+    let mut dispatched_to_dead_after_ejection = 0;
+    for _ in 0..200 {
+        now = now + Duration::from_millis(10);
+        let ejected = !cluster.pools()[0].health().is_available(dead);
+        let (mut exchange, mut step) = Exchange::start(
+            &mut cluster,
+            now,
+            &head("GET", "/b/k", &[]),
+            &caller(),
+            &mut rng,
+        );
+        loop {
+            match &step {
+                Step::Forward(dispatch) | Step::Retry(dispatch) => {
+                    if dispatch.backend == dead {
+                        dispatched_to_dead_after_ejection += usize::from(ejected);
+                        step = exchange.handle_connect_failed(&mut cluster, now, &mut rng);
+                    } else {
+                        exchange.handle_request_sent(now);
+                        step = exchange.handle_response_head(&mut cluster, now, 200, &mut rng);
+                    }
+                }
+                Step::Return => step = exchange.handle_response_done(&mut cluster, now),
+                Step::Done => break,
+                other => panic!("a GET failed although two nodes are healthy: {other:?}"),
+            }
+        }
+    }
+    assert!(!cluster.pools()[0].health().is_available(dead));
+    assert_eq!(dispatched_to_dead_after_ejection, 0);
+    assert_eq!(in_flight(&cluster), 0);
+}
+
+#[test]
+fn an_exhausted_budget_stops_retries() {
+    // Proves that a brown-out does not become a retry storm: with no budget, no retry.
+    let mut cluster = cluster_with(
+        3,
+        "[retry]\nbudget_ratio = 0.0\nbudget_min_per_second = 0.0\n",
+    );
+    let mut rng = SmallRng::seed_from_u64(9);
+    let now = Instant::from_millis(1);
+    let (mut exchange, _) = Exchange::start(
+        &mut cluster,
+        now,
+        &head("GET", "/b/k", &[]),
+        &caller(),
+        &mut rng,
+    );
+    let step = exchange.handle_connect_failed(&mut cluster, now, &mut rng);
+    assert!(
+        matches!(&step, Step::Fail(error) if error.code == ErrorCode::ServiceUnavailable),
+        "{step:?}"
+    );
+    assert!(exchange.retry_budget_exhausted());
+}
+
+#[test]
+fn the_total_deadline_wins_when_it_is_sooner() {
+    // Proves poll_timeout reports the earlier of the phase deadline and the total deadline.
+    let mut cluster = cluster_with(1, "[timeouts]\ntotal = \"1s\"\n");
+    let mut rng = SmallRng::seed_from_u64(10);
+    let now = Instant::from_millis(0);
+    let (mut exchange, _) = Exchange::start(
+        &mut cluster,
+        now,
+        &head("GET", "/b/k", &[]),
+        &caller(),
+        &mut rng,
+    );
+    assert_eq!(
+        exchange.poll_timeout(),
+        Some((now + Duration::from_secs(1), Phase::Total))
+    );
+    let step = exchange.handle_timeout(
+        &mut cluster,
+        now + Duration::from_secs(1),
+        Phase::Total,
+        &mut rng,
+    );
+    assert!(matches!(&step, Step::Fail(error) if error.code == ErrorCode::GatewayTimeout));
+}
+
+/// An event the property test applies to one live exchange.
+#[derive(Clone, Copy, Debug)]
+enum Event {
+    Connected,
+    BodyStarted,
+    RequestSent,
+    ConnectFailed,
+    ResponseHead(u16),
+    ResponseDone,
+    Reset,
+    Timeout(Phase),
+    ClientGone,
+}
+
+fn pick_event(rng: &mut SmallRng, responding: bool) -> Event {
+    use rand::RngExt;
+    let statuses = [200u16, 206, 404, 429, 500, 503];
+    if responding {
+        match rng.random_range(0..10) {
+            0..=5 => Event::ResponseDone,
+            6 => Event::Reset,
+            7 => Event::Timeout(Phase::BackendBodyIdle),
+            8 => Event::Timeout(Phase::ResponseWriteIdle),
+            _ => Event::ClientGone,
+        }
+    } else {
+        match rng.random_range(0..14) {
+            0 => Event::Connected,
+            1 => Event::BodyStarted,
+            2 => Event::RequestSent,
+            3 | 4 => Event::ConnectFailed,
+            5..=8 => Event::ResponseHead(statuses[rng.random_range(0..statuses.len())]),
+            9 => Event::Reset,
+            10 => Event::Timeout(Phase::BackendConnect),
+            11 => Event::Timeout(Phase::BackendFirstByte),
+            12 => Event::Timeout(Phase::ClientBodyIdle),
+            _ => Event::ClientGone,
+        }
+    }
+}
+
+struct Live {
+    exchange: Exchange,
+    responding: bool,
+    terminal_steps: u32,
+    has_body: bool,
+    body_started: bool,
+}
+
+/// Runs `count` interleaved exchanges from `seed`; returns a trace for determinism checks.
+fn swarm(
+    seed: u64,
+    backends: usize,
+    count: usize,
+    failures: u32,
+) -> Result<Vec<String>, TestCaseError> {
+    use rand::RngExt;
+    let extra = format!(
+        "[health.passive]\nconsecutive_failures = {failures}\nbase_ejection_time = \"1s\"\n"
+    );
+    let mut cluster = cluster_with(backends, &extra);
+    let max_attempts = cluster.retry_policy().max_attempts;
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut driver = SmallRng::seed_from_u64(seed ^ 0x5eed);
+    let mut now = Instant::EPOCH;
+    let mut live: Vec<Live> = Vec::new();
+    let mut finished = 0usize;
+    let mut started = 0usize;
+    let mut trace = Vec::new();
+    let requests = [
+        ("GET", "/b/k", None),
+        ("HEAD", "/b/k", None),
+        ("PUT", "/b/k", Some("100")),
+        ("POST", "/b/k?uploads", None),
+        ("POST", "/b/k?uploadId=u", Some("300")),
+        ("DELETE", "/b/k", None),
+    ];
+    while finished < count {
+        now = now + Duration::from_millis(driver.random_range(0..50));
+        if cluster.poll_timeout().is_some_and(|due| due <= now) {
+            cluster.handle_timeout(now, &mut rng);
+        }
+        let start_new = started < count && (live.is_empty() || driver.random_range(0..3) == 0);
+        let step = if start_new {
+            started += 1;
+            let (method, uri, length) = requests[driver.random_range(0..requests.len())];
+            let parts = match length {
+                Some(length) => head(method, uri, &[("content-length", length)]),
+                None => head(method, uri, &[]),
+            };
+            let (exchange, step) = Exchange::start(&mut cluster, now, &parts, &caller(), &mut rng);
+            live.push(Live {
+                exchange,
+                responding: false,
+                terminal_steps: 0,
+                has_body: length.is_some(),
+                body_started: false,
+            });
+            (live.len() - 1, step)
+        } else {
+            let index = driver.random_range(0..live.len());
+            let entry = &mut live[index];
+            let event = pick_event(&mut driver, entry.responding);
+            let exchange = &mut entry.exchange;
+            let step = match event {
+                Event::Connected => {
+                    exchange.handle_connected(now);
+                    Step::Continue
+                }
+                Event::BodyStarted => {
+                    exchange.handle_body_started(now);
+                    entry.body_started = true;
+                    Step::Continue
+                }
+                Event::RequestSent => {
+                    exchange.handle_request_sent(now);
+                    Step::Continue
+                }
+                Event::ConnectFailed => exchange.handle_connect_failed(&mut cluster, now, &mut rng),
+                Event::ResponseHead(status) => {
+                    exchange.handle_response_head(&mut cluster, now, status, &mut rng)
+                }
+                Event::ResponseDone => exchange.handle_response_done(&mut cluster, now),
+                Event::Reset => exchange.handle_backend_reset(&mut cluster, now, &mut rng),
+                Event::Timeout(phase) => {
+                    exchange.handle_timeout(&mut cluster, now, phase, &mut rng)
+                }
+                Event::ClientGone => exchange.handle_client_gone(&mut cluster, now),
+            };
+            trace.push(format!("{index}:{event:?}->{step:?}"));
+            (index, step)
+        };
+        let (index, step) = step;
+        let entry = &mut live[index];
+        match &step {
+            Step::Forward(dispatch) | Step::Retry(dispatch) => {
+                prop_assert!(!entry.responding, "dispatch after the response started");
+                prop_assert!(
+                    dispatch.attempt <= max_attempts,
+                    "attempt {} > {max_attempts}",
+                    dispatch.attempt
+                );
+                if matches!(step, Step::Retry(_)) {
+                    prop_assert!(
+                        !(entry.has_body && entry.body_started),
+                        "retried a request whose body was consumed"
+                    );
+                }
+                let pool = &cluster.pools()[dispatch.pool.0];
+                prop_assert!(
+                    pool.balancer()
+                        .get(dispatch.backend)
+                        .is_some_and(|b| b.is_available())
+                        || pool.balancer().is_panic_mode(),
+                    "dispatched to an unavailable backend outside panic mode"
+                );
+                trace.push(format!(
+                    "dispatch {} #{}",
+                    dispatch.backend, dispatch.attempt
+                ));
+            }
+            Step::Return => entry.responding = true,
+            _ => {}
+        }
+        if step.is_terminal() {
+            entry.terminal_steps += 1;
+            prop_assert!(
+                entry.exchange.outcome().is_some(),
+                "terminal step without an outcome"
+            );
+        }
+        if entry.exchange.outcome().is_some() {
+            prop_assert_eq!(entry.terminal_steps, 1, "an exchange must end exactly once");
+            live.swap_remove(index);
+            finished += 1;
+        }
+    }
+    prop_assert_eq!(
+        in_flight(&cluster),
+        0,
+        "in-flight must return to zero when every exchange ends"
+    );
+    Ok(trace)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Every exchange ends in exactly one terminal outcome; no retry after the response
+    /// started or after a body was consumed; attempts bounded; no dispatch to an unavailable
+    /// backend outside panic mode; in-flight returns to zero.
+    #[test]
+    fn exchanges_end_exactly_once(seed in any::<u64>(), backends in 1usize..5, failures in 1u32..4) {
+        swarm(seed, backends, 40, failures)?;
+    }
+
+    /// The same seed replays the same decisions.
+    #[test]
+    fn exchanges_are_deterministic(seed in any::<u64>()) {
+        prop_assert_eq!(swarm(seed, 3, 20, 2)?, swarm(seed, 3, 20, 2)?);
+    }
+}
