@@ -274,24 +274,24 @@ impl Health {
     pub fn handle_timeout<R: Rng + ?Sized>(&mut self, now: Instant, rng: &mut R) {
         let now = self.advance(now);
         for index in 0..self.backends.len() {
-            if let Some(until) = self.backends[index].health.ejected_until {
-                if until <= now {
-                    let before = self.backends[index].health.is_available();
-                    let tracked = &mut self.backends[index];
-                    tracked.health.ejected_until = None;
-                    tracked.health.consecutive_failures = 0;
-                    tracked.restored_at = Some(now);
-                    self.emit_if_changed(index, before, TransitionReason::EjectionEnded);
-                }
+            if let Some(until) = self.backends[index].health.ejected_until
+                && until <= now
+            {
+                let before = self.backends[index].health.is_available();
+                let tracked = &mut self.backends[index];
+                tracked.health.ejected_until = None;
+                tracked.health.consecutive_failures = 0;
+                tracked.restored_at = Some(now);
+                self.emit_if_changed(index, before, TransitionReason::EjectionEnded);
             }
             let Some(active) = self.parameters.active else {
                 continue;
             };
-            if let Some((_, deadline)) = self.backends[index].outstanding {
-                if deadline <= now {
-                    self.backends[index].outstanding = None;
-                    self.count_probe(index, false, now);
-                }
+            if let Some((_, deadline)) = self.backends[index].outstanding
+                && deadline <= now
+            {
+                self.backends[index].outstanding = None;
+                self.count_probe(index, false, now);
             }
             let tracked = &mut self.backends[index];
             let due = tracked.next_probe_at.is_some_and(|at| at <= now);

@@ -148,14 +148,13 @@ impl Router {
                 return (rule.pool, RouteReason::BucketRule(index));
             }
         }
-        if let Some(zone) = caller_zone {
-            if let Some(index) = self
+        if let Some(zone) = caller_zone
+            && let Some(index) = self
                 .pools
                 .iter()
                 .position(|pool| pool.zone.as_deref() == Some(zone))
-            {
-                return (PoolId(index), RouteReason::CallerZone);
-            }
+        {
+            return (PoolId(index), RouteReason::CallerZone);
         }
         (self.default_pool, RouteReason::Default)
     }

@@ -308,11 +308,11 @@ impl Balancer {
     /// Mark a backend available or not (health's verdict). Unknown ids are ignored: the
     /// backend may have left meanwhile.
     pub fn set_available(&mut self, id: BackendId, available: bool) {
-        if let Some(index) = self.index_of(id) {
-            if self.backends[index].available != available {
-                self.backends[index].available = available;
-                self.rebuild_eligible();
-            }
+        if let Some(index) = self.index_of(id)
+            && self.backends[index].available != available
+        {
+            self.backends[index].available = available;
+            self.rebuild_eligible();
         }
     }
 

@@ -280,13 +280,13 @@ impl Config {
                 );
             }
         }
-        if let Some(default) = &self.routing.default_pool {
-            if !known(default) {
-                report(
-                    "routing.default_pool".into(),
-                    format!("unknown pool `{default}` (pools: {})", allowed()),
-                );
-            }
+        if let Some(default) = &self.routing.default_pool
+            && !known(default)
+        {
+            report(
+                "routing.default_pool".into(),
+                format!("unknown pool `{default}` (pools: {})", allowed()),
+            );
         }
         for (index, rule) in self.routing.rules.iter().enumerate() {
             if !known(&rule.pool) {

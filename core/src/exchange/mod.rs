@@ -341,10 +341,10 @@ impl Exchange {
     /// The whole request (head and body) is written to the backend; the first-byte timeout
     /// starts.
     pub fn handle_request_sent(&mut self, now: Instant) {
-        if let State::Attempt { phase, .. } = &mut self.state {
-            if !matches!(phase, AttemptPhase::AwaitingHead { .. }) {
-                *phase = AttemptPhase::AwaitingHead { since: now };
-            }
+        if let State::Attempt { phase, .. } = &mut self.state
+            && !matches!(phase, AttemptPhase::AwaitingHead { .. })
+        {
+            *phase = AttemptPhase::AwaitingHead { since: now };
         }
     }
 
@@ -389,10 +389,10 @@ impl Exchange {
             };
         };
         let outcome = AttemptOutcome::Response { status };
-        if is_failure_status(status) {
-            if let Some(step) = self.try_retry(cluster, now, rng, outcome) {
-                return step;
-            }
+        if is_failure_status(status)
+            && let Some(step) = self.try_retry(cluster, now, rng, outcome)
+        {
+            return step;
         }
         self.state = State::Responding {
             backend,
