@@ -1,4 +1,28 @@
-//! storefront-core: the sans-IO heart of Storefront.
+//! storefront-core: the sans-IO heart of Storefront, an S3 load-balancing reverse proxy.
+//!
+//! This crate takes every decision the proxy makes and performs none of its IO. It opens no
+//! socket, reads no clock and draws no random number of its own: time comes in as
+//! [`time::Instant`] arguments and randomness as `&mut impl rand::Rng`. That is what lets the
+//! same code run in the tokio/hyper runtime and, replayed exactly from a seed, in the turmoil
+//! simulation; and what lets property tests drive it through millions of events.
+//!
+//! The pieces, in the order a request meets them:
+//!
+//! - [`s3`]: classify a request head (operation, bucket, exact key, addressing style,
+//!   idempotency) and render the S3 errors the proxy answers itself.
+//! - [`auth`]: the caller and the authorisation seam, decided from headers alone.
+//! - [`route`]: which pool (data centre) serves the request; bucket rules and failover.
+//! - [`balance`]: which backend of the pool; four algorithms behind one trait.
+//! - [`health`]: passive ejection and active probes, as a timer-driven state machine.
+//! - [`retry`]: whether a failed attempt may be retried, and the retry budget.
+//! - [`exchange`]: one request's life as a state machine the runtime drives.
+//! - [`cluster`]: the state all exchanges share (pools, router, settings).
+//! - [`config`]: the TOML schema, defaults with their reasons, validation.
+//! - [`outcome`]: how an attempt ended, and whose fault it was.
+//!
+//! Conventions, after quinn-proto: input arrives through `handle_*(now, ...)` methods, output
+//! leaves through return values and `poll_*` methods, `poll_timeout()` says when the driver
+//! must call back, and `now` never goes backwards across calls into one machine.
 #![forbid(unsafe_code)]
 
 pub mod auth;

@@ -12,14 +12,43 @@ use serde::{Deserialize, Serialize};
 use super::{Backend, BalanceParameters};
 use crate::time::Instant;
 
+/// The candidates of one pick: indices into the pool's backends, with their in-flight counts
+/// copied into a dense array so that scans over them are cache-friendly and vectorisable.
+#[derive(Clone, Copy, Debug)]
+pub struct Candidates<'a> {
+    /// Every backend of the pool.
+    pub backends: &'a [Backend],
+    /// The candidates, as indices into `backends`.
+    pub indices: &'a [usize],
+    /// `in_flight[k]` is the in-flight count of `backends[indices[k]]`.
+    pub in_flight: &'a [u32],
+}
+
+impl<'a> Candidates<'a> {
+    /// Number of candidates.
+    pub fn len(&self) -> usize {
+        self.indices.len()
+    }
+    /// True when there is no candidate.
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
+    /// The candidate at `position`.
+    pub fn backend(&self, position: usize) -> &'a Backend {
+        &self.backends[self.indices[position]]
+    }
+    /// The weight of the candidate at `position`.
+    fn weight(&self, position: usize) -> u32 {
+        self.backend(position).spec.weight
+    }
+}
+
 /// A way of choosing one candidate.
 pub trait Balance {
-    /// Choose among `candidates` (indices into `backends`); returns a position in
-    /// `candidates`, or `None` when it is empty.
+    /// Choose among `candidates`; returns a position in them, or `None` when there is none.
     fn pick<R: Rng + ?Sized>(
         &mut self,
-        backends: &[Backend],
-        candidates: &[usize],
+        candidates: Candidates<'_>,
         parameters: &BalanceParameters,
         now: Instant,
         rng: &mut R,
@@ -85,8 +114,7 @@ pub struct RoundRobin {
 impl Balance for RoundRobin {
     fn pick<R: Rng + ?Sized>(
         &mut self,
-        backends: &[Backend],
-        candidates: &[usize],
+        candidates: Candidates<'_>,
         _parameters: &BalanceParameters,
         _now: Instant,
         _rng: &mut R,
@@ -102,8 +130,8 @@ impl Balance for RoundRobin {
         }
         let mut total = 0i64;
         let mut best = 0usize;
-        for (position, &index) in candidates.iter().enumerate() {
-            let weight = i64::from(backends[index].spec.weight);
+        for position in 0..candidates.len() {
+            let weight = i64::from(candidates.weight(position));
             self.current[position] += weight;
             total += weight;
             if self.current[position] > self.current[best] {
@@ -115,24 +143,26 @@ impl Balance for RoundRobin {
     }
 
     fn on_eligible_changed(&mut self, backends: &[Backend], eligible: &[usize]) {
-        let first = eligible.first().map(|&index| backends[index].spec.weight);
-        self.uniform = eligible
-            .iter()
-            .all(|&index| Some(backends[index].spec.weight) == first);
+        self.uniform = uniform_weights(backends, eligible);
         self.current.clear();
         self.current.resize(eligible.len(), 0);
     }
 }
 
-/// Uniform random choice, weighted by backend weight.
+/// Uniform random choice, weighted by backend weight. Equal weights draw one index; unequal
+/// weights draw a ticket and binary-search the cumulative weights, which are rebuilt when the
+/// eligible set changes.
 #[derive(Clone, Debug, Default)]
-pub struct RandomChoice;
+pub struct RandomChoice {
+    uniform: bool,
+    /// Cumulative weights over the eligible set (`cumulative[i]` = weights of 0..=i).
+    cumulative: Vec<u64>,
+}
 
 impl Balance for RandomChoice {
     fn pick<R: Rng + ?Sized>(
         &mut self,
-        backends: &[Backend],
-        candidates: &[usize],
+        candidates: Candidates<'_>,
         _parameters: &BalanceParameters,
         _now: Instant,
         rng: &mut R,
@@ -140,13 +170,21 @@ impl Balance for RandomChoice {
         if candidates.is_empty() {
             return None;
         }
-        let total: u64 = candidates
-            .iter()
-            .map(|&index| u64::from(backends[index].spec.weight))
+        if self.uniform {
+            return Some(rng.random_range(0..candidates.len()));
+        }
+        if candidates.len() == self.cumulative.len() {
+            let total = *self.cumulative.last().expect("non-empty");
+            let ticket = rng.random_range(0..total);
+            return Some(self.cumulative.partition_point(|&sum| sum <= ticket));
+        }
+        // A retry's reduced candidate list: scan its weights.
+        let total: u64 = (0..candidates.len())
+            .map(|position| u64::from(candidates.weight(position)))
             .sum();
         let mut ticket = rng.random_range(0..total);
-        for (position, &index) in candidates.iter().enumerate() {
-            let weight = u64::from(backends[index].spec.weight);
+        for position in 0..candidates.len() {
+            let weight = u64::from(candidates.weight(position));
             if ticket < weight {
                 return Some(position);
             }
@@ -154,46 +192,103 @@ impl Balance for RandomChoice {
         }
         unreachable!("the ticket is below the total weight")
     }
+
+    fn on_eligible_changed(&mut self, backends: &[Backend], eligible: &[usize]) {
+        self.uniform = uniform_weights(backends, eligible);
+        self.cumulative.clear();
+        let mut sum = 0u64;
+        for &index in eligible {
+            sum += u64::from(backends[index].spec.weight);
+            self.cumulative.push(sum);
+        }
+    }
 }
 
 /// The candidate with the fewest in-flight attempts per unit of weight; ties broken uniformly
-/// at random (reservoir sampling over the tied candidates), so equal backends share evenly
-/// instead of the first one taking every tie.
+/// at random, so equal backends share evenly instead of the first one taking every tie.
+///
+/// Three passes over the dense in-flight array (least value, number of ties, the k-th tie for
+/// one random k) instead of one pass with a random draw per tie: the passes are plain
+/// reductions the compiler vectorises, and per-tie draws cost more.
 #[derive(Clone, Debug, Default)]
-pub struct LeastInFlight;
+pub struct LeastInFlight {
+    /// All eligible weights are equal: compare in-flight counts directly.
+    uniform: bool,
+}
 
 impl Balance for LeastInFlight {
     fn pick<R: Rng + ?Sized>(
         &mut self,
-        backends: &[Backend],
-        candidates: &[usize],
+        candidates: Candidates<'_>,
         _parameters: &BalanceParameters,
         _now: Instant,
         rng: &mut R,
     ) -> Option<usize> {
-        let (&first, rest) = candidates.split_first()?;
-        let mut best = 0usize;
-        let mut best_backend = &backends[first];
-        let mut ties = 1u32;
-        for (offset, &index) in rest.iter().enumerate() {
-            let backend = &backends[index];
-            // in_flight / weight compared by cross-multiplying, exact in integers.
-            let this = u64::from(backend.in_flight) * u64::from(best_backend.spec.weight);
-            let that = u64::from(best_backend.in_flight) * u64::from(backend.spec.weight);
-            if this < that {
-                best = offset + 1;
-                best_backend = backend;
-                ties = 1;
-            } else if this == that {
-                ties += 1;
-                if rng.random_range(0..ties) == 0 {
-                    best = offset + 1;
-                    best_backend = backend;
+        let in_flight = candidates.in_flight;
+        if self.uniform {
+            let least = in_flight.iter().copied().min()?;
+            let ties: usize = in_flight
+                .iter()
+                .map(|&count| usize::from(count == least))
+                .sum();
+            let chosen = if ties > 1 {
+                rng.random_range(0..ties)
+            } else {
+                0
+            };
+            // Count down to the chosen tie: the only branch is the exit, which predicts well.
+            let mut remaining = chosen + 1;
+            for (position, &count) in in_flight.iter().enumerate() {
+                remaining -= usize::from(count == least);
+                if remaining == 0 {
+                    return Some(position);
                 }
             }
+            unreachable!("the chosen tie is among the candidates");
         }
-        Some(best)
+        if candidates.is_empty() {
+            return None;
+        }
+        // Weighted: compare in_flight / weight by cross-multiplying, exact in integers.
+        let load = |position: usize| (in_flight[position], candidates.weight(position));
+        let mut least = load(0);
+        let mut ties = 0usize;
+        for position in 0..candidates.len() {
+            match compare_load(load(position), least) {
+                std::cmp::Ordering::Less => {
+                    least = load(position);
+                    ties = 1;
+                }
+                std::cmp::Ordering::Equal => ties += 1,
+                std::cmp::Ordering::Greater => {}
+            }
+        }
+        let chosen = if ties > 1 {
+            rng.random_range(0..ties)
+        } else {
+            0
+        };
+        (0..candidates.len())
+            .filter(|&position| compare_load(load(position), least).is_eq())
+            .nth(chosen)
     }
+
+    fn on_eligible_changed(&mut self, backends: &[Backend], eligible: &[usize]) {
+        self.uniform = uniform_weights(backends, eligible);
+    }
+}
+
+/// `a.0 / a.1` against `b.0 / b.1` (in-flight over weight), exactly.
+fn compare_load(a: (u32, u32), b: (u32, u32)) -> std::cmp::Ordering {
+    (u64::from(a.0) * u64::from(b.1)).cmp(&(u64::from(b.0) * u64::from(a.1)))
+}
+
+/// True when every eligible backend has the same weight.
+fn uniform_weights(backends: &[Backend], eligible: &[usize]) -> bool {
+    let first = eligible.first().map(|&index| backends[index].spec.weight);
+    eligible
+        .iter()
+        .all(|&index| Some(backends[index].spec.weight) == first)
 }
 
 /// Power of two choices over peak-EWMA load (after tower's `balance::p2c`): draw two distinct
@@ -208,8 +303,7 @@ pub struct PowerOfTwoChoices;
 impl Balance for PowerOfTwoChoices {
     fn pick<R: Rng + ?Sized>(
         &mut self,
-        backends: &[Backend],
-        candidates: &[usize],
+        candidates: Candidates<'_>,
         parameters: &BalanceParameters,
         now: Instant,
         rng: &mut R,
@@ -224,15 +318,15 @@ impl Balance for PowerOfTwoChoices {
                     b += 1;
                 }
                 debug_assert_ne!(a, b, "p2c compares two distinct candidates");
-                let a_load = backends[candidates[a]].load(now, &parameters.ewma);
-                let b_load = backends[candidates[b]].load(now, &parameters.ewma);
+                let a_load = candidates.backend(a).load(now, &parameters.ewma);
+                let b_load = candidates.backend(b).load(now, &parameters.ewma);
                 let chosen = if b_load < a_load { b } else { a };
                 tracing::trace!(
-                    a.backend = %backends[candidates[a]].id,
+                    a.backend = %candidates.backend(a).id,
                     a.load = a_load,
-                    b.backend = %backends[candidates[b]].id,
+                    b.backend = %candidates.backend(b).id,
                     b.load = b_load,
-                    chosen = %backends[candidates[chosen]].id,
+                    chosen = %candidates.backend(chosen).id,
                     "p2c"
                 );
                 Some(chosen)
@@ -260,8 +354,8 @@ impl Algorithm {
     pub fn new(kind: AlgorithmKind) -> Self {
         match kind {
             AlgorithmKind::RoundRobin => Algorithm::RoundRobin(RoundRobin::default()),
-            AlgorithmKind::Random => Algorithm::Random(RandomChoice),
-            AlgorithmKind::LeastInFlight => Algorithm::LeastInFlight(LeastInFlight),
+            AlgorithmKind::Random => Algorithm::Random(RandomChoice::default()),
+            AlgorithmKind::LeastInFlight => Algorithm::LeastInFlight(LeastInFlight::default()),
             AlgorithmKind::P2cPeakEwma => Algorithm::P2cPeakEwma(PowerOfTwoChoices),
         }
     }
@@ -270,19 +364,16 @@ impl Algorithm {
 impl Balance for Algorithm {
     fn pick<R: Rng + ?Sized>(
         &mut self,
-        backends: &[Backend],
-        candidates: &[usize],
+        candidates: Candidates<'_>,
         parameters: &BalanceParameters,
         now: Instant,
         rng: &mut R,
     ) -> Option<usize> {
         match self {
-            Algorithm::RoundRobin(inner) => inner.pick(backends, candidates, parameters, now, rng),
-            Algorithm::Random(inner) => inner.pick(backends, candidates, parameters, now, rng),
-            Algorithm::LeastInFlight(inner) => {
-                inner.pick(backends, candidates, parameters, now, rng)
-            }
-            Algorithm::P2cPeakEwma(inner) => inner.pick(backends, candidates, parameters, now, rng),
+            Algorithm::RoundRobin(inner) => inner.pick(candidates, parameters, now, rng),
+            Algorithm::Random(inner) => inner.pick(candidates, parameters, now, rng),
+            Algorithm::LeastInFlight(inner) => inner.pick(candidates, parameters, now, rng),
+            Algorithm::P2cPeakEwma(inner) => inner.pick(candidates, parameters, now, rng),
         }
     }
 

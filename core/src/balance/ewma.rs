@@ -84,12 +84,17 @@ impl PeakEwma {
 /// `exp(-elapsed / decay)`: 1 for no time elapsed, toward 0 as time passes.
 fn decay_weight(elapsed: Duration, decay: Duration) -> f64 {
     debug_assert!(!decay.is_zero(), "decay > 0 is validated by config");
+    if elapsed.is_zero() {
+        return 1.0;
+    }
     let decay_ns = nanos(decay).max(1.0);
     (-nanos(elapsed) / decay_ns).exp()
 }
 
+/// Nanoseconds as `f64`, without the slow `u128` conversion of `Duration::as_nanos`
+/// (this runs on every pick).
 fn nanos(duration: Duration) -> f64 {
-    duration.as_nanos() as f64
+    duration.as_secs() as f64 * 1e9 + f64::from(duration.subsec_nanos())
 }
 
 #[cfg(test)]

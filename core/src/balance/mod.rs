@@ -29,7 +29,8 @@ use std::time::Duration;
 use rand::Rng;
 
 pub use algorithm::{
-    Algorithm, AlgorithmKind, Balance, LeastInFlight, PowerOfTwoChoices, RandomChoice, RoundRobin,
+    Algorithm, AlgorithmKind, Balance, Candidates, LeastInFlight, PowerOfTwoChoices, RandomChoice,
+    RoundRobin,
 };
 pub use ewma::{EwmaParameters, PeakEwma};
 
@@ -186,6 +187,10 @@ pub struct Balancer {
     /// Indices into `backends` that may be picked now. Rebuilt when eligibility changes, which
     /// is rare next to picks.
     eligible: Vec<usize>,
+    /// In-flight counts of the eligible backends, parallel to `eligible` (dense, for scans).
+    eligible_in_flight: Vec<u32>,
+    /// For each backend index, its position in `eligible`, or `NOT_ELIGIBLE`.
+    eligible_position: Vec<u32>,
     panic_mode: bool,
     algorithm: Algorithm,
     next_id: u64,
@@ -202,6 +207,8 @@ impl Balancer {
             parameters,
             backends: Vec::new(),
             eligible: Vec::new(),
+            eligible_in_flight: Vec::new(),
+            eligible_position: Vec::new(),
             panic_mode: false,
             algorithm: Algorithm::new(parameters.algorithm),
             next_id: 0,
@@ -335,9 +342,21 @@ impl Balancer {
     /// Choose a backend for a new request, or `None` when every backend is draining or the pool
     /// is empty.
     pub fn pick<R: Rng + ?Sized>(&mut self, now: Instant, rng: &mut R) -> Option<BackendId> {
-        let position =
-            self.algorithm
-                .pick(&self.backends, &self.eligible, &self.parameters, now, rng)?;
+        debug_assert!(
+            self.eligible
+                .iter()
+                .zip(&self.eligible_in_flight)
+                .all(|(&index, &mirrored)| self.backends[index].in_flight == mirrored),
+            "the dense in-flight mirror drifted from the backends"
+        );
+        let candidates = Candidates {
+            backends: &self.backends,
+            indices: &self.eligible,
+            in_flight: &self.eligible_in_flight,
+        };
+        let position = self
+            .algorithm
+            .pick(candidates, &self.parameters, now, rng)?;
         let index = self.eligible[position];
         tracing::trace!(backend = %self.backends[index].id, panic = self.panic_mode, "picked");
         Some(self.backends[index].id)
@@ -363,9 +382,18 @@ impl Balancer {
         if untried.is_empty() {
             return self.pick(now, rng);
         }
+        let in_flight: Vec<u32> = untried
+            .iter()
+            .map(|&index| self.backends[index].in_flight)
+            .collect();
+        let candidates = Candidates {
+            backends: &self.backends,
+            indices: &untried,
+            in_flight: &in_flight,
+        };
         let position = self
             .algorithm
-            .pick(&self.backends, &untried, &self.parameters, now, rng)?;
+            .pick(candidates, &self.parameters, now, rng)?;
         Some(self.backends[untried[position]].id)
     }
 
@@ -380,6 +408,7 @@ impl Balancer {
             .checked_add(1)
             .expect("in-flight attempts are bounded by the runtime's connection limits");
         backend.requests_total += 1;
+        self.mirror_in_flight(index);
         true
     }
 
@@ -417,6 +446,16 @@ impl Balancer {
         if backend.removed && backend.in_flight == 0 {
             self.backends.remove(index);
             self.rebuild_eligible();
+        } else {
+            self.mirror_in_flight(index);
+        }
+    }
+
+    /// Copy backend `index`'s in-flight count into the dense eligible array.
+    fn mirror_in_flight(&mut self, index: usize) {
+        let position = self.eligible_position[index];
+        if position != NOT_ELIGIBLE {
+            self.eligible_in_flight[position as usize] = self.backends[index].in_flight;
         }
     }
 
@@ -428,12 +467,12 @@ impl Balancer {
 
     fn rebuild_eligible(&mut self) {
         self.eligible.clear();
-        let candidates = |backend: &Backend| !backend.removed && !backend.draining;
+        let candidate = |backend: &Backend| !backend.removed && !backend.draining;
         self.eligible.extend(
             self.backends
                 .iter()
                 .enumerate()
-                .filter(|(_, backend)| candidates(backend) && backend.available)
+                .filter(|(_, backend)| candidate(backend) && backend.available)
                 .map(|(index, _)| index),
         );
         self.panic_mode = self.eligible.is_empty();
@@ -442,7 +481,7 @@ impl Balancer {
                 self.backends
                     .iter()
                     .enumerate()
-                    .filter(|(_, backend)| candidates(backend))
+                    .filter(|(_, backend)| candidate(backend))
                     .map(|(index, _)| index),
             );
             if !self.eligible.is_empty() {
@@ -452,10 +491,21 @@ impl Balancer {
                 );
             }
         }
+        self.eligible_position.clear();
+        self.eligible_position
+            .resize(self.backends.len(), NOT_ELIGIBLE);
+        self.eligible_in_flight.clear();
+        for (position, &index) in self.eligible.iter().enumerate() {
+            self.eligible_position[index] = position as u32;
+            self.eligible_in_flight.push(self.backends[index].in_flight);
+        }
         self.algorithm
             .on_eligible_changed(&self.backends, &self.eligible);
     }
 }
+
+/// Marks a backend that is not in the eligible list.
+const NOT_ELIGIBLE: u32 = u32::MAX;
 
 #[cfg(test)]
 mod tests;

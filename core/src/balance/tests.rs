@@ -75,6 +75,38 @@ fn weighted_round_robin_is_smooth_and_proportional() {
 }
 
 #[test]
+fn weighted_random_and_least_in_flight_ties_share_by_weight() {
+    // Proves the cumulative-weight search (3:1:0 shares for weights 3:1 with one drained) and
+    // that least-in-flight spreads ties evenly rather than favouring the first backend.
+    let mut specs = specs(3);
+    specs[0].weight = 3;
+    let mut random =
+        Balancer::new(parameters(AlgorithmKind::Random), specs, Instant::EPOCH).expect("valid");
+    let all = ids(&random);
+    random.set_draining(all[2], true);
+    let mut rng = SmallRng::seed_from_u64(11);
+    let heavy = (0..8000)
+        .filter(|_| random.pick(Instant::EPOCH, &mut rng) == Some(all[0]))
+        .count();
+    assert!(
+        (5800..6200).contains(&heavy),
+        "weight-3 backend got {heavy} of 8000"
+    );
+
+    let mut least = balancer(AlgorithmKind::LeastInFlight, 4);
+    let mut counts: HashMap<BackendId, u32> = HashMap::new();
+    for _ in 0..8000 {
+        *counts
+            .entry(least.pick(Instant::EPOCH, &mut rng).expect("pick"))
+            .or_default() += 1;
+    }
+    assert!(
+        counts.values().all(|&count| (1800..2200).contains(&count)),
+        "{counts:?}"
+    );
+}
+
+#[test]
 fn p2c_avoids_a_node_that_fails_fast() {
     // Proves the failure penalty: a node answering 503 in 1 ms stops attracting traffic.
     let mut balancer = balancer(AlgorithmKind::P2cPeakEwma, 3);
