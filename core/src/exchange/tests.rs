@@ -40,6 +40,18 @@ fn caller() -> Caller {
     Caller::anonymous(None)
 }
 
+/// Start an exchange for `method path` with `headers` from an anonymous caller.
+fn start(
+    cluster: &mut Cluster,
+    now: Instant,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    rng: &mut SmallRng,
+) -> (Exchange, Step) {
+    Exchange::start(cluster, now, &head(method, path, headers), &caller(), rng)
+}
+
 fn in_flight(cluster: &Cluster) -> u64 {
     cluster
         .pools()
@@ -61,13 +73,7 @@ fn a_get_goes_forward_returns_and_completes() {
     let mut cluster = cluster_with(3, "");
     let mut rng = SmallRng::seed_from_u64(1);
     let t0 = Instant::from_millis(10);
-    let (mut exchange, step) = Exchange::start(
-        &mut cluster,
-        t0,
-        &head("GET", "/b/k", &[]),
-        &caller(),
-        &mut rng,
-    );
+    let (mut exchange, step) = start(&mut cluster, t0, "GET", "/b/k", &[], &mut rng);
     let dispatch = dispatch_of(&step).clone();
     assert_eq!(dispatch.attempt, 1);
     assert_eq!(in_flight(&cluster), 1);
@@ -123,13 +129,7 @@ fn a_dead_backend_costs_a_get_nothing() {
     let mut cluster = cluster_with(3, "");
     let mut rng = SmallRng::seed_from_u64(2);
     let now = Instant::from_millis(1);
-    let (mut exchange, first) = Exchange::start(
-        &mut cluster,
-        now,
-        &head("GET", "/b/k", &[]),
-        &caller(),
-        &mut rng,
-    );
+    let (mut exchange, first) = start(&mut cluster, now, "GET", "/b/k", &[], &mut rng);
     let first = dispatch_of(&first).clone();
     let second = exchange.handle_connect_failed(&mut cluster, now, &mut rng);
     let second = dispatch_of(&second).clone();
@@ -227,13 +227,7 @@ fn a_backend_dying_mid_body_aborts_the_client_connection() {
     let mut cluster = cluster_with(2, "");
     let mut rng = SmallRng::seed_from_u64(5);
     let now = Instant::from_millis(1);
-    let (mut exchange, _) = Exchange::start(
-        &mut cluster,
-        now,
-        &head("GET", "/b/big", &[]),
-        &caller(),
-        &mut rng,
-    );
+    let (mut exchange, _) = start(&mut cluster, now, "GET", "/b/big", &[], &mut rng);
     exchange.handle_request_sent(now);
     assert_eq!(
         exchange.handle_response_head(&mut cluster, now, 200, &mut rng),
@@ -261,13 +255,7 @@ fn slow_clients_do_not_count_against_backends() {
     let mut cluster = cluster_with(1, "[health.passive]\nconsecutive_failures = 1\n");
     let mut rng = SmallRng::seed_from_u64(6);
     let now = Instant::from_millis(1);
-    let (mut reader, step) = Exchange::start(
-        &mut cluster,
-        now,
-        &head("GET", "/b/k", &[]),
-        &caller(),
-        &mut rng,
-    );
+    let (mut reader, step) = start(&mut cluster, now, "GET", "/b/k", &[], &mut rng);
     let backend = dispatch_of(&step).backend;
     reader.handle_request_sent(now);
     reader.handle_response_head(&mut cluster, now, 200, &mut rng);
@@ -286,13 +274,7 @@ fn slow_clients_do_not_count_against_backends() {
         "{step:?}"
     );
 
-    let (mut leaver, _) = Exchange::start(
-        &mut cluster,
-        now,
-        &head("GET", "/b/k", &[]),
-        &caller(),
-        &mut rng,
-    );
+    let (mut leaver, _) = start(&mut cluster, now, "GET", "/b/k", &[], &mut rng);
     assert_eq!(leaver.handle_client_gone(&mut cluster, now), Step::Done);
     assert_eq!(leaver.outcome(), Some(&ExchangeOutcome::ClientGone));
 
@@ -360,13 +342,7 @@ fn a_dead_node_is_ejected_and_then_avoided() {
     for _ in 0..200 {
         now = now + Duration::from_millis(10);
         let ejected = !cluster.pools()[0].health().is_available(dead);
-        let (mut exchange, mut step) = Exchange::start(
-            &mut cluster,
-            now,
-            &head("GET", "/b/k", &[]),
-            &caller(),
-            &mut rng,
-        );
+        let (mut exchange, mut step) = start(&mut cluster, now, "GET", "/b/k", &[], &mut rng);
         loop {
             match &step {
                 Step::Forward(dispatch) | Step::Retry(dispatch) => {
@@ -398,13 +374,7 @@ fn an_exhausted_budget_stops_retries() {
     );
     let mut rng = SmallRng::seed_from_u64(9);
     let now = Instant::from_millis(1);
-    let (mut exchange, _) = Exchange::start(
-        &mut cluster,
-        now,
-        &head("GET", "/b/k", &[]),
-        &caller(),
-        &mut rng,
-    );
+    let (mut exchange, _) = start(&mut cluster, now, "GET", "/b/k", &[], &mut rng);
     let step = exchange.handle_connect_failed(&mut cluster, now, &mut rng);
     assert!(
         matches!(&step, Step::Fail(error) if error.code == ErrorCode::ServiceUnavailable),
@@ -419,13 +389,7 @@ fn the_total_deadline_wins_when_it_is_sooner() {
     let mut cluster = cluster_with(1, "[timeouts]\ntotal = \"1s\"\n");
     let mut rng = SmallRng::seed_from_u64(10);
     let now = Instant::from_millis(0);
-    let (mut exchange, _) = Exchange::start(
-        &mut cluster,
-        now,
-        &head("GET", "/b/k", &[]),
-        &caller(),
-        &mut rng,
-    );
+    let (mut exchange, _) = start(&mut cluster, now, "GET", "/b/k", &[], &mut rng);
     assert_eq!(
         exchange.poll_timeout(),
         Some((now + Duration::from_secs(1), Phase::Total))
