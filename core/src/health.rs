@@ -151,6 +151,7 @@ struct Tracked {
 #[derive(Debug)]
 pub struct Health {
     parameters: HealthParameters,
+    /// Sorted by id.
     backends: Vec<Tracked>,
     events: VecDeque<HealthEvent>,
     next_probe: u64,
@@ -178,27 +179,33 @@ impl Health {
     /// the first interval, so the probes of many backends spread out.
     pub fn add<R: Rng + ?Sized>(&mut self, id: BackendId, now: Instant, rng: &mut R) {
         let now = self.advance(now);
-        if self.find(id).is_some() {
+        let Err(slot) = self
+            .backends
+            .binary_search_by_key(&id, |tracked| tracked.id)
+        else {
             return;
-        }
+        };
         let next_probe_at = self.parameters.active.map(|active| {
             let spread = active.interval.as_nanos().min(u128::from(u64::MAX)) as u64;
             now + Duration::from_nanos(rng.random_range(0..=spread))
         });
-        self.backends.push(Tracked {
-            id,
-            health: BackendHealth {
-                ejected_until: None,
-                ejections: 0,
-                consecutive_failures: 0,
-                probe_healthy: true,
+        self.backends.insert(
+            slot,
+            Tracked {
+                id,
+                health: BackendHealth {
+                    ejected_until: None,
+                    ejections: 0,
+                    consecutive_failures: 0,
+                    probe_healthy: true,
+                },
+                restored_at: None,
+                probe_successes: 0,
+                probe_failures: 0,
+                next_probe_at,
+                outstanding: None,
             },
-            restored_at: None,
-            probe_successes: 0,
-            probe_failures: 0,
-            next_probe_at,
-            outstanding: None,
-        });
+        );
     }
 
     /// Stop tracking `id` (it left the pool). Pending events about it stay queued; the driver
@@ -395,8 +402,11 @@ impl Health {
         }
     }
 
+    /// Tracked backends are kept sorted by id (ids only grow, so this is nearly free).
     fn find(&self, id: BackendId) -> Option<usize> {
-        self.backends.iter().position(|tracked| tracked.id == id)
+        self.backends
+            .binary_search_by_key(&id, |tracked| tracked.id)
+            .ok()
     }
 
     /// Enforce the time rule: `now` never goes backwards.
