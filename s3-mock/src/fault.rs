@@ -1,0 +1,194 @@
+//! Fault injection per node: slowness, error answers, and broken response bodies.
+//!
+//! Crash and restart live on the node itself (they stop the listener and drop connections);
+//! everything else is here and applies per request, switchable at run time.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+use crate::stats::{InFlight, NodeStats};
+
+/// What a failing request answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// `500 InternalError`.
+    #[default]
+    InternalError,
+    /// `503 SlowDown`.
+    SlowDown,
+}
+
+/// How response bodies misbehave.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BodyFault {
+    /// Bodies are sent normally.
+    #[default]
+    None,
+    /// After this many body bytes, send nothing more and never finish (0: a stalled write:
+    /// the head goes out, then nothing).
+    StallAfter(u64),
+    /// After this many body bytes, break the connection (the client sees the body end short
+    /// of its Content-Length).
+    ResetAfter(u64),
+    /// Send at most this many body bytes per second.
+    Throttle(u64),
+}
+
+/// A node's fault settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Faults {
+    /// Multiplies the service time (1.0: healthy; 10.0: ten times slower).
+    pub slow_factor: f64,
+    /// Probability that a request is answered with `error_kind` instead of served.
+    pub error_rate: f64,
+    /// The error injected.
+    pub error_kind: ErrorKind,
+    /// Response-body misbehaviour.
+    pub body: BodyFault,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            slow_factor: 1.0,
+            error_rate: 0.0,
+            error_kind: ErrorKind::InternalError,
+            body: BodyFault::None,
+        }
+    }
+}
+
+/// The response body a node sends: the S3 layer's body, with the node's body fault applied,
+/// bytes counted, and the request's in-flight slot released when it ends or is dropped.
+pub struct FaultyBody<B> {
+    inner: B,
+    fault: BodyFault,
+    sent: u64,
+    stats: Arc<NodeStats>,
+    in_flight: Option<InFlight>,
+    /// A part of a frame held back by throttling, and the timer before it may go.
+    pending: Option<Bytes>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    broken: bool,
+}
+
+impl<B> FaultyBody<B> {
+    /// Wrap `inner`; the request counts as in flight until the body ends or is dropped.
+    pub(crate) fn new(inner: B, fault: BodyFault, stats: Arc<NodeStats>, in_flight: InFlight) -> Self {
+        FaultyBody {
+            inner,
+            fault,
+            sent: 0,
+            stats,
+            in_flight: Some(in_flight),
+            pending: None,
+            sleep: None,
+            broken: false,
+        }
+    }
+
+    fn finish(&mut self) {
+        self.in_flight = None;
+    }
+}
+
+/// The error that breaks a connection mid-body.
+#[derive(Debug, thiserror::Error)]
+#[error("s3-mock: injected connection reset mid-body")]
+pub struct InjectedReset;
+
+impl<B> Body for FaultyBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if this.broken {
+            return Poll::Ready(Some(Err(Box::new(InjectedReset))));
+        }
+        if let BodyFault::StallAfter(limit) = this.fault
+            && this.sent >= limit
+        {
+            // Never wake: the client waits until it gives up.
+            return Poll::Pending;
+        }
+        if let Some(sleep) = this.sleep.as_mut() {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.sleep = None;
+        }
+        let data = match this.pending.take() {
+            Some(data) => data,
+            None => match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    this.finish();
+                    return Poll::Ready(Some(Err(error.into())));
+                }
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+            },
+        };
+        let mut data = data;
+        match this.fault {
+            BodyFault::None => {}
+            BodyFault::StallAfter(limit) | BodyFault::ResetAfter(limit) => {
+                let room = limit.saturating_sub(this.sent);
+                if (data.len() as u64) > room {
+                    data.truncate(room as usize);
+                    if matches!(this.fault, BodyFault::ResetAfter(_)) {
+                        this.broken = true;
+                    }
+                }
+            }
+            BodyFault::Throttle(bytes_per_second) => {
+                // Send at most a tenth of a second's worth, then wait for it to have "left".
+                let chunk = (bytes_per_second / 10).max(1) as usize;
+                if data.len() > chunk {
+                    this.pending = Some(data.split_off(chunk));
+                }
+                let delay = Duration::from_secs_f64(data.len() as f64 / bytes_per_second.max(1) as f64);
+                this.sleep = Some(Box::pin(tokio::time::sleep(delay)));
+            }
+        }
+        this.sent += data.len() as u64;
+        this.stats.bytes_sent(data.len() as u64);
+        if data.is_empty() && this.broken {
+            return Poll::Ready(Some(Err(Box::new(InjectedReset))));
+        }
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        !self.broken && self.pending.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // The declared length stays the true one: a broken body must look short, not complete.
+        let mut hint = self.inner.size_hint();
+        if let Some(pending) = &self.pending {
+            let held = pending.len() as u64;
+            hint.set_lower(hint.lower() + held);
+            if let Some(upper) = hint.upper() {
+                hint.set_upper(upper + held);
+            }
+        }
+        hint
+    }
+}

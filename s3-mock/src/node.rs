@@ -1,0 +1,268 @@
+//! One node of the mock cluster: its HTTP service (fault injection, capacity model, counters
+//! around the s3s service) and its accept loop (with crash and restart).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body::Body as _;
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use s3s::service::S3Service;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::capacity::{Capacity, CapacityConfig};
+use crate::fault::{ErrorKind, FaultyBody, Faults};
+use crate::stats::{InFlight, NodeStats, StatsSnapshot};
+use crate::transport::{Bind, Listener, hyper_io};
+
+/// The response body type every node sends.
+pub type NodeBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Shared state of one node, behind its handle and its service.
+#[derive(Debug)]
+pub(crate) struct NodeShared {
+    pub(crate) index: usize,
+    pub(crate) stats: Arc<NodeStats>,
+    pub(crate) capacity: Capacity,
+    faults: Mutex<Faults>,
+    rng: Mutex<StdRng>,
+    crashed: watch::Sender<bool>,
+    address: Mutex<Option<SocketAddr>>,
+    request_ids: std::sync::atomic::AtomicU64,
+}
+
+/// Control and observation of one running node.
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    shared: Arc<NodeShared>,
+}
+
+impl NodeHandle {
+    /// The node's index in its cluster (0-based).
+    pub fn index(&self) -> usize {
+        self.shared.index
+    }
+
+    /// Where the node listens (known once it has bound).
+    pub fn address(&self) -> Option<SocketAddr> {
+        *self.shared.address.lock().expect("address lock is never poisoned")
+    }
+
+    /// The node's counters now.
+    pub fn stats(&self) -> StatsSnapshot {
+        let mut snapshot = self.shared.stats.snapshot();
+        snapshot.in_flight = snapshot.in_flight.min(snapshot.requests_total);
+        snapshot
+    }
+
+    /// Requests waiting for a service slot now.
+    pub fn queue_len(&self) -> usize {
+        self.shared.capacity.queue_len()
+    }
+
+    /// The node's fault settings.
+    pub fn faults(&self) -> Faults {
+        *self.shared.faults.lock().expect("faults lock is never poisoned")
+    }
+
+    /// Replace the node's fault settings (takes effect for new requests).
+    pub fn set_faults(&self, faults: Faults) {
+        *self.shared.faults.lock().expect("faults lock is never poisoned") = faults;
+    }
+
+    /// Change only the slow factor.
+    pub fn set_slow_factor(&self, slow_factor: f64) {
+        self.shared.faults.lock().expect("faults lock is never poisoned").slow_factor = slow_factor;
+    }
+
+    /// Crash: stop listening (new connections are refused) and drop every open connection.
+    pub fn crash(&self) {
+        self.shared.crashed.send_replace(true);
+    }
+
+    /// Restart after a crash: listen again on the same address.
+    pub fn restart(&self) {
+        self.shared.crashed.send_replace(false);
+    }
+
+    /// True while crashed.
+    pub fn is_crashed(&self) -> bool {
+        *self.shared.crashed.borrow()
+    }
+}
+
+/// The HTTP service of a node: faults, then capacity, then s3s.
+#[derive(Clone)]
+pub struct NodeService {
+    shared: Arc<NodeShared>,
+    s3: S3Service,
+}
+
+impl NodeService {
+    /// Serve one request.
+    pub async fn call(&self, request: http::Request<s3s::Body>) -> http::Response<NodeBody> {
+        let shared = &self.shared;
+        let bytes_in = declared_length(request.headers());
+        let in_flight = InFlight::start(&shared.stats, bytes_in);
+        let faults = *shared.faults.lock().expect("faults lock is never poisoned");
+        let request_id = shared.request_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let request_id = format!("mock-{}-{request_id}", shared.index);
+
+        let inject = faults.error_rate > 0.0
+            && shared.rng.lock().expect("rng lock is never poisoned").random_bool(faults.error_rate.min(1.0));
+        if inject {
+            shared.stats.error_injected();
+            let (status, code) = match faults.error_kind {
+                ErrorKind::InternalError => (500, "InternalError"),
+                ErrorKind::SlowDown => (503, "SlowDown"),
+            };
+            return self.finish(error_response(status, code, "injected by s3-mock", &request_id), faults, in_flight);
+        }
+
+        let Ok(slot) = shared.capacity.admit().await else {
+            shared.stats.slow_down();
+            return self.finish(error_response(503, "SlowDown", "Please reduce your request rate.", &request_id), faults, in_flight);
+        };
+        let response = match self.s3.call(request).await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::debug!(node = shared.index, ?error, "s3s refused the request");
+                drop(slot);
+                return self.finish(error_response(400, "BadRequest", "malformed request", &request_id), faults, in_flight);
+            }
+        };
+        let bytes_out = response.body().size_hint().exact().unwrap_or(0);
+        let service = shared.capacity.config().service_time(bytes_in + bytes_out, faults.slow_factor);
+        tokio::time::sleep(service).await;
+        shared.stats.busy(service);
+        drop(slot);
+        let (mut parts, body) = response.into_parts();
+        parts.headers.insert(
+            "x-amz-request-id",
+            http::HeaderValue::from_str(&request_id).expect("request ids are ASCII"),
+        );
+        let body = body.map_err(|error| -> Box<dyn std::error::Error + Send + Sync> { error.into() }).boxed_unsync();
+        self.finish(http::Response::from_parts(parts, body), faults, in_flight)
+    }
+
+    /// Attach the body fault and the in-flight accounting to a response.
+    fn finish(&self, response: http::Response<NodeBody>, faults: Faults, in_flight: InFlight) -> http::Response<NodeBody> {
+        let stats = self.shared.stats.clone();
+        response.map(|body| FaultyBody::new(body, faults.body, stats, in_flight).boxed_unsync())
+    }
+}
+
+impl hyper::service::Service<http::Request<Incoming>> for NodeService {
+    type Response = http::Response<NodeBody>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
+        let service = self.clone();
+        Box::pin(async move { Ok(service.call(request.map(s3s::Body::from)).await) })
+    }
+}
+
+/// The body length a request declares (the decoded length for aws-chunked uploads).
+fn declared_length(headers: &http::HeaderMap) -> u64 {
+    let read = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    read("x-amz-decoded-content-length").or_else(|| read("content-length")).unwrap_or(0)
+}
+
+/// An S3 XML error response.
+fn error_response(status: u16, code: &str, message: &str, request_id: &str) -> http::Response<NodeBody> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message><RequestId>{request_id}</RequestId></Error>"
+    );
+    let mut response = http::Response::new(Full::new(Bytes::from(xml)).map_err(|never| match never {}).boxed_unsync());
+    *response.status_mut() = http::StatusCode::from_u16(status).expect("valid status");
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/xml"));
+    response.headers_mut().insert(
+        "x-amz-request-id",
+        http::HeaderValue::from_str(request_id).expect("request ids are ASCII"),
+    );
+    response
+}
+
+/// Build a node: its shared state, handle and service.
+pub(crate) fn build_node(
+    index: usize,
+    s3: S3Service,
+    stats: Arc<NodeStats>,
+    capacity: CapacityConfig,
+    faults: Faults,
+    seed: u64,
+) -> (NodeHandle, NodeService) {
+    let (crashed, _) = watch::channel(false);
+    let shared = Arc::new(NodeShared {
+        index,
+        stats,
+        capacity: Capacity::new(capacity),
+        faults: Mutex::new(faults),
+        rng: Mutex::new(StdRng::seed_from_u64(seed.wrapping_add(index as u64))),
+        crashed,
+        address: Mutex::new(None),
+        request_ids: std::sync::atomic::AtomicU64::new(1),
+    });
+    (
+        NodeHandle { shared: shared.clone() },
+        NodeService { shared, s3 },
+    )
+}
+
+/// Run a node's accept loop forever: bind, serve connections, and on a crash drop the
+/// listener and every connection until restarted. Returns only if binding fails.
+pub async fn run_node<B: Bind>(bind: B, service: NodeService) -> std::io::Result<()> {
+    let shared = service.shared.clone();
+    let mut crashed = shared.crashed.subscribe();
+    loop {
+        while *crashed.borrow_and_update() {
+            if crashed.changed().await.is_err() {
+                return Ok(());
+            }
+        }
+        let mut listener = bind.bind().await?;
+        *shared.address.lock().expect("address lock is never poisoned") = Some(listener.local_addr()?);
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (io, _peer) = match accepted {
+                        Ok(accepted) => accepted,
+                        Err(error) => {
+                            tracing::debug!(node = shared.index, %error, "accept failed");
+                            continue;
+                        }
+                    };
+                    shared.stats.connection_accepted();
+                    let service = service.clone();
+                    connections.spawn(async move {
+                        let builder = auto::Builder::new(TokioExecutor::new());
+                        if let Err(error) = builder.serve_connection(hyper_io(io), service).await {
+                            tracing::debug!(%error, "connection ended with an error");
+                        }
+                    });
+                }
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                changed = crashed.changed() => {
+                    if changed.is_err() || *crashed.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        tracing::info!(node = shared.index, connections = connections.len(), "node crashed: dropping listener and connections");
+        drop(listener);
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+    }
+}

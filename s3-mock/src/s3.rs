@@ -1,0 +1,720 @@
+//! The `s3s::S3` implementation of one node: S3 semantics over the shared [`Store`].
+//!
+//! Each node has its own instance (so per-node counters see its operations) over the same
+//! store (so the nodes serve one namespace, as the VIPs of one cluster do).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use s3s::checksum::ChecksumHasher;
+use s3s::crypto::Checksum as _;
+use s3s::dto::*;
+use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
+
+use crate::clock::ModelClock;
+use crate::stats::NodeStats;
+use crate::store::{Checksums, ListQuery, ObjectMeta, Store, StoreError};
+
+/// The largest body the mock accepts in one request (S3's single-PUT limit is 5 GiB; the mock
+/// holds objects in memory, so it stops at 1 GiB).
+pub const BODY_LENGTH_MAX: usize = 1 << 30;
+
+/// One node's S3 service over the shared store.
+#[derive(Debug, Clone)]
+pub struct NodeS3 {
+    store: Arc<Mutex<Store>>,
+    stats: Arc<NodeStats>,
+    clock: ModelClock,
+}
+
+impl NodeS3 {
+    /// A node's view of `store`.
+    pub fn new(store: Arc<Mutex<Store>>, stats: Arc<NodeStats>, clock: ModelClock) -> Self {
+        NodeS3 { store, stats, clock }
+    }
+
+    fn store(&self, operation: &'static str) -> MutexGuard<'_, Store> {
+        self.stats.operation(operation);
+        self.store.lock().expect("the store lock is never poisoned: store code does not panic")
+    }
+
+    fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+}
+
+fn store_error(error: StoreError) -> S3Error {
+    match error {
+        StoreError::NoSuchBucket => s3_error!(NoSuchBucket, "The specified bucket does not exist"),
+        StoreError::NoSuchKey => s3_error!(NoSuchKey, "The specified key does not exist."),
+        StoreError::NoSuchUpload => s3_error!(NoSuchUpload, "The specified upload does not exist."),
+        StoreError::BucketAlreadyOwnedByYou => s3_error!(BucketAlreadyOwnedByYou),
+        StoreError::BucketNotEmpty => s3_error!(BucketNotEmpty, "The bucket you tried to delete is not empty"),
+        StoreError::InvalidPart => s3_error!(InvalidPart),
+        StoreError::InvalidPartOrder => s3_error!(InvalidPartOrder),
+        StoreError::EntityTooSmall => s3_error!(EntityTooSmall),
+        StoreError::InvalidBucketName => s3_error!(InvalidBucketName),
+    }
+}
+
+/// Read a request body whole, feeding the checksum hasher. A body that breaks off (the client
+/// went away mid-upload) is an error, so nothing truncated is ever stored.
+async fn read_body(body: Option<StreamingBlob>, hasher: &mut ChecksumHasher) -> S3Result<Bytes> {
+    let Some(mut body) = body else {
+        return Ok(Bytes::new());
+    };
+    let mut data = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|error| s3_error!(IncompleteBody, "request body broke off: {error}"))?;
+        if data.len() + chunk.len() > BODY_LENGTH_MAX {
+            return Err(s3_error!(EntityTooLarge));
+        }
+        hasher.update(&chunk);
+        data.extend_from_slice(&chunk);
+    }
+    Ok(data.freeze())
+}
+
+/// The checksum algorithms the client asked for, by header, trailer announcement or
+/// `x-amz-sdk-checksum-algorithm`.
+fn hasher_for(headers: &http::HeaderMap, sent: &Checksums, algorithm: Option<&ChecksumAlgorithm>) -> ChecksumHasher {
+    let trailer = headers
+        .get("x-amz-trailer")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let named = algorithm.map(|algorithm| algorithm.as_str().to_ascii_lowercase()).unwrap_or_default();
+    let wants = |name: &str, sent: &Option<String>| {
+        sent.is_some() || trailer.contains(&format!("x-amz-checksum-{name}")) || named == name
+    };
+    ChecksumHasher {
+        crc32: wants("crc32", &sent.crc32).then(s3s::crypto::Crc32::new),
+        crc32c: wants("crc32c", &sent.crc32c).then(s3s::crypto::Crc32c::new),
+        sha1: wants("sha1", &sent.sha1).then(s3s::crypto::Sha1::new),
+        sha256: wants("sha256", &sent.sha256).then(s3s::crypto::Sha256::new),
+        crc64nvme: wants("crc64nvme", &sent.crc64nvme).then(s3s::crypto::Crc64Nvme::new),
+    }
+}
+
+/// Compare what the client claimed (headers, or trailers once the body is read) with what the
+/// body hashes to; the computed values are what the object keeps.
+fn verify_checksums(
+    mut claimed: Checksums,
+    hasher: ChecksumHasher,
+    trailers: Option<&s3s::TrailingHeaders>,
+    content_md5: Option<&str>,
+    data: &[u8],
+) -> S3Result<Checksums> {
+    if let Some(trailers) = trailers.and_then(s3s::TrailingHeaders::take) {
+        let value = |name: &str| trailers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        claimed.crc32 = claimed.crc32.or(value("x-amz-checksum-crc32"));
+        claimed.crc32c = claimed.crc32c.or(value("x-amz-checksum-crc32c"));
+        claimed.sha1 = claimed.sha1.or(value("x-amz-checksum-sha1"));
+        claimed.sha256 = claimed.sha256.or(value("x-amz-checksum-sha256"));
+        claimed.crc64nvme = claimed.crc64nvme.or(value("x-amz-checksum-crc64nvme"));
+    }
+    let computed = hasher.finalize();
+    for (name, claim, actual) in [
+        ("crc32", &claimed.crc32, &computed.checksum_crc32),
+        ("crc32c", &claimed.crc32c, &computed.checksum_crc32c),
+        ("sha1", &claimed.sha1, &computed.checksum_sha1),
+        ("sha256", &claimed.sha256, &computed.checksum_sha256),
+        ("crc64nvme", &claimed.crc64nvme, &computed.checksum_crc64nvme),
+    ] {
+        if let Some(claim) = claim
+            && Some(claim) != actual.as_ref()
+        {
+            return Err(s3_error!(BadDigest, "x-amz-checksum-{name} does not match the body"));
+        }
+    }
+    if let Some(content_md5) = content_md5 {
+        let expected = base64::engine::general_purpose::STANDARD
+            .decode(content_md5)
+            .map_err(|_| s3_error!(InvalidDigest, "Content-MD5 is not base64"))?;
+        if expected.as_slice() != s3s::crypto::Md5::checksum(data).as_ref() {
+            return Err(s3_error!(BadDigest, "The Content-MD5 you specified did not match what we received."));
+        }
+    }
+    Ok(Checksums {
+        crc32: computed.checksum_crc32,
+        crc32c: computed.checksum_crc32c,
+        sha1: computed.checksum_sha1,
+        sha256: computed.checksum_sha256,
+        crc64nvme: computed.checksum_crc64nvme,
+    })
+}
+
+/// S3's answer to `?partNumber=` beyond the object's parts (s3s has no variant for it).
+fn invalid_part_number() -> S3Error {
+    let mut error = S3Error::with_message(
+        s3s::S3ErrorCode::Custom("InvalidPartNumber".into()),
+        "The requested partnumber is not satisfiable",
+    );
+    error.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+    error
+}
+
+fn timestamp(time: SystemTime) -> Timestamp {
+    Timestamp::from(time)
+}
+
+fn etag(value: &str) -> ETag {
+    ETag::Strong(value.to_owned())
+}
+
+/// Evaluate conditional-request headers against an object (RFC 9110 §13.2.2 order).
+fn check_conditions(
+    object_etag: &str,
+    modified: SystemTime,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> S3Result<()> {
+    let matches = |condition: &ETagCondition| match condition {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(tag) => tag.value() == object_etag,
+    };
+    // HTTP dates have second resolution.
+    let modified_secs = modified.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = |stamp: &Timestamp| {
+        let time: time::OffsetDateTime = stamp.clone().into();
+        u64::try_from(time.unix_timestamp()).unwrap_or(0)
+    };
+    if let Some(condition) = if_match {
+        if !matches(condition) {
+            return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+        }
+    } else if let Some(since) = if_unmodified_since
+        && modified_secs > secs(since)
+    {
+        return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+    }
+    if let Some(condition) = if_none_match {
+        if matches(condition) {
+            return Err(s3_error!(NotModified));
+        }
+    } else if let Some(since) = if_modified_since
+        && modified_secs <= secs(since)
+    {
+        return Err(s3_error!(NotModified));
+    }
+    Ok(())
+}
+
+fn metadata(user: &HashMap<String, String>) -> Option<Metadata> {
+    (!user.is_empty()).then(|| user.clone())
+}
+
+fn sent_checksums(
+    crc32: Option<String>,
+    crc32c: Option<String>,
+    sha1: Option<String>,
+    sha256: Option<String>,
+    crc64nvme: Option<String>,
+) -> Checksums {
+    Checksums { crc32, crc32c, sha1, sha256, crc64nvme }
+}
+
+fn max_keys(requested: Option<i32>) -> usize {
+    requested.map_or(crate::store::MAX_KEYS_LIMIT, |value| usize::try_from(value.max(0)).unwrap_or(0))
+}
+
+fn object_entry((key, size, tag, modified): (String, u64, String, SystemTime)) -> Object {
+    Object {
+        key: Some(key),
+        size: Some(i64::try_from(size).unwrap_or(i64::MAX)),
+        e_tag: Some(etag(&tag)),
+        last_modified: Some(timestamp(modified)),
+        storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+        ..Default::default()
+    }
+}
+
+fn prefixes(list: Vec<String>) -> Option<Vec<CommonPrefix>> {
+    (!list.is_empty()).then(|| list.into_iter().map(|prefix| CommonPrefix { prefix: Some(prefix) }).collect())
+}
+
+/// Continuation tokens are the hex of the last entry returned: opaque to clients, stable,
+/// and stateless (any node can continue a listing another node started).
+fn encode_token(last: &str) -> String {
+    hex::encode(last)
+}
+
+fn decode_token(token: &str) -> S3Result<String> {
+    hex::decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| s3_error!(InvalidArgument, "The continuation token provided is incorrect"))
+}
+
+#[async_trait::async_trait]
+impl S3 for NodeS3 {
+    async fn list_buckets(&self, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+        let buckets = self.store("ListBuckets").list_buckets();
+        let output = ListBucketsOutput {
+            buckets: Some(
+                buckets
+                    .into_iter()
+                    .map(|(name, created)| Bucket {
+                        name: Some(name),
+                        creation_date: Some(timestamp(created)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            owner: Some(Owner {
+                display_name: Some("s3-mock".to_owned()),
+                id: Some("s3-mock".to_owned()),
+            }),
+            ..Default::default()
+        };
+        Ok(S3Response::new(output))
+    }
+
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+        let now = self.now();
+        self.store("CreateBucket").create_bucket(&req.input.bucket, now).map_err(store_error)?;
+        Ok(S3Response::new(CreateBucketOutput {
+            location: Some(format!("/{}", req.input.bucket)),
+        }))
+    }
+
+    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+        self.store("DeleteBucket").delete_bucket(&req.input.bucket).map_err(store_error)?;
+        Ok(S3Response::new(DeleteBucketOutput {}))
+    }
+
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        if !self.store("HeadBucket").has_bucket(&req.input.bucket) {
+            return Err(s3_error!(NoSuchBucket));
+        }
+        Ok(S3Response::new(HeadBucketOutput::default()))
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        if !self.store("GetBucketLocation").has_bucket(&req.input.bucket) {
+            return Err(s3_error!(NoSuchBucket));
+        }
+        Ok(S3Response::new(GetBucketLocationOutput::default()))
+    }
+
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let input = req.input;
+        let sent = sent_checksums(
+            input.checksum_crc32,
+            input.checksum_crc32c,
+            input.checksum_sha1,
+            input.checksum_sha256,
+            input.checksum_crc64nvme,
+        );
+        let mut hasher = hasher_for(&req.headers, &sent, input.checksum_algorithm.as_ref());
+        let data = read_body(input.body, &mut hasher).await?;
+        let checksums = verify_checksums(sent, hasher, req.trailing_headers.as_ref(), input.content_md5.as_deref(), &data)?;
+        let now = self.now();
+        let mut store = self.store("PutObject");
+        if let Ok(existing) = store.get_object(&input.bucket, &input.key) {
+            check_conditions(&existing.etag, existing.last_modified, input.if_match.as_ref(), None, None, None)?;
+            if input.if_none_match.is_some() {
+                return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+            }
+        } else if input.if_match.is_some() {
+            return Err(s3_error!(NoSuchKey));
+        }
+        let meta = ObjectMeta {
+            content_type: input.content_type,
+            user: input.metadata.unwrap_or_default(),
+            checksums: checksums.clone(),
+        };
+        let tag = store.put_object(&input.bucket, &input.key, data, meta, now).map_err(store_error)?;
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(etag(&tag)),
+            checksum_crc32: checksums.crc32,
+            checksum_crc32c: checksums.crc32c,
+            checksum_sha1: checksums.sha1,
+            checksum_sha256: checksums.sha256,
+            checksum_crc64nvme: checksums.crc64nvme,
+            ..Default::default()
+        }))
+    }
+
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        let input = req.input;
+        let object = self.store("GetObject").get_object(&input.bucket, &input.key).map_err(store_error)?.clone();
+        check_conditions(
+            &object.etag,
+            object.last_modified,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        )?;
+        let total = object.data.len() as u64;
+        let (range, parts_count) = match (input.part_number, &object.part_sizes) {
+            (Some(number), Some(sizes)) => {
+                let index = usize::try_from(number - 1).ok().filter(|&index| index < sizes.len());
+                let index = index.ok_or_else(|| invalid_part_number())?;
+                let start: u64 = sizes[..index].iter().sum();
+                (Some(start..start + sizes[index]), Some(sizes.len() as i32))
+            }
+            (Some(1), None) | (None, _) => match input.range {
+                Some(range) => {
+                    let range = range.check(total).map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable"))?;
+                    (Some(range), None)
+                }
+                None => (None, None),
+            },
+            (Some(_), None) => return Err(invalid_part_number()),
+        };
+        let (body, content_range) = match range {
+            Some(range) => {
+                let content_range = format!("bytes {}-{}/{total}", range.start, range.end.saturating_sub(1));
+                (object.data.slice(range.start as usize..range.end as usize), Some(content_range))
+            }
+            None => (object.data.clone(), None),
+        };
+        let whole = content_range.is_none();
+        let partial = !whole;
+        let checksums = &object.meta.checksums;
+        let output = GetObjectOutput {
+            content_length: Some(body.len() as i64),
+            body: Some(StreamingBlob::from(s3s::Body::from(body))),
+            content_range,
+            accept_ranges: Some("bytes".to_owned()),
+            e_tag: Some(etag(&object.etag)),
+            last_modified: Some(timestamp(object.last_modified)),
+            content_type: object.meta.content_type.clone(),
+            metadata: metadata(&object.meta.user),
+            parts_count,
+            // S3 returns whole-object checksums only for whole-object reads.
+            checksum_crc32: checksums.crc32.clone().filter(|_| whole),
+            checksum_crc32c: checksums.crc32c.clone().filter(|_| whole),
+            checksum_sha1: checksums.sha1.clone().filter(|_| whole),
+            checksum_sha256: checksums.sha256.clone().filter(|_| whole),
+            checksum_crc64nvme: checksums.crc64nvme.clone().filter(|_| whole),
+            ..Default::default()
+        };
+        let mut response = S3Response::new(output);
+        if partial {
+            response.status = Some(http::StatusCode::PARTIAL_CONTENT);
+        }
+        Ok(response)
+    }
+
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        let input = req.input;
+        let object = self.store("HeadObject").get_object(&input.bucket, &input.key).map_err(store_error)?.clone();
+        check_conditions(
+            &object.etag,
+            object.last_modified,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        )?;
+        let checksums = &object.meta.checksums;
+        Ok(S3Response::new(HeadObjectOutput {
+            content_length: Some(object.data.len() as i64),
+            accept_ranges: Some("bytes".to_owned()),
+            e_tag: Some(etag(&object.etag)),
+            last_modified: Some(timestamp(object.last_modified)),
+            content_type: object.meta.content_type.clone(),
+            metadata: metadata(&object.meta.user),
+            parts_count: object.part_sizes.as_ref().map(|sizes| sizes.len() as i32),
+            checksum_crc32: checksums.crc32.clone(),
+            checksum_crc32c: checksums.crc32c.clone(),
+            checksum_sha1: checksums.sha1.clone(),
+            checksum_sha256: checksums.sha256.clone(),
+            checksum_crc64nvme: checksums.crc64nvme.clone(),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        self.store("DeleteObject").delete_object(&req.input.bucket, &req.input.key).map_err(store_error)?;
+        Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let input = req.input;
+        let mut store = self.store("DeleteObjects");
+        let mut deleted = Vec::with_capacity(input.delete.objects.len());
+        for object in input.delete.objects {
+            store.delete_object(&input.bucket, &object.key).map_err(store_error)?;
+            deleted.push(DeletedObject {
+                key: Some(object.key),
+                version_id: object.version_id,
+                ..Default::default()
+            });
+        }
+        let quiet = input.delete.quiet.unwrap_or(false);
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: (!quiet).then_some(deleted),
+            ..Default::default()
+        }))
+    }
+
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        let input = req.input;
+        let CopySource::Bucket { bucket: source_bucket, key: source_key, .. } = &input.copy_source else {
+            return Err(s3_error!(NotImplemented, "only bucket/key copy sources are supported"));
+        };
+        let replace = input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|directive| directive.as_str() == MetadataDirective::REPLACE)
+            .then(|| ObjectMeta {
+                content_type: input.content_type.clone(),
+                user: input.metadata.clone().unwrap_or_default(),
+                checksums: Checksums::default(),
+            });
+        let now = self.now();
+        let (tag, modified) = self
+            .store("CopyObject")
+            .copy_object((source_bucket, source_key), (&input.bucket, &input.key), replace, now)
+            .map_err(store_error)?;
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(etag(&tag)),
+                last_modified: Some(timestamp(modified)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+        let input = req.input;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let query = ListQuery {
+            prefix: &prefix,
+            delimiter: input.delimiter.as_deref(),
+            after: input.marker.as_deref().filter(|marker| !marker.is_empty()),
+            max_keys: max_keys(input.max_keys),
+        };
+        let page = self.store("ListObjects").list(&input.bucket, &query).map_err(store_error)?;
+        Ok(S3Response::new(ListObjectsOutput {
+            name: Some(input.bucket),
+            prefix: Some(prefix),
+            marker: input.marker,
+            max_keys: input.max_keys.or(Some(1000)),
+            is_truncated: Some(page.truncated),
+            next_marker: page.last.filter(|_| page.truncated),
+            contents: Some(page.objects.into_iter().map(object_entry).collect()),
+            common_prefixes: prefixes(page.common_prefixes),
+            delimiter: input.delimiter,
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let input = req.input;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let token = input.continuation_token.as_deref().map(decode_token).transpose()?;
+        let after = token.as_deref().or(input.start_after.as_deref()).filter(|after| !after.is_empty());
+        let query = ListQuery {
+            prefix: &prefix,
+            delimiter: input.delimiter.as_deref(),
+            after,
+            max_keys: max_keys(input.max_keys),
+        };
+        let page = self.store("ListObjectsV2").list(&input.bucket, &query).map_err(store_error)?;
+        let key_count = (page.objects.len() + page.common_prefixes.len()) as i32;
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(input.bucket),
+            prefix: Some(prefix),
+            max_keys: input.max_keys.or(Some(1000)),
+            key_count: Some(key_count),
+            continuation_token: input.continuation_token,
+            is_truncated: Some(page.truncated),
+            next_continuation_token: page.last.filter(|_| page.truncated).map(|last| encode_token(&last)),
+            contents: Some(page.objects.into_iter().map(object_entry).collect()),
+            common_prefixes: prefixes(page.common_prefixes),
+            delimiter: input.delimiter,
+            encoding_type: input.encoding_type,
+            start_after: input.start_after,
+            ..Default::default()
+        }))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let input = req.input;
+        let meta = ObjectMeta {
+            content_type: input.content_type,
+            user: input.metadata.unwrap_or_default(),
+            checksums: Checksums::default(),
+        };
+        let now = self.now();
+        let upload_id = self
+            .store("CreateMultipartUpload")
+            .create_upload(&input.bucket, &input.key, meta, now)
+            .map_err(store_error)?;
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(upload_id),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        let input = req.input;
+        if !(1..=10_000).contains(&input.part_number) {
+            return Err(s3_error!(InvalidArgument, "Part number must be an integer between 1 and 10000, inclusive"));
+        }
+        // Fail before reading the body when the upload does not exist.
+        self.store("UploadPart").upload(&input.bucket, &input.key, &input.upload_id).map_err(store_error)?;
+        let sent = sent_checksums(
+            input.checksum_crc32,
+            input.checksum_crc32c,
+            input.checksum_sha1,
+            input.checksum_sha256,
+            input.checksum_crc64nvme,
+        );
+        let mut hasher = hasher_for(&req.headers, &sent, input.checksum_algorithm.as_ref());
+        let data = read_body(input.body, &mut hasher).await?;
+        let checksums = verify_checksums(sent, hasher, req.trailing_headers.as_ref(), input.content_md5.as_deref(), &data)?;
+        let now = self.now();
+        let tag = self
+            .store
+            .lock()
+            .expect("the store lock is never poisoned")
+            .upload_part(&input.bucket, &input.key, &input.upload_id, input.part_number, data, now)
+            .map_err(store_error)?;
+        Ok(S3Response::new(UploadPartOutput {
+            e_tag: Some(etag(&tag)),
+            checksum_crc32: checksums.crc32,
+            checksum_crc32c: checksums.crc32c,
+            checksum_sha1: checksums.sha1,
+            checksum_sha256: checksums.sha256,
+            checksum_crc64nvme: checksums.crc64nvme,
+            ..Default::default()
+        }))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let input = req.input;
+        let parts: Vec<(i32, String)> = input
+            .multipart_upload
+            .and_then(|upload| upload.parts)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|part| {
+                let number = part.part_number.ok_or_else(|| s3_error!(InvalidPart, "a part has no PartNumber"))?;
+                let tag = part.e_tag.ok_or_else(|| s3_error!(InvalidPart, "a part has no ETag"))?;
+                Ok((number, tag.value().to_owned()))
+            })
+            .collect::<S3Result<_>>()?;
+        let now = self.now();
+        let tag = self
+            .store("CompleteMultipartUpload")
+            .complete_upload(&input.bucket, &input.key, &input.upload_id, &parts, now)
+            .map_err(store_error)?;
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            bucket: Some(input.bucket.clone()),
+            key: Some(input.key.clone()),
+            e_tag: Some(etag(&tag)),
+            location: Some(format!("/{}/{}", input.bucket, input.key)),
+            ..Default::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let input = req.input;
+        self.store("AbortMultipartUpload")
+            .abort_upload(&input.bucket, &input.key, &input.upload_id)
+            .map_err(store_error)?;
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+    }
+
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        let input = req.input;
+        let store = self.store("ListParts");
+        let upload = store.upload(&input.bucket, &input.key, &input.upload_id).map_err(store_error)?;
+        let marker = input.part_number_marker.unwrap_or(0);
+        let limit = input.max_parts.map_or(1000, |max| usize::try_from(max.clamp(0, 1000)).unwrap_or(0));
+        let mut parts: Vec<Part> = upload
+            .parts
+            .range(marker + 1..)
+            .take(limit + 1)
+            .map(|(number, part)| Part {
+                part_number: Some(*number),
+                e_tag: Some(etag(&part.etag)),
+                size: Some(part.data.len() as i64),
+                last_modified: Some(timestamp(part.last_modified)),
+                ..Default::default()
+            })
+            .collect();
+        let truncated = parts.len() > limit;
+        parts.truncate(limit);
+        let next = parts.last().and_then(|part| part.part_number).filter(|_| truncated);
+        Ok(S3Response::new(ListPartsOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(input.upload_id),
+            part_number_marker: input.part_number_marker,
+            next_part_number_marker: next,
+            max_parts: Some(i32::try_from(limit).unwrap_or(1000)),
+            is_truncated: Some(truncated),
+            parts: Some(parts),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let input = req.input;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let store = self.store("ListMultipartUploads");
+        let uploads = store.list_uploads(&input.bucket, &prefix).map_err(store_error)?;
+        let limit = input.max_uploads.map_or(1000, |max| usize::try_from(max.clamp(0, 1000)).unwrap_or(0));
+        let key_marker = input.key_marker.clone().unwrap_or_default();
+        let id_marker = input.upload_id_marker.clone().unwrap_or_default();
+        let mut listed: Vec<MultipartUpload> = uploads
+            .into_iter()
+            .filter(|(id, upload)| (upload.key.as_str(), id.as_str()) > (key_marker.as_str(), id_marker.as_str()))
+            .take(limit + 1)
+            .map(|(id, upload)| MultipartUpload {
+                key: Some(upload.key.clone()),
+                upload_id: Some(id),
+                initiated: Some(timestamp(upload.initiated)),
+                storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+                ..Default::default()
+            })
+            .collect();
+        let truncated = listed.len() > limit;
+        listed.truncate(limit);
+        let last = listed.last().filter(|_| truncated);
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: Some(prefix),
+            key_marker: input.key_marker,
+            upload_id_marker: input.upload_id_marker,
+            next_key_marker: last.and_then(|upload| upload.key.clone()),
+            next_upload_id_marker: last.and_then(|upload| upload.upload_id.clone()),
+            max_uploads: Some(i32::try_from(limit).unwrap_or(1000)),
+            is_truncated: Some(truncated),
+            uploads: Some(listed),
+            ..Default::default()
+        }))
+    }
+}
