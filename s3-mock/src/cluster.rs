@@ -71,24 +71,46 @@ impl MockCluster {
         let mut handles = Vec::with_capacity(config.nodes);
         for index in 0..config.nodes {
             let stats = Arc::new(NodeStats::default());
-            let mut builder = S3ServiceBuilder::new(NodeS3::new(store.clone(), stats.clone(), clock));
+            let mut builder =
+                S3ServiceBuilder::new(NodeS3::new(store.clone(), stats.clone(), clock));
             if let Some((access_key, secret_key)) = &config.credentials {
-                builder.set_auth(SimpleAuth::from_single(access_key.clone(), secret_key.clone()));
+                builder.set_auth(SimpleAuth::from_single(
+                    access_key.clone(),
+                    secret_key.clone(),
+                ));
             }
-            let (handle, service) =
-                build_node(index, builder.build(), stats, config.capacity, config.faults, config.seed);
+            let (handle, service) = build_node(
+                index,
+                builder.build(),
+                stats,
+                config.capacity,
+                config.faults,
+                config.seed,
+            );
             services.push(service);
             handles.push(handle);
         }
-        MockCluster { services, handles, store }
+        MockCluster {
+            services,
+            handles,
+            store,
+        }
     }
 
     /// Build and serve every node on loopback TCP: node i on `first_port + i`, or on any free
     /// port when `first_port` is 0. Returns once every node listens.
-    pub async fn start_tcp(config: &ClusterConfig, host: std::net::IpAddr, first_port: u16) -> std::io::Result<Vec<NodeHandle>> {
+    pub async fn start_tcp(
+        config: &ClusterConfig,
+        host: std::net::IpAddr,
+        first_port: u16,
+    ) -> std::io::Result<Vec<NodeHandle>> {
         let cluster = MockCluster::build(config);
         for (index, service) in cluster.services.into_iter().enumerate() {
-            let port = if first_port == 0 { 0 } else { first_port + index as u16 };
+            let port = if first_port == 0 {
+                0
+            } else {
+                first_port + index as u16
+            };
             let bind = TcpBind::new(SocketAddr::new(host, port));
             // Bind once here so errors (port taken) surface to the caller, then hand over.
             let listener = bind.bind().await?;
@@ -142,16 +164,19 @@ pub async fn serve_stats<B: Bind>(bind: B, handles: Vec<NodeHandle>) -> std::io:
         let (io, _) = listener.accept().await?;
         let handles = handles.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |_request: http::Request<hyper::body::Incoming>| {
-                let body = stats_json(&handles);
-                async move {
-                    let mut response = http::Response::new(Full::new(Bytes::from(body)));
-                    response
-                        .headers_mut()
-                        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-                    Ok::<_, Infallible>(response)
-                }
-            });
+            let service = hyper::service::service_fn(
+                move |_request: http::Request<hyper::body::Incoming>| {
+                    let body = stats_json(&handles);
+                    async move {
+                        let mut response = http::Response::new(Full::new(Bytes::from(body)));
+                        response.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            http::HeaderValue::from_static("application/json"),
+                        );
+                        Ok::<_, Infallible>(response)
+                    }
+                },
+            );
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let _ = builder.serve_connection(hyper_io(io), service).await;
         });

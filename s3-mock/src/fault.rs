@@ -74,12 +74,24 @@ pub struct FaultyBody<B> {
     /// A part of a frame held back by throttling, and the timer before it may go.
     pending: Option<Bytes>,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The fault cut the body short: it must never look finished.
+    truncated: bool,
     broken: bool,
 }
 
+/// How long a body about to break waits first, so that hyper flushes the head and the bytes
+/// before the break (otherwise it may drop the connection with them unsent, and the client
+/// would see no response at all rather than a short one).
+const BREAK_DELAY: Duration = Duration::from_millis(20);
+
 impl<B> FaultyBody<B> {
     /// Wrap `inner`; the request counts as in flight until the body ends or is dropped.
-    pub(crate) fn new(inner: B, fault: BodyFault, stats: Arc<NodeStats>, in_flight: InFlight) -> Self {
+    pub(crate) fn new(
+        inner: B,
+        fault: BodyFault,
+        stats: Arc<NodeStats>,
+        in_flight: InFlight,
+    ) -> Self {
         FaultyBody {
             inner,
             fault,
@@ -88,6 +100,7 @@ impl<B> FaultyBody<B> {
             in_flight: Some(in_flight),
             pending: None,
             sleep: None,
+            truncated: false,
             broken: false,
         }
     }
@@ -110,8 +123,17 @@ where
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
+        if let Some(sleep) = this.sleep.as_mut() {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.sleep = None;
+        }
         if this.broken {
             return Poll::Ready(Some(Err(Box::new(InjectedReset))));
         }
@@ -120,12 +142,6 @@ where
         {
             // Never wake: the client waits until it gives up.
             return Poll::Pending;
-        }
-        if let Some(sleep) = this.sleep.as_mut() {
-            if sleep.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            this.sleep = None;
         }
         let data = match this.pending.take() {
             Some(data) => data,
@@ -152,8 +168,10 @@ where
                 let room = limit.saturating_sub(this.sent);
                 if (data.len() as u64) > room {
                     data.truncate(room as usize);
+                    this.truncated = true;
                     if matches!(this.fault, BodyFault::ResetAfter(_)) {
                         this.broken = true;
+                        this.sleep = Some(Box::pin(tokio::time::sleep(BREAK_DELAY)));
                     }
                 }
             }
@@ -163,20 +181,22 @@ where
                 if data.len() > chunk {
                     this.pending = Some(data.split_off(chunk));
                 }
-                let delay = Duration::from_secs_f64(data.len() as f64 / bytes_per_second.max(1) as f64);
+                let delay =
+                    Duration::from_secs_f64(data.len() as f64 / bytes_per_second.max(1) as f64);
                 this.sleep = Some(Box::pin(tokio::time::sleep(delay)));
             }
         }
         this.sent += data.len() as u64;
         this.stats.bytes_sent(data.len() as u64);
-        if data.is_empty() && this.broken {
-            return Poll::Ready(Some(Err(Box::new(InjectedReset))));
+        if data.is_empty() && this.truncated {
+            // Nothing left to send before the fault: go straight to it (stall or break).
+            return Pin::new(this).poll_frame(cx);
         }
         Poll::Ready(Some(Ok(Frame::data(data))))
     }
 
     fn is_end_stream(&self) -> bool {
-        !self.broken && self.pending.is_none() && self.inner.is_end_stream()
+        !self.truncated && self.pending.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

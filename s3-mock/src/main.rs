@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use s3_mock::transport::TcpBind;
-use s3_mock::{BodyFault, CapacityConfig, ClusterConfig, ErrorKind, Faults, MockCluster, NodeHandle, serve_stats};
+use s3_mock::{
+    BodyFault, CapacityConfig, ClusterConfig, ErrorKind, Faults, MockCluster, NodeHandle,
+    serve_stats,
+};
 
 /// A VAST-like S3 cluster: N nodes over one in-memory namespace.
 #[derive(Debug, Parser)]
@@ -113,13 +116,23 @@ async fn run(args: Args) -> Result<(), String> {
     for handle in &handles {
         let address = handle.address().expect("started nodes have bound");
         let faults = handle.faults();
-        let note = if faults == Faults::default() { String::new() } else { format!("  faults: {faults:?}") };
-        println!("node {} listening on http://{address}{note}", handle.index() + 1);
+        let note = if faults == Faults::default() {
+            String::new()
+        } else {
+            format!("  faults: {faults:?}")
+        };
+        println!(
+            "node {} listening on http://{address}{note}",
+            handle.index() + 1
+        );
     }
     if args.anonymous {
         println!("anonymous access: requests are not authenticated");
     } else {
-        println!("credentials: access key `{}`, secret key `{}`", args.access_key, args.secret_key);
+        println!(
+            "credentials: access key `{}`, secret key `{}`",
+            args.access_key, args.secret_key
+        );
     }
     if let Some(port) = args.stats_port {
         let bind = TcpBind::new(SocketAddr::new(args.host, port));
@@ -136,7 +149,9 @@ async fn run(args: Args) -> Result<(), String> {
         "try: AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} aws --endpoint-url http://{first} s3 mb s3://demo",
         args.access_key, args.secret_key
     );
-    tokio::signal::ctrl_c().await.map_err(|error| format!("waiting for Ctrl-C: {error}"))?;
+    tokio::signal::ctrl_c()
+        .await
+        .map_err(|error| format!("waiting for Ctrl-C: {error}"))?;
     Ok(())
 }
 
@@ -144,11 +159,17 @@ type ApplyFault = Box<dyn FnOnce(&mut Faults)>;
 
 /// Parse `NODE:SETTING=VALUE`.
 fn parse_fault(text: &str, nodes: usize) -> Result<(usize, ApplyFault), String> {
-    let usage = || format!("--fault `{text}`: expected NODE:SETTING=VALUE, e.g. 2:slow=10 or 1:error-rate=0.05");
+    let usage = || {
+        format!(
+            "--fault `{text}`: expected NODE:SETTING=VALUE, e.g. 2:slow=10 or 1:error-rate=0.05"
+        )
+    };
     let (node, setting) = text.split_once(':').ok_or_else(usage)?;
     let node: usize = node.parse().map_err(|_| usage())?;
     if node == 0 || node > nodes {
-        return Err(format!("--fault `{text}`: node {node} does not exist (nodes are 1 to {nodes})"));
+        return Err(format!(
+            "--fault `{text}`: node {node} does not exist (nodes are 1 to {nodes})"
+        ));
     }
     let (name, value) = setting.split_once('=').ok_or_else(usage)?;
     let number = |kind: &str| -> Result<f64, String> {
@@ -166,7 +187,9 @@ fn parse_fault(text: &str, nodes: usize) -> Result<(usize, ApplyFault), String> 
         "error-rate" => {
             let rate = number("the error rate")?;
             if rate > 1.0 {
-                return Err(format!("--fault `{text}`: the error rate is a probability (0 to 1)"));
+                return Err(format!(
+                    "--fault `{text}`: the error rate is a probability (0 to 1)"
+                ));
             }
             Box::new(move |faults| faults.error_rate = rate)
         }

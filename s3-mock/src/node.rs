@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::capacity::{Capacity, CapacityConfig};
-use crate::fault::{ErrorKind, FaultyBody, Faults};
+use crate::fault::{ErrorKind, Faults, FaultyBody};
 use crate::stats::{InFlight, NodeStats, StatsSnapshot};
 use crate::transport::{Bind, Listener, hyper_io};
 
@@ -52,7 +52,11 @@ impl NodeHandle {
 
     /// Where the node listens (known once it has bound).
     pub fn address(&self) -> Option<SocketAddr> {
-        *self.shared.address.lock().expect("address lock is never poisoned")
+        *self
+            .shared
+            .address
+            .lock()
+            .expect("address lock is never poisoned")
     }
 
     /// The node's counters now.
@@ -69,17 +73,29 @@ impl NodeHandle {
 
     /// The node's fault settings.
     pub fn faults(&self) -> Faults {
-        *self.shared.faults.lock().expect("faults lock is never poisoned")
+        *self
+            .shared
+            .faults
+            .lock()
+            .expect("faults lock is never poisoned")
     }
 
     /// Replace the node's fault settings (takes effect for new requests).
     pub fn set_faults(&self, faults: Faults) {
-        *self.shared.faults.lock().expect("faults lock is never poisoned") = faults;
+        *self
+            .shared
+            .faults
+            .lock()
+            .expect("faults lock is never poisoned") = faults;
     }
 
     /// Change only the slow factor.
     pub fn set_slow_factor(&self, slow_factor: f64) {
-        self.shared.faults.lock().expect("faults lock is never poisoned").slow_factor = slow_factor;
+        self.shared
+            .faults
+            .lock()
+            .expect("faults lock is never poisoned")
+            .slow_factor = slow_factor;
     }
 
     /// Crash: stop listening (new connections are refused) and drop every open connection.
@@ -112,34 +128,60 @@ impl NodeService {
         let bytes_in = declared_length(request.headers());
         let in_flight = InFlight::start(&shared.stats, bytes_in);
         let faults = *shared.faults.lock().expect("faults lock is never poisoned");
-        let request_id = shared.request_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let request_id = shared
+            .request_ids
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let request_id = format!("mock-{}-{request_id}", shared.index);
 
         let inject = faults.error_rate > 0.0
-            && shared.rng.lock().expect("rng lock is never poisoned").random_bool(faults.error_rate.min(1.0));
+            && shared
+                .rng
+                .lock()
+                .expect("rng lock is never poisoned")
+                .random_bool(faults.error_rate.min(1.0));
         if inject {
             shared.stats.error_injected();
             let (status, code) = match faults.error_kind {
                 ErrorKind::InternalError => (500, "InternalError"),
                 ErrorKind::SlowDown => (503, "SlowDown"),
             };
-            return self.finish(error_response(status, code, "injected by s3-mock", &request_id), faults, in_flight);
+            return self.finish(
+                error_response(status, code, "injected by s3-mock", &request_id),
+                faults,
+                in_flight,
+            );
         }
 
         let Ok(slot) = shared.capacity.admit().await else {
             shared.stats.slow_down();
-            return self.finish(error_response(503, "SlowDown", "Please reduce your request rate.", &request_id), faults, in_flight);
+            return self.finish(
+                error_response(
+                    503,
+                    "SlowDown",
+                    "Please reduce your request rate.",
+                    &request_id,
+                ),
+                faults,
+                in_flight,
+            );
         };
         let response = match self.s3.call(request).await {
             Ok(response) => response,
             Err(error) => {
                 tracing::debug!(node = shared.index, ?error, "s3s refused the request");
                 drop(slot);
-                return self.finish(error_response(400, "BadRequest", "malformed request", &request_id), faults, in_flight);
+                return self.finish(
+                    error_response(400, "BadRequest", "malformed request", &request_id),
+                    faults,
+                    in_flight,
+                );
             }
         };
         let bytes_out = response.body().size_hint().exact().unwrap_or(0);
-        let service = shared.capacity.config().service_time(bytes_in + bytes_out, faults.slow_factor);
+        let service = shared
+            .capacity
+            .config()
+            .service_time(bytes_in + bytes_out, faults.slow_factor);
         tokio::time::sleep(service).await;
         shared.stats.busy(service);
         drop(slot);
@@ -148,12 +190,19 @@ impl NodeService {
             "x-amz-request-id",
             http::HeaderValue::from_str(&request_id).expect("request ids are ASCII"),
         );
-        let body = body.map_err(|error| -> Box<dyn std::error::Error + Send + Sync> { error.into() }).boxed_unsync();
+        let body = body
+            .map_err(|error| -> Box<dyn std::error::Error + Send + Sync> { error })
+            .boxed_unsync();
         self.finish(http::Response::from_parts(parts, body), faults, in_flight)
     }
 
     /// Attach the body fault and the in-flight accounting to a response.
-    fn finish(&self, response: http::Response<NodeBody>, faults: Faults, in_flight: InFlight) -> http::Response<NodeBody> {
+    fn finish(
+        &self,
+        response: http::Response<NodeBody>,
+        faults: Faults,
+        in_flight: InFlight,
+    ) -> http::Response<NodeBody> {
         let stats = self.shared.stats.clone();
         response.map(|body| FaultyBody::new(body, faults.body, stats, in_flight).boxed_unsync())
     }
@@ -162,7 +211,8 @@ impl NodeService {
 impl hyper::service::Service<http::Request<Incoming>> for NodeService {
     type Response = http::Response<NodeBody>;
     type Error = Infallible;
-    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
         let service = self.clone();
@@ -172,20 +222,37 @@ impl hyper::service::Service<http::Request<Incoming>> for NodeService {
 
 /// The body length a request declares (the decoded length for aws-chunked uploads).
 fn declared_length(headers: &http::HeaderMap) -> u64 {
-    let read = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    read("x-amz-decoded-content-length").or_else(|| read("content-length")).unwrap_or(0)
+    let read = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    read("x-amz-decoded-content-length")
+        .or_else(|| read("content-length"))
+        .unwrap_or(0)
 }
 
 /// An S3 XML error response.
-fn error_response(status: u16, code: &str, message: &str, request_id: &str) -> http::Response<NodeBody> {
+fn error_response(
+    status: u16,
+    code: &str,
+    message: &str,
+    request_id: &str,
+) -> http::Response<NodeBody> {
     let xml = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message><RequestId>{request_id}</RequestId></Error>"
     );
-    let mut response = http::Response::new(Full::new(Bytes::from(xml)).map_err(|never| match never {}).boxed_unsync());
+    let mut response = http::Response::new(
+        Full::new(Bytes::from(xml))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
     *response.status_mut() = http::StatusCode::from_u16(status).expect("valid status");
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/xml"));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
     response.headers_mut().insert(
         "x-amz-request-id",
         http::HeaderValue::from_str(request_id).expect("request ids are ASCII"),
@@ -214,7 +281,9 @@ pub(crate) fn build_node(
         request_ids: std::sync::atomic::AtomicU64::new(1),
     });
     (
-        NodeHandle { shared: shared.clone() },
+        NodeHandle {
+            shared: shared.clone(),
+        },
         NodeService { shared, s3 },
     )
 }
@@ -231,7 +300,10 @@ pub async fn run_node<B: Bind>(bind: B, service: NodeService) -> std::io::Result
             }
         }
         let mut listener = bind.bind().await?;
-        *shared.address.lock().expect("address lock is never poisoned") = Some(listener.local_addr()?);
+        *shared
+            .address
+            .lock()
+            .expect("address lock is never poisoned") = Some(listener.local_addr()?);
         let mut connections = JoinSet::new();
         loop {
             tokio::select! {
@@ -260,7 +332,11 @@ pub async fn run_node<B: Bind>(bind: B, service: NodeService) -> std::io::Result
                 }
             }
         }
-        tracing::info!(node = shared.index, connections = connections.len(), "node crashed: dropping listener and connections");
+        tracing::info!(
+            node = shared.index,
+            connections = connections.len(),
+            "node crashed: dropping listener and connections"
+        );
         drop(listener);
         connections.abort_all();
         while connections.join_next().await.is_some() {}

@@ -1,8 +1,8 @@
 //! Per-node counters, readable through the handle and as JSON on the stats port.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -70,7 +70,6 @@ impl Drop for InFlight {
 }
 
 impl NodeStats {
-
     pub(crate) fn bytes_sent(&self, bytes: u64) {
         self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
     }
@@ -93,13 +92,19 @@ impl NodeStats {
     }
 
     pub(crate) fn operation(&self, name: &'static str) {
-        let mut map = self.by_operation.lock().expect("stats lock is never poisoned: no panics under it");
+        let mut map = self
+            .by_operation
+            .lock()
+            .expect("stats lock is never poisoned: no panics under it");
         *map.entry(name).or_default() += 1;
     }
 
     /// The counters now.
     pub fn snapshot(&self) -> StatsSnapshot {
-        let by_operation = self.by_operation.lock().expect("stats lock is never poisoned: no panics under it");
+        let by_operation = self
+            .by_operation
+            .lock()
+            .expect("stats lock is never poisoned: no panics under it");
         StatsSnapshot {
             requests_total: self.requests_total.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
@@ -110,7 +115,10 @@ impl NodeStats {
             slow_downs: self.slow_downs.load(Ordering::Relaxed),
             errors_injected: self.errors_injected.load(Ordering::Relaxed),
             connections_total: self.connections_total.load(Ordering::Relaxed),
-            requests_by_operation: by_operation.iter().map(|(name, count)| ((*name).to_owned(), *count)).collect(),
+            requests_by_operation: by_operation
+                .iter()
+                .map(|(name, count)| ((*name).to_owned(), *count))
+                .collect(),
         }
     }
 }

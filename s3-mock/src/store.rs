@@ -164,7 +164,10 @@ impl Store {
 
     /// Bucket names with their creation times, sorted.
     pub fn list_buckets(&self) -> Vec<(String, SystemTime)> {
-        self.buckets.iter().map(|(name, bucket)| (name.clone(), bucket.created)).collect()
+        self.buckets
+            .iter()
+            .map(|(name, bucket)| (name.clone(), bucket.created))
+            .collect()
     }
 
     /// Create a bucket.
@@ -210,7 +213,11 @@ impl Store {
         meta: ObjectMeta,
         now: SystemTime,
     ) -> Result<String, StoreError> {
-        let objects = &mut self.buckets.get_mut(bucket).ok_or(StoreError::NoSuchBucket)?.objects;
+        let objects = &mut self
+            .buckets
+            .get_mut(bucket)
+            .ok_or(StoreError::NoSuchBucket)?
+            .objects;
         let etag = md5_hex(&data);
         objects.insert(
             key.to_owned(),
@@ -233,7 +240,10 @@ impl Store {
 
     /// Delete an object; deleting a missing key succeeds, as in S3.
     pub fn delete_object(&mut self, bucket: &str, key: &str) -> Result<(), StoreError> {
-        let bucket = self.buckets.get_mut(bucket).ok_or(StoreError::NoSuchBucket)?;
+        let bucket = self
+            .buckets
+            .get_mut(bucket)
+            .ok_or(StoreError::NoSuchBucket)?;
         bucket.objects.remove(key);
         Ok(())
     }
@@ -247,7 +257,11 @@ impl Store {
         now: SystemTime,
     ) -> Result<(String, SystemTime), StoreError> {
         let original = self.get_object(source.0, source.1)?.clone();
-        let objects = &mut self.buckets.get_mut(target.0).ok_or(StoreError::NoSuchBucket)?.objects;
+        let objects = &mut self
+            .buckets
+            .get_mut(target.0)
+            .ok_or(StoreError::NoSuchBucket)?
+            .objects;
         let copy = Object {
             last_modified: now,
             meta: replace.unwrap_or(original.meta.clone()),
@@ -260,7 +274,11 @@ impl Store {
 
     /// List objects.
     pub fn list(&self, bucket: &str, query: &ListQuery<'_>) -> Result<ListPage, StoreError> {
-        let objects = &self.buckets.get(bucket).ok_or(StoreError::NoSuchBucket)?.objects;
+        let objects = &self
+            .buckets
+            .get(bucket)
+            .ok_or(StoreError::NoSuchBucket)?
+            .objects;
         let max_keys = query.max_keys.min(MAX_KEYS_LIMIT);
         let mut page = ListPage::default();
         let start = match query.after {
@@ -268,18 +286,23 @@ impl Store {
             _ => query.prefix,
         };
         let mut entries = 0usize;
-        for (key, object) in objects.range::<str, _>((std::ops::Bound::Included(start), std::ops::Bound::Unbounded)) {
+        for (key, object) in
+            objects.range::<str, _>((std::ops::Bound::Included(start), std::ops::Bound::Unbounded))
+        {
             if !key.starts_with(query.prefix) {
                 break;
             }
             if query.after.is_some_and(|after| key.as_str() <= after) {
                 continue;
             }
-            let rolled = query.delimiter.filter(|d| !d.is_empty()).and_then(|delimiter| {
-                key[query.prefix.len()..]
-                    .find(delimiter)
-                    .map(|at| key[..query.prefix.len() + at + delimiter.len()].to_owned())
-            });
+            let rolled = query
+                .delimiter
+                .filter(|d| !d.is_empty())
+                .and_then(|delimiter| {
+                    key[query.prefix.len()..]
+                        .find(delimiter)
+                        .map(|at| key[..query.prefix.len() + at + delimiter.len()].to_owned())
+                });
             // Resuming after a common prefix: skip the rest of its keys.
             if let (Some(common), Some(after)) = (&rolled, query.after)
                 && common.as_str() <= after
@@ -303,7 +326,12 @@ impl Store {
                 }
                 None => {
                     page.last = Some(key.clone());
-                    page.objects.push((key.clone(), object.data.len() as u64, object.etag.clone(), object.last_modified));
+                    page.objects.push((
+                        key.clone(),
+                        object.data.len() as u64,
+                        object.etag.clone(),
+                        object.last_modified,
+                    ));
                 }
             }
         }
@@ -311,7 +339,13 @@ impl Store {
     }
 
     /// Start a multipart upload; returns its id.
-    pub fn create_upload(&mut self, bucket: &str, key: &str, meta: ObjectMeta, now: SystemTime) -> Result<String, StoreError> {
+    pub fn create_upload(
+        &mut self,
+        bucket: &str,
+        key: &str,
+        meta: ObjectMeta,
+        now: SystemTime,
+    ) -> Result<String, StoreError> {
         if !self.buckets.contains_key(bucket) {
             return Err(StoreError::NoSuchBucket);
         }
@@ -365,7 +399,11 @@ impl Store {
     }
 
     /// Uploads in progress in `bucket` whose key starts with `prefix`, by key then id.
-    pub fn list_uploads(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, &Upload)>, StoreError> {
+    pub fn list_uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, &Upload)>, StoreError> {
         if !self.buckets.contains_key(bucket) {
             return Err(StoreError::NoSuchBucket);
         }
@@ -380,7 +418,12 @@ impl Store {
     }
 
     /// Abort an upload, dropping its parts.
-    pub fn abort_upload(&mut self, bucket: &str, key: &str, upload_id: &str) -> Result<(), StoreError> {
+    pub fn abort_upload(
+        &mut self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), StoreError> {
         self.upload(bucket, key, upload_id)?;
         self.uploads.remove(upload_id);
         Ok(())
@@ -426,7 +469,11 @@ impl Store {
         let part_sizes = chosen.iter().map(|part| part.data.len() as u64).collect();
         let meta = upload.meta.clone();
         self.uploads.remove(upload_id);
-        let objects = &mut self.buckets.get_mut(bucket).ok_or(StoreError::NoSuchBucket)?.objects;
+        let objects = &mut self
+            .buckets
+            .get_mut(bucket)
+            .ok_or(StoreError::NoSuchBucket)?
+            .objects;
         objects.insert(
             key.to_owned(),
             Object {
@@ -440,7 +487,12 @@ impl Store {
         Ok(etag)
     }
 
-    fn upload_mut(&mut self, bucket: &str, key: &str, upload_id: &str) -> Result<&mut Upload, StoreError> {
+    fn upload_mut(
+        &mut self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<&mut Upload, StoreError> {
         self.upload(bucket, key, upload_id)?;
         Ok(self.uploads.get_mut(upload_id).expect("checked above"))
     }
@@ -456,7 +508,9 @@ pub fn md5_hex(data: &[u8]) -> String {
 pub fn valid_bucket_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     (3..=63).contains(&bytes.len())
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'.' || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'.' || *b == b'-')
         && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
         && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
 }
@@ -475,13 +529,37 @@ mod tests {
         let mut store = Store::new(5);
         store.create_bucket("bkt", now()).expect("new bucket");
         for key in keys {
-            store.put_object("bkt", key, Bytes::from_static(b"x"), ObjectMeta::default(), now()).expect("put");
+            store
+                .put_object(
+                    "bkt",
+                    key,
+                    Bytes::from_static(b"x"),
+                    ObjectMeta::default(),
+                    now(),
+                )
+                .expect("put");
         }
         store
     }
 
-    fn page(store: &Store, prefix: &str, delimiter: Option<&str>, after: Option<&str>, max_keys: usize) -> ListPage {
-        store.list("bkt", &ListQuery { prefix, delimiter, after, max_keys }).expect("bucket exists")
+    fn page(
+        store: &Store,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: Option<&str>,
+        max_keys: usize,
+    ) -> ListPage {
+        store
+            .list(
+                "bkt",
+                &ListQuery {
+                    prefix,
+                    delimiter,
+                    after,
+                    max_keys,
+                },
+            )
+            .expect("bucket exists")
     }
 
     #[test]
@@ -490,11 +568,25 @@ mod tests {
         let store = store_with(&["a/1", "a/2", "b", "c/1", "c/2/x", "d"]);
         let first = page(&store, "", Some("/"), None, 2);
         assert_eq!(first.common_prefixes, vec!["a/"]);
-        assert_eq!(first.objects.iter().map(|o| o.0.as_str()).collect::<Vec<_>>(), vec!["b"]);
+        assert_eq!(
+            first
+                .objects
+                .iter()
+                .map(|o| o.0.as_str())
+                .collect::<Vec<_>>(),
+            vec!["b"]
+        );
         assert!(first.truncated);
         let second = page(&store, "", Some("/"), first.last.as_deref(), 2);
         assert_eq!(second.common_prefixes, vec!["c/"]);
-        assert_eq!(second.objects.iter().map(|o| o.0.as_str()).collect::<Vec<_>>(), vec!["d"]);
+        assert_eq!(
+            second
+                .objects
+                .iter()
+                .map(|o| o.0.as_str())
+                .collect::<Vec<_>>(),
+            vec!["d"]
+        );
         assert!(!second.truncated);
         // Under a prefix, one more level.
         let nested = page(&store, "c/", Some("/"), None, 10);
@@ -502,7 +594,13 @@ mod tests {
         assert_eq!(nested.objects.len(), 1);
         // Without a delimiter, every key; start-after skips.
         let flat = page(&store, "", None, Some("b"), 1000);
-        assert_eq!(flat.objects.iter().map(|o| o.0.as_str()).collect::<Vec<_>>(), vec!["c/1", "c/2/x", "d"]);
+        assert_eq!(
+            flat.objects
+                .iter()
+                .map(|o| o.0.as_str())
+                .collect::<Vec<_>>(),
+            vec!["c/1", "c/2/x", "d"]
+        );
         assert!(page(&store, "", None, None, 0).objects.is_empty());
     }
 
@@ -510,26 +608,50 @@ mod tests {
     fn multipart_etag_and_rules_match_s3() {
         // Proves the multipart ETag formula and the part rules.
         let mut store = store_with(&[]);
-        let id = store.create_upload("bkt", "big", ObjectMeta::default(), now()).expect("upload");
-        let first = store.upload_part("bkt", "big", &id, 1, Bytes::from_static(b"hello"), now()).expect("part");
-        let second = store.upload_part("bkt", "big", &id, 2, Bytes::from_static(b"!"), now()).expect("part");
+        let id = store
+            .create_upload("bkt", "big", ObjectMeta::default(), now())
+            .expect("upload");
+        let first = store
+            .upload_part("bkt", "big", &id, 1, Bytes::from_static(b"hello"), now())
+            .expect("part");
+        let second = store
+            .upload_part("bkt", "big", &id, 2, Bytes::from_static(b"!"), now())
+            .expect("part");
         assert_eq!(
-            store.complete_upload("bkt", "big", &id, &[(2, second.clone()), (1, first.clone())], now()),
+            store.complete_upload(
+                "bkt",
+                "big",
+                &id,
+                &[(2, second.clone()), (1, first.clone())],
+                now()
+            ),
             Err(StoreError::InvalidPartOrder)
         );
         assert_eq!(
             store.complete_upload("bkt", "big", &id, &[(1, "00".into())], now()),
             Err(StoreError::InvalidPart)
         );
-        let tiny = store.create_upload("bkt", "tiny", ObjectMeta::default(), now()).expect("upload");
-        let a = store.upload_part("bkt", "tiny", &tiny, 1, Bytes::from_static(b"ab"), now()).expect("part");
-        let b = store.upload_part("bkt", "tiny", &tiny, 2, Bytes::from_static(b"cd"), now()).expect("part");
+        let tiny = store
+            .create_upload("bkt", "tiny", ObjectMeta::default(), now())
+            .expect("upload");
+        let a = store
+            .upload_part("bkt", "tiny", &tiny, 1, Bytes::from_static(b"ab"), now())
+            .expect("part");
+        let b = store
+            .upload_part("bkt", "tiny", &tiny, 2, Bytes::from_static(b"cd"), now())
+            .expect("part");
         assert_eq!(
             store.complete_upload("bkt", "tiny", &tiny, &[(1, a), (2, b)], now()),
             Err(StoreError::EntityTooSmall)
         );
         let etag = store
-            .complete_upload("bkt", "big", &id, &[(1, format!("\"{first}\"")), (2, second.clone())], now())
+            .complete_upload(
+                "bkt",
+                "big",
+                &id,
+                &[(1, format!("\"{first}\"")), (2, second.clone())],
+                now(),
+            )
             .expect("complete");
         let mut both = hex::decode(&first).expect("hex");
         both.extend(hex::decode(&second).expect("hex"));
@@ -537,7 +659,10 @@ mod tests {
         let object = store.get_object("bkt", "big").expect("exists");
         assert_eq!(&object.data[..], b"hello!");
         assert_eq!(object.part_sizes, Some(vec![5, 1]));
-        assert_eq!(store.upload("bkt", "big", &id), Err(StoreError::NoSuchUpload));
+        assert_eq!(
+            store.upload("bkt", "big", &id),
+            Err(StoreError::NoSuchUpload)
+        );
     }
 
     #[test]
@@ -546,12 +671,17 @@ mod tests {
         let mut store = store_with(&["k"]);
         assert_eq!(store.delete_bucket("bkt"), Err(StoreError::BucketNotEmpty));
         store.delete_object("bkt", "k").expect("delete");
-        let id = store.create_upload("bkt", "k", ObjectMeta::default(), now()).expect("upload");
+        let id = store
+            .create_upload("bkt", "k", ObjectMeta::default(), now())
+            .expect("upload");
         assert_eq!(store.delete_bucket("bkt"), Err(StoreError::BucketNotEmpty));
         store.abort_upload("bkt", "k", &id).expect("abort");
         store.delete_bucket("bkt").expect("empty now");
         assert_eq!(store.delete_bucket("bkt"), Err(StoreError::NoSuchBucket));
-        assert_eq!(store.create_bucket("Bad_Name", now()), Err(StoreError::InvalidBucketName));
+        assert_eq!(
+            store.create_bucket("Bad_Name", now()),
+            Err(StoreError::InvalidBucketName)
+        );
         assert_eq!(store.get_object("nope", "k"), Err(StoreError::NoSuchBucket));
     }
 }

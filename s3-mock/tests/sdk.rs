@@ -5,7 +5,8 @@ mod common;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier,
+    ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, Delete,
+    ObjectIdentifier,
 };
 use common::{SECRET_KEY, client, clients, cluster, code, status};
 use s3_mock::ClusterConfig;
@@ -26,15 +27,37 @@ async fn every_operation_works_through_every_node_over_one_namespace() {
     let (n1, n2, n3) = (&s3[0], &s3[1], &s3[2]);
 
     // Buckets.
-    n1.create_bucket().bucket("data").send().await.expect("CreateBucket");
-    let again = n2.create_bucket().bucket("data").send().await.expect_err("exists");
+    n1.create_bucket()
+        .bucket("data")
+        .send()
+        .await
+        .expect("CreateBucket");
+    let again = n2
+        .create_bucket()
+        .bucket("data")
+        .send()
+        .await
+        .expect_err("exists");
     assert_eq!(code(&again).as_deref(), Some("BucketAlreadyOwnedByYou"));
-    n2.head_bucket().bucket("data").send().await.expect("HeadBucket via another node");
-    n3.get_bucket_location().bucket("data").send().await.expect("GetBucketLocation");
+    n2.head_bucket()
+        .bucket("data")
+        .send()
+        .await
+        .expect("HeadBucket via another node");
+    n3.get_bucket_location()
+        .bucket("data")
+        .send()
+        .await
+        .expect("GetBucketLocation");
     let buckets = n3.list_buckets().send().await.expect("ListBuckets");
     let names: Vec<_> = buckets.buckets().iter().filter_map(|b| b.name()).collect();
     assert_eq!(names, vec!["data"]);
-    let missing = n1.head_bucket().bucket("nope").send().await.expect_err("no such bucket");
+    let missing = n1
+        .head_bucket()
+        .bucket("nope")
+        .send()
+        .await
+        .expect_err("no such bucket");
     assert_eq!(status(&missing), Some(404));
 
     // Objects: write through node 1, read through node 3.
@@ -49,31 +72,130 @@ async fn every_operation_works_through_every_node_over_one_namespace() {
         .send()
         .await
         .expect("PutObject");
-    assert_eq!(put.e_tag(), Some(format!("\"{}\"", md5_hex(&body)).as_str()));
-    let got = n3.get_object().bucket("data").key("dir/hello world+1.txt").send().await.expect("GetObject");
+    assert_eq!(
+        put.e_tag(),
+        Some(format!("\"{}\"", md5_hex(&body)).as_str())
+    );
+    let got = n3
+        .get_object()
+        .bucket("data")
+        .key("dir/hello world+1.txt")
+        .send()
+        .await
+        .expect("GetObject");
     assert_eq!(got.content_type(), Some("text/plain"));
-    assert_eq!(got.metadata().and_then(|m| m.get("owner")).map(String::as_str), Some("tests"));
+    assert_eq!(
+        got.metadata()
+            .and_then(|m| m.get("owner"))
+            .map(String::as_str),
+        Some("tests")
+    );
     let etag = got.e_tag().expect("etag").to_owned();
-    assert_eq!(got.body.collect().await.expect("body").into_bytes().as_ref(), body.as_slice());
-    let head = n2.head_object().bucket("data").key("dir/hello world+1.txt").send().await.expect("HeadObject");
+    assert_eq!(
+        got.body
+            .collect()
+            .await
+            .expect("body")
+            .into_bytes()
+            .as_ref(),
+        body.as_slice()
+    );
+    let head = n2
+        .head_object()
+        .bucket("data")
+        .key("dir/hello world+1.txt")
+        .send()
+        .await
+        .expect("HeadObject");
     assert_eq!(head.content_length(), Some(body.len() as i64));
 
     // Ranges and conditions.
-    let ranged = n2.get_object().bucket("data").key("dir/hello world+1.txt").range("bytes=7-16").send().await.expect("range");
+    let ranged = n2
+        .get_object()
+        .bucket("data")
+        .key("dir/hello world+1.txt")
+        .range("bytes=7-16")
+        .send()
+        .await
+        .expect("range");
     assert_eq!(ranged.content_range(), Some("bytes 7-16/17"));
-    assert_eq!(ranged.body.collect().await.expect("body").into_bytes().as_ref(), b"storefront");
-    let suffix = n3.get_object().bucket("data").key("dir/hello world+1.txt").range("bytes=-5").send().await.expect("suffix");
-    assert_eq!(suffix.body.collect().await.expect("body").into_bytes().as_ref(), b"front");
-    let beyond = n1.get_object().bucket("data").key("dir/hello world+1.txt").range("bytes=100-200").send().await.expect_err("unsatisfiable");
+    assert_eq!(
+        ranged
+            .body
+            .collect()
+            .await
+            .expect("body")
+            .into_bytes()
+            .as_ref(),
+        b"storefront"
+    );
+    let suffix = n3
+        .get_object()
+        .bucket("data")
+        .key("dir/hello world+1.txt")
+        .range("bytes=-5")
+        .send()
+        .await
+        .expect("suffix");
+    assert_eq!(
+        suffix
+            .body
+            .collect()
+            .await
+            .expect("body")
+            .into_bytes()
+            .as_ref(),
+        b"front"
+    );
+    let beyond = n1
+        .get_object()
+        .bucket("data")
+        .key("dir/hello world+1.txt")
+        .range("bytes=100-200")
+        .send()
+        .await
+        .expect_err("unsatisfiable");
     assert_eq!(code(&beyond).as_deref(), Some("InvalidRange"));
-    let not_modified = n1.get_object().bucket("data").key("dir/hello world+1.txt").if_none_match(&etag).send().await.expect_err("304");
+    let not_modified = n1
+        .get_object()
+        .bucket("data")
+        .key("dir/hello world+1.txt")
+        .if_none_match(&etag)
+        .send()
+        .await
+        .expect_err("304");
     assert_eq!(status(&not_modified), Some(304));
-    let failed = n1.get_object().bucket("data").key("dir/hello world+1.txt").if_match("\"0000\"").send().await.expect_err("412");
+    let failed = n1
+        .get_object()
+        .bucket("data")
+        .key("dir/hello world+1.txt")
+        .if_match("\"0000\"")
+        .send()
+        .await
+        .expect_err("412");
     assert_eq!(status(&failed), Some(412));
-    n1.get_object().bucket("data").key("dir/hello world+1.txt").if_match(&etag).send().await.expect("If-Match matches");
-    let gone = n2.get_object().bucket("data").key("absent").send().await.expect_err("NoSuchKey");
+    n1.get_object()
+        .bucket("data")
+        .key("dir/hello world+1.txt")
+        .if_match(&etag)
+        .send()
+        .await
+        .expect("If-Match matches");
+    let gone = n2
+        .get_object()
+        .bucket("data")
+        .key("absent")
+        .send()
+        .await
+        .expect_err("NoSuchKey");
     assert_eq!(code(&gone).as_deref(), Some("NoSuchKey"));
-    let no_bucket = n2.get_object().bucket("absent-bucket").key("k").send().await.expect_err("NoSuchBucket");
+    let no_bucket = n2
+        .get_object()
+        .bucket("absent-bucket")
+        .key("k")
+        .send()
+        .await
+        .expect_err("NoSuchBucket");
     assert_eq!(code(&no_bucket).as_deref(), Some("NoSuchBucket"));
 
     // Checksums are verified and echoed.
@@ -87,7 +209,14 @@ async fn every_operation_works_through_every_node_over_one_namespace() {
         .await
         .expect("PutObject with CRC32");
     let crc = with_crc.checksum_crc32().expect("CRC32 echoed").to_owned();
-    let read = n2.get_object().bucket("data").key("crc").checksum_mode(ChecksumMode::Enabled).send().await.expect("get crc");
+    let read = n2
+        .get_object()
+        .bucket("data")
+        .key("crc")
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .expect("get crc");
     assert_eq!(read.checksum_crc32(), Some(crc.as_str()));
 
     // Copy.
@@ -98,16 +227,51 @@ async fn every_operation_works_through_every_node_over_one_namespace() {
         .send()
         .await
         .expect("CopyObject");
-    let copy = n3.get_object().bucket("data").key("copy.txt").send().await.expect("copied");
-    assert_eq!(copy.metadata().and_then(|m| m.get("owner")).map(String::as_str), Some("tests"));
-    assert_eq!(copy.body.collect().await.expect("body").into_bytes().as_ref(), body.as_slice());
+    let copy = n3
+        .get_object()
+        .bucket("data")
+        .key("copy.txt")
+        .send()
+        .await
+        .expect("copied");
+    assert_eq!(
+        copy.metadata()
+            .and_then(|m| m.get("owner"))
+            .map(String::as_str),
+        Some("tests")
+    );
+    assert_eq!(
+        copy.body
+            .collect()
+            .await
+            .expect("body")
+            .into_bytes()
+            .as_ref(),
+        body.as_slice()
+    );
 
     // Listing: V2 with delimiter and pages continued on other nodes; V1 with markers.
     for key in ["logs/a", "logs/b", "logs/c", "logs/deep/x", "zz"] {
-        n1.put_object().bucket("data").key(key).body(ByteStream::from_static(b"x")).send().await.expect("put");
+        n1.put_object()
+            .bucket("data")
+            .key(key)
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .expect("put");
     }
-    let top = n1.list_objects_v2().bucket("data").delimiter("/").send().await.expect("ListObjectsV2");
-    let prefixes: Vec<_> = top.common_prefixes().iter().filter_map(|p| p.prefix()).collect();
+    let top = n1
+        .list_objects_v2()
+        .bucket("data")
+        .delimiter("/")
+        .send()
+        .await
+        .expect("ListObjectsV2");
+    let prefixes: Vec<_> = top
+        .common_prefixes()
+        .iter()
+        .filter_map(|p| p.prefix())
+        .collect();
     assert_eq!(prefixes, vec!["dir/", "logs/"]);
     let keys: Vec<_> = top.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(keys, vec!["copy.txt", "crc", "zz"]);
@@ -124,16 +288,42 @@ async fn every_operation_works_through_every_node_over_one_namespace() {
             .send()
             .await
             .expect("page");
-        seen.extend(response.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+        seen.extend(
+            response
+                .contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
         token = response.next_continuation_token().map(str::to_owned);
         if !response.is_truncated().unwrap_or(false) {
             break;
         }
     }
     assert_eq!(seen, vec!["logs/a", "logs/b", "logs/c", "logs/deep/x"]);
-    let after = n2.list_objects_v2().bucket("data").prefix("logs/").start_after("logs/b").send().await.expect("start-after");
-    assert_eq!(after.contents().iter().filter_map(|o| o.key()).collect::<Vec<_>>(), vec!["logs/c", "logs/deep/x"]);
-    let v1 = n3.list_objects().bucket("data").prefix("logs/").max_keys(3).send().await.expect("ListObjects");
+    let after = n2
+        .list_objects_v2()
+        .bucket("data")
+        .prefix("logs/")
+        .start_after("logs/b")
+        .send()
+        .await
+        .expect("start-after");
+    assert_eq!(
+        after
+            .contents()
+            .iter()
+            .filter_map(|o| o.key())
+            .collect::<Vec<_>>(),
+        vec!["logs/c", "logs/deep/x"]
+    );
+    let v1 = n3
+        .list_objects()
+        .bucket("data")
+        .prefix("logs/")
+        .max_keys(3)
+        .send()
+        .await
+        .expect("ListObjects");
     assert!(v1.is_truncated().unwrap_or(false));
     let v1_next = n3
         .list_objects()
@@ -143,10 +333,24 @@ async fn every_operation_works_through_every_node_over_one_namespace() {
         .send()
         .await
         .expect("ListObjects page 2");
-    assert_eq!(v1_next.contents().iter().filter_map(|o| o.key()).collect::<Vec<_>>(), vec!["logs/deep/x"]);
+    assert_eq!(
+        v1_next
+            .contents()
+            .iter()
+            .filter_map(|o| o.key())
+            .collect::<Vec<_>>(),
+        vec!["logs/deep/x"]
+    );
 
     // Multipart: create on node 1, parts through every node, complete on node 3.
-    let upload = n1.create_multipart_upload().bucket("data").key("big.bin").content_type("application/x-test").send().await.expect("CreateMultipartUpload");
+    let upload = n1
+        .create_multipart_upload()
+        .bucket("data")
+        .key("big.bin")
+        .content_type("application/x-test")
+        .send()
+        .await
+        .expect("CreateMultipartUpload");
     let upload_id = upload.upload_id().expect("upload id").to_owned();
     let parts: Vec<Vec<u8>> = vec![vec![b'a'; 5 * MIB], vec![b'b'; 5 * MIB], b"tail".to_vec()];
     let mut completed = Vec::new();
@@ -162,19 +366,57 @@ async fn every_operation_works_through_every_node_over_one_namespace() {
             .send()
             .await
             .expect("UploadPart");
-        assert_eq!(response.e_tag(), Some(format!("\"{}\"", md5_hex(part)).as_str()));
-        completed.push(CompletedPart::builder().part_number(number).e_tag(response.e_tag().expect("etag")).build());
+        assert_eq!(
+            response.e_tag(),
+            Some(format!("\"{}\"", md5_hex(part)).as_str())
+        );
+        completed.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .e_tag(response.e_tag().expect("etag"))
+                .build(),
+        );
     }
-    let listed = n2.list_parts().bucket("data").key("big.bin").upload_id(&upload_id).send().await.expect("ListParts");
-    assert_eq!(listed.parts().iter().filter_map(|p| p.size()).collect::<Vec<_>>(), vec![5 * MIB as i64, 5 * MIB as i64, 4]);
-    let uploads = n3.list_multipart_uploads().bucket("data").send().await.expect("ListMultipartUploads");
-    assert_eq!(uploads.uploads().iter().filter_map(|u| u.upload_id()).collect::<Vec<_>>(), vec![upload_id.as_str()]);
+    let listed = n2
+        .list_parts()
+        .bucket("data")
+        .key("big.bin")
+        .upload_id(&upload_id)
+        .send()
+        .await
+        .expect("ListParts");
+    assert_eq!(
+        listed
+            .parts()
+            .iter()
+            .filter_map(|p| p.size())
+            .collect::<Vec<_>>(),
+        vec![5 * MIB as i64, 5 * MIB as i64, 4]
+    );
+    let uploads = n3
+        .list_multipart_uploads()
+        .bucket("data")
+        .send()
+        .await
+        .expect("ListMultipartUploads");
+    assert_eq!(
+        uploads
+            .uploads()
+            .iter()
+            .filter_map(|u| u.upload_id())
+            .collect::<Vec<_>>(),
+        vec![upload_id.as_str()]
+    );
     let done = n3
         .complete_multipart_upload()
         .bucket("data")
         .key("big.bin")
         .upload_id(&upload_id)
-        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(completed))
+                .build(),
+        )
         .send()
         .await
         .expect("CompleteMultipartUpload");
@@ -182,18 +424,46 @@ async fn every_operation_works_through_every_node_over_one_namespace() {
     for part in &parts {
         concatenated_md5s.extend(hex::decode(md5_hex(part)).expect("hex"));
     }
-    assert_eq!(done.e_tag(), Some(format!("\"{}-3\"", md5_hex(&concatenated_md5s)).as_str()));
-    let whole = n1.get_object().bucket("data").key("big.bin").send().await.expect("get multipart object");
+    assert_eq!(
+        done.e_tag(),
+        Some(format!("\"{}-3\"", md5_hex(&concatenated_md5s)).as_str())
+    );
+    let whole = n1
+        .get_object()
+        .bucket("data")
+        .key("big.bin")
+        .send()
+        .await
+        .expect("get multipart object");
     assert_eq!(whole.content_type(), Some("application/x-test"));
     let bytes = whole.body.collect().await.expect("body").into_bytes();
     assert_eq!(bytes.len(), 10 * MIB + 4);
     assert_eq!(&bytes[10 * MIB..], b"tail");
-    let second_part = n2.get_object().bucket("data").key("big.bin").part_number(2).send().await.expect("part 2");
+    let second_part = n2
+        .get_object()
+        .bucket("data")
+        .key("big.bin")
+        .part_number(2)
+        .send()
+        .await
+        .expect("part 2");
     assert_eq!(second_part.parts_count(), Some(3));
     assert_eq!(second_part.content_length(), Some(5 * MIB as i64));
-    let aborted = n2.create_multipart_upload().bucket("data").key("abandoned").send().await.expect("create");
+    let aborted = n2
+        .create_multipart_upload()
+        .bucket("data")
+        .key("abandoned")
+        .send()
+        .await
+        .expect("create");
     let aborted_id = aborted.upload_id().expect("id");
-    n3.abort_multipart_upload().bucket("data").key("abandoned").upload_id(aborted_id).send().await.expect("AbortMultipartUpload");
+    n3.abort_multipart_upload()
+        .bucket("data")
+        .key("abandoned")
+        .upload_id(aborted_id)
+        .send()
+        .await
+        .expect("AbortMultipartUpload");
     let after_abort = n1
         .upload_part()
         .bucket("data")
@@ -207,34 +477,85 @@ async fn every_operation_works_through_every_node_over_one_namespace() {
     assert_eq!(code(&after_abort).as_deref(), Some("NoSuchUpload"));
 
     // Deletes.
-    let not_empty = n1.delete_bucket().bucket("data").send().await.expect_err("not empty");
+    let not_empty = n1
+        .delete_bucket()
+        .bucket("data")
+        .send()
+        .await
+        .expect_err("not empty");
     assert_eq!(code(&not_empty).as_deref(), Some("BucketNotEmpty"));
-    n2.delete_object().bucket("data").key("zz").send().await.expect("DeleteObject");
-    assert!(n3.head_object().bucket("data").key("zz").send().await.is_err(), "deleted through another node");
-    let listing = n1.list_objects_v2().bucket("data").send().await.expect("list all");
+    n2.delete_object()
+        .bucket("data")
+        .key("zz")
+        .send()
+        .await
+        .expect("DeleteObject");
+    assert!(
+        n3.head_object()
+            .bucket("data")
+            .key("zz")
+            .send()
+            .await
+            .is_err(),
+        "deleted through another node"
+    );
+    let listing = n1
+        .list_objects_v2()
+        .bucket("data")
+        .send()
+        .await
+        .expect("list all");
     let identifiers: Vec<ObjectIdentifier> = listing
         .contents()
         .iter()
         .filter_map(|o| o.key())
-        .map(|key| ObjectIdentifier::builder().key(key).build().expect("key set"))
+        .map(|key| {
+            ObjectIdentifier::builder()
+                .key(key)
+                .build()
+                .expect("key set")
+        })
         .collect();
     let deleted = n3
         .delete_objects()
         .bucket("data")
-        .delete(Delete::builder().set_objects(Some(identifiers)).build().expect("objects set"))
+        .delete(
+            Delete::builder()
+                .set_objects(Some(identifiers))
+                .build()
+                .expect("objects set"),
+        )
         .send()
         .await
         .expect("DeleteObjects");
     assert_eq!(deleted.deleted().len(), listing.contents().len());
-    n2.delete_bucket().bucket("data").send().await.expect("DeleteBucket");
-    assert!(n1.list_buckets().send().await.expect("list").buckets().is_empty());
+    n2.delete_bucket()
+        .bucket("data")
+        .send()
+        .await
+        .expect("DeleteBucket");
+    assert!(
+        n1.list_buckets()
+            .send()
+            .await
+            .expect("list")
+            .buckets()
+            .is_empty()
+    );
 
     // Each node served some of it.
     for handle in &handles {
-        assert!(handle.stats().requests_total > 0, "node {} idle", handle.index());
+        assert!(
+            handle.stats().requests_total > 0,
+            "node {} idle",
+            handle.index()
+        );
     }
     let operations = handles[0].stats().requests_by_operation;
-    assert!(operations.contains_key("CreateBucket") && operations.contains_key("PutObject"), "{operations:?}");
+    assert!(
+        operations.contains_key("CreateBucket") && operations.contains_key("PutObject"),
+        "{operations:?}"
+    );
 }
 
 #[tokio::test]
@@ -242,8 +563,17 @@ async fn a_wrong_secret_gets_signature_does_not_match() {
     // Proves SigV4 is verified: the mock checks the signatures the proxy will produce.
     let handles = cluster(1, ClusterConfig::default()).await;
     let address = handles[0].address().expect("bound");
-    client(address, SECRET_KEY).create_bucket().bucket("fine").send().await.expect("right secret");
-    let error = client(address, "wrong-secret").list_buckets().send().await.expect_err("wrong secret");
+    client(address, SECRET_KEY)
+        .create_bucket()
+        .bucket("fine")
+        .send()
+        .await
+        .expect("right secret");
+    let error = client(address, "wrong-secret")
+        .list_buckets()
+        .send()
+        .await
+        .expect_err("wrong secret");
     assert_eq!(status(&error), Some(403));
     assert_eq!(code(&error).as_deref(), Some("SignatureDoesNotMatch"));
 }

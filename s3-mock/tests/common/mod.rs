@@ -13,10 +13,13 @@ pub const SECRET_KEY: &str = "test-secret";
 
 /// A cluster of `nodes` on loopback with the test credentials.
 pub async fn cluster(nodes: usize, mut config: ClusterConfig) -> Vec<NodeHandle> {
+    config.credentials = Some((ACCESS_KEY.into(), SECRET_KEY.into()));
+    anonymous_cluster(nodes, config).await
+}
+
+/// A cluster of `nodes` on loopback with `config`'s credentials (none: anonymous).
+pub async fn anonymous_cluster(nodes: usize, mut config: ClusterConfig) -> Vec<NodeHandle> {
     config.nodes = nodes;
-    if config.credentials.is_none() {
-        config.credentials = Some((ACCESS_KEY.into(), SECRET_KEY.into()));
-    }
     MockCluster::start_tcp(&config, IpAddr::V4(Ipv4Addr::LOCALHOST), 0)
         .await
         .expect("loopback ports are free")
@@ -25,7 +28,9 @@ pub async fn cluster(nodes: usize, mut config: ClusterConfig) -> Vec<NodeHandle>
 /// An aws-sdk-s3 client for `address` (path style, no SDK retries so tests see each answer).
 pub fn client(address: SocketAddr, secret: &str) -> aws_sdk_s3::Client {
     let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
         .build_https();
     let config = aws_sdk_s3::Config::builder()
         .behavior_version_latest()
@@ -52,10 +57,17 @@ pub fn code<E, R>(error: &aws_sdk_s3::error::SdkError<E, R>) -> Option<String>
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata,
 {
-    error.as_service_error().and_then(|e| e.code()).map(str::to_owned)
+    error
+        .as_service_error()
+        .and_then(|e| e.code())
+        .map(str::to_owned)
 }
 
 /// The HTTP status of an SDK error's raw response, if any.
-pub fn status<E>(error: &aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::http::Response>) -> Option<u16> {
-    error.raw_response().map(|response| response.status().as_u16())
+pub fn status<E>(
+    error: &aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> Option<u16> {
+    error
+        .raw_response()
+        .map(|response| response.status().as_u16())
 }
