@@ -23,6 +23,15 @@ use crate::route::Failover;
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The client-facing listener.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// The admin listener.
+    #[serde(default)]
+    pub admin: AdminSection,
+    /// How callers are authenticated.
+    #[serde(default)]
+    pub auth: AuthSection,
     /// S3 addressing.
     #[serde(default)]
     pub s3: S3Section,
@@ -44,6 +53,76 @@ pub struct Config {
     /// Backend pools, one per data centre or cluster.
     #[serde(default)]
     pub pools: Vec<PoolSection>,
+}
+
+/// `[server]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Address the proxy listens on. Default `127.0.0.1:9000`: loopback until an operator
+    /// opens it up deliberately.
+    pub listen: String,
+    /// Client connections open at once; further connections wait in the accept backlog.
+    /// Default 4096: far above what one proxy replica should carry, and a cap on file
+    /// descriptors when clients misbehave.
+    pub max_connections: usize,
+    /// Largest request head in bytes (HTTP/1.1 read buffer). Default 64 KiB: S3 heads with many
+    /// user metadata headers stay far below; anything larger is rejected with 431.
+    pub max_header_bytes: usize,
+    /// Most header fields in a request. Default 100: hyper's own default, above any SDK's.
+    pub max_headers: usize,
+    /// How long shutdown waits for in-flight requests. Default 30 s (Kubernetes' default grace
+    /// period).
+    pub shutdown_grace: ConfigDuration,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: "127.0.0.1:9000".to_owned(),
+            max_connections: 4096,
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            shutdown_grace: ConfigDuration::from_secs(30),
+        }
+    }
+}
+
+/// `[admin]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Address of the admin listener (`/healthz`, `/readyz`, `/admin/...`). Default
+    /// `127.0.0.1:9090`: admin calls change state and must not be reachable by clients.
+    pub listen: String,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            listen: "127.0.0.1:9090".to_owned(),
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// `deny` (default: every request is refused until a policy exists) or `trust` (INSECURE:
+    /// every caller may do anything the backend credentials allow).
+    pub mode: AuthMode,
+}
+
+/// How callers are authenticated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMode {
+    /// Refuse everything.
+    #[default]
+    Deny,
+    /// Accept everything (insecure; for trusted networks and the demo).
+    Trust,
 }
 
 /// `[s3]`
@@ -274,6 +353,72 @@ pub struct PoolSection {
     /// Or a DNS name whose every A/AAAA record is a backend.
     #[serde(default)]
     pub dns: Option<DnsSection>,
+    /// SigV4 region the backends expect. Default `us-east-1`, what VAST, Ceph and MinIO accept
+    /// unless configured otherwise.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Credentials the proxy signs with for this pool. Without them requests go unsigned
+    /// (for anonymous backends).
+    #[serde(default)]
+    pub credentials: Option<CredentialsSection>,
+    /// Backend connection pooling.
+    #[serde(default)]
+    pub connections: ConnectionsSection,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+
+/// `pools[].credentials`: each secret given inline, or read from a file, or from an
+/// environment variable (exactly one of the three for each).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsSection {
+    /// Access key id.
+    #[serde(default)]
+    pub access_key: Option<String>,
+    /// File holding the access key id.
+    #[serde(default)]
+    pub access_key_file: Option<String>,
+    /// Environment variable holding the access key id.
+    #[serde(default)]
+    pub access_key_env: Option<String>,
+    /// Secret access key (prefer the file or env forms).
+    #[serde(default)]
+    pub secret_key: Option<String>,
+    /// File holding the secret access key.
+    #[serde(default)]
+    pub secret_key_file: Option<String>,
+    /// Environment variable holding the secret access key.
+    #[serde(default)]
+    pub secret_key_env: Option<String>,
+}
+
+/// `pools[].connections`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionsSection {
+    /// Requests in flight to one backend at once (each on its own HTTP/1.1 connection).
+    /// Default 128: a per-node bulkhead well above a healthy node's useful concurrency.
+    pub max_per_backend: usize,
+    /// How long a request may wait for a free connection slot before it gets `503 SlowDown`.
+    /// Default 1 s: long enough to ride out a burst, short enough that SDKs back off soon.
+    pub wait: ConfigDuration,
+    /// Idle connections are closed after this long. Default 60 s: below the usual 65-120 s
+    /// keep-alive of S3 servers, so the proxy closes first and never reuses a connection the
+    /// server is closing.
+    pub idle_timeout: ConfigDuration,
+}
+
+impl Default for ConnectionsSection {
+    fn default() -> Self {
+        ConnectionsSection {
+            max_per_backend: 128,
+            wait: ConfigDuration::from_secs(1),
+            idle_timeout: ConfigDuration::from_secs(60),
+        }
+    }
 }
 
 /// `pools[].dns`

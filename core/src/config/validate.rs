@@ -74,6 +74,32 @@ impl Config {
         let mut problems = Vec::new();
         let mut report = |key: String, message: String| problems.push(Problem { key, message });
 
+        for (key, address) in [
+            ("server.listen", &self.server.listen),
+            ("admin.listen", &self.admin.listen),
+        ] {
+            if address.parse::<std::net::SocketAddr>().is_err() {
+                report(
+                    key.into(),
+                    format!(
+                        "`{address}` is not an IP:port to listen on (for example \"127.0.0.1:9000\" or \"[::]:9000\")"
+                    ),
+                );
+            }
+        }
+        if self.server.max_connections == 0 {
+            report("server.max_connections".into(), "must be at least 1".into());
+        }
+        if self.server.max_header_bytes < 1024 {
+            report(
+                "server.max_header_bytes".into(),
+                format!("{} is below 1024 bytes", self.server.max_header_bytes),
+            );
+        }
+        if self.server.max_headers == 0 {
+            report("server.max_headers".into(), "must be at least 1".into());
+        }
+
         for (index, domain) in self.s3.base_domains.iter().enumerate() {
             let valid = !domain.is_empty()
                 && !domain.contains(':')
@@ -264,6 +290,47 @@ impl Config {
                         backend_key,
                         format!("backend `{name}` appears twice in this pool"),
                     );
+                }
+            }
+            if pool.connections.max_per_backend == 0 {
+                report(
+                    format!("{key}.connections.max_per_backend"),
+                    "must be at least 1".into(),
+                );
+            }
+            positive(
+                &mut report,
+                &format!("{key}.connections.idle_timeout"),
+                pool.connections.idle_timeout.get(),
+            );
+            if let Some(credentials) = &pool.credentials {
+                for (what, forms) in [
+                    (
+                        "access_key",
+                        [
+                            &credentials.access_key,
+                            &credentials.access_key_file,
+                            &credentials.access_key_env,
+                        ],
+                    ),
+                    (
+                        "secret_key",
+                        [
+                            &credentials.secret_key,
+                            &credentials.secret_key_file,
+                            &credentials.secret_key_env,
+                        ],
+                    ),
+                ] {
+                    let given = forms.iter().filter(|form| form.is_some()).count();
+                    if given != 1 {
+                        report(
+                            format!("{key}.credentials"),
+                            format!(
+                                "give exactly one of `{what}`, `{what}_file` or `{what}_env` (found {given})"
+                            ),
+                        );
+                    }
                 }
             }
             if let Some(dns) = &pool.dns {

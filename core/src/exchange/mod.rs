@@ -514,6 +514,38 @@ impl Exchange {
         }
     }
 
+    /// The proxy could not get a connection to the backend within its own limits (the
+    /// per-backend connection cap was full for the whole bounded wait). Nothing reached the
+    /// backend and it is not to blame: the attempt ends as abandoned and the client gets
+    /// `503 SlowDown`, which SDKs back off from and retry.
+    pub fn handle_local_limit(&mut self, cluster: &mut Cluster, now: Instant) -> Step {
+        let State::Attempt {
+            backend,
+            started_at,
+            ..
+        } = self.state
+        else {
+            return match self.state {
+                State::Starting | State::Finished(_) => Step::Continue,
+                _ => self.contract_violation("local limit while responding"),
+            };
+        };
+        self.end_attempt(
+            cluster,
+            backend,
+            AttemptOutcome::Abandoned,
+            now - started_at,
+            now,
+        );
+        self.finish(ExchangeOutcome::Failed {
+            code: ErrorCode::SlowDown,
+        });
+        Step::Fail(S3ErrorResponse::new(
+            ErrorCode::SlowDown,
+            "Please reduce your request rate: the proxy's connection limit for the storage node is reached.",
+        ))
+    }
+
     /// The client went away. The runtime drops the backend connection.
     pub fn handle_client_gone(&mut self, cluster: &mut Cluster, now: Instant) -> Step {
         match self.state {

@@ -384,6 +384,29 @@ fn an_exhausted_budget_stops_retries() {
 }
 
 #[test]
+fn a_saturated_connection_limit_sheds_without_blaming_the_backend() {
+    // Proves the local-limit path: 503 SlowDown to the client, no failure on the backend.
+    let mut cluster = cluster_with(1, "[health.passive]\nconsecutive_failures = 1\n");
+    let mut rng = SmallRng::seed_from_u64(11);
+    let now = Instant::from_millis(1);
+    let (mut exchange, step) = start(&mut cluster, now, "GET", "/b/k", &[], &mut rng);
+    let backend = dispatch_of(&step).backend;
+    let step = exchange.handle_local_limit(&mut cluster, now);
+    assert!(
+        matches!(&step, Step::Fail(error) if error.code == ErrorCode::SlowDown && error.status() == 503)
+    );
+    assert!(cluster.pools()[0].health().is_available(backend));
+    assert_eq!(
+        cluster.pools()[0]
+            .balancer()
+            .get(backend)
+            .map(|b| b.errors_total()),
+        Some(0)
+    );
+    assert_eq!(in_flight(&cluster), 0);
+}
+
+#[test]
 fn the_total_deadline_wins_when_it_is_sooner() {
     // Proves poll_timeout reports the earlier of the phase deadline and the total deadline.
     let mut cluster = cluster_with(1, "[timeouts]\ntotal = \"1s\"\n");

@@ -1,0 +1,150 @@
+//! The admin listener: `/healthz`, `/readyz`, `/admin/backends`, drain, reload.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::Serialize;
+use storefront_core::balance::BackendId;
+use storefront_core::route::PoolId;
+
+use crate::app::App;
+use crate::proxy::ProxyBody;
+use crate::transport::{Accept, Connect};
+
+/// One backend in `GET /admin/backends`.
+#[derive(Debug, Serialize)]
+pub struct BackendView {
+    /// `POOL_INDEX.BACKEND_ID`, as used in `POST /admin/backends/{id}/drain`.
+    pub id: String,
+    /// Where it is.
+    pub address: String,
+    /// Its pool.
+    pub pool: String,
+    /// Its zone.
+    pub zone: Option<String>,
+    /// Health's verdict (active probes).
+    pub healthy: bool,
+    /// Passively ejected now.
+    pub ejected: bool,
+    /// Draining (no new requests).
+    pub draining: bool,
+    /// Attempts in flight.
+    pub in_flight: u32,
+    /// Attempts since it joined.
+    pub requests_total: u64,
+    /// Attempts that failed.
+    pub errors_total: u64,
+    /// Peak-EWMA latency estimate.
+    pub latency_ewma_ms: f64,
+}
+
+/// The backends of the current configuration.
+pub fn backends<C: Connect>(app: &App<C>) -> Vec<BackendView> {
+    let generation = app.proxy.current();
+    let now = app.proxy.clock.now();
+    generation.with(|state| {
+        let mut views = Vec::new();
+        for pool in state.cluster.pools() {
+            let ewma = pool.balancer().parameters().ewma;
+            for backend in pool.balancer().backends() {
+                let health = pool.health().get(backend.id());
+                views.push(BackendView {
+                    id: format!("{}.{}", pool.id().0, backend.id().0),
+                    address: backend.spec().address.clone(),
+                    pool: pool.name().to_owned(),
+                    zone: backend.spec().zone.clone(),
+                    healthy: health.is_none_or(|h| h.probe_healthy),
+                    ejected: health.is_some_and(|h| h.ejected_until.is_some()),
+                    draining: backend.is_draining(),
+                    in_flight: backend.in_flight(),
+                    requests_total: backend.requests_total(),
+                    errors_total: backend.errors_total(),
+                    latency_ewma_ms: backend.latency_estimate(now, &ewma).as_secs_f64() * 1000.0,
+                });
+            }
+        }
+        views
+    })
+}
+
+fn respond(status: u16, content_type: &'static str, body: String) -> http::Response<ProxyBody> {
+    let mut response = http::Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+/// Answer one admin request.
+pub fn handle<C: Connect>(
+    app: &App<C>,
+    method: &http::Method,
+    path: &str,
+) -> http::Response<ProxyBody> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method.as_str(), segments.as_slice()) {
+        ("GET", ["healthz"]) => respond(200, "text/plain", "ok\n".into()),
+        ("GET", ["readyz"]) => {
+            if app.proxy.current().with(|state| state.cluster.is_ready()) {
+                respond(200, "text/plain", "ready\n".into())
+            } else {
+                respond(503, "text/plain", "not ready: a pool has no available backend\n".into())
+            }
+        }
+        ("GET", ["admin", "backends"]) => {
+            let body = serde_json::to_string_pretty(&backends(app)).expect("backend views serialise");
+            respond(200, "application/json", body)
+        }
+        ("POST", ["admin", "backends", id, action @ ("drain" | "undrain")]) => {
+            let parsed = id
+                .split_once('.')
+                .and_then(|(pool, backend)| Some((pool.parse().ok()?, backend.parse().ok()?)));
+            let Some((pool, backend)) = parsed else {
+                return respond(400, "text/plain", format!("backend id `{id}` is not POOL.BACKEND (see GET /admin/backends)\n"));
+            };
+            let draining = *action == "drain";
+            let found = app
+                .proxy
+                .current()
+                .with(|state| state.cluster.set_draining(PoolId(pool), BackendId(backend), draining));
+            if found {
+                respond(200, "text/plain", format!("{action}ed {id}\n"))
+            } else {
+                respond(404, "text/plain", format!("no backend {id}\n"))
+            }
+        }
+        ("POST", ["admin", "reload"]) => match app.reload() {
+            Ok(()) => respond(200, "text/plain", "reloaded\n".into()),
+            Err(error) => respond(400, "text/plain", format!("reload refused, the running configuration stays:\n{error}\n")),
+        },
+        _ => respond(404, "text/plain", "not found: /healthz /readyz /admin/backends /admin/backends/{id}/drain /admin/reload\n".into()),
+    }
+}
+
+/// Serve the admin endpoints from `listener`.
+pub async fn serve<A: Accept, C: Connect>(mut listener: A, app: Arc<App<C>>) {
+    loop {
+        let Ok((io, _)) = listener.accept().await else {
+            continue;
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let response = handle(&app, request.method(), request.uri().path());
+                    async move { Ok::<_, Infallible>(response) }
+                });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let _ = builder.serve_connection(TokioIo::new(io), service).await;
+        });
+    }
+}

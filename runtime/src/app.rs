@@ -1,0 +1,104 @@
+//! A running proxy: generations, their background drivers, reload and shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use storefront_core::config::Config;
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::driver;
+use crate::proxy::{Generation, Proxy};
+use crate::server::{self, ServerLimits};
+use crate::settings;
+use crate::transport::{Accept, Connect};
+
+/// Shared by the server, the admin listener and the signal handlers.
+pub struct App<C: Connect> {
+    /// The proxy.
+    pub proxy: Arc<Proxy<C>>,
+    config_path: Option<PathBuf>,
+    stop: watch::Sender<bool>,
+    seed: std::sync::atomic::AtomicU64,
+}
+
+impl<C: Connect> App<C> {
+    /// A proxy for `config` (already validated, credentials resolved), not yet serving.
+    pub fn new(
+        config: Config,
+        credentials: Vec<Option<(String, String)>>,
+        config_path: Option<PathBuf>,
+        connector: C,
+    ) -> Result<Arc<Self>, String> {
+        let clock = Clock::start();
+        let generation = Generation::new(config, credentials, &clock, 1)?;
+        let proxy = Arc::new(Proxy::new(generation, connector, clock));
+        let (stop, _) = watch::channel(false);
+        let app = Arc::new(App {
+            proxy,
+            config_path,
+            stop,
+            seed: std::sync::atomic::AtomicU64::new(2),
+        });
+        app.start_drivers(app.proxy.current());
+        tokio::spawn(driver::reap_idle(app.proxy.clone(), app.stop.subscribe()));
+        Ok(app)
+    }
+
+    fn start_drivers(&self, generation: Arc<Generation>) {
+        tokio::spawn(driver::drive_health(
+            self.proxy.clone(),
+            generation.clone(),
+            self.stop.subscribe(),
+        ));
+        tokio::spawn(driver::drive_dns(
+            self.proxy.clone(),
+            generation,
+            self.stop.subscribe(),
+        ));
+    }
+
+    /// Serve clients from `listener` until [`App::shutdown`].
+    pub async fn serve<A: Accept>(self: &Arc<Self>, listener: A) {
+        let config = self.proxy.current().config.clone();
+        let timeouts = *self.proxy.current().timeouts();
+        let limits = ServerLimits {
+            max_connections: config.server.max_connections,
+            max_header_bytes: config.server.max_header_bytes,
+            max_headers: config.server.max_headers,
+            header_read_timeout: timeouts.client_header,
+            write_idle_timeout: timeouts.response_write_idle,
+            shutdown_grace: config.server.shutdown_grace.get(),
+        };
+        server::serve(listener, self.proxy.clone(), limits, self.stop.subscribe()).await;
+    }
+
+    /// Re-read the configuration file and swap it in; a bad file is refused and the running
+    /// configuration stays. Server limits and listen addresses take effect at restart only.
+    pub fn reload(&self) -> Result<(), String> {
+        let path = self
+            .config_path
+            .as_ref()
+            .ok_or("this proxy was not started from a configuration file")?;
+        let (config, credentials) = settings::load(path).map_err(|error| error.to_string())?;
+        let seed = self.seed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let generation = Generation::new(config, credentials, &self.proxy.clock, seed)?;
+        let next = self.proxy.swap(generation);
+        self.start_drivers(next);
+        tracing::info!(file = %path.display(), "configuration reloaded");
+        Ok(())
+    }
+
+    /// Stop accepting, drain in-flight requests (up to the grace period), stop the drivers.
+    pub fn shutdown(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Bind a tokio listener on `address`.
+    pub async fn bind(address: &str) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
+        let listener = tokio::net::TcpListener::bind(address).await?;
+        let local = listener.local_addr()?;
+        Ok((listener, local))
+    }
+}

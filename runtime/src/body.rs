@@ -1,0 +1,254 @@
+//! The client's request body on its way to a backend.
+//!
+//! A retry can go to another backend only if no request-body byte has reached a backend yet:
+//! bodies are streamed, not buffered. So the client's body sits in a [`BodySource`] that every
+//! attempt shares; an attempt's [`ForwardBody`] takes it out on its first poll (from then on
+//! the body is committed to that attempt, and [`BodySource::started`] says so). An attempt that
+//! fails before its body was polled leaves the source untouched for the next one.
+//!
+//! The body never ends cleanly unless the client's body did: if the client disconnects or
+//! stalls past the idle timeout, the body yields an error, hyper aborts the backend request,
+//! and the backend sees a broken connection instead of a complete (truncated) upload.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::sync::Notify;
+
+/// How the client's body ended (as far as the proxy read it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyEnd {
+    /// Read to its end.
+    Complete,
+    /// The client connection broke mid-body.
+    ClientGone,
+    /// The client sent nothing for longer than the client-body idle timeout.
+    IdleTimeout,
+}
+
+/// Errors a forwarded body yields to hyper (which then aborts the backend request).
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The client broke off.
+    #[error("client request body broke off: {0}")]
+    Client(hyper::Error),
+    /// The client stalled.
+    #[error("client request body idle for {0:?}")]
+    Idle(Duration),
+    /// A second attempt tried to send a body the first one had started (a bug guard).
+    #[error("request body already committed to another attempt")]
+    AlreadyTaken,
+}
+
+struct SourceState {
+    incoming: Incoming,
+    prefetched: Option<Frame<Bytes>>,
+}
+
+/// The client's request body, shared by the attempts of one exchange.
+pub struct BodySource {
+    slot: Mutex<Option<SourceState>>,
+    started: AtomicBool,
+    end: Mutex<Option<BodyEnd>>,
+    sent: Notify,
+    empty: bool,
+    length: Option<u64>,
+    idle_timeout: Duration,
+}
+
+impl BodySource {
+    /// Hold `incoming`. `empty` and `length` come from the request's framing headers.
+    pub fn new(
+        incoming: Incoming,
+        empty: bool,
+        length: Option<u64>,
+        idle_timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new(BodySource {
+            slot: Mutex::new((!empty).then_some(SourceState {
+                incoming,
+                prefetched: None,
+            })),
+            started: AtomicBool::new(false),
+            end: Mutex::new(empty.then_some(BodyEnd::Complete)),
+            sent: Notify::new(),
+            empty,
+            length,
+            idle_timeout,
+        })
+    }
+
+    /// A source with no body (for probes and bodyless requests built by the proxy).
+    pub fn empty(idle_timeout: Duration) -> Arc<Self> {
+        Arc::new(BodySource {
+            slot: Mutex::new(None),
+            started: AtomicBool::new(false),
+            end: Mutex::new(Some(BodyEnd::Complete)),
+            sent: Notify::new(),
+            empty: true,
+            length: Some(0),
+            idle_timeout,
+        })
+    }
+
+    /// True once some body byte was handed to a backend attempt.
+    pub fn started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
+    /// How the body ended, if it has.
+    pub fn end(&self) -> Option<BodyEnd> {
+        *self.end.lock().expect("end lock is never poisoned")
+    }
+
+    /// Wait until the whole body has been read (immediately for an empty body).
+    pub async fn sent(&self) {
+        loop {
+            let notified = self.sent.notified();
+            if self.end() == Some(BodyEnd::Complete) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Poll the client's body once, without committing it to any attempt. With `Expect:
+    /// 100-continue` this is what makes hyper send `100 Continue` to the client at once; a
+    /// frame that is already there is kept for the first attempt.
+    pub async fn prime(&self) {
+        std::future::poll_fn(|cx| {
+            let mut slot = self.slot.lock().expect("slot lock is never poisoned");
+            if let Some(state) = slot.as_mut()
+                && state.prefetched.is_none()
+            {
+                match Pin::new(&mut state.incoming).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => state.prefetched = Some(frame),
+                    Poll::Ready(Some(Err(_))) => self.finish(BodyEnd::ClientGone),
+                    Poll::Ready(None) => {
+                        // Keep an empty end-of-stream marker so the attempt ends cleanly.
+                        state.prefetched = Some(Frame::data(Bytes::new()));
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            Poll::Ready(())
+        })
+        .await;
+    }
+
+    fn finish(&self, end: BodyEnd) {
+        let mut current = self.end.lock().expect("end lock is never poisoned");
+        if current.is_none() {
+            *current = Some(end);
+            if end == BodyEnd::Complete {
+                self.sent.notify_waiters();
+            }
+        }
+    }
+}
+
+/// One attempt's view of the client's body.
+pub struct ForwardBody {
+    source: Arc<BodySource>,
+    state: Option<SourceState>,
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    done: bool,
+}
+
+impl ForwardBody {
+    /// A body for one attempt.
+    pub fn new(source: Arc<BodySource>) -> Self {
+        let done = source.empty;
+        ForwardBody {
+            source,
+            state: None,
+            idle: None,
+            done,
+        }
+    }
+}
+
+impl Body for ForwardBody {
+    type Data = Bytes;
+    type Error = ForwardError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ForwardError>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if this.state.is_none() {
+            let taken = this
+                .source
+                .slot
+                .lock()
+                .expect("slot lock is never poisoned")
+                .take();
+            match taken {
+                Some(state) => {
+                    this.source.started.store(true, Ordering::Release);
+                    this.state = Some(state);
+                }
+                None => return Poll::Ready(Some(Err(ForwardError::AlreadyTaken))),
+            }
+        }
+        let state = this.state.as_mut().expect("taken above");
+        if let Some(frame) = state.prefetched.take() {
+            if frame.data_ref().is_some_and(Bytes::is_empty) && state.incoming.is_end_stream() {
+                this.done = true;
+                this.source.finish(BodyEnd::Complete);
+                return Poll::Ready(None);
+            }
+            this.idle = None;
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        match Pin::new(&mut state.incoming).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.idle = None;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                this.done = true;
+                this.source.finish(BodyEnd::ClientGone);
+                Poll::Ready(Some(Err(ForwardError::Client(error))))
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                this.source.finish(BodyEnd::Complete);
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let timeout = this.source.idle_timeout;
+                let sleep = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if sleep.as_mut().poll(cx).is_ready() {
+                    this.done = true;
+                    this.source.finish(BodyEnd::IdleTimeout);
+                    return Poll::Ready(Some(Err(ForwardError::Idle(timeout))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.source.length {
+            Some(length) if self.state.is_none() => SizeHint::with_exact(length),
+            _ => SizeHint::default(),
+        }
+    }
+}

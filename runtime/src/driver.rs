@@ -1,0 +1,187 @@
+//! Background work per generation: core's health timers and the probes they ask for, DNS
+//! re-resolution of DNS-backed pools, and closing idle backend connections.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use storefront_core::balance::BackendSpec;
+use storefront_core::cluster::ProbeRequest;
+use storefront_core::route::PoolId;
+use tokio::sync::watch;
+
+use crate::body::{BodySource, ForwardBody};
+use crate::proxy::{Generation, Proxy};
+use crate::sign::PayloadHash;
+use crate::transport::Connect;
+
+/// The longest the driver sleeps, even with no timer due (it also notices retirement).
+const TICK_MAX: Duration = Duration::from_secs(1);
+
+/// Run a generation's health timers and probes until it is retired or `stop` fires.
+pub async fn drive_health<C: Connect>(
+    proxy: Arc<Proxy<C>>,
+    generation: Arc<Generation>,
+    mut stop: watch::Receiver<bool>,
+) {
+    while !generation.is_retired() && !*stop.borrow() {
+        let now = proxy.clock.now();
+        let (probes, next) = generation.with(|state| {
+            state.cluster.handle_timeout(now, &mut state.rng);
+            let probes: Vec<ProbeRequest> =
+                std::iter::from_fn(|| state.cluster.poll_probe()).collect();
+            (probes, state.cluster.poll_timeout())
+        });
+        for probe in probes {
+            tokio::spawn(run_probe(proxy.clone(), generation.clone(), probe));
+        }
+        let wake = next
+            .map(|due| proxy.clock.to_tokio(due))
+            .unwrap_or_else(|| tokio::time::Instant::now() + TICK_MAX)
+            .min(tokio::time::Instant::now() + TICK_MAX);
+        tokio::select! {
+            () = tokio::time::sleep_until(wake) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Probe one backend with `HEAD <path>`: any answer below 500 within the timeout is healthy.
+async fn run_probe<C: Connect>(
+    proxy: Arc<Proxy<C>>,
+    generation: Arc<Generation>,
+    probe: ProbeRequest,
+) {
+    let timeout = generation.config.health.active.timeout.get();
+    let healthy = tokio::time::timeout(timeout, probe_once(&proxy, &generation, &probe))
+        .await
+        .unwrap_or(false);
+    let now = proxy.clock.now();
+    generation.with(|state| {
+        state
+            .cluster
+            .handle_probe_result(now, probe.pool, probe.backend, probe.probe, healthy)
+    });
+    tracing::debug!(backend = %probe.address, healthy, "probe");
+}
+
+async fn probe_once<C: Connect>(
+    proxy: &Proxy<C>,
+    generation: &Generation,
+    probe: &ProbeRequest,
+) -> bool {
+    let Some(settings) = generation.pool_settings(probe.pool.0) else {
+        return false;
+    };
+    let Ok(mut sender) = proxy.connections.open(&probe.address, settings).await else {
+        return false;
+    };
+    let path = &generation.config.health.active.path;
+    let Ok(request) = http::Request::head(path.as_str())
+        .header(http::header::HOST, probe.address.as_str())
+        .body(())
+    else {
+        return false;
+    };
+    let (mut head, ()) = request.into_parts();
+    if let Some(signer) = generation.signer(probe.pool.0)
+        && signer
+            .sign(
+                &mut head,
+                &PayloadHash::Unsigned,
+                std::time::SystemTime::now(),
+            )
+            .is_err()
+    {
+        return false;
+    }
+    let body = ForwardBody::new(BodySource::empty(generation.timeouts().client_body_idle));
+    match sender
+        .send_request(http::Request::from_parts(head, body))
+        .await
+    {
+        Ok(response) => response.status().as_u16() < 500,
+        Err(_) => false,
+    }
+}
+
+/// Re-resolve every DNS-backed pool on its interval, updating its backends (state is kept for
+/// addresses that stay). The first resolution happens at once.
+pub async fn drive_dns<C: Connect>(
+    proxy: Arc<Proxy<C>>,
+    generation: Arc<Generation>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let pools: Vec<(PoolId, storefront_core::config::DnsSection, Option<String>)> = generation
+        .config
+        .pools
+        .iter()
+        .enumerate()
+        .filter_map(|(index, pool)| {
+            pool.dns
+                .clone()
+                .map(|dns| (PoolId(index), dns, pool.zone.clone()))
+        })
+        .collect();
+    if pools.is_empty() {
+        return;
+    }
+    let mut next = vec![tokio::time::Instant::now(); pools.len()];
+    while !generation.is_retired() && !*stop.borrow() {
+        for (index, (pool, dns, zone)) in pools.iter().enumerate() {
+            if next[index] > tokio::time::Instant::now() {
+                continue;
+            }
+            next[index] = tokio::time::Instant::now() + dns.refresh.get();
+            match tokio::net::lookup_host((dns.name.as_str(), dns.port)).await {
+                Ok(addresses) => {
+                    let mut specs: Vec<BackendSpec> = addresses
+                        .map(|address| BackendSpec {
+                            zone: zone.clone(),
+                            ..BackendSpec::new(address.to_string())
+                        })
+                        .collect();
+                    specs.sort_by(|a, b| a.name.cmp(&b.name));
+                    specs.dedup_by(|a, b| a.name == b.name);
+                    let now = proxy.clock.now();
+                    let result = generation.with(|state| {
+                        state
+                            .cluster
+                            .update_backends(*pool, specs, now, &mut state.rng)
+                    });
+                    match result {
+                        Ok(summary) if !summary.added.is_empty() || !summary.removed.is_empty() => {
+                            tracing::info!(name = %dns.name, added = summary.added.len(), removed = summary.removed.len(), "DNS backends changed");
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            tracing::warn!(name = %dns.name, %error, "DNS answer refused")
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(name = %dns.name, %error, "DNS resolution failed; keeping the current backends")
+                }
+            }
+        }
+        let wake = next
+            .iter()
+            .min()
+            .copied()
+            .unwrap_or_else(|| tokio::time::Instant::now() + TICK_MAX);
+        tokio::select! {
+            () = tokio::time::sleep_until(wake.min(tokio::time::Instant::now() + TICK_MAX)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Close idle backend connections past their timeout, every few seconds, until `stop`.
+pub async fn reap_idle<C: Connect>(proxy: Arc<Proxy<C>>, mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        proxy.connections.reap_idle();
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}

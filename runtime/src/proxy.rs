@@ -1,0 +1,760 @@
+//! The request path: one [`Exchange`] per client request, driven over real IO.
+//!
+//! For each request the handler asks core to classify, authorise, route and pick
+//! (`Exchange::start`), then performs each attempt core asks for: lease a backend connection,
+//! rewrite and re-sign the head, stream the body, and report what happened. When core says
+//! `Return`, the backend's response streams to the client through a [`ResponseBody`] that
+//! reports the end of the exchange (done, backend broke, client gone or too slow) back to core.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
+use hyper::body::Incoming;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use storefront_core::auth::{Caller, Identity};
+use storefront_core::cluster::{Cluster, Timeouts};
+use storefront_core::config::{AuthMode, Config};
+use storefront_core::exchange::{Dispatch, Exchange, Step};
+use storefront_core::outcome::Phase;
+use storefront_core::s3::{self, Addressing, ErrorCode, Payload, S3ErrorResponse, S3Request};
+
+use crate::body::{BodyEnd, BodySource, ForwardBody};
+use crate::clock::Clock;
+use crate::pool::{CheckoutError, ConnectionPool, Lease, PoolSettings};
+use crate::sign::{CALLER_AUTH_HEADERS, PayloadHash, Signer};
+use crate::transport::Connect;
+
+/// Errors a response body may yield to hyper (which then breaks the client connection).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Every response body the proxy sends.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Core's state for one configuration generation, and what the runtime derived from it.
+pub struct Generation {
+    /// The configuration.
+    pub config: Arc<Config>,
+    state: Mutex<ClusterState>,
+    signers: Vec<Signer>,
+    pool_settings: Vec<PoolSettings>,
+    timeouts: Timeouts,
+    retired: AtomicBool,
+}
+
+/// Core's cluster with the RNG its decisions draw from.
+pub struct ClusterState {
+    /// Pools, router, settings.
+    pub cluster: Cluster,
+    /// The RNG for picks and jitter.
+    pub rng: StdRng,
+}
+
+impl Generation {
+    /// Build a generation from a validated configuration and resolved pool credentials.
+    pub fn new(
+        config: Config,
+        credentials: Vec<Option<(String, String)>>,
+        clock: &Clock,
+        seed: u64,
+    ) -> Result<Self, String> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut cluster = Cluster::from_config(&config, clock.now(), &mut rng)
+            .map_err(|error| error.to_string())?;
+        match config.auth.mode {
+            AuthMode::Trust => cluster.set_authorizer(Box::new(storefront_core::auth::TrustAll)),
+            AuthMode::Deny => cluster.set_authorizer(Box::new(storefront_core::auth::DenyAll)),
+        }
+        let timeouts = *cluster.timeouts();
+        let signers = config
+            .pools
+            .iter()
+            .zip(credentials)
+            .map(|(pool, credentials)| Signer::new(pool.region.clone(), credentials))
+            .collect();
+        let pool_settings = config
+            .pools
+            .iter()
+            .map(|pool| PoolSettings {
+                max_per_backend: pool.connections.max_per_backend,
+                wait: pool.connections.wait.get(),
+                idle_timeout: pool.connections.idle_timeout.get(),
+                connect_timeout: timeouts.backend_connect,
+            })
+            .collect();
+        Ok(Generation {
+            config: Arc::new(config),
+            state: Mutex::new(ClusterState { cluster, rng }),
+            signers,
+            pool_settings,
+            timeouts,
+            retired: AtomicBool::new(false),
+        })
+    }
+
+    /// Run `f` with the cluster locked. Keep `f` short: every request passes here.
+    pub fn with<T>(&self, f: impl FnOnce(&mut ClusterState) -> T) -> T {
+        f(&mut self
+            .state
+            .lock()
+            .expect("the cluster lock is never poisoned: core does not panic"))
+    }
+
+    /// The per-phase timeouts.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    /// The signer of a pool.
+    pub fn signer(&self, pool: usize) -> Option<&Signer> {
+        self.signers.get(pool)
+    }
+
+    /// The pool settings of a pool.
+    pub fn pool_settings(&self, pool: usize) -> Option<PoolSettings> {
+        self.pool_settings.get(pool).copied()
+    }
+
+    /// True once a newer generation replaced this one.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+}
+
+/// Per-client-connection state shared with the IO wrapper.
+#[derive(Debug, Default)]
+pub struct ConnState {
+    /// Set when the client stopped reading for longer than the write-idle timeout.
+    pub write_timed_out: AtomicBool,
+}
+
+/// The proxy: the current generation, the backend connections, the clock.
+pub struct Proxy<C: Connect> {
+    generation: RwLock<Arc<Generation>>,
+    /// Backend connection pools.
+    pub connections: ConnectionPool<C>,
+    /// The clock core sees.
+    pub clock: Clock,
+    request_ids: AtomicU64,
+}
+
+impl<C: Connect> Proxy<C> {
+    /// A proxy serving `generation`, dialling backends through `connector`.
+    pub fn new(generation: Generation, connector: C, clock: Clock) -> Self {
+        Proxy {
+            generation: RwLock::new(Arc::new(generation)),
+            connections: ConnectionPool::new(connector),
+            clock,
+            request_ids: AtomicU64::new(1),
+        }
+    }
+
+    /// The current generation.
+    pub fn current(&self) -> Arc<Generation> {
+        self.generation
+            .read()
+            .expect("generation lock is never poisoned")
+            .clone()
+    }
+
+    /// Replace the generation atomically; requests in flight finish on the old one.
+    pub fn swap(&self, next: Generation) -> Arc<Generation> {
+        let next = Arc::new(next);
+        let previous = std::mem::replace(
+            &mut *self
+                .generation
+                .write()
+                .expect("generation lock is never poisoned"),
+            next.clone(),
+        );
+        previous.retired.store(true, Ordering::Release);
+        next
+    }
+
+    fn request_id(&self) -> String {
+        format!(
+            "sf-{:016x}",
+            self.request_ids.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Serve one client request.
+    pub async fn handle(
+        self: Arc<Self>,
+        request: http::Request<Incoming>,
+        peer: SocketAddr,
+        conn: Arc<ConnState>,
+    ) -> http::Response<ProxyBody> {
+        let generation = self.current();
+        let request_id = self.request_id();
+        let (parts, incoming) = request.into_parts();
+        let caller = Caller {
+            peer: Some(peer.ip()),
+            zone: None,
+            identity: match generation.config.auth.mode {
+                AuthMode::Trust => Identity::Trusted,
+                AuthMode::Deny => Identity::Anonymous,
+            },
+        };
+        let now = self.clock.now();
+        let (exchange, step) = generation.with(|state| {
+            Exchange::start(&mut state.cluster, now, &parts, &caller, &mut state.rng)
+        });
+        let (empty, length) = match exchange.request().map(|request| request.body) {
+            Some(s3::Body::Length(length)) => (false, Some(length)),
+            Some(s3::Body::Chunked) => (false, None),
+            Some(s3::Body::Empty) | None => (true, Some(0)),
+        };
+        let source = BodySource::new(
+            incoming,
+            empty,
+            length,
+            generation.timeouts().client_body_idle,
+        );
+        let expects_continue = exchange
+            .request()
+            .is_some_and(|request| request.expect_continue);
+        if expects_continue && matches!(step, Step::Forward(_)) {
+            // Decided from the head alone: let hyper answer 100 Continue now, before any
+            // backend round trip.
+            source.prime().await;
+        }
+        let mut attempt = Attempt {
+            proxy: &self,
+            generation: &generation,
+            parts: &parts,
+            source: &source,
+            conn: &conn,
+            exchange: Some(exchange),
+        };
+        let mut step = step;
+        loop {
+            step = match step {
+                Step::Forward(dispatch) | Step::Retry(dispatch) => {
+                    match attempt.run(dispatch).await {
+                        AttemptResult::Next(next) => next,
+                        AttemptResult::Respond(response) => return response,
+                    }
+                }
+                Step::Reject(error) | Step::Fail(error) => {
+                    return error_response(
+                        &error,
+                        parts.uri.path(),
+                        &request_id,
+                        !source.started() && !empty,
+                    );
+                }
+                Step::Return | Step::Abort | Step::Done | Step::Continue => {
+                    // The client is gone (Done) or nothing more can be sent.
+                    return error_response(
+                        &S3ErrorResponse::new(ErrorCode::RequestTimeout, "the exchange ended"),
+                        parts.uri.path(),
+                        &request_id,
+                        true,
+                    );
+                }
+            };
+        }
+    }
+}
+
+enum AttemptResult {
+    Next(Step),
+    Respond(http::Response<ProxyBody>),
+}
+
+struct Attempt<'a, C: Connect> {
+    proxy: &'a Arc<Proxy<C>>,
+    generation: &'a Arc<Generation>,
+    parts: &'a http::request::Parts,
+    source: &'a Arc<BodySource>,
+    conn: &'a Arc<ConnState>,
+    exchange: Option<Exchange>,
+}
+
+impl<C: Connect> Attempt<'_, C> {
+    /// Run `f` on the exchange with the cluster locked and the current time.
+    fn step(
+        &mut self,
+        f: impl FnOnce(&mut Exchange, &mut ClusterState, storefront_core::time::Instant) -> Step,
+    ) -> Step {
+        let now = self.proxy.clock.now();
+        let exchange = self
+            .exchange
+            .as_mut()
+            .expect("the exchange lives until the response is handed over");
+        self.generation.with(|state| f(exchange, state, now))
+    }
+
+    async fn run(&mut self, dispatch: Dispatch) -> AttemptResult {
+        let pool = dispatch.pool.0;
+        let settings = self
+            .generation
+            .pool_settings(pool)
+            .expect("dispatch names a configured pool");
+        let mut lease = match self
+            .proxy
+            .connections
+            .checkout(pool, &dispatch.address, settings)
+            .await
+        {
+            Ok(lease) => lease,
+            Err(CheckoutError::Saturated(limit)) => {
+                tracing::warn!(backend = %dispatch.address, limit, "backend connection limit reached");
+                return AttemptResult::Next(self.step(|exchange, state, now| {
+                    exchange.handle_local_limit(&mut state.cluster, now)
+                }));
+            }
+            Err(CheckoutError::ConnectTimeout) => {
+                tracing::info!(backend = %dispatch.address, "backend connect timed out");
+                return AttemptResult::Next(self.step(|exchange, state, now| {
+                    exchange.handle_timeout(
+                        &mut state.cluster,
+                        now,
+                        Phase::BackendConnect,
+                        &mut state.rng,
+                    )
+                }));
+            }
+            Err(error) => {
+                tracing::info!(backend = %dispatch.address, %error, "backend connect failed");
+                return AttemptResult::Next(self.step(|exchange, state, now| {
+                    exchange.handle_connect_failed(&mut state.cluster, now, &mut state.rng)
+                }));
+            }
+        };
+        self.step(|exchange, _, now| {
+            exchange.handle_connected(now);
+            Step::Continue
+        });
+        let exchange = self.exchange.as_ref().expect("present");
+        let request = exchange
+            .request()
+            .expect("a dispatched exchange has a classified request");
+        let mut request =
+            match backend_request(self.parts, request, &dispatch.address, self.source.clone()) {
+                Ok(request) => request,
+                Err(error) => return self.unforwardable(error),
+            };
+        let signer = self
+            .generation
+            .signer(pool)
+            .expect("every pool has a signer");
+        {
+            let (mut head, body) = request.into_parts();
+            if let Err(error) = signer.sign(
+                &mut head,
+                &payload_hash(self.parts, exchange.request().expect("classified")),
+                SystemTime::now(),
+            ) {
+                tracing::error!(%error, "re-signing failed");
+                return AttemptResult::Next(self.step(|exchange, state, now| {
+                    exchange.handle_connect_failed(&mut state.cluster, now, &mut state.rng)
+                }));
+            }
+            request = http::Request::from_parts(head, body);
+        }
+        let first_byte = self.generation.timeouts().backend_first_byte;
+        let mut pending = Some(request);
+        let outcome = loop {
+            let request = pending.take().expect("a request to send");
+            let send = lease.sender().try_send_request(request);
+            let deadline = async {
+                self.source.sent().await;
+                tokio::time::sleep(first_byte).await;
+            };
+            let result = tokio::select! {
+                result = send => Some(result),
+                () = deadline => None,
+            };
+            match result {
+                Some(Err(mut error)) if lease.reused => match error.take_message() {
+                    // The pooled connection was closed by the server before our request went
+                    // out: nothing was sent, so send it on a fresh connection.
+                    Some(unsent) => match self
+                        .proxy
+                        .connections
+                        .open(&dispatch.address, settings)
+                        .await
+                    {
+                        Ok(sender) => {
+                            lease.replace(sender);
+                            pending = Some(unsent);
+                        }
+                        Err(_) => break Err(()),
+                    },
+                    None => break Ok(Some(Err(error))),
+                },
+                other => break Ok(other),
+            }
+        };
+        let now = self.proxy.clock.now();
+        if self.source.started() {
+            self.step(|exchange, _, _| {
+                exchange.handle_body_started(now);
+                Step::Continue
+            });
+        }
+        if self.source.end() == Some(BodyEnd::Complete) {
+            self.step(|exchange, _, _| {
+                exchange.handle_request_sent(now);
+                Step::Continue
+            });
+        }
+        let result = match outcome {
+            Err(_) => {
+                return AttemptResult::Next(self.step(|exchange, state, now| {
+                    exchange.handle_connect_failed(&mut state.cluster, now, &mut state.rng)
+                }));
+            }
+            Ok(result) => result,
+        };
+        match result {
+            None => AttemptResult::Next(self.step(|exchange, state, now| {
+                exchange.handle_timeout(
+                    &mut state.cluster,
+                    now,
+                    Phase::BackendFirstByte,
+                    &mut state.rng,
+                )
+            })),
+            Some(Ok(response)) => {
+                let status = response.status().as_u16();
+                let step = self.step(|exchange, state, now| {
+                    exchange.handle_response_head(&mut state.cluster, now, status, &mut state.rng)
+                });
+                match step {
+                    Step::Return => AttemptResult::Respond(self.respond(response, lease)),
+                    other => AttemptResult::Next(other),
+                }
+            }
+            Some(Err(error)) => match self.source.end() {
+                Some(BodyEnd::ClientGone) => {
+                    tracing::debug!(error = %error.error(), "client left mid-upload; backend request aborted");
+                    AttemptResult::Next(self.step(|exchange, state, now| {
+                        exchange.handle_client_gone(&mut state.cluster, now)
+                    }))
+                }
+                Some(BodyEnd::IdleTimeout) => {
+                    AttemptResult::Next(self.step(|exchange, state, now| {
+                        exchange.handle_timeout(
+                            &mut state.cluster,
+                            now,
+                            Phase::ClientBodyIdle,
+                            &mut state.rng,
+                        )
+                    }))
+                }
+                _ => {
+                    tracing::info!(backend = %dispatch.address, error = %error.error(), "backend request failed");
+                    AttemptResult::Next(self.step(|exchange, state, now| {
+                        exchange.handle_backend_reset(&mut state.cluster, now, &mut state.rng)
+                    }))
+                }
+            },
+        }
+    }
+
+    /// A request the proxy cannot forward (yet): end the attempt without blaming the backend.
+    fn unforwardable(&mut self, error: S3ErrorResponse) -> AttemptResult {
+        self.step(|exchange, state, now| exchange.handle_client_gone(&mut state.cluster, now));
+        AttemptResult::Respond(error_response(
+            &error,
+            self.parts.uri.path(),
+            "sf-unforwardable",
+            true,
+        ))
+    }
+
+    /// Hand the backend's response to the client, streaming its body.
+    fn respond(
+        &mut self,
+        response: http::Response<Incoming>,
+        lease: Lease,
+    ) -> http::Response<ProxyBody> {
+        let exchange = self
+            .exchange
+            .take()
+            .expect("the exchange is handed over once");
+        let (mut head, incoming) = response.into_parts();
+        strip_hop_by_hop(&mut head.headers);
+        let body = ResponseBody {
+            incoming,
+            exchange: Some(exchange),
+            lease: Some(lease),
+            generation: self.generation.clone(),
+            clock: self.proxy.clock,
+            conn: self.conn.clone(),
+            idle_timeout: self.generation.timeouts().backend_body_idle,
+            idle: None,
+        };
+        if body.incoming.is_end_stream() {
+            let mut body = body;
+            body.complete();
+            return http::Response::from_parts(
+                head,
+                Empty::new().map_err(|never| match never {}).boxed_unsync(),
+            );
+        }
+        http::Response::from_parts(head, body.boxed_unsync())
+    }
+}
+
+/// The backend's response body on its way to the client. Reports the exchange's end to core:
+/// done, backend broke (`Abort`: the client connection is broken too, never a short body
+/// passed off as whole), backend idle, or, when dropped early, client gone or too slow.
+pub struct ResponseBody {
+    incoming: Incoming,
+    exchange: Option<Exchange>,
+    lease: Option<Lease>,
+    generation: Arc<Generation>,
+    clock: Clock,
+    conn: Arc<ConnState>,
+    idle_timeout: Duration,
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// Why a response body broke off.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseError {
+    /// The backend's connection broke mid-body.
+    #[error("storage node broke off the response: {0}")]
+    Backend(hyper::Error),
+    /// The backend sent nothing for the body-idle timeout.
+    #[error("storage node idle for {0:?} mid-response")]
+    BackendIdle(Duration),
+}
+
+impl ResponseBody {
+    fn finish(
+        &mut self,
+        f: impl FnOnce(&mut Exchange, &mut ClusterState, storefront_core::time::Instant) -> Step,
+    ) {
+        if let Some(mut exchange) = self.exchange.take() {
+            let now = self.clock.now();
+            self.generation.with(|state| f(&mut exchange, state, now));
+        }
+    }
+
+    fn complete(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release();
+        }
+        self.finish(|exchange, state, now| exchange.handle_response_done(&mut state.cluster, now));
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.exchange.is_none() {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.incoming).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.idle = None;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                this.complete();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(error))) => {
+                this.lease = None;
+                this.finish(|exchange, state, now| {
+                    exchange.handle_backend_reset(&mut state.cluster, now, &mut state.rng)
+                });
+                Poll::Ready(Some(Err(Box::new(ResponseError::Backend(error)))))
+            }
+            Poll::Pending => {
+                let timeout = this.idle_timeout;
+                let sleep = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if sleep.as_mut().poll(cx).is_ready() {
+                    this.lease = None;
+                    this.finish(|exchange, state, now| {
+                        exchange.handle_timeout(
+                            &mut state.cluster,
+                            now,
+                            Phase::BackendBodyIdle,
+                            &mut state.rng,
+                        )
+                    });
+                    return Poll::Ready(Some(Err(Box::new(ResponseError::BackendIdle(timeout)))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.exchange.is_none() || self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.incoming.size_hint()
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if self.exchange.is_some() {
+            // Dropped before the end: the client went away, or stopped reading until the write
+            // timeout closed its connection. The lease drops with us: that backend connection
+            // is closed, never pooled.
+            self.lease = None;
+            if self.conn.write_timed_out.load(Ordering::Acquire) {
+                self.finish(|exchange, state, now| {
+                    exchange.handle_timeout(
+                        &mut state.cluster,
+                        now,
+                        Phase::ResponseWriteIdle,
+                        &mut state.rng,
+                    )
+                });
+            } else {
+                self.finish(|exchange, state, now| {
+                    exchange.handle_client_gone(&mut state.cluster, now)
+                });
+            }
+        }
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and others a proxy must not pass on.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The request head sent to a backend: path-style URI, Host = the backend, no hop-by-hop or
+/// caller-auth headers, no `Expect` (the proxy answered it).
+fn backend_request(
+    client: &http::request::Parts,
+    request: &S3Request,
+    address: &str,
+    source: Arc<BodySource>,
+) -> Result<http::Request<ForwardBody>, S3ErrorResponse> {
+    if matches!(request.payload, Payload::StreamingSigned { .. }) {
+        return Err(S3ErrorResponse::new(
+            ErrorCode::InvalidRequest,
+            "signed aws-chunked uploads (STREAMING-AWS4-HMAC-SHA256-PAYLOAD) are not supported by this proxy yet; use UNSIGNED-PAYLOAD or unsigned trailers",
+        ));
+    }
+    let path_and_query = client.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let path_and_query = match (request.addressing, request.bucket.as_deref()) {
+        (Addressing::VirtualHost, Some(bucket)) => format!("/{bucket}{path_and_query}"),
+        _ => path_and_query.to_owned(),
+    };
+    let uri: http::Uri = path_and_query.parse().map_err(|_| {
+        S3ErrorResponse::new(ErrorCode::InvalidUri, "the request URI cannot be forwarded")
+    })?;
+    let mut headers = client.headers.clone();
+    strip_hop_by_hop(&mut headers);
+    for name in CALLER_AUTH_HEADERS
+        .iter()
+        .copied()
+        .chain(["expect", "host"])
+    {
+        headers.remove(name);
+    }
+    headers.insert(
+        header::HOST,
+        HeaderValue::from_str(address).map_err(|_| {
+            S3ErrorResponse::new(ErrorCode::InternalError, "invalid backend address")
+        })?,
+    );
+    let mut builder = http::Request::builder()
+        .method(client.method.clone())
+        .uri(uri)
+        .version(http::Version::HTTP_11);
+    *builder.headers_mut().expect("builder is valid") = headers;
+    builder.body(ForwardBody::new(source)).map_err(|_| {
+        S3ErrorResponse::new(ErrorCode::InternalError, "cannot build the backend request")
+    })
+}
+
+/// The payload hash the re-signed request carries (see `sign`).
+fn payload_hash(client: &http::request::Parts, request: &S3Request) -> PayloadHash {
+    match request.payload {
+        Payload::Sha256 => client
+            .headers
+            .get("x-amz-content-sha256")
+            .and_then(|value| value.to_str().ok())
+            .map_or(PayloadHash::Unsigned, |hash| {
+                PayloadHash::Sha256(hash.to_ascii_lowercase())
+            }),
+        Payload::StreamingUnsigned { .. } => PayloadHash::StreamingUnsignedTrailer,
+        _ => PayloadHash::Unsigned,
+    }
+}
+
+/// An S3 XML error response from the proxy itself. `close` asks the client to drop the
+/// connection (used when a request body was left unread).
+pub fn error_response(
+    error: &S3ErrorResponse,
+    resource: &str,
+    request_id: &str,
+    close: bool,
+) -> http::Response<ProxyBody> {
+    let xml = error.to_xml(resource, request_id);
+    let mut response = http::Response::new(
+        Full::new(Bytes::from(xml))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = http::StatusCode::from_u16(error.status())
+        .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml"),
+    );
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert("x-amz-request-id", value);
+    }
+    if error.code == ErrorCode::SlowDown || error.code == ErrorCode::ServiceUnavailable {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if close {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}

@@ -1,0 +1,211 @@
+//! The client-facing server: accept loop, connection limit, HTTP/1.1 and HTTP/2 via hyper,
+//! header limits, the slow-reader timeout, graceful shutdown.
+
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{Semaphore, watch};
+
+use crate::proxy::{ConnState, Proxy};
+use crate::transport::{Accept, Connect};
+
+/// Server limits, from `[server]` and `[timeouts]`.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerLimits {
+    /// Client connections at once.
+    pub max_connections: usize,
+    /// Largest request head (HTTP/1.1 read buffer).
+    pub max_header_bytes: usize,
+    /// Most header fields.
+    pub max_headers: usize,
+    /// Reading a request head.
+    pub header_read_timeout: Duration,
+    /// A client not accepting response bytes.
+    pub write_idle_timeout: Duration,
+    /// Shutdown grace period.
+    pub shutdown_grace: Duration,
+}
+
+/// A client connection whose writes time out: if the client stops reading and a write stays
+/// blocked for `timeout`, the write fails, hyper drops the connection and everything it was
+/// sending (the backend connection behind it is closed, never pooled).
+pub struct WriteTimeoutIo<T> {
+    inner: T,
+    timeout: Duration,
+    blocked: Option<Pin<Box<tokio::time::Sleep>>>,
+    conn: Arc<ConnState>,
+}
+
+impl<T> WriteTimeoutIo<T> {
+    /// Wrap `inner`.
+    pub fn new(inner: T, timeout: Duration, conn: Arc<ConnState>) -> Self {
+        WriteTimeoutIo {
+            inner,
+            timeout,
+            blocked: None,
+            conn,
+        }
+    }
+
+    fn check_blocked(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let timeout = self.timeout;
+        let sleep = self
+            .blocked
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if sleep.as_mut().poll(cx).is_ready() {
+            self.conn.write_timed_out.store(true, Ordering::Release);
+            tracing::info!(?timeout, "client stopped reading: closing its connection");
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client did not read the response in time",
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteTimeoutIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteTimeoutIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, data) {
+            Poll::Pending => match self.check_blocked(cx) {
+                Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+                _ => Poll::Pending,
+            },
+            ready => {
+                self.blocked = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending => match self.check_blocked(cx) {
+                Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+                _ => Poll::Pending,
+            },
+            ready => {
+                self.blocked = None;
+                ready
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending => match self.check_blocked(cx) {
+                Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+                _ => Poll::Pending,
+            },
+            ready => {
+                self.blocked = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Serve clients from `listener` until `shutdown` turns true, then stop accepting and give
+/// in-flight requests up to the grace period.
+pub async fn serve<A: Accept, C: Connect>(
+    mut listener: A,
+    proxy: Arc<Proxy<C>>,
+    limits: ServerLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = shutdown.changed() => break,
+        };
+        let (io, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let conn = Arc::new(ConnState::default());
+        let io = TokioIo::new(WriteTimeoutIo::new(
+            io,
+            limits.write_idle_timeout,
+            conn.clone(),
+        ));
+        let proxy = proxy.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let proxy = proxy.clone();
+            let conn = conn.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(request, peer, conn).await) }
+        });
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .max_headers(limits.max_headers);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        let connection = builder.serve_connection(io, service).into_owned();
+        let watched = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = watched.await {
+                tracing::debug!(%error, "client connection ended with an error");
+            }
+            drop(permit);
+        });
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+    tracing::info!("shutting down: no new connections; draining in-flight requests");
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?limits.shutdown_grace, "grace period over: closing remaining connections");
+    }
+}
