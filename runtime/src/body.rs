@@ -56,6 +56,7 @@ pub struct BodySource {
     slot: Mutex<Option<SourceState>>,
     started: AtomicBool,
     end: Mutex<Option<BodyEnd>>,
+    completed_at: Mutex<Option<tokio::time::Instant>>,
     sent: Notify,
     empty: bool,
     length: Option<u64>,
@@ -77,6 +78,7 @@ impl BodySource {
             })),
             started: AtomicBool::new(false),
             end: Mutex::new(empty.then_some(BodyEnd::Complete)),
+            completed_at: Mutex::new(empty.then(tokio::time::Instant::now)),
             sent: Notify::new(),
             empty,
             length,
@@ -90,6 +92,7 @@ impl BodySource {
             slot: Mutex::new(None),
             started: AtomicBool::new(false),
             end: Mutex::new(Some(BodyEnd::Complete)),
+            completed_at: Mutex::new(Some(tokio::time::Instant::now())),
             sent: Notify::new(),
             empty: true,
             length: Some(0),
@@ -105,6 +108,14 @@ impl BodySource {
     /// How the body ended, if it has.
     pub fn end(&self) -> Option<BodyEnd> {
         *self.end.lock().expect("end lock is never poisoned")
+    }
+
+    /// When the whole body had been read, if it has.
+    pub fn completed_at(&self) -> Option<tokio::time::Instant> {
+        *self
+            .completed_at
+            .lock()
+            .expect("completed_at lock is never poisoned")
     }
 
     /// Wait until the whole body has been read (immediately for an empty body).
@@ -147,6 +158,11 @@ impl BodySource {
         if current.is_none() {
             *current = Some(end);
             if end == BodyEnd::Complete {
+                *self
+                    .completed_at
+                    .lock()
+                    .expect("completed_at lock is never poisoned") =
+                    Some(tokio::time::Instant::now());
                 self.sent.notify_waiters();
             }
         }

@@ -402,9 +402,10 @@ impl<C: Connect> Attempt<'_, C> {
                 Step::Continue
             });
         }
-        if self.source.end() == Some(BodyEnd::Complete) {
+        if let Some(completed) = self.source.completed_at() {
+            let sent_at = self.proxy.clock.at(completed);
             self.step(|exchange, _, _| {
-                exchange.handle_request_sent(now);
+                exchange.handle_request_sent(sent_at);
                 Step::Continue
             });
         }

@@ -338,8 +338,9 @@ impl Exchange {
         self.body_started = true;
     }
 
-    /// The whole request (head and body) is written to the backend; the first-byte timeout
-    /// starts.
+    /// The whole request (head and body) was written to the backend at `now` (which may be
+    /// earlier than the last event: the runtime learns of it late); the first-byte timeout and
+    /// the latency measurement start there.
     pub fn handle_request_sent(&mut self, now: Instant) {
         if let State::Attempt { phase, .. } = &mut self.state
             && !matches!(phase, AttemptPhase::AwaitingHead { .. })
@@ -380,13 +381,19 @@ impl Exchange {
         let State::Attempt {
             backend,
             started_at,
-            ..
+            phase,
         } = self.state
         else {
             return match self.state {
                 State::Starting | State::Finished(_) => Step::Continue,
                 _ => self.contract_violation("a second response head"),
             };
+        };
+        // The node's latency is the wait for its answer once it had the whole request; time
+        // spent uploading the body measures the object and the client, not the node.
+        let waited_since = match phase {
+            AttemptPhase::AwaitingHead { since } => since.max(started_at),
+            AttemptPhase::Connecting | AttemptPhase::Sending => started_at,
         };
         let outcome = AttemptOutcome::Response { status };
         if is_failure_status(status)
@@ -397,7 +404,7 @@ impl Exchange {
         self.state = State::Responding {
             backend,
             status,
-            first_byte: now - started_at,
+            first_byte: now - waited_since,
         };
         Step::Return
     }

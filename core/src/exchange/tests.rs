@@ -384,6 +384,42 @@ fn an_exhausted_budget_stops_retries() {
 }
 
 #[test]
+fn upload_time_does_not_count_as_node_latency() {
+    // Proves the latency fed to peak-EWMA runs from "request fully sent" to the response
+    // head: a 10 s upload answered 5 ms after its last byte is a 5 ms node, not a 10 s one.
+    let mut cluster = cluster_with(1, "");
+    let mut rng = SmallRng::seed_from_u64(12);
+    let start_at = Instant::from_millis(1_000);
+    let put = head("PUT", "/b/k", &[("content-length", "1000000000")]);
+    let (mut exchange, step) = Exchange::start(&mut cluster, start_at, &put, &caller(), &mut rng);
+    let backend = dispatch_of(&step).backend;
+    exchange.handle_connected(start_at);
+    exchange.handle_body_started(start_at);
+    let sent = start_at + Duration::from_secs(10);
+    let answered = sent + Duration::from_millis(5);
+    // The runtime learns that the body was sent only when the head arrives.
+    exchange.handle_request_sent(sent);
+    assert_eq!(
+        exchange.handle_response_head(&mut cluster, answered, 200, &mut rng),
+        Step::Return
+    );
+    assert_eq!(
+        exchange.handle_response_done(&mut cluster, answered),
+        Step::Done
+    );
+    let ewma = cluster.pools()[0].balancer().parameters().ewma;
+    let estimate = cluster.pools()[0]
+        .balancer()
+        .get(backend)
+        .expect("backend")
+        .latency_estimate(answered, &ewma);
+    assert!(
+        estimate < Duration::from_millis(40),
+        "estimate {estimate:?} counts the upload"
+    );
+}
+
+#[test]
 fn a_saturated_connection_limit_sheds_without_blaming_the_backend() {
     // Proves the local-limit path: 503 SlowDown to the client, no failure on the backend.
     let mut cluster = cluster_with(1, "[health.passive]\nconsecutive_failures = 1\n");
