@@ -288,6 +288,15 @@ pub(crate) fn build_node(
     )
 }
 
+/// Counts a connection as open until its task ends (normally or aborted by a crash).
+struct ConnectionOpen(Arc<NodeStats>);
+
+impl Drop for ConnectionOpen {
+    fn drop(&mut self) {
+        self.0.connection_closed();
+    }
+}
+
 /// Run a node's accept loop forever: bind, serve connections, and on a crash drop the
 /// listener and every connection until restarted. Returns only if binding fails.
 pub async fn run_node<B: Bind>(bind: B, service: NodeService) -> std::io::Result<()> {
@@ -317,7 +326,9 @@ pub async fn run_node<B: Bind>(bind: B, service: NodeService) -> std::io::Result
                     };
                     shared.stats.connection_accepted();
                     let service = service.clone();
+                    let open = ConnectionOpen(shared.stats.clone());
                     connections.spawn(async move {
+                        let _open = open;
                         let builder = auto::Builder::new(TokioExecutor::new());
                         if let Err(error) = builder.serve_connection(hyper_io(io), service).await {
                             tracing::debug!(%error, "connection ended with an error");

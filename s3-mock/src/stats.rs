@@ -19,6 +19,7 @@ pub struct NodeStats {
     slow_downs: AtomicU64,
     errors_injected: AtomicU64,
     connections_total: AtomicU64,
+    connections_open: AtomicU64,
     by_operation: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -43,6 +44,8 @@ pub struct StatsSnapshot {
     pub errors_injected: u64,
     /// Connections accepted.
     pub connections_total: u64,
+    /// Connections open now.
+    pub connections_open: u64,
     /// Requests that reached the S3 layer, by operation.
     pub requests_by_operation: BTreeMap<String, u64>,
 }
@@ -89,6 +92,11 @@ impl NodeStats {
 
     pub(crate) fn connection_accepted(&self) {
         self.connections_total.fetch_add(1, Ordering::Relaxed);
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub(crate) fn operation(&self, name: &'static str) {
@@ -115,6 +123,7 @@ impl NodeStats {
             slow_downs: self.slow_downs.load(Ordering::Relaxed),
             errors_injected: self.errors_injected.load(Ordering::Relaxed),
             connections_total: self.connections_total.load(Ordering::Relaxed),
+            connections_open: self.connections_open.load(Ordering::Relaxed),
             requests_by_operation: by_operation
                 .iter()
                 .map(|(name, count)| ((*name).to_owned(), *count))

@@ -1,0 +1,125 @@
+//! Test harness: an s3-mock cluster, a storefront proxy in front of it (in-process), and
+//! aws-sdk-s3 clients for both.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use aws_credential_types::Credentials;
+use aws_sdk_s3::config::{Region, retry::RetryConfig};
+use aws_smithy_http_client::tls;
+use s3_mock::{ClusterConfig, MockCluster, NodeHandle};
+use storefront::App;
+use storefront::transport::TcpConnector;
+use storefront_core::config::Config;
+
+pub const BACKEND_KEY: &str = "backend-key";
+pub const BACKEND_SECRET: &str = "backend-secret";
+
+pub struct Harness {
+    pub nodes: Vec<NodeHandle>,
+    pub app: Arc<App<TcpConnector>>,
+    pub endpoint: SocketAddr,
+}
+
+impl Harness {
+    /// An SDK client for the proxy (any credentials: the proxy runs in trust mode).
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        client(self.endpoint, "caller-key", "caller-secret")
+    }
+
+    /// An SDK client straight to node `index`, with the backend credentials.
+    pub fn direct(&self, index: usize) -> aws_sdk_s3::Client {
+        client(
+            self.nodes[index].address().expect("bound"),
+            BACKEND_KEY,
+            BACKEND_SECRET,
+        )
+    }
+}
+
+/// The proxy's configuration for `nodes`, plus `extra` TOML sections before the pools.
+pub fn config_text(nodes: &[NodeHandle], extra: &str) -> String {
+    let backends: Vec<String> = nodes
+        .iter()
+        .map(|node| format!("\"{}\"", node.address().expect("bound")))
+        .collect();
+    format!(
+        "[auth]\nmode = \"trust\"\n\n{extra}\n\n[[pools]]\nname = \"dc1\"\nbackends = [{}]\n\n[pools.credentials]\naccess_key = \"{BACKEND_KEY}\"\nsecret_key = \"{BACKEND_SECRET}\"\n",
+        backends.join(", ")
+    )
+}
+
+/// A cluster of `count` nodes and a proxy in front configured with `extra` (active health
+/// checks off unless `extra` turns them on, so tests count only their own requests).
+pub async fn harness(count: usize, extra: &str) -> Harness {
+    harness_with(count, ClusterConfig::default(), extra).await
+}
+
+pub async fn harness_with(count: usize, mut cluster: ClusterConfig, extra: &str) -> Harness {
+    cluster.nodes = count;
+    cluster.credentials = Some((BACKEND_KEY.into(), BACKEND_SECRET.into()));
+    let nodes = MockCluster::start_tcp(&cluster, IpAddr::V4(Ipv4Addr::LOCALHOST), 0)
+        .await
+        .expect("mock cluster");
+    let extra = if extra.contains("[health.active]") {
+        extra.to_owned()
+    } else {
+        format!("[health.active]\nenabled = false\n{extra}")
+    };
+    let text = config_text(&nodes, &extra);
+    let config =
+        Config::from_toml(&text, "test.toml").unwrap_or_else(|error| panic!("{error}\n{text}"));
+    let credentials =
+        storefront::settings::resolve_credentials(&config, "test.toml").expect("credentials");
+    let (listener, endpoint) = App::<TcpConnector>::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let app = App::new(config, credentials, None, TcpConnector).expect("app");
+    let serving = app.clone();
+    tokio::spawn(async move { serving.serve(listener).await });
+    Harness {
+        nodes,
+        app,
+        endpoint,
+    }
+}
+
+/// An aws-sdk-s3 client for `address` (path style, no SDK retries).
+pub fn client(address: SocketAddr, key: &str, secret: &str) -> aws_sdk_s3::Client {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version_latest()
+        .http_client(http)
+        .endpoint_url(format!("http://{address}"))
+        .force_path_style(true)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(key, secret, None, None, "test"))
+        .retry_config(RetryConfig::disabled())
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// The S3 error code of an SDK error.
+pub fn code<E, R>(error: &aws_sdk_s3::error::SdkError<E, R>) -> Option<String>
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata,
+{
+    error
+        .as_service_error()
+        .and_then(|e| e.code())
+        .map(str::to_owned)
+}
+
+pub fn md5_hex(data: &[u8]) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(data))
+}
+
+pub fn local() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::LOCALHOST)
+}
