@@ -12,6 +12,7 @@ use crate::driver;
 use crate::proxy::{Generation, Proxy};
 use crate::server::{self, ServerLimits};
 use crate::settings;
+use crate::settings::KeyPair;
 use crate::transport::{Accept, Connect};
 
 /// Shared by the server, the admin listener and the signal handlers.
@@ -27,7 +28,7 @@ impl<C: Connect> App<C> {
     /// A proxy for `config` (already validated, credentials resolved), not yet serving.
     pub fn new(
         config: Config,
-        credentials: Vec<Option<(String, String)>>,
+        credentials: Vec<Option<KeyPair>>,
         config_path: Option<PathBuf>,
         connector: C,
     ) -> Result<Arc<Self>, String> {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use storefront::settings::KeyPair;
 use storefront::transport::TcpConnector;
 use storefront::{App, admin, demo, settings};
 use storefront_core::config::{AuthMode, Config};
@@ -114,7 +115,7 @@ async fn run_demo(listen: &str, admin_listen: &str) -> Result<(), String> {
 
 async fn start(
     config: Config,
-    credentials: Vec<Option<(String, String)>>,
+    credentials: Vec<Option<KeyPair>>,
     path: Option<PathBuf>,
     demo_backends: Option<Vec<String>>,
 ) -> Result<(), String> {

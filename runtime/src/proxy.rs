@@ -30,6 +30,7 @@ use storefront_core::s3::{self, Addressing, ErrorCode, Payload, S3ErrorResponse,
 use crate::body::{BodyEnd, BodySource, ForwardBody};
 use crate::clock::Clock;
 use crate::pool::{CheckoutError, ConnectionPool, Lease, PoolSettings};
+use crate::settings::KeyPair;
 use crate::sign::{CALLER_AUTH_HEADERS, PayloadHash, Signer};
 use crate::transport::Connect;
 
@@ -61,7 +62,7 @@ impl Generation {
     /// Build a generation from a validated configuration and resolved pool credentials.
     pub fn new(
         config: Config,
-        credentials: Vec<Option<(String, String)>>,
+        credentials: Vec<Option<KeyPair>>,
         clock: &Clock,
         seed: u64,
     ) -> Result<Self, String> {

@@ -4,9 +4,12 @@ use std::path::Path;
 
 use storefront_core::config::{Config, ConfigError, CredentialsSection, Problem};
 
+/// A pool's backend credentials: access key and secret key.
+pub type KeyPair = (String, String);
+
 /// Read, parse and validate a configuration file, then resolve every pool's credentials.
 /// Every error names the file and the key.
-pub fn load(path: &Path) -> Result<(Config, Vec<Option<(String, String)>>), ConfigError> {
+pub fn load(path: &Path) -> Result<(Config, Vec<Option<KeyPair>>), ConfigError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
         file: file.clone(),
@@ -24,7 +27,7 @@ pub fn load(path: &Path) -> Result<(Config, Vec<Option<(String, String)>>), Conf
 pub fn resolve_credentials(
     config: &Config,
     file: &str,
-) -> Result<Vec<Option<(String, String)>>, ConfigError> {
+) -> Result<Vec<Option<KeyPair>>, ConfigError> {
     let mut problems = Vec::new();
     let mut resolved = Vec::with_capacity(config.pools.len());
     for (index, pool) in config.pools.iter().enumerate() {

@@ -22,6 +22,8 @@ pub struct Candidates<'a> {
     pub indices: &'a [usize],
     /// `in_flight[k]` is the in-flight count of `backends[indices[k]]`.
     pub in_flight: &'a [u32],
+    /// Latency estimate of candidates that have not answered yet (the pool's typical latency).
+    pub prior_ns: f64,
 }
 
 impl<'a> Candidates<'a> {
@@ -318,8 +320,12 @@ impl Balance for PowerOfTwoChoices {
                     b += 1;
                 }
                 debug_assert_ne!(a, b, "p2c compares two distinct candidates");
-                let a_load = candidates.backend(a).load(now, &parameters.ewma);
-                let b_load = candidates.backend(b).load(now, &parameters.ewma);
+                let a_load = candidates
+                    .backend(a)
+                    .load(now, &parameters.ewma, candidates.prior_ns);
+                let b_load = candidates
+                    .backend(b)
+                    .load(now, &parameters.ewma, candidates.prior_ns);
                 let chosen = if b_load < a_load { b } else { a };
                 tracing::trace!(
                     a.backend = %candidates.backend(a).id,

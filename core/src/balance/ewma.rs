@@ -10,17 +10,23 @@
 //! load = c · (in_flight + 1) / weight
 //! ```
 //!
-//! Two choices of ours differ from tower's:
+//! Two choices differ from tower's, both Finagle's:
 //!
-//! - **Reading decays toward a prior.** Tower's estimate only moves when a response arrives.
-//!   A node that was penalised then loses every comparison, gets no requests, and so never
-//!   gets the observation that would clear it: it stays dark until the others are loaded. We
-//!   let the estimate drift toward the configured default latency (the prior for a node we know
-//!   nothing about) with the same time constant, so an idle node is tried again after about
-//!   one `decay` and the next response corrects the estimate.
-//! - **New nodes start at the prior**, not at zero, and their first observations are
-//!   weighted by how long ago they were added. A fresh or restarted node is therefore fed
-//!   gradually instead of receiving every request while its estimate is empty.
+//! - **Reading decays the estimate toward zero.** Tower's estimate only moves when a response
+//!   arrives. A node that was penalised, or that was never picked, then loses every
+//!   comparison, gets no requests, and never gets the observation that would correct it: with
+//!   light load it stays dark forever. Decaying toward zero (with the same time constant) makes
+//!   every idle node attractive again after a while, so it is re-measured; the first response
+//!   then sets its estimate afresh (see `observe`: after a long idle time the weight of the
+//!   old estimate is near zero). Among equal nodes this rotation is what spreads a light,
+//!   sequential load evenly. P2C bounds the exploration burst: an idle node is chosen only when
+//!   it is one of the two sampled candidates.
+//! - **A node that has not answered yet is estimated at the pool's typical latency**
+//!   ([`PoolLatency`]: a moving average of every answer in the pool), or at `default_latency`
+//!   before anything was measured. A fresh or restarted node is thus treated as an average
+//!   node: it gets its share, neither flooded (as an estimate of zero would) nor starved (as a
+//!   fixed prior above the pool's real latency would, for as long as the prior takes to
+//!   decay).
 //!
 //! Failures are folded in by the caller as a long latency (the `failure_penalty`), so a node
 //! that answers 503 in a millisecond does not look like the fastest node in the pool.
@@ -32,9 +38,9 @@ use crate::time::Instant;
 /// The estimator's parameters, shared by a pool.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EwmaParameters {
-    /// Time constant of the moving average and of the drift toward the prior.
+    /// Time constant of the moving average and of the decay toward zero.
     pub decay: Duration,
-    /// The prior: the estimate of a node with no recent observations.
+    /// The prior: the estimate a new node starts with.
     pub default_latency: Duration,
 }
 
@@ -43,6 +49,7 @@ pub struct EwmaParameters {
 pub struct PeakEwma {
     estimate_ns: f64,
     updated_at: Instant,
+    observed: bool,
 }
 
 impl PeakEwma {
@@ -51,14 +58,18 @@ impl PeakEwma {
         PeakEwma {
             estimate_ns: nanos(parameters.default_latency),
             updated_at: now,
+            observed: false,
         }
     }
 
-    /// The estimate as of `now`, drifted toward the prior since the last observation.
+    /// True once an observation was folded in.
+    pub fn is_observed(&self) -> bool {
+        self.observed
+    }
+
+    /// The estimate as of `now`, decayed toward zero since the last observation.
     pub fn estimate_ns(&self, now: Instant, parameters: &EwmaParameters) -> f64 {
-        let prior = nanos(parameters.default_latency);
-        let weight = decay_weight(now - self.updated_at, parameters.decay);
-        prior + (self.estimate_ns - prior) * weight
+        self.estimate_ns * decay_weight(now - self.updated_at, parameters.decay)
     }
 
     /// Fold in one observed latency (time to the response head, or a failure penalty).
@@ -70,14 +81,60 @@ impl PeakEwma {
         );
         let observed = nanos(latency);
         let current = self.estimate_ns(now, parameters);
-        self.estimate_ns = if observed > current {
+        self.estimate_ns = if !self.observed {
+            // The first answer replaces whatever prior the node was judged by.
+            observed
+        } else if observed > current {
             observed
         } else {
             let weight = decay_weight(now - self.updated_at, parameters.decay);
             current * weight + observed * (1.0 - weight)
         };
         self.updated_at = self.updated_at.max(now);
+        self.observed = true;
         debug_assert!(self.estimate_ns.is_finite() && self.estimate_ns >= 0.0);
+    }
+}
+
+/// A pool's typical latency: a time-weighted moving average of every healthy answer in the
+/// pool (no peak, no decay on read). It is the estimate of nodes that have not answered yet.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PoolLatency {
+    estimate_ns: f64,
+    updated_at: Instant,
+    observed: bool,
+}
+
+impl PoolLatency {
+    /// Nothing measured yet.
+    pub fn new(now: Instant) -> Self {
+        PoolLatency {
+            estimate_ns: 0.0,
+            updated_at: now,
+            observed: false,
+        }
+    }
+
+    /// Fold in one healthy answer's latency.
+    pub fn observe(&mut self, latency: Duration, now: Instant, parameters: &EwmaParameters) {
+        let observed = nanos(latency);
+        self.estimate_ns = if self.observed {
+            let weight = decay_weight(now - self.updated_at, parameters.decay);
+            self.estimate_ns * weight + observed * (1.0 - weight)
+        } else {
+            observed
+        };
+        self.updated_at = self.updated_at.max(now);
+        self.observed = true;
+    }
+
+    /// The estimate for a node that has not answered yet.
+    pub fn prior_ns(&self, parameters: &EwmaParameters) -> f64 {
+        if self.observed {
+            self.estimate_ns
+        } else {
+            nanos(parameters.default_latency)
+        }
     }
 }
 
@@ -131,22 +188,27 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_estimate_drifts_to_the_prior() {
-        // Proves that a penalised node is tried again after a few decay periods.
+    fn an_idle_estimate_decays_so_the_node_is_tried_again() {
+        // Proves that a penalised or unpicked node becomes attractive again, and that its next
+        // observation replaces the stale estimate instead of averaging with it.
         let mut ewma = PeakEwma::new(Instant::EPOCH, &PARAMETERS);
         ewma.observe(Duration::from_secs(1), Instant::EPOCH, &PARAMETERS);
         let much_later = Instant::EPOCH + Duration::from_secs(60);
-        let drifted = ewma.estimate_ns(much_later, &PARAMETERS);
-        assert!((drifted - ms(30.0)).abs() < ms(3.0), "drifted {drifted}");
-        // A fast node that goes idle drifts up to the prior as well, never past it.
-        let mut fast = PeakEwma::new(Instant::EPOCH, &PARAMETERS);
-        fast.observe(Duration::from_millis(2), much_later, &PARAMETERS);
-        let fast_now = fast.estimate_ns(much_later, &PARAMETERS);
+        let decayed = ewma.estimate_ns(much_later, &PARAMETERS);
         assert!(
-            fast_now < ms(3.0),
-            "long-idle first observation replaces the prior: {fast_now}"
+            decayed < ms(3.0),
+            "a minute later the penalty is gone: {decayed}"
         );
-        let fast_idle = fast.estimate_ns(much_later + Duration::from_secs(600), &PARAMETERS);
-        assert!(fast_idle <= ms(30.0) && fast_idle > ms(29.0));
+        ewma.observe(Duration::from_millis(4), much_later, &PARAMETERS);
+        let fresh = ewma.estimate_ns(much_later, &PARAMETERS);
+        assert!(
+            (fresh - ms(4.0)).abs() < ms(0.1),
+            "the new observation stands: {fresh}"
+        );
+        // The pool prior follows the pool's answers.
+        let mut pool = PoolLatency::new(Instant::EPOCH);
+        assert_eq!(pool.prior_ns(&PARAMETERS), ms(30.0));
+        pool.observe(Duration::from_millis(3), Instant::EPOCH, &PARAMETERS);
+        assert_eq!(pool.prior_ns(&PARAMETERS), ms(3.0));
     }
 }

@@ -32,7 +32,7 @@ pub use algorithm::{
     Algorithm, AlgorithmKind, Balance, Candidates, LeastInFlight, PowerOfTwoChoices, RandomChoice,
     RoundRobin,
 };
-pub use ewma::{EwmaParameters, PeakEwma};
+pub use ewma::{EwmaParameters, PeakEwma, PoolLatency};
 
 use crate::outcome::AttemptOutcome;
 use crate::time::Instant;
@@ -134,14 +134,19 @@ impl Backend {
     pub fn is_draining(&self) -> bool {
         self.draining
     }
-    /// The peak-EWMA latency estimate as of `now`.
+    /// The peak-EWMA latency estimate as of `now` (the default latency until it answers).
     pub fn latency_estimate(&self, now: Instant, parameters: &EwmaParameters) -> Duration {
         Duration::from_nanos(self.ewma.estimate_ns(now, parameters) as u64)
     }
-    /// Peak-EWMA load as of `now`: estimate × (in-flight + 1) ÷ weight.
-    pub fn load(&self, now: Instant, parameters: &EwmaParameters) -> f64 {
-        self.ewma.estimate_ns(now, parameters) * f64::from(self.in_flight + 1)
-            / f64::from(self.spec.weight.max(1))
+    /// Peak-EWMA load as of `now`: estimate × (in-flight + 1) ÷ weight, where a backend that
+    /// has not answered yet is estimated at `prior_ns` (the pool's typical latency).
+    pub fn load(&self, now: Instant, parameters: &EwmaParameters, prior_ns: f64) -> f64 {
+        let estimate = if self.ewma.is_observed() {
+            self.ewma.estimate_ns(now, parameters)
+        } else {
+            prior_ns
+        };
+        estimate * f64::from(self.in_flight + 1) / f64::from(self.spec.weight.max(1))
     }
 }
 
@@ -192,6 +197,8 @@ pub struct Balancer {
     /// For each backend index, its position in `eligible`, or `NOT_ELIGIBLE`.
     eligible_position: Vec<u32>,
     panic_mode: bool,
+    /// The pool's typical latency: the estimate of backends that have not answered yet.
+    pool_latency: PoolLatency,
     algorithm: Algorithm,
     next_id: u64,
 }
@@ -210,6 +217,7 @@ impl Balancer {
             eligible_in_flight: Vec::new(),
             eligible_position: Vec::new(),
             panic_mode: false,
+            pool_latency: PoolLatency::new(now),
             algorithm: Algorithm::new(parameters.algorithm),
             next_id: 0,
         };
@@ -353,6 +361,7 @@ impl Balancer {
             backends: &self.backends,
             indices: &self.eligible,
             in_flight: &self.eligible_in_flight,
+            prior_ns: self.pool_latency.prior_ns(&self.parameters.ewma),
         };
         let position = self
             .algorithm
@@ -390,6 +399,7 @@ impl Balancer {
             backends: &self.backends,
             indices: &untried,
             in_flight: &in_flight,
+            prior_ns: self.pool_latency.prior_ns(&self.parameters.ewma),
         };
         let position = self
             .algorithm
@@ -442,6 +452,7 @@ impl Balancer {
             );
         } else if matches!(outcome, AttemptOutcome::Response { .. }) {
             backend.ewma.observe(latency, now, &parameters.ewma);
+            self.pool_latency.observe(latency, now, &parameters.ewma);
         }
         if backend.removed && backend.in_flight == 0 {
             self.backends.remove(index);

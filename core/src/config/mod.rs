@@ -147,7 +147,7 @@ pub struct BalanceSection {
     /// Peak-EWMA time constant. Default 10 s (Finagle's and linkerd's): long enough to smooth
     /// the spread of S3 latencies, short enough that a recovered node is back within a minute.
     pub decay: ConfigDuration,
-    /// Latency assumed for a node with no recent observations. Default 30 ms: above a healthy
+    /// Latency assumed for a node that has not answered yet. Default 30 ms: above a healthy
     /// S3 node's time to first byte, so a fresh node is fed gradually, not flooded.
     pub default_latency: ConfigDuration,
     /// The least latency a failed attempt counts as. Default 1 s: beyond any healthy first

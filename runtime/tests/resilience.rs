@@ -1,0 +1,515 @@
+//! Balance, sick nodes and misbehaving clients, end to end through the proxy.
+
+mod common;
+
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use common::{harness, harness_with};
+use s3_mock::{BodyFault, ClusterConfig, Faults};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn bucket_with_object(harness: &common::Harness, size: usize) -> aws_sdk_s3::Client {
+    let s3 = harness.client();
+    s3.create_bucket()
+        .bucket("data")
+        .send()
+        .await
+        .expect("create");
+    s3.put_object()
+        .bucket("data")
+        .key("object")
+        .body(ByteStream::from(vec![5u8; size]))
+        .send()
+        .await
+        .expect("put");
+    s3
+}
+
+fn counts(harness: &common::Harness) -> Vec<u64> {
+    harness
+        .nodes
+        .iter()
+        .map(|node| {
+            node.stats()
+                .requests_by_operation
+                .get("HeadObject")
+                .copied()
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn one_keep_alive_client_is_spread_evenly() {
+    // Proves the point of the proxy: one client on one keep-alive connection (which DNS
+    // round-robin would pin to one node) is spread over every node within ±10% by the
+    // algorithms that aim for an even spread.
+    for algorithm in ["round-robin", "least-in-flight", "random"] {
+        let harness = harness(3, &format!("[balance]\nalgorithm = \"{algorithm}\"\n")).await;
+        let s3 = bucket_with_object(&harness, 10).await;
+        for _ in 0..3000 {
+            s3.head_object()
+                .bucket("data")
+                .key("object")
+                .send()
+                .await
+                .expect("HeadObject");
+        }
+        let counts = counts(&harness);
+        assert_eq!(counts.iter().sum::<u64>(), 3000);
+        for count in &counts {
+            assert!(
+                (900..=1100).contains(count),
+                "{algorithm}: per-node counts {counts:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn p2c_spreads_concurrent_load_evenly_and_sequential_load_broadly() {
+    // Proves the default algorithm: under concurrent load (where in-flight counts drive it)
+    // equal nodes get equal shares within ±10%; with one sequential client it follows latency
+    // noise by design, but still uses every node (no node under half or over 1.5× its share).
+    let harness = harness(3, "").await;
+    let s3 = bucket_with_object(&harness, 10).await;
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let s3 = s3.clone();
+        clients.push(tokio::spawn(async move {
+            for _ in 0..250 {
+                s3.head_object()
+                    .bucket("data")
+                    .key("object")
+                    .send()
+                    .await
+                    .expect("HeadObject");
+            }
+        }));
+    }
+    for client in clients {
+        client.await.expect("client task");
+    }
+    let concurrent = counts(&harness);
+    assert_eq!(concurrent.iter().sum::<u64>(), 4000);
+    for count in &concurrent {
+        assert!(
+            (1200..=1467).contains(count),
+            "concurrent: per-node counts {concurrent:?}"
+        );
+    }
+    for _ in 0..3000 {
+        s3.head_object()
+            .bucket("data")
+            .key("object")
+            .send()
+            .await
+            .expect("HeadObject");
+    }
+    let total = counts(&harness);
+    let sequential: Vec<u64> = total
+        .iter()
+        .zip(&concurrent)
+        .map(|(all, before)| all - before)
+        .collect();
+    for count in &sequential {
+        assert!(
+            (500..=1500).contains(count),
+            "sequential: per-node counts {sequential:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_dead_node_costs_idempotent_requests_nothing() {
+    // Proves retries: with one of three nodes crashed, every GET still succeeds.
+    let harness = harness(3, "").await;
+    let s3 = bucket_with_object(&harness, 1000).await;
+    harness.nodes[1].crash();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..200 {
+        let response = s3
+            .get_object()
+            .bucket("data")
+            .key("object")
+            .send()
+            .await
+            .expect("GET despite a dead node");
+        assert_eq!(
+            response
+                .body
+                .collect()
+                .await
+                .expect("body")
+                .into_bytes()
+                .len(),
+            1000
+        );
+    }
+    let backends = storefront::admin::backends(&harness.app);
+    let dead = backends
+        .iter()
+        .find(|b| b.address == harness.nodes[1].address().expect("bound").to_string())
+        .expect("listed");
+    assert!(dead.errors_total >= 1, "{dead:?}");
+    assert!(
+        dead.requests_total < 50,
+        "the dead node kept getting traffic: {dead:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_backend_dying_mid_get_is_an_error_for_the_client() {
+    // Proves that a broken backend body reaches the client as an error, never a short body.
+    let harness = harness(1, "").await;
+    let s3 = bucket_with_object(&harness, 512 * 1024).await;
+    harness.nodes[0].set_faults(Faults {
+        body: BodyFault::ResetAfter(64 * 1024),
+        ..Faults::default()
+    });
+    let response = s3
+        .get_object()
+        .bucket("data")
+        .key("object")
+        .send()
+        .await
+        .expect("head arrives");
+    assert_eq!(response.content_length(), Some(512 * 1024));
+    let body = response.body.collect().await;
+    assert!(
+        body.is_err(),
+        "a truncated body was delivered as complete: {:?}",
+        body.map(|b| b.into_bytes().len())
+    );
+}
+
+#[tokio::test]
+async fn a_client_leaving_mid_upload_leaves_no_object() {
+    // Proves the backend never commits a truncated upload.
+    let harness = harness(2, "").await;
+    let s3 = harness.client();
+    s3.create_bucket()
+        .bucket("data")
+        .send()
+        .await
+        .expect("create");
+    let mut stream = tokio::net::TcpStream::connect(harness.endpoint)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"PUT /data/partial HTTP/1.1\r\nhost: proxy\r\ncontent-length: 1000000\r\n\r\n")
+        .await
+        .expect("head");
+    stream
+        .write_all(&[7u8; 300_000])
+        .await
+        .expect("part of the body");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for index in 0..2 {
+        let direct = harness
+            .direct(index)
+            .head_object()
+            .bucket("data")
+            .key("partial")
+            .send()
+            .await;
+        assert!(direct.is_err(), "node {index} committed a truncated upload");
+    }
+    // The same happens with chunked framing (no Content-Length): the backend must not see a
+    // clean end of the chunked body.
+    let mut stream = tokio::net::TcpStream::connect(harness.endpoint)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"PUT /data/chunked HTTP/1.1\r\nhost: proxy\r\ntransfer-encoding: chunked\r\n\r\n1000\r\n")
+        .await
+        .expect("head");
+    stream.write_all(&[7u8; 4096]).await.expect("one chunk");
+    stream
+        .write_all(b"\r\n1000\r\n")
+        .await
+        .expect("next chunk header");
+    stream
+        .write_all(&[7u8; 100])
+        .await
+        .expect("part of a chunk");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for index in 0..2 {
+        let direct = harness
+            .direct(index)
+            .head_object()
+            .bucket("data")
+            .key("chunked")
+            .send()
+            .await;
+        assert!(
+            direct.is_err(),
+            "node {index} committed a truncated chunked upload"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_slow_reader_is_cut_off_and_its_backend_connection_closed() {
+    // Proves the write-idle timeout: a client that stops reading a large GET is closed, and the
+    // backend connection behind it is closed too (not held, not pooled).
+    let harness = harness_with(
+        1,
+        ClusterConfig::default(),
+        "[timeouts]\nresponse_write_idle = \"500ms\"\n",
+    )
+    .await;
+    // Seed the object straight on the node, so the proxy holds no pooled connection and the
+    // GET below opens the only proxy-to-node connection.
+    let direct = harness.direct(0);
+    direct
+        .create_bucket()
+        .bucket("data")
+        .send()
+        .await
+        .expect("create");
+    direct
+        .put_object()
+        .bucket("data")
+        .key("object")
+        .body(ByteStream::from(vec![5u8; 32 * 1024 * 1024]))
+        .send()
+        .await
+        .expect("put");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let baseline = harness.nodes[0].stats().connections_open;
+    let mut stream = tokio::net::TcpStream::connect(harness.endpoint)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /data/object HTTP/1.1\r\nhost: proxy\r\n\r\n")
+        .await
+        .expect("request");
+    let mut head = [0u8; 512];
+    let read = stream.read(&mut head).await.expect("head");
+    assert!(
+        head[..read].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head[..read])
+    );
+    let during = harness.nodes[0].stats().connections_open;
+    assert!(
+        during > baseline,
+        "the GET holds a backend connection ({during} vs {baseline})"
+    );
+    // Stop reading. Within a few write-idle periods the proxy closes the client connection...
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut drained = 0usize;
+    let mut buffer = vec![0u8; 1 << 20];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => drained += n,
+            Err(_) => break false,
+        }
+    };
+    assert!(closed, "the slow reader's connection is still open");
+    assert!(
+        drained < 32 * 1024 * 1024,
+        "the whole body was delivered to a client that stopped reading"
+    );
+    // ...and the backend connection count is back to where it was.
+    let mut after = u64::MAX;
+    for _ in 0..50 {
+        after = harness.nodes[0].stats().connections_open;
+        if after <= baseline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        after <= baseline,
+        "backend connections: {after} open, baseline {baseline}"
+    );
+    let backends = storefront::admin::backends(&harness.app);
+    assert_eq!(backends[0].in_flight, 0);
+    assert_eq!(
+        backends[0].errors_total, 0,
+        "a slow client is not the backend's fault"
+    );
+}
+
+#[tokio::test]
+async fn expect_continue_is_answered_before_any_backend_is_contacted() {
+    // Proves 100-continue handling: the decision comes from the head alone.
+    let harness = harness(1, "").await;
+    let s3 = harness.client();
+    s3.create_bucket()
+        .bucket("data")
+        .send()
+        .await
+        .expect("create");
+    let requests_before = harness.nodes[0].stats().requests_total;
+    let mut stream = tokio::net::TcpStream::connect(harness.endpoint)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"PUT /data/continued HTTP/1.1\r\nhost: proxy\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n")
+        .await
+        .expect("head");
+    let mut buffer = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+        .await
+        .expect("an answer")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buffer[..read]).to_string();
+    assert!(text.starts_with("HTTP/1.1 100 Continue"), "{text}");
+    assert_eq!(
+        harness.nodes[0].stats().requests_total,
+        requests_before,
+        "a backend was contacted before the 100"
+    );
+    stream.write_all(b"hello").await.expect("body");
+    let read = stream.read(&mut buffer).await.expect("final status");
+    let text = String::from_utf8_lossy(&buffer[..read]).to_string();
+    assert!(text.contains("200 OK"), "{text}");
+    let stored = harness
+        .direct(0)
+        .get_object()
+        .bucket("data")
+        .key("continued")
+        .send()
+        .await
+        .expect("stored");
+    assert_eq!(
+        stored
+            .body
+            .collect()
+            .await
+            .expect("body")
+            .into_bytes()
+            .as_ref(),
+        b"hello"
+    );
+}
+
+#[tokio::test]
+async fn a_denied_upload_gets_its_final_status_without_its_body_being_read() {
+    // Proves the rejection path of 100-continue: 403 at once, no 100, no body byte consumed.
+    let harness = harness(1, "").await;
+    let denied = harness.app.clone();
+    // Deny mode: swap in a configuration whose auth mode is `deny`.
+    let _ = denied;
+    let text = common::config_text(&harness.nodes, "[health.active]\nenabled = false\n")
+        .replace("mode = \"trust\"", "mode = \"deny\"");
+    let config = storefront_core::config::Config::from_toml(&text, "deny.toml").expect("valid");
+    let credentials =
+        storefront::settings::resolve_credentials(&config, "deny.toml").expect("credentials");
+    let generation =
+        storefront::proxy::Generation::new(config, credentials, &harness.app.proxy.clock, 9)
+            .expect("generation");
+    harness.app.proxy.swap(generation);
+    let mut stream = tokio::net::TcpStream::connect(harness.endpoint)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"PUT /data/denied HTTP/1.1\r\nhost: proxy\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n")
+        .await
+        .expect("head");
+    let mut buffer = [0u8; 2048];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+        .await
+        .expect("an answer")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buffer[..read]).to_string();
+    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+    assert!(!text.contains("100 Continue"), "{text}");
+    assert!(text.contains("<Code>AccessDenied</Code>"), "{text}");
+    assert_eq!(
+        harness.nodes[0].stats().requests_total,
+        0,
+        "a denied request reached a backend"
+    );
+}
+
+#[tokio::test]
+async fn malformed_http_gets_400_or_431_and_the_connection_closes() {
+    // Proves hostile input is refused cleanly.
+    let harness = harness(1, "[server]\nmax_header_bytes = 8192\n").await;
+    let cases: [(&[u8], &str); 3] = [
+        (b"GARBAGE\r\n\r\n", "400"),
+        (b"GET /data/k HTTP/1.1\r\nhost: p\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello", "400"),
+        (b"GET /data/%zz HTTP/1.1\r\nhost: p\r\n\r\n", "400"),
+    ];
+    for (request, status) in cases {
+        let mut stream = tokio::net::TcpStream::connect(harness.endpoint)
+            .await
+            .expect("connect");
+        stream.write_all(request).await.expect("write");
+        let mut response = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+        let text = String::from_utf8_lossy(&response).to_string();
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status}")),
+            "{:?} -> {text}",
+            String::from_utf8_lossy(request)
+        );
+    }
+    let mut stream = tokio::net::TcpStream::connect(harness.endpoint)
+        .await
+        .expect("connect");
+    let mut oversized = b"GET /data/k HTTP/1.1\r\nhost: p\r\n".to_vec();
+    for index in 0..400 {
+        oversized.extend_from_slice(
+            format!("x-amz-meta-filler-{index}: {}\r\n", "v".repeat(60)).as_bytes(),
+        );
+    }
+    oversized.extend_from_slice(b"\r\n");
+    let _ = stream.write_all(&oversized).await;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response).to_string();
+    assert!(text.starts_with("HTTP/1.1 431"), "oversized head -> {text}");
+    assert_eq!(
+        harness.nodes[0].stats().requests_total,
+        0,
+        "malformed requests reached a backend"
+    );
+}
+
+#[tokio::test]
+async fn conflicting_framing_cannot_smuggle_a_request() {
+    // Proves the framing of a request with both Content-Length and Transfer-Encoding is
+    // unambiguous: Transfer-Encoding wins and Content-Length is dropped (RFC 9112 §6.3, what
+    // hyper does for an intermediary). The request is answered at once (with CL's 100 bytes
+    // it would wait for a body that never comes), and the backend receives no Content-Length.
+    let harness = harness(1, "").await;
+    harness
+        .client()
+        .create_bucket()
+        .bucket("data")
+        .send()
+        .await
+        .expect("create");
+    let bytes_in_before = harness.nodes[0].stats().bytes_in;
+    let mut stream = tokio::net::TcpStream::connect(harness.endpoint)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"PUT /data/first HTTP/1.1\r\nhost: p\r\ncontent-length: 100\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buffer = [0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+        .await
+        .expect("answered without waiting for Content-Length's 100 bytes")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buffer[..read]).to_string();
+    assert!(text.starts_with("HTTP/1.1 "), "{text}");
+    assert_eq!(
+        harness.nodes[0].stats().bytes_in,
+        bytes_in_before,
+        "a Content-Length reached the backend"
+    );
+}
