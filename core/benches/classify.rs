@@ -39,20 +39,10 @@ fn bench_classify(c: &mut Criterion) {
         let uri: Uri = uri.parse().expect("bench uri");
         let mut headers = HeaderMap::new();
         headers.insert("host", HeaderValue::from_static(host));
-        headers.insert(
-            "x-amz-content-sha256",
-            HeaderValue::from_static("UNSIGNED-PAYLOAD"),
-        );
+        headers.insert("x-amz-content-sha256", HeaderValue::from_static("UNSIGNED-PAYLOAD"));
         headers.insert("content-length", HeaderValue::from_static("1048576"));
         group.bench_function(name, |b| {
-            b.iter(|| {
-                classify_head(
-                    black_box(&method),
-                    black_box(&uri),
-                    black_box(&headers),
-                    &config,
-                )
-            })
+            b.iter(|| classify_head(black_box(&method), black_box(&uri), black_box(&headers), &config))
         });
     }
     group.finish();

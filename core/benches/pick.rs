@@ -8,9 +8,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use storefront_core::balance::{
-    AlgorithmKind, BackendSpec, BalanceParameters, Balancer, EwmaParameters,
-};
+use storefront_core::balance::{AlgorithmKind, BackendSpec, BalanceParameters, Balancer, EwmaParameters};
 use storefront_core::outcome::AttemptOutcome;
 use storefront_core::time::Instant;
 

@@ -22,13 +22,10 @@ use rand::Rng;
 
 use crate::auth::{Authorize, DenyAll};
 use crate::balance::{
-    BackendId, BackendSpec, BalanceError, BalanceParameters, Balancer, EwmaParameters,
-    UpdateSummary,
+    BackendId, BackendSpec, BalanceError, BalanceParameters, Balancer, EwmaParameters, UpdateSummary,
 };
 use crate::config::{Config, PoolSection};
-use crate::health::{
-    ActiveParameters, Health, HealthEvent, HealthParameters, PassiveParameters, ProbeId,
-};
+use crate::health::{ActiveParameters, Health, HealthEvent, HealthParameters, PassiveParameters, ProbeId};
 use crate::outcome::AttemptOutcome;
 use crate::retry::{BudgetParameters, RetryBudget, RetryPolicy};
 use crate::route::{BucketRule, PoolId, PoolRoute, Router};
@@ -157,13 +154,7 @@ impl Pool {
     }
 
     /// Record the end of an attempt in the balancer and in health, and apply any transition.
-    pub(crate) fn end_attempt(
-        &mut self,
-        id: BackendId,
-        outcome: AttemptOutcome,
-        latency: Duration,
-        now: Instant,
-    ) {
+    pub(crate) fn end_attempt(&mut self, id: BackendId, outcome: AttemptOutcome, latency: Duration, now: Instant) {
         self.balancer.on_end(id, outcome, latency, now);
         self.health.handle_outcome(now, id, outcome);
         self.apply_health_events(None);
@@ -181,9 +172,7 @@ impl Pool {
                     self.balancer.set_available(backend, available);
                 }
                 HealthEvent::Probe { backend, probe } => {
-                    let Some(address) =
-                        self.balancer.get(backend).map(|b| b.spec().address.clone())
-                    else {
+                    let Some(address) = self.balancer.get(backend).map(|b| b.spec().address.clone()) else {
                         continue;
                     };
                     if let Some(queue) = probes.as_deref_mut() {
@@ -283,26 +272,13 @@ impl Cluster {
     /// Build from a validated configuration. Static backends are added now; DNS pools start
     /// empty until the driver resolves them and calls [`Cluster::update_backends`]. The
     /// authoriser starts as [`DenyAll`]: the driver installs the configured one.
-    pub fn from_config<R: Rng + ?Sized>(
-        config: &Config,
-        now: Instant,
-        rng: &mut R,
-    ) -> Result<Self, ClusterError> {
+    pub fn from_config<R: Rng + ?Sized>(config: &Config, now: Instant, rng: &mut R) -> Result<Self, ClusterError> {
         let problems = config.validate();
         if let Some(first) = problems.first() {
-            return Err(ClusterError::InvalidConfig(format!(
-                "{}: {}",
-                first.key, first.message
-            )));
+            return Err(ClusterError::InvalidConfig(format!("{}: {}", first.key, first.message)));
         }
         let parameters = PoolParameters::from_config(config);
-        let index_of = |name: &str| {
-            config
-                .pools
-                .iter()
-                .position(|pool| pool.name == name)
-                .map(PoolId)
-        };
+        let index_of = |name: &str| config.pools.iter().position(|pool| pool.name == name).map(PoolId);
         let mut pools = Vec::with_capacity(config.pools.len());
         for (index, section) in config.pools.iter().enumerate() {
             let pool = Pool::new(
@@ -326,11 +302,7 @@ impl Cluster {
             .map(|section| PoolRoute {
                 name: section.name.clone(),
                 zone: section.zone.clone(),
-                failover_to: section
-                    .failover_to
-                    .iter()
-                    .filter_map(|name| index_of(name))
-                    .collect(),
+                failover_to: section.failover_to.iter().filter_map(|name| index_of(name)).collect(),
             })
             .collect();
         let rules = config
@@ -456,10 +428,7 @@ impl Cluster {
 
     /// The next instant at which [`Cluster::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.pools
-            .iter()
-            .filter_map(|pool| pool.health.poll_timeout())
-            .min()
+        self.pools.iter().filter_map(|pool| pool.health.poll_timeout()).min()
     }
 
     /// The next probe to send, if any.
@@ -477,9 +446,7 @@ impl Cluster {
         healthy: bool,
     ) {
         if let Some(target) = self.pools.get_mut(pool.0) {
-            target
-                .health
-                .handle_probe_result(now, backend, probe, healthy);
+            target.health.handle_probe_result(now, backend, probe, healthy);
             target.apply_health_events(Some(&mut self.probes));
         }
     }

@@ -179,10 +179,7 @@ impl Health {
     /// the first interval, so the probes of many backends spread out.
     pub fn add<R: Rng + ?Sized>(&mut self, id: BackendId, now: Instant, rng: &mut R) {
         let now = self.advance(now);
-        let Err(slot) = self
-            .backends
-            .binary_search_by_key(&id, |tracked| tracked.id)
-        else {
+        let Err(slot) = self.backends.binary_search_by_key(&id, |tracked| tracked.id) else {
             return;
         };
         let next_probe_at = self.parameters.active.map(|active| {
@@ -240,8 +237,7 @@ impl Health {
         };
         if outcome.is_backend_failure() {
             let tracked = &mut self.backends[index];
-            tracked.health.consecutive_failures =
-                tracked.health.consecutive_failures.saturating_add(1);
+            tracked.health.consecutive_failures = tracked.health.consecutive_failures.saturating_add(1);
             if let Some(passive) = self.parameters.passive {
                 let due = tracked.health.consecutive_failures >= passive.consecutive_failures;
                 if due && tracked.health.ejected_until.is_none() {
@@ -254,22 +250,12 @@ impl Health {
     }
 
     /// Record a probe's result. Results of unknown or timed-out probes are ignored.
-    pub fn handle_probe_result(
-        &mut self,
-        now: Instant,
-        id: BackendId,
-        probe: ProbeId,
-        healthy: bool,
-    ) {
+    pub fn handle_probe_result(&mut self, now: Instant, id: BackendId, probe: ProbeId, healthy: bool) {
         let now = self.advance(now);
         let Some(index) = self.find(id) else {
             return;
         };
-        if self.backends[index]
-            .outstanding
-            .map(|(outstanding, _)| outstanding)
-            != Some(probe)
-        {
+        if self.backends[index].outstanding.map(|(outstanding, _)| outstanding) != Some(probe) {
             return;
         }
         self.backends[index].outstanding = None;
@@ -374,16 +360,14 @@ impl Health {
         if healthy {
             tracked.probe_failures = 0;
             tracked.probe_successes = tracked.probe_successes.saturating_add(1);
-            if !tracked.health.probe_healthy && tracked.probe_successes >= active.healthy_threshold
-            {
+            if !tracked.health.probe_healthy && tracked.probe_successes >= active.healthy_threshold {
                 tracked.health.probe_healthy = true;
                 self.emit_if_changed(index, before, TransitionReason::ProbesRecovered);
             }
         } else {
             tracked.probe_successes = 0;
             tracked.probe_failures = tracked.probe_failures.saturating_add(1);
-            if tracked.health.probe_healthy && tracked.probe_failures >= active.unhealthy_threshold
-            {
+            if tracked.health.probe_healthy && tracked.probe_failures >= active.unhealthy_threshold {
                 tracked.health.probe_healthy = false;
                 self.emit_if_changed(index, before, TransitionReason::ProbesFailed);
             }
@@ -404,9 +388,7 @@ impl Health {
 
     /// Tracked backends are kept sorted by id (ids only grow, so this is nearly free).
     fn find(&self, id: BackendId) -> Option<usize> {
-        self.backends
-            .binary_search_by_key(&id, |tracked| tracked.id)
-            .ok()
+        self.backends.binary_search_by_key(&id, |tracked| tracked.id).ok()
     }
 
     /// Enforce the time rule: `now` never goes backwards.
@@ -423,10 +405,7 @@ impl Health {
 
 /// `interval` ± a uniform amount up to `jitter` (never below a millisecond).
 fn jittered<R: Rng + ?Sized>(interval: Duration, jitter: Duration, rng: &mut R) -> Duration {
-    let jitter_ns = jitter
-        .min(interval)
-        .as_nanos()
-        .min(u128::from(u64::MAX / 2)) as u64;
+    let jitter_ns = jitter.min(interval).as_nanos().min(u128::from(u64::MAX / 2)) as u64;
     if jitter_ns == 0 {
         return interval;
     }

@@ -40,9 +40,7 @@ impl Phase {
     pub const fn side(self) -> Side {
         match self {
             Phase::ClientHeader | Phase::ClientBodyIdle | Phase::ResponseWriteIdle => Side::Client,
-            Phase::BackendConnect | Phase::BackendFirstByte | Phase::BackendBodyIdle => {
-                Side::Backend
-            }
+            Phase::BackendConnect | Phase::BackendFirstByte | Phase::BackendBodyIdle => Side::Backend,
             Phase::Total => Side::Proxy,
         }
     }
@@ -86,9 +84,9 @@ impl AttemptOutcome {
     /// Whose fault the outcome is.
     pub fn side(self) -> Side {
         match self {
-            AttemptOutcome::Response { .. }
-            | AttemptOutcome::ConnectFailed
-            | AttemptOutcome::Reset { .. } => Side::Backend,
+            AttemptOutcome::Response { .. } | AttemptOutcome::ConnectFailed | AttemptOutcome::Reset { .. } => {
+                Side::Backend
+            }
             AttemptOutcome::Timeout(phase) => phase.side(),
             AttemptOutcome::Abandoned => Side::Client,
         }
@@ -128,9 +126,7 @@ impl AttemptOutcome {
             AttemptOutcome::Reset {
                 response_started: false,
             } => "reset_before_response",
-            AttemptOutcome::Reset {
-                response_started: true,
-            } => "reset_mid_body",
+            AttemptOutcome::Reset { response_started: true } => "reset_mid_body",
             AttemptOutcome::Timeout(_) => "timeout",
             AttemptOutcome::Abandoned => "abandoned",
         }
@@ -159,10 +155,7 @@ mod tests {
         assert!(!AttemptOutcome::Timeout(Phase::ClientBodyIdle).is_backend_failure());
         assert!(!AttemptOutcome::Abandoned.is_backend_failure());
         assert_eq!(
-            AttemptOutcome::Reset {
-                response_started: true
-            }
-            .class(),
+            AttemptOutcome::Reset { response_started: true }.class(),
             "reset_mid_body"
         );
     }

@@ -185,8 +185,7 @@ impl RetryBudget {
 
     /// Retries the window allows for `requests` requests.
     pub fn allowance(&self, requests: u64) -> f64 {
-        self.parameters.ratio * requests as f64
-            + self.parameters.min_per_second * self.parameters.window.as_secs_f64()
+        self.parameters.ratio * requests as f64 + self.parameters.min_per_second * self.parameters.window.as_secs_f64()
     }
 
     fn period(&self, now: Instant) -> u64 {
@@ -268,19 +267,9 @@ mod tests {
                 complete_sent,
                 BodyConsumed,
             ),
-            (
-                Reset {
-                    response_started: true,
-                },
-                get,
-                NotRetryable,
-            ),
+            (Reset { response_started: true }, get, NotRetryable),
             (Timeout(Phase::BackendFirstByte), get, Retry),
-            (
-                Timeout(Phase::BackendFirstByte),
-                create_upload,
-                NotIdempotent,
-            ),
+            (Timeout(Phase::BackendFirstByte), create_upload, NotIdempotent),
             (Timeout(Phase::BackendBodyIdle), get, NotRetryable),
             (Timeout(Phase::ClientBodyIdle), put_sent, NotRetryable),
             (Response { status: 200 }, get, NotRetryable),
@@ -288,11 +277,7 @@ mod tests {
             (Abandoned, get, NotRetryable),
         ];
         for (outcome, context, expected) in cases {
-            assert_eq!(
-                POLICY.verdict(outcome, context),
-                expected,
-                "{outcome:?} {context:?}"
-            );
+            assert_eq!(POLICY.verdict(outcome, context), expected, "{outcome:?} {context:?}");
         }
         let mut late = get;
         late.response_started = true;

@@ -87,12 +87,7 @@ pub struct Router {
 impl Router {
     /// A router over `pools`. Pool ids in rules and failover lists must be valid (the config
     /// validation guarantees it; out-of-range ids are ignored rather than trusted).
-    pub fn new(
-        pools: Vec<PoolRoute>,
-        rules: Vec<BucketRule>,
-        default_pool: PoolId,
-        failover: Failover,
-    ) -> Self {
+    pub fn new(pools: Vec<PoolRoute>, rules: Vec<BucketRule>, default_pool: PoolId, failover: Failover) -> Self {
         debug_assert!(default_pool.0 < pools.len(), "default pool out of range");
         Router {
             pools,
@@ -141,18 +136,17 @@ impl Router {
 
     fn primary(&self, request: &S3Request, caller_zone: Option<&str>) -> (PoolId, RouteReason) {
         if let Some(bucket) = request.bucket.as_deref() {
-            let rule = self.rules.iter().enumerate().find(|(_, rule)| {
-                rule.pool.0 < self.pools.len() && glob_match(&rule.bucket, bucket)
-            });
+            let rule = self
+                .rules
+                .iter()
+                .enumerate()
+                .find(|(_, rule)| rule.pool.0 < self.pools.len() && glob_match(&rule.bucket, bucket));
             if let Some((index, rule)) = rule {
                 return (rule.pool, RouteReason::BucketRule(index));
             }
         }
         if let Some(zone) = caller_zone
-            && let Some(index) = self
-                .pools
-                .iter()
-                .position(|pool| pool.zone.as_deref() == Some(zone))
+            && let Some(index) = self.pools.iter().position(|pool| pool.zone.as_deref() == Some(zone))
         {
             return (PoolId(index), RouteReason::CallerZone);
         }
@@ -195,13 +189,7 @@ mod tests {
 
     fn request(path: &str) -> S3Request {
         let uri: Uri = path.parse().expect("test uri");
-        classify_head(
-            &Method::GET,
-            &uri,
-            &HeaderMap::new(),
-            &ClassifyConfig::default(),
-        )
-        .expect("valid")
+        classify_head(&Method::GET, &uri, &HeaderMap::new(), &ClassifyConfig::default()).expect("valid")
     }
 
     fn router(failover: Failover) -> Router {
@@ -240,15 +228,9 @@ mod tests {
             (PoolId(2), RouteReason::BucketRule(0))
         );
         let decision = router.route(&request("/hot/k"), Some("dc2"), all_up);
-        assert_eq!(
-            (decision.pool, decision.reason),
-            (PoolId(1), RouteReason::CallerZone)
-        );
+        assert_eq!((decision.pool, decision.reason), (PoolId(1), RouteReason::CallerZone));
         let decision = router.route(&request("/hot/k"), Some("elsewhere"), all_up);
-        assert_eq!(
-            (decision.pool, decision.reason),
-            (PoolId(0), RouteReason::Default)
-        );
+        assert_eq!((decision.pool, decision.reason), (PoolId(0), RouteReason::Default));
         let decision = router.route(&request("/"), None, all_up);
         assert_eq!(decision.pool, PoolId(0));
     }
@@ -260,13 +242,9 @@ mod tests {
         let never = router(Failover::Never).route(&request("/b/k"), Some("dc2"), dc2_down);
         assert_eq!((never.pool, never.failed_over_from), (PoolId(1), None));
         let over = router(Failover::WhenUnavailable).route(&request("/b/k"), Some("dc2"), dc2_down);
-        assert_eq!(
-            (over.pool, over.failed_over_from),
-            (PoolId(0), Some(PoolId(1)))
-        );
+        assert_eq!((over.pool, over.failed_over_from), (PoolId(0), Some(PoolId(1))));
         let both_down = |pool: PoolId| pool == PoolId(2);
-        let stuck =
-            router(Failover::WhenUnavailable).route(&request("/b/k"), Some("dc2"), both_down);
+        let stuck = router(Failover::WhenUnavailable).route(&request("/b/k"), Some("dc2"), both_down);
         assert_eq!(
             (stuck.pool, stuck.failed_over_from),
             (PoolId(1), None),

@@ -77,19 +77,14 @@ fn respond(status: u16, content_type: &'static str, body: String) -> http::Respo
             .boxed_unsync(),
     );
     *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static(content_type),
-    );
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
     response
 }
 
 /// Answer one admin request.
-pub fn handle<C: Connect>(
-    app: &App<C>,
-    method: &http::Method,
-    path: &str,
-) -> http::Response<ProxyBody> {
+pub fn handle<C: Connect>(app: &App<C>, method: &http::Method, path: &str) -> http::Response<ProxyBody> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method.as_str(), segments.as_slice()) {
         ("GET", ["healthz"]) => respond(200, "text/plain", "ok\n".into()),
@@ -109,7 +104,11 @@ pub fn handle<C: Connect>(
                 .split_once('.')
                 .and_then(|(pool, backend)| Some((pool.parse().ok()?, backend.parse().ok()?)));
             let Some((pool, backend)) = parsed else {
-                return respond(400, "text/plain", format!("backend id `{id}` is not POOL.BACKEND (see GET /admin/backends)\n"));
+                return respond(
+                    400,
+                    "text/plain",
+                    format!("backend id `{id}` is not POOL.BACKEND (see GET /admin/backends)\n"),
+                );
             };
             let draining = *action == "drain";
             let found = app
@@ -124,9 +123,17 @@ pub fn handle<C: Connect>(
         }
         ("POST", ["admin", "reload"]) => match app.reload() {
             Ok(()) => respond(200, "text/plain", "reloaded\n".into()),
-            Err(error) => respond(400, "text/plain", format!("reload refused, the running configuration stays:\n{error}\n")),
+            Err(error) => respond(
+                400,
+                "text/plain",
+                format!("reload refused, the running configuration stays:\n{error}\n"),
+            ),
         },
-        _ => respond(404, "text/plain", "not found: /healthz /readyz /admin/backends /admin/backends/{id}/drain /admin/reload\n".into()),
+        _ => respond(
+            404,
+            "text/plain",
+            "not found: /healthz /readyz /admin/backends /admin/backends/{id}/drain /admin/reload\n".into(),
+        ),
     }
 }
 
@@ -138,11 +145,10 @@ pub async fn serve<A: Accept, C: Connect>(mut listener: A, app: Arc<App<C>>) {
         };
         let app = app.clone();
         tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                    let response = handle(&app, request.method(), request.uri().path());
-                    async move { Ok::<_, Infallible>(response) }
-                });
+            let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let response = handle(&app, request.method(), request.uri().path());
+                async move { Ok::<_, Infallible>(response) }
+            });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let _ = builder.serve_connection(TokioIo::new(io), service).await;
         });

@@ -53,11 +53,7 @@ impl<C: Connect> App<C> {
             generation.clone(),
             self.stop.subscribe(),
         ));
-        tokio::spawn(driver::drive_dns(
-            self.proxy.clone(),
-            generation,
-            self.stop.subscribe(),
-        ));
+        tokio::spawn(driver::drive_dns(self.proxy.clone(), generation, self.stop.subscribe()));
     }
 
     /// Serve clients from `listener` until [`App::shutdown`].

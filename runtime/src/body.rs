@@ -65,12 +65,7 @@ pub struct BodySource {
 
 impl BodySource {
     /// Hold `incoming`. `empty` and `length` come from the request's framing headers.
-    pub fn new(
-        incoming: Incoming,
-        empty: bool,
-        length: Option<u64>,
-        idle_timeout: Duration,
-    ) -> Arc<Self> {
+    pub fn new(incoming: Incoming, empty: bool, length: Option<u64>, idle_timeout: Duration) -> Arc<Self> {
         Arc::new(BodySource {
             slot: Mutex::new((!empty).then_some(SourceState {
                 incoming,
@@ -112,10 +107,7 @@ impl BodySource {
 
     /// When the whole body had been read, if it has.
     pub fn completed_at(&self) -> Option<tokio::time::Instant> {
-        *self
-            .completed_at
-            .lock()
-            .expect("completed_at lock is never poisoned")
+        *self.completed_at.lock().expect("completed_at lock is never poisoned")
     }
 
     /// Wait until the whole body has been read (immediately for an empty body).
@@ -158,10 +150,7 @@ impl BodySource {
         if current.is_none() {
             *current = Some(end);
             if end == BodyEnd::Complete {
-                *self
-                    .completed_at
-                    .lock()
-                    .expect("completed_at lock is never poisoned") =
+                *self.completed_at.lock().expect("completed_at lock is never poisoned") =
                     Some(tokio::time::Instant::now());
                 self.sent.notify_waiters();
             }
@@ -194,21 +183,13 @@ impl Body for ForwardBody {
     type Data = Bytes;
     type Error = ForwardError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, ForwardError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ForwardError>>> {
         let this = &mut *self;
         if this.done {
             return Poll::Ready(None);
         }
         if this.state.is_none() {
-            let taken = this
-                .source
-                .slot
-                .lock()
-                .expect("slot lock is never poisoned")
-                .take();
+            let taken = this.source.slot.lock().expect("slot lock is never poisoned").take();
             match taken {
                 Some(state) => {
                     this.source.started.store(true, Ordering::Release);
@@ -244,9 +225,7 @@ impl Body for ForwardBody {
             }
             Poll::Pending => {
                 let timeout = this.source.idle_timeout;
-                let sleep = this
-                    .idle
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                let sleep = this.idle.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 if sleep.as_mut().poll(cx).is_ready() {
                     this.done = true;
                     this.source.finish(BodyEnd::IdleTimeout);

@@ -27,8 +27,7 @@ pub async fn drive_health<C: Connect>(
         let now = proxy.clock.now();
         let (probes, next) = generation.with(|state| {
             state.cluster.handle_timeout(now, &mut state.rng);
-            let probes: Vec<ProbeRequest> =
-                std::iter::from_fn(|| state.cluster.poll_probe()).collect();
+            let probes: Vec<ProbeRequest> = std::iter::from_fn(|| state.cluster.poll_probe()).collect();
             (probes, state.cluster.poll_timeout())
         });
         for probe in probes {
@@ -46,11 +45,7 @@ pub async fn drive_health<C: Connect>(
 }
 
 /// Probe one backend with `HEAD <path>`: any answer below 500 within the timeout is healthy.
-async fn run_probe<C: Connect>(
-    proxy: Arc<Proxy<C>>,
-    generation: Arc<Generation>,
-    probe: ProbeRequest,
-) {
+async fn run_probe<C: Connect>(proxy: Arc<Proxy<C>>, generation: Arc<Generation>, probe: ProbeRequest) {
     let timeout = generation.config.health.active.timeout.get();
     let healthy = tokio::time::timeout(timeout, probe_once(&proxy, &generation, &probe))
         .await
@@ -64,11 +59,7 @@ async fn run_probe<C: Connect>(
     tracing::debug!(backend = %probe.address, healthy, "probe");
 }
 
-async fn probe_once<C: Connect>(
-    proxy: &Proxy<C>,
-    generation: &Generation,
-    probe: &ProbeRequest,
-) -> bool {
+async fn probe_once<C: Connect>(proxy: &Proxy<C>, generation: &Generation, probe: &ProbeRequest) -> bool {
     let Some(settings) = generation.pool_settings(probe.pool.0) else {
         return false;
     };
@@ -85,20 +76,13 @@ async fn probe_once<C: Connect>(
     let (mut head, ()) = request.into_parts();
     if let Some(signer) = generation.signer(probe.pool.0)
         && signer
-            .sign(
-                &mut head,
-                &PayloadHash::Unsigned,
-                std::time::SystemTime::now(),
-            )
+            .sign(&mut head, &PayloadHash::Unsigned, std::time::SystemTime::now())
             .is_err()
     {
         return false;
     }
     let body = ForwardBody::new(BodySource::empty(generation.timeouts().client_body_idle));
-    match sender
-        .send_request(http::Request::from_parts(head, body))
-        .await
-    {
+    match sender.send_request(http::Request::from_parts(head, body)).await {
         Ok(response) => response.status().as_u16() < 500,
         Err(_) => false,
     }
@@ -106,21 +90,13 @@ async fn probe_once<C: Connect>(
 
 /// Re-resolve every DNS-backed pool on its interval, updating its backends (state is kept for
 /// addresses that stay). The first resolution happens at once.
-pub async fn drive_dns<C: Connect>(
-    proxy: Arc<Proxy<C>>,
-    generation: Arc<Generation>,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn drive_dns<C: Connect>(proxy: Arc<Proxy<C>>, generation: Arc<Generation>, mut stop: watch::Receiver<bool>) {
     let pools: Vec<(PoolId, storefront_core::config::DnsSection, Option<String>)> = generation
         .config
         .pools
         .iter()
         .enumerate()
-        .filter_map(|(index, pool)| {
-            pool.dns
-                .clone()
-                .map(|dns| (PoolId(index), dns, pool.zone.clone()))
-        })
+        .filter_map(|(index, pool)| pool.dns.clone().map(|dns| (PoolId(index), dns, pool.zone.clone())))
         .collect();
     if pools.is_empty() {
         return;
@@ -143,11 +119,8 @@ pub async fn drive_dns<C: Connect>(
                     specs.sort_by(|a, b| a.name.cmp(&b.name));
                     specs.dedup_by(|a, b| a.name == b.name);
                     let now = proxy.clock.now();
-                    let result = generation.with(|state| {
-                        state
-                            .cluster
-                            .update_backends(*pool, specs, now, &mut state.rng)
-                    });
+                    let result =
+                        generation.with(|state| state.cluster.update_backends(*pool, specs, now, &mut state.rng));
                     match result {
                         Ok(summary) if !summary.added.is_empty() || !summary.removed.is_empty() => {
                             tracing::info!(name = %dns.name, added = summary.added.len(), removed = summary.removed.len(), "DNS backends changed");

@@ -44,9 +44,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let result = match Cli::parse().command {
         Command::Run { config } => run(config).await,
@@ -69,18 +67,8 @@ fn check(file: &std::path::Path) -> Result<(), String> {
         file.display(),
         config.pools.len(),
         if config.pools.len() == 1 { "" } else { "s" },
-        config
-            .pools
-            .iter()
-            .map(|pool| pool.backends.len())
-            .sum::<usize>(),
-        if config
-            .pools
-            .iter()
-            .map(|pool| pool.backends.len())
-            .sum::<usize>()
-            == 1
-        {
+        config.pools.iter().map(|pool| pool.backends.len()).sum::<usize>(),
+        if config.pools.iter().map(|pool| pool.backends.len()).sum::<usize>() == 1 {
             ""
         } else {
             "s"
@@ -100,16 +88,11 @@ async fn run_demo(listen: &str, admin_listen: &str) -> Result<(), String> {
         .map_err(|error| format!("cannot start the demo cluster: {error}"))?;
     let backends: Vec<String> = nodes
         .iter()
-        .map(|node| {
-            node.address()
-                .expect("started nodes have bound")
-                .to_string()
-        })
+        .map(|node| node.address().expect("started nodes have bound").to_string())
         .collect();
     let text = demo::config_text(listen, admin_listen, &backends);
     let config = Config::from_toml(&text, "<demo>").map_err(|error| error.to_string())?;
-    let credentials =
-        settings::resolve_credentials(&config, "<demo>").map_err(|error| error.to_string())?;
+    let credentials = settings::resolve_credentials(&config, "<demo>").map_err(|error| error.to_string())?;
     start(config, credentials, None, Some(backends)).await
 }
 
@@ -120,9 +103,7 @@ async fn start(
     demo_backends: Option<Vec<String>>,
 ) -> Result<(), String> {
     if config.auth.mode == AuthMode::Trust {
-        tracing::warn!(
-            "auth mode `trust` is INSECURE: every caller may do anything the backend credentials allow"
-        );
+        tracing::warn!("auth mode `trust` is INSECURE: every caller may do anything the backend credentials allow");
     }
     let listen = config.server.listen.clone();
     let admin_listen = config.admin.listen.clone();

@@ -87,11 +87,7 @@ impl Lease {
     /// freed either way.
     pub fn release(self) {
         if self.sender.is_ready() {
-            let mut idle = self
-                .backend
-                .idle
-                .lock()
-                .expect("idle lock is never poisoned");
+            let mut idle = self.backend.idle.lock().expect("idle lock is never poisoned");
             if idle.len() < self.backend.settings.max_per_backend {
                 idle.push(Idle {
                     sender: self.sender,
@@ -117,16 +113,8 @@ impl<C: Connect> ConnectionPool<C> {
         }
     }
 
-    fn backend(
-        &self,
-        pool: usize,
-        address: &str,
-        settings: PoolSettings,
-    ) -> Arc<BackendConnections> {
-        let mut backends = self
-            .backends
-            .lock()
-            .expect("backends lock is never poisoned");
+    fn backend(&self, pool: usize, address: &str, settings: PoolSettings) -> Arc<BackendConnections> {
+        let mut backends = self.backends.lock().expect("backends lock is never poisoned");
         backends
             .entry((pool, address.to_owned()))
             .or_insert_with(|| {
@@ -141,19 +129,9 @@ impl<C: Connect> ConnectionPool<C> {
 
     /// Lease a connection to `address`: wait (bounded) for a permit, then reuse an idle
     /// connection or open a new one.
-    pub async fn checkout(
-        &self,
-        pool: usize,
-        address: &str,
-        settings: PoolSettings,
-    ) -> Result<Lease, CheckoutError> {
+    pub async fn checkout(&self, pool: usize, address: &str, settings: PoolSettings) -> Result<Lease, CheckoutError> {
         let backend = self.backend(pool, address, settings);
-        let permit = match tokio::time::timeout(
-            settings.wait,
-            backend.permits.clone().acquire_owned(),
-        )
-        .await
-        {
+        let permit = match tokio::time::timeout(settings.wait, backend.permits.clone().acquire_owned()).await {
             Ok(Ok(permit)) => permit,
             _ => return Err(CheckoutError::Saturated(settings.max_per_backend)),
         };
@@ -180,14 +158,11 @@ impl<C: Connect> ConnectionPool<C> {
         address: &str,
         settings: PoolSettings,
     ) -> Result<http1::SendRequest<ForwardBody>, CheckoutError> {
-        let io =
-            match tokio::time::timeout(settings.connect_timeout, self.connector.connect(address))
-                .await
-            {
-                Ok(Ok(io)) => io,
-                Ok(Err(error)) => return Err(CheckoutError::Connect(error)),
-                Err(_) => return Err(CheckoutError::ConnectTimeout),
-            };
+        let io = match tokio::time::timeout(settings.connect_timeout, self.connector.connect(address)).await {
+            Ok(Ok(io)) => io,
+            Ok(Err(error)) => return Err(CheckoutError::Connect(error)),
+            Err(_) => return Err(CheckoutError::ConnectTimeout),
+        };
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await
@@ -221,10 +196,7 @@ impl<C: Connect> ConnectionPool<C> {
 
     /// Idle connections held, over all backends (for tests and the admin API).
     pub fn idle_count(&self) -> usize {
-        let backends = self
-            .backends
-            .lock()
-            .expect("backends lock is never poisoned");
+        let backends = self.backends.lock().expect("backends lock is never poisoned");
         backends
             .values()
             .map(|backend| backend.idle.lock().expect("idle lock").len())
@@ -236,8 +208,7 @@ impl<C: Connect> ConnectionPool<C> {
 fn take_idle(backend: &BackendConnections) -> Option<http1::SendRequest<ForwardBody>> {
     let mut idle = backend.idle.lock().expect("idle lock is never poisoned");
     while let Some(candidate) = idle.pop() {
-        if candidate.since.elapsed() < backend.settings.idle_timeout && candidate.sender.is_ready()
-        {
+        if candidate.since.elapsed() < backend.settings.idle_timeout && candidate.sender.is_ready() {
             return Some(candidate.sender);
         }
     }

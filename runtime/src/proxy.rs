@@ -60,15 +60,9 @@ pub struct ClusterState {
 
 impl Generation {
     /// Build a generation from a validated configuration and resolved pool credentials.
-    pub fn new(
-        config: Config,
-        credentials: Vec<Option<KeyPair>>,
-        clock: &Clock,
-        seed: u64,
-    ) -> Result<Self, String> {
+    pub fn new(config: Config, credentials: Vec<Option<KeyPair>>, clock: &Clock, seed: u64) -> Result<Self, String> {
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut cluster = Cluster::from_config(&config, clock.now(), &mut rng)
-            .map_err(|error| error.to_string())?;
+        let mut cluster = Cluster::from_config(&config, clock.now(), &mut rng).map_err(|error| error.to_string())?;
         match config.auth.mode {
             AuthMode::Trust => cluster.set_authorizer(Box::new(storefront_core::auth::TrustAll)),
             AuthMode::Deny => cluster.set_authorizer(Box::new(storefront_core::auth::DenyAll)),
@@ -169,10 +163,7 @@ impl<C: Connect> Proxy<C> {
     pub fn swap(&self, next: Generation) -> Arc<Generation> {
         let next = Arc::new(next);
         let previous = std::mem::replace(
-            &mut *self
-                .generation
-                .write()
-                .expect("generation lock is never poisoned"),
+            &mut *self.generation.write().expect("generation lock is never poisoned"),
             next.clone(),
         );
         previous.retired.store(true, Ordering::Release);
@@ -180,10 +171,7 @@ impl<C: Connect> Proxy<C> {
     }
 
     fn request_id(&self) -> String {
-        format!(
-            "sf-{:016x}",
-            self.request_ids.fetch_add(1, Ordering::Relaxed)
-        )
+        format!("sf-{:016x}", self.request_ids.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Serve one client request.
@@ -205,23 +193,15 @@ impl<C: Connect> Proxy<C> {
             },
         };
         let now = self.clock.now();
-        let (exchange, step) = generation.with(|state| {
-            Exchange::start(&mut state.cluster, now, &parts, &caller, &mut state.rng)
-        });
+        let (exchange, step) =
+            generation.with(|state| Exchange::start(&mut state.cluster, now, &parts, &caller, &mut state.rng));
         let (empty, length) = match exchange.request().map(|request| request.body) {
             Some(s3::Body::Length(length)) => (false, Some(length)),
             Some(s3::Body::Chunked) => (false, None),
             Some(s3::Body::Empty) | None => (true, Some(0)),
         };
-        let source = BodySource::new(
-            incoming,
-            empty,
-            length,
-            generation.timeouts().client_body_idle,
-        );
-        let expects_continue = exchange
-            .request()
-            .is_some_and(|request| request.expect_continue);
+        let source = BodySource::new(incoming, empty, length, generation.timeouts().client_body_idle);
+        let expects_continue = exchange.request().is_some_and(|request| request.expect_continue);
         if expects_continue && matches!(step, Step::Forward(_)) {
             // Decided from the head alone: let hyper answer 100 Continue now, before any
             // backend round trip.
@@ -238,19 +218,12 @@ impl<C: Connect> Proxy<C> {
         let mut step = step;
         loop {
             step = match step {
-                Step::Forward(dispatch) | Step::Retry(dispatch) => {
-                    match attempt.run(dispatch).await {
-                        AttemptResult::Next(next) => next,
-                        AttemptResult::Respond(response) => return response,
-                    }
-                }
+                Step::Forward(dispatch) | Step::Retry(dispatch) => match attempt.run(dispatch).await {
+                    AttemptResult::Next(next) => next,
+                    AttemptResult::Respond(response) => return response,
+                },
                 Step::Reject(error) | Step::Fail(error) => {
-                    return error_response(
-                        &error,
-                        parts.uri.path(),
-                        &request_id,
-                        !source.started() && !empty,
-                    );
+                    return error_response(&error, parts.uri.path(), &request_id, !source.started() && !empty);
                 }
                 Step::Return | Step::Abort | Step::Done | Step::Continue => {
                     // The client is gone (Done) or nothing more can be sent.
@@ -300,28 +273,18 @@ impl<C: Connect> Attempt<'_, C> {
             .generation
             .pool_settings(pool)
             .expect("dispatch names a configured pool");
-        let mut lease = match self
-            .proxy
-            .connections
-            .checkout(pool, &dispatch.address, settings)
-            .await
-        {
+        let mut lease = match self.proxy.connections.checkout(pool, &dispatch.address, settings).await {
             Ok(lease) => lease,
             Err(CheckoutError::Saturated(limit)) => {
                 tracing::warn!(backend = %dispatch.address, limit, "backend connection limit reached");
-                return AttemptResult::Next(self.step(|exchange, state, now| {
-                    exchange.handle_local_limit(&mut state.cluster, now)
-                }));
+                return AttemptResult::Next(
+                    self.step(|exchange, state, now| exchange.handle_local_limit(&mut state.cluster, now)),
+                );
             }
             Err(CheckoutError::ConnectTimeout) => {
                 tracing::info!(backend = %dispatch.address, "backend connect timed out");
                 return AttemptResult::Next(self.step(|exchange, state, now| {
-                    exchange.handle_timeout(
-                        &mut state.cluster,
-                        now,
-                        Phase::BackendConnect,
-                        &mut state.rng,
-                    )
+                    exchange.handle_timeout(&mut state.cluster, now, Phase::BackendConnect, &mut state.rng)
                 }));
             }
             Err(error) => {
@@ -339,15 +302,11 @@ impl<C: Connect> Attempt<'_, C> {
         let request = exchange
             .request()
             .expect("a dispatched exchange has a classified request");
-        let mut request =
-            match backend_request(self.parts, request, &dispatch.address, self.source.clone()) {
-                Ok(request) => request,
-                Err(error) => return self.unforwardable(error),
-            };
-        let signer = self
-            .generation
-            .signer(pool)
-            .expect("every pool has a signer");
+        let mut request = match backend_request(self.parts, request, &dispatch.address, self.source.clone()) {
+            Ok(request) => request,
+            Err(error) => return self.unforwardable(error),
+        };
+        let signer = self.generation.signer(pool).expect("every pool has a signer");
         {
             let (mut head, body) = request.into_parts();
             if let Err(error) = signer.sign(
@@ -379,12 +338,7 @@ impl<C: Connect> Attempt<'_, C> {
                 Some(Err(mut error)) if lease.reused => match error.take_message() {
                     // The pooled connection was closed by the server before our request went
                     // out: nothing was sent, so send it on a fresh connection.
-                    Some(unsent) => match self
-                        .proxy
-                        .connections
-                        .open(&dispatch.address, settings)
-                        .await
-                    {
+                    Some(unsent) => match self.proxy.connections.open(&dispatch.address, settings).await {
                         Ok(sender) => {
                             lease.replace(sender);
                             pending = Some(unsent);
@@ -420,12 +374,7 @@ impl<C: Connect> Attempt<'_, C> {
         };
         match result {
             None => AttemptResult::Next(self.step(|exchange, state, now| {
-                exchange.handle_timeout(
-                    &mut state.cluster,
-                    now,
-                    Phase::BackendFirstByte,
-                    &mut state.rng,
-                )
+                exchange.handle_timeout(&mut state.cluster, now, Phase::BackendFirstByte, &mut state.rng)
             })),
             Some(Ok(response)) => {
                 let status = response.status().as_u16();
@@ -440,20 +389,13 @@ impl<C: Connect> Attempt<'_, C> {
             Some(Err(error)) => match self.source.end() {
                 Some(BodyEnd::ClientGone) => {
                     tracing::debug!(error = %error.error(), "client left mid-upload; backend request aborted");
-                    AttemptResult::Next(self.step(|exchange, state, now| {
-                        exchange.handle_client_gone(&mut state.cluster, now)
-                    }))
+                    AttemptResult::Next(
+                        self.step(|exchange, state, now| exchange.handle_client_gone(&mut state.cluster, now)),
+                    )
                 }
-                Some(BodyEnd::IdleTimeout) => {
-                    AttemptResult::Next(self.step(|exchange, state, now| {
-                        exchange.handle_timeout(
-                            &mut state.cluster,
-                            now,
-                            Phase::ClientBodyIdle,
-                            &mut state.rng,
-                        )
-                    }))
-                }
+                Some(BodyEnd::IdleTimeout) => AttemptResult::Next(self.step(|exchange, state, now| {
+                    exchange.handle_timeout(&mut state.cluster, now, Phase::ClientBodyIdle, &mut state.rng)
+                })),
                 _ => {
                     tracing::info!(backend = %dispatch.address, error = %error.error(), "backend request failed");
                     AttemptResult::Next(self.step(|exchange, state, now| {
@@ -467,24 +409,12 @@ impl<C: Connect> Attempt<'_, C> {
     /// A request the proxy cannot forward (yet): end the attempt without blaming the backend.
     fn unforwardable(&mut self, error: S3ErrorResponse) -> AttemptResult {
         self.step(|exchange, state, now| exchange.handle_client_gone(&mut state.cluster, now));
-        AttemptResult::Respond(error_response(
-            &error,
-            self.parts.uri.path(),
-            "sf-unforwardable",
-            true,
-        ))
+        AttemptResult::Respond(error_response(&error, self.parts.uri.path(), "sf-unforwardable", true))
     }
 
     /// Hand the backend's response to the client, streaming its body.
-    fn respond(
-        &mut self,
-        response: http::Response<Incoming>,
-        lease: Lease,
-    ) -> http::Response<ProxyBody> {
-        let exchange = self
-            .exchange
-            .take()
-            .expect("the exchange is handed over once");
+    fn respond(&mut self, response: http::Response<Incoming>, lease: Lease) -> http::Response<ProxyBody> {
+        let exchange = self.exchange.take().expect("the exchange is handed over once");
         let (mut head, incoming) = response.into_parts();
         strip_hop_by_hop(&mut head.headers);
         let body = ResponseBody {
@@ -500,10 +430,7 @@ impl<C: Connect> Attempt<'_, C> {
         if body.incoming.is_end_stream() {
             let mut body = body;
             body.complete();
-            return http::Response::from_parts(
-                head,
-                Empty::new().map_err(|never| match never {}).boxed_unsync(),
-            );
+            return http::Response::from_parts(head, Empty::new().map_err(|never| match never {}).boxed_unsync());
         }
         http::Response::from_parts(head, body.boxed_unsync())
     }
@@ -535,10 +462,7 @@ pub enum ResponseError {
 }
 
 impl ResponseBody {
-    fn finish(
-        &mut self,
-        f: impl FnOnce(&mut Exchange, &mut ClusterState, storefront_core::time::Instant) -> Step,
-    ) {
+    fn finish(&mut self, f: impl FnOnce(&mut Exchange, &mut ClusterState, storefront_core::time::Instant) -> Step) {
         if let Some(mut exchange) = self.exchange.take() {
             let now = self.clock.now();
             self.generation.with(|state| f(&mut exchange, state, now));
@@ -557,10 +481,7 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if this.exchange.is_none() {
             return Poll::Ready(None);
@@ -583,18 +504,11 @@ impl Body for ResponseBody {
             }
             Poll::Pending => {
                 let timeout = this.idle_timeout;
-                let sleep = this
-                    .idle
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                let sleep = this.idle.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 if sleep.as_mut().poll(cx).is_ready() {
                     this.lease = None;
                     this.finish(|exchange, state, now| {
-                        exchange.handle_timeout(
-                            &mut state.cluster,
-                            now,
-                            Phase::BackendBodyIdle,
-                            &mut state.rng,
-                        )
+                        exchange.handle_timeout(&mut state.cluster, now, Phase::BackendBodyIdle, &mut state.rng)
                     });
                     return Poll::Ready(Some(Err(Box::new(ResponseError::BackendIdle(timeout)))));
                 }
@@ -621,17 +535,10 @@ impl Drop for ResponseBody {
             self.lease = None;
             if self.conn.write_timed_out.load(Ordering::Acquire) {
                 self.finish(|exchange, state, now| {
-                    exchange.handle_timeout(
-                        &mut state.cluster,
-                        now,
-                        Phase::ResponseWriteIdle,
-                        &mut state.rng,
-                    )
+                    exchange.handle_timeout(&mut state.cluster, now, Phase::ResponseWriteIdle, &mut state.rng)
                 });
             } else {
-                self.finish(|exchange, state, now| {
-                    exchange.handle_client_gone(&mut state.cluster, now)
-                });
+                self.finish(|exchange, state, now| exchange.handle_client_gone(&mut state.cluster, now));
             }
         }
     }
@@ -685,32 +592,27 @@ fn backend_request(
         (Addressing::VirtualHost, Some(bucket)) => format!("/{bucket}{path_and_query}"),
         _ => path_and_query.to_owned(),
     };
-    let uri: http::Uri = path_and_query.parse().map_err(|_| {
-        S3ErrorResponse::new(ErrorCode::InvalidUri, "the request URI cannot be forwarded")
-    })?;
+    let uri: http::Uri = path_and_query
+        .parse()
+        .map_err(|_| S3ErrorResponse::new(ErrorCode::InvalidUri, "the request URI cannot be forwarded"))?;
     let mut headers = client.headers.clone();
     strip_hop_by_hop(&mut headers);
-    for name in CALLER_AUTH_HEADERS
-        .iter()
-        .copied()
-        .chain(["expect", "host"])
-    {
+    for name in CALLER_AUTH_HEADERS.iter().copied().chain(["expect", "host"]) {
         headers.remove(name);
     }
     headers.insert(
         header::HOST,
-        HeaderValue::from_str(address).map_err(|_| {
-            S3ErrorResponse::new(ErrorCode::InternalError, "invalid backend address")
-        })?,
+        HeaderValue::from_str(address)
+            .map_err(|_| S3ErrorResponse::new(ErrorCode::InternalError, "invalid backend address"))?,
     );
     let mut builder = http::Request::builder()
         .method(client.method.clone())
         .uri(uri)
         .version(http::Version::HTTP_11);
     *builder.headers_mut().expect("builder is valid") = headers;
-    builder.body(ForwardBody::new(source)).map_err(|_| {
-        S3ErrorResponse::new(ErrorCode::InternalError, "cannot build the backend request")
-    })
+    builder
+        .body(ForwardBody::new(source))
+        .map_err(|_| S3ErrorResponse::new(ErrorCode::InternalError, "cannot build the backend request"))
 }
 
 /// The payload hash the re-signed request carries (see `sign`).
@@ -742,13 +644,10 @@ pub fn error_response(
             .map_err(|never| match never {})
             .boxed_unsync(),
     );
-    *response.status_mut() = http::StatusCode::from_u16(error.status())
-        .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() =
+        http::StatusCode::from_u16(error.status()).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/xml"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
     if let Ok(value) = HeaderValue::from_str(request_id) {
         headers.insert("x-amz-request-id", value);
     }

@@ -74,21 +74,13 @@ impl<T> WriteTimeoutIo<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for WriteTimeoutIo<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for WriteTimeoutIo<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         match Pin::new(&mut self.inner).poll_write(cx, data) {
             Poll::Pending => match self.check_blocked(cx) {
                 Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
@@ -167,11 +159,7 @@ pub async fn serve<A: Accept, C: Connect>(
             _ = shutdown.changed() => break,
         };
         let conn = Arc::new(ConnState::default());
-        let io = TokioIo::new(WriteTimeoutIo::new(
-            io,
-            limits.write_idle_timeout,
-            conn.clone(),
-        ));
+        let io = TokioIo::new(WriteTimeoutIo::new(io, limits.write_idle_timeout, conn.clone()));
         let proxy = proxy.clone();
         let service = hyper::service::service_fn(move |request| {
             let proxy = proxy.clone();

@@ -24,10 +24,7 @@ pub fn load(path: &Path) -> Result<(Config, Vec<Option<KeyPair>>), ConfigError> 
 }
 
 /// Resolve each pool's credentials from inline values, files or environment variables.
-pub fn resolve_credentials(
-    config: &Config,
-    file: &str,
-) -> Result<Vec<Option<KeyPair>>, ConfigError> {
+pub fn resolve_credentials(config: &Config, file: &str) -> Result<Vec<Option<KeyPair>>, ConfigError> {
     let mut problems = Vec::new();
     let mut resolved = Vec::with_capacity(config.pools.len());
     for (index, pool) in config.pools.iter().enumerate() {
@@ -56,12 +53,7 @@ enum Part {
     Secret,
 }
 
-fn secret(
-    section: &CredentialsSection,
-    part: Part,
-    key: &str,
-    problems: &mut Vec<Problem>,
-) -> Option<String> {
+fn secret(section: &CredentialsSection, part: Part, key: &str, problems: &mut Vec<Problem>) -> Option<String> {
     let (name, inline, file, env) = match part {
         Part::Access => (
             "access_key",
@@ -83,8 +75,7 @@ fn secret(
             .map(|text| text.trim().to_owned())
             .map_err(|error| format!("`{name}_file`: cannot read `{path}`: {error}"))
     } else if let Some(variable) = env {
-        std::env::var(variable)
-            .map_err(|_| format!("`{name}_env`: environment variable `{variable}` is not set"))
+        std::env::var(variable).map_err(|_| format!("`{name}_env`: environment variable `{variable}` is not set"))
     } else {
         Err(format!("no `{name}`, `{name}_file` or `{name}_env`"))
     };

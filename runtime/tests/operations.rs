@@ -15,16 +15,8 @@ async fn every_operation_passes_through_the_proxy() {
     let harness = harness(3, "").await;
     let s3 = harness.client();
 
-    s3.create_bucket()
-        .bucket("data")
-        .send()
-        .await
-        .expect("CreateBucket");
-    s3.head_bucket()
-        .bucket("data")
-        .send()
-        .await
-        .expect("HeadBucket");
+    s3.create_bucket().bucket("data").send().await.expect("CreateBucket");
+    s3.head_bucket().bucket("data").send().await.expect("HeadBucket");
     s3.get_bucket_location()
         .bucket("data")
         .send()
@@ -52,10 +44,7 @@ async fn every_operation_passes_through_the_proxy() {
         .send()
         .await
         .expect("PutObject");
-    assert_eq!(
-        put.e_tag(),
-        Some(format!("\"{}\"", md5_hex(&body)).as_str())
-    );
+    assert_eq!(put.e_tag(), Some(format!("\"{}\"", md5_hex(&body)).as_str()));
     let got = s3
         .get_object()
         .bucket("data")
@@ -64,18 +53,11 @@ async fn every_operation_passes_through_the_proxy() {
         .await
         .expect("GetObject");
     assert_eq!(
-        got.metadata()
-            .and_then(|m| m.get("owner"))
-            .map(String::as_str),
+        got.metadata().and_then(|m| m.get("owner")).map(String::as_str),
         Some("proxy-test")
     );
     assert_eq!(
-        got.body
-            .collect()
-            .await
-            .expect("body")
-            .into_bytes()
-            .as_ref(),
+        got.body.collect().await.expect("body").into_bytes().as_ref(),
         body.as_slice()
     );
     let ranged = s3
@@ -88,13 +70,7 @@ async fn every_operation_passes_through_the_proxy() {
         .expect("ranged GET");
     assert_eq!(ranged.content_range(), Some("bytes 6-12/23"));
     assert_eq!(
-        ranged
-            .body
-            .collect()
-            .await
-            .expect("body")
-            .into_bytes()
-            .as_ref(),
+        ranged.body.collect().await.expect("body").into_bytes().as_ref(),
         b"through"
     );
     let head = s3
@@ -219,22 +195,12 @@ async fn every_operation_passes_through_the_proxy() {
         .bucket("data")
         .key("big")
         .upload_id(&id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(completed))
-                .build(),
-        )
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
         .send()
         .await
         .expect("CompleteMultipartUpload");
     assert!(done.e_tag().is_some_and(|etag| etag.ends_with("-3\"")));
-    let whole = s3
-        .get_object()
-        .bucket("data")
-        .key("big")
-        .send()
-        .await
-        .expect("get big");
+    let whole = s3.get_object().bucket("data").key("big").send().await.expect("get big");
     assert_eq!(
         whole.body.collect().await.expect("body").into_bytes().len(),
         10 * MIB + 1000
@@ -274,27 +240,14 @@ async fn every_operation_passes_through_the_proxy() {
         .collect();
     s3.delete_objects()
         .bucket("data")
-        .delete(
-            Delete::builder()
-                .set_objects(Some(keys))
-                .build()
-                .expect("objects"),
-        )
+        .delete(Delete::builder().set_objects(Some(keys)).build().expect("objects"))
         .send()
         .await
         .expect("DeleteObjects");
-    s3.delete_bucket()
-        .bucket("data")
-        .send()
-        .await
-        .expect("DeleteBucket");
+    s3.delete_bucket().bucket("data").send().await.expect("DeleteBucket");
 
     // The backends saw signed requests from the proxy, spread over all three nodes.
     for node in &harness.nodes {
-        assert!(
-            node.stats().requests_total > 0,
-            "node {} got nothing",
-            node.index()
-        );
+        assert!(node.stats().requests_total > 0, "node {} got nothing", node.index());
     }
 }

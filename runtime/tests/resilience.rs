@@ -11,11 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn bucket_with_object(harness: &common::Harness, size: usize) -> aws_sdk_s3::Client {
     let s3 = harness.client();
-    s3.create_bucket()
-        .bucket("data")
-        .send()
-        .await
-        .expect("create");
+    s3.create_bucket().bucket("data").send().await.expect("create");
     s3.put_object()
         .bucket("data")
         .key("object")
@@ -59,10 +55,7 @@ async fn one_keep_alive_client_is_spread_evenly() {
         let counts = counts(&harness);
         assert_eq!(counts.iter().sum::<u64>(), 3000);
         for count in &counts {
-            assert!(
-                (900..=1100).contains(count),
-                "{algorithm}: per-node counts {counts:?}"
-            );
+            assert!((900..=1100).contains(count), "{algorithm}: per-node counts {counts:?}");
         }
     }
 }
@@ -136,16 +129,7 @@ async fn a_dead_node_costs_idempotent_requests_nothing() {
             .send()
             .await
             .expect("GET despite a dead node");
-        assert_eq!(
-            response
-                .body
-                .collect()
-                .await
-                .expect("body")
-                .into_bytes()
-                .len(),
-            1000
-        );
+        assert_eq!(response.body.collect().await.expect("body").into_bytes().len(), 1000);
     }
     let backends = storefront::admin::backends(&harness.app);
     let dead = backends
@@ -153,10 +137,7 @@ async fn a_dead_node_costs_idempotent_requests_nothing() {
         .find(|b| b.address == harness.nodes[1].address().expect("bound").to_string())
         .expect("listed");
     assert!(dead.errors_total >= 1, "{dead:?}");
-    assert!(
-        dead.requests_total < 50,
-        "the dead node kept getting traffic: {dead:?}"
-    );
+    assert!(dead.requests_total < 50, "the dead node kept getting traffic: {dead:?}");
 }
 
 #[tokio::test]
@@ -189,22 +170,13 @@ async fn a_client_leaving_mid_upload_leaves_no_object() {
     // Proves the backend never commits a truncated upload.
     let harness = harness(2, "").await;
     let s3 = harness.client();
-    s3.create_bucket()
-        .bucket("data")
-        .send()
-        .await
-        .expect("create");
-    let mut stream = tokio::net::TcpStream::connect(harness.endpoint)
-        .await
-        .expect("connect");
+    s3.create_bucket().bucket("data").send().await.expect("create");
+    let mut stream = tokio::net::TcpStream::connect(harness.endpoint).await.expect("connect");
     stream
         .write_all(b"PUT /data/partial HTTP/1.1\r\nhost: proxy\r\ncontent-length: 1000000\r\n\r\n")
         .await
         .expect("head");
-    stream
-        .write_all(&[7u8; 300_000])
-        .await
-        .expect("part of the body");
+    stream.write_all(&[7u8; 300_000]).await.expect("part of the body");
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(stream);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -220,22 +192,14 @@ async fn a_client_leaving_mid_upload_leaves_no_object() {
     }
     // The same happens with chunked framing (no Content-Length): the backend must not see a
     // clean end of the chunked body.
-    let mut stream = tokio::net::TcpStream::connect(harness.endpoint)
-        .await
-        .expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(harness.endpoint).await.expect("connect");
     stream
         .write_all(b"PUT /data/chunked HTTP/1.1\r\nhost: proxy\r\ntransfer-encoding: chunked\r\n\r\n1000\r\n")
         .await
         .expect("head");
     stream.write_all(&[7u8; 4096]).await.expect("one chunk");
-    stream
-        .write_all(b"\r\n1000\r\n")
-        .await
-        .expect("next chunk header");
-    stream
-        .write_all(&[7u8; 100])
-        .await
-        .expect("part of a chunk");
+    stream.write_all(b"\r\n1000\r\n").await.expect("next chunk header");
+    stream.write_all(&[7u8; 100]).await.expect("part of a chunk");
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(stream);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -247,10 +211,7 @@ async fn a_client_leaving_mid_upload_leaves_no_object() {
             .key("chunked")
             .send()
             .await;
-        assert!(
-            direct.is_err(),
-            "node {index} committed a truncated chunked upload"
-        );
+        assert!(direct.is_err(), "node {index} committed a truncated chunked upload");
     }
 }
 
@@ -267,12 +228,7 @@ async fn a_slow_reader_is_cut_off_and_its_backend_connection_closed() {
     // Seed the object straight on the node, so the proxy holds no pooled connection and the
     // GET below opens the only proxy-to-node connection.
     let direct = harness.direct(0);
-    direct
-        .create_bucket()
-        .bucket("data")
-        .send()
-        .await
-        .expect("create");
+    direct.create_bucket().bucket("data").send().await.expect("create");
     direct
         .put_object()
         .bucket("data")
@@ -283,9 +239,7 @@ async fn a_slow_reader_is_cut_off_and_its_backend_connection_closed() {
         .expect("put");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let baseline = harness.nodes[0].stats().connections_open;
-    let mut stream = tokio::net::TcpStream::connect(harness.endpoint)
-        .await
-        .expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(harness.endpoint).await.expect("connect");
     stream
         .write_all(b"GET /data/object HTTP/1.1\r\nhost: proxy\r\n\r\n")
         .await
@@ -333,10 +287,7 @@ async fn a_slow_reader_is_cut_off_and_its_backend_connection_closed() {
     );
     let backends = storefront::admin::backends(&harness.app);
     assert_eq!(backends[0].in_flight, 0);
-    assert_eq!(
-        backends[0].errors_total, 0,
-        "a slow client is not the backend's fault"
-    );
+    assert_eq!(backends[0].errors_total, 0, "a slow client is not the backend's fault");
 }
 
 #[tokio::test]
@@ -344,15 +295,9 @@ async fn expect_continue_is_answered_before_any_backend_is_contacted() {
     // Proves 100-continue handling: the decision comes from the head alone.
     let harness = harness(1, "").await;
     let s3 = harness.client();
-    s3.create_bucket()
-        .bucket("data")
-        .send()
-        .await
-        .expect("create");
+    s3.create_bucket().bucket("data").send().await.expect("create");
     let requests_before = harness.nodes[0].stats().requests_total;
-    let mut stream = tokio::net::TcpStream::connect(harness.endpoint)
-        .await
-        .expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(harness.endpoint).await.expect("connect");
     stream
         .write_all(b"PUT /data/continued HTTP/1.1\r\nhost: proxy\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n")
         .await
@@ -382,13 +327,7 @@ async fn expect_continue_is_answered_before_any_backend_is_contacted() {
         .await
         .expect("stored");
     assert_eq!(
-        stored
-            .body
-            .collect()
-            .await
-            .expect("body")
-            .into_bytes()
-            .as_ref(),
+        stored.body.collect().await.expect("body").into_bytes().as_ref(),
         b"hello"
     );
 }
@@ -403,15 +342,11 @@ async fn a_denied_upload_gets_its_final_status_without_its_body_being_read() {
     let text = common::config_text(&harness.nodes, "[health.active]\nenabled = false\n")
         .replace("mode = \"trust\"", "mode = \"deny\"");
     let config = storefront_core::config::Config::from_toml(&text, "deny.toml").expect("valid");
-    let credentials =
-        storefront::settings::resolve_credentials(&config, "deny.toml").expect("credentials");
+    let credentials = storefront::settings::resolve_credentials(&config, "deny.toml").expect("credentials");
     let generation =
-        storefront::proxy::Generation::new(config, credentials, &harness.app.proxy.clock, 9)
-            .expect("generation");
+        storefront::proxy::Generation::new(config, credentials, &harness.app.proxy.clock, 9).expect("generation");
     harness.app.proxy.swap(generation);
-    let mut stream = tokio::net::TcpStream::connect(harness.endpoint)
-        .await
-        .expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(harness.endpoint).await.expect("connect");
     stream
         .write_all(b"PUT /data/denied HTTP/1.1\r\nhost: proxy\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n")
         .await
@@ -438,17 +373,17 @@ async fn malformed_http_gets_400_or_431_and_the_connection_closes() {
     let harness = harness(1, "[server]\nmax_header_bytes = 8192\n").await;
     let cases: [(&[u8], &str); 3] = [
         (b"GARBAGE\r\n\r\n", "400"),
-        (b"GET /data/k HTTP/1.1\r\nhost: p\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello", "400"),
+        (
+            b"GET /data/k HTTP/1.1\r\nhost: p\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello",
+            "400",
+        ),
         (b"GET /data/%zz HTTP/1.1\r\nhost: p\r\n\r\n", "400"),
     ];
     for (request, status) in cases {
-        let mut stream = tokio::net::TcpStream::connect(harness.endpoint)
-            .await
-            .expect("connect");
+        let mut stream = tokio::net::TcpStream::connect(harness.endpoint).await.expect("connect");
         stream.write_all(request).await.expect("write");
         let mut response = Vec::new();
-        let _ =
-            tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
         let text = String::from_utf8_lossy(&response).to_string();
         assert!(
             text.starts_with(&format!("HTTP/1.1 {status}")),
@@ -456,14 +391,10 @@ async fn malformed_http_gets_400_or_431_and_the_connection_closes() {
             String::from_utf8_lossy(request)
         );
     }
-    let mut stream = tokio::net::TcpStream::connect(harness.endpoint)
-        .await
-        .expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(harness.endpoint).await.expect("connect");
     let mut oversized = b"GET /data/k HTTP/1.1\r\nhost: p\r\n".to_vec();
     for index in 0..400 {
-        oversized.extend_from_slice(
-            format!("x-amz-meta-filler-{index}: {}\r\n", "v".repeat(60)).as_bytes(),
-        );
+        oversized.extend_from_slice(format!("x-amz-meta-filler-{index}: {}\r\n", "v".repeat(60)).as_bytes());
     }
     oversized.extend_from_slice(b"\r\n");
     let _ = stream.write_all(&oversized).await;
@@ -493,9 +424,7 @@ async fn conflicting_framing_cannot_smuggle_a_request() {
         .await
         .expect("create");
     let bytes_in_before = harness.nodes[0].stats().bytes_in;
-    let mut stream = tokio::net::TcpStream::connect(harness.endpoint)
-        .await
-        .expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(harness.endpoint).await.expect("connect");
     stream
         .write_all(b"PUT /data/first HTTP/1.1\r\nhost: p\r\ncontent-length: 100\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n")
         .await

@@ -102,10 +102,6 @@ impl Capacity {
         if queued >= self.config.queue_max {
             return Err(QueueFull);
         }
-        self.slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_closed| QueueFull)
+        self.slots.clone().acquire_owned().await.map_err(|_closed| QueueFull)
     }
 }

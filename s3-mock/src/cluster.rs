@@ -71,13 +71,9 @@ impl MockCluster {
         let mut handles = Vec::with_capacity(config.nodes);
         for index in 0..config.nodes {
             let stats = Arc::new(NodeStats::default());
-            let mut builder =
-                S3ServiceBuilder::new(NodeS3::new(store.clone(), stats.clone(), clock));
+            let mut builder = S3ServiceBuilder::new(NodeS3::new(store.clone(), stats.clone(), clock));
             if let Some((access_key, secret_key)) = &config.credentials {
-                builder.set_auth(SimpleAuth::from_single(
-                    access_key.clone(),
-                    secret_key.clone(),
-                ));
+                builder.set_auth(SimpleAuth::from_single(access_key.clone(), secret_key.clone()));
             }
             let (handle, service) = build_node(
                 index,
@@ -106,11 +102,7 @@ impl MockCluster {
     ) -> std::io::Result<Vec<NodeHandle>> {
         let cluster = MockCluster::build(config);
         for (index, service) in cluster.services.into_iter().enumerate() {
-            let port = if first_port == 0 {
-                0
-            } else {
-                first_port + index as u16
-            };
+            let port = if first_port == 0 { 0 } else { first_port + index as u16 };
             let bind = TcpBind::new(SocketAddr::new(host, port));
             // Bind once here so errors (port taken) surface to the caller, then hand over.
             let listener = bind.bind().await?;
@@ -164,19 +156,17 @@ pub async fn serve_stats<B: Bind>(bind: B, handles: Vec<NodeHandle>) -> std::io:
         let (io, _) = listener.accept().await?;
         let handles = handles.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(
-                move |_request: http::Request<hyper::body::Incoming>| {
-                    let body = stats_json(&handles);
-                    async move {
-                        let mut response = http::Response::new(Full::new(Bytes::from(body)));
-                        response.headers_mut().insert(
-                            http::header::CONTENT_TYPE,
-                            http::HeaderValue::from_static("application/json"),
-                        );
-                        Ok::<_, Infallible>(response)
-                    }
-                },
-            );
+            let service = hyper::service::service_fn(move |_request: http::Request<hyper::body::Incoming>| {
+                let body = stats_json(&handles);
+                async move {
+                    let mut response = http::Response::new(Full::new(Bytes::from(body)));
+                    response.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/json"),
+                    );
+                    Ok::<_, Infallible>(response)
+                }
+            });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let _ = builder.serve_connection(hyper_io(io), service).await;
         });

@@ -86,12 +86,7 @@ const BREAK_DELAY: Duration = Duration::from_millis(20);
 
 impl<B> FaultyBody<B> {
     /// Wrap `inner`; the request counts as in flight until the body ends or is dropped.
-    pub(crate) fn new(
-        inner: B,
-        fault: BodyFault,
-        stats: Arc<NodeStats>,
-        in_flight: InFlight,
-    ) -> Self {
+    pub(crate) fn new(inner: B, fault: BodyFault, stats: Arc<NodeStats>, in_flight: InFlight) -> Self {
         FaultyBody {
             inner,
             fault,
@@ -123,10 +118,7 @@ where
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         if let Some(sleep) = this.sleep.as_mut() {
             if sleep.as_mut().poll(cx).is_pending() {
@@ -181,8 +173,7 @@ where
                 if data.len() > chunk {
                     this.pending = Some(data.split_off(chunk));
                 }
-                let delay =
-                    Duration::from_secs_f64(data.len() as f64 / bytes_per_second.max(1) as f64);
+                let delay = Duration::from_secs_f64(data.len() as f64 / bytes_per_second.max(1) as f64);
                 this.sleep = Some(Box::pin(tokio::time::sleep(delay)));
             }
         }

@@ -10,10 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use s3_mock::transport::TcpBind;
-use s3_mock::{
-    BodyFault, CapacityConfig, ClusterConfig, ErrorKind, Faults, MockCluster, NodeHandle,
-    serve_stats,
-};
+use s3_mock::{BodyFault, CapacityConfig, ClusterConfig, ErrorKind, Faults, MockCluster, NodeHandle, serve_stats};
 
 /// A VAST-like S3 cluster: N nodes over one in-memory namespace.
 #[derive(Debug, Parser)]
@@ -68,9 +65,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .init();
     let args = Args::parse();
     match run(args).await {
@@ -121,10 +116,7 @@ async fn run(args: Args) -> Result<(), String> {
         } else {
             format!("  faults: {faults:?}")
         };
-        println!(
-            "node {} listening on http://{address}{note}",
-            handle.index() + 1
-        );
+        println!("node {} listening on http://{address}{note}", handle.index() + 1);
     }
     if args.anonymous {
         println!("anonymous access: requests are not authenticated");
@@ -159,11 +151,7 @@ type ApplyFault = Box<dyn FnOnce(&mut Faults)>;
 
 /// Parse `NODE:SETTING=VALUE`.
 fn parse_fault(text: &str, nodes: usize) -> Result<(usize, ApplyFault), String> {
-    let usage = || {
-        format!(
-            "--fault `{text}`: expected NODE:SETTING=VALUE, e.g. 2:slow=10 or 1:error-rate=0.05"
-        )
-    };
+    let usage = || format!("--fault `{text}`: expected NODE:SETTING=VALUE, e.g. 2:slow=10 or 1:error-rate=0.05");
     let (node, setting) = text.split_once(':').ok_or_else(usage)?;
     let node: usize = node.parse().map_err(|_| usage())?;
     if node == 0 || node > nodes {
@@ -187,9 +175,7 @@ fn parse_fault(text: &str, nodes: usize) -> Result<(usize, ApplyFault), String> 
         "error-rate" => {
             let rate = number("the error rate")?;
             if rate > 1.0 {
-                return Err(format!(
-                    "--fault `{text}`: the error rate is a probability (0 to 1)"
-                ));
+                return Err(format!("--fault `{text}`: the error rate is a probability (0 to 1)"));
             }
             Box::new(move |faults| faults.error_rate = rate)
         }

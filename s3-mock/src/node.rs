@@ -52,11 +52,7 @@ impl NodeHandle {
 
     /// Where the node listens (known once it has bound).
     pub fn address(&self) -> Option<SocketAddr> {
-        *self
-            .shared
-            .address
-            .lock()
-            .expect("address lock is never poisoned")
+        *self.shared.address.lock().expect("address lock is never poisoned")
     }
 
     /// The node's counters now.
@@ -73,20 +69,12 @@ impl NodeHandle {
 
     /// The node's fault settings.
     pub fn faults(&self) -> Faults {
-        *self
-            .shared
-            .faults
-            .lock()
-            .expect("faults lock is never poisoned")
+        *self.shared.faults.lock().expect("faults lock is never poisoned")
     }
 
     /// Replace the node's fault settings (takes effect for new requests).
     pub fn set_faults(&self, faults: Faults) {
-        *self
-            .shared
-            .faults
-            .lock()
-            .expect("faults lock is never poisoned") = faults;
+        *self.shared.faults.lock().expect("faults lock is never poisoned") = faults;
     }
 
     /// Change only the slow factor.
@@ -128,9 +116,7 @@ impl NodeService {
         let bytes_in = declared_length(request.headers());
         let in_flight = InFlight::start(&shared.stats, bytes_in);
         let faults = *shared.faults.lock().expect("faults lock is never poisoned");
-        let request_id = shared
-            .request_ids
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let request_id = shared.request_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let request_id = format!("mock-{}-{request_id}", shared.index);
 
         let inject = faults.error_rate > 0.0
@@ -155,12 +141,7 @@ impl NodeService {
         let Ok(slot) = shared.capacity.admit().await else {
             shared.stats.slow_down();
             return self.finish(
-                error_response(
-                    503,
-                    "SlowDown",
-                    "Please reduce your request rate.",
-                    &request_id,
-                ),
+                error_response(503, "SlowDown", "Please reduce your request rate.", &request_id),
                 faults,
                 in_flight,
             );
@@ -211,8 +192,7 @@ impl NodeService {
 impl hyper::service::Service<http::Request<Incoming>> for NodeService {
     type Response = http::Response<NodeBody>;
     type Error = Infallible;
-    type Future =
-        std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
         let service = self.clone();
@@ -234,12 +214,7 @@ fn declared_length(headers: &http::HeaderMap) -> u64 {
 }
 
 /// An S3 XML error response.
-fn error_response(
-    status: u16,
-    code: &str,
-    message: &str,
-    request_id: &str,
-) -> http::Response<NodeBody> {
+fn error_response(status: u16, code: &str, message: &str, request_id: &str) -> http::Response<NodeBody> {
     let xml = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message><RequestId>{request_id}</RequestId></Error>"
     );
@@ -280,12 +255,7 @@ pub(crate) fn build_node(
         address: Mutex::new(None),
         request_ids: std::sync::atomic::AtomicU64::new(1),
     });
-    (
-        NodeHandle {
-            shared: shared.clone(),
-        },
-        NodeService { shared, s3 },
-    )
+    (NodeHandle { shared: shared.clone() }, NodeService { shared, s3 })
 }
 
 /// Counts a connection as open until its task ends (normally or aborted by a crash).
@@ -309,10 +279,7 @@ pub async fn run_node<B: Bind>(bind: B, service: NodeService) -> std::io::Result
             }
         }
         let mut listener = bind.bind().await?;
-        *shared
-            .address
-            .lock()
-            .expect("address lock is never poisoned") = Some(listener.local_addr()?);
+        *shared.address.lock().expect("address lock is never poisoned") = Some(listener.local_addr()?);
         let mut connections = JoinSet::new();
         loop {
             tokio::select! {

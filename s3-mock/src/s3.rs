@@ -34,11 +34,7 @@ pub struct NodeS3 {
 impl NodeS3 {
     /// A node's view of `store`.
     pub fn new(store: Arc<Mutex<Store>>, stats: Arc<NodeStats>, clock: ModelClock) -> Self {
-        NodeS3 {
-            store,
-            stats,
-            clock,
-        }
+        NodeS3 { store, stats, clock }
     }
 
     fn store(&self, operation: &'static str) -> MutexGuard<'_, Store> {
@@ -59,10 +55,7 @@ fn store_error(error: StoreError) -> S3Error {
         StoreError::NoSuchKey => s3_error!(NoSuchKey, "The specified key does not exist."),
         StoreError::NoSuchUpload => s3_error!(NoSuchUpload, "The specified upload does not exist."),
         StoreError::BucketAlreadyOwnedByYou => s3_error!(BucketAlreadyOwnedByYou),
-        StoreError::BucketNotEmpty => s3_error!(
-            BucketNotEmpty,
-            "The bucket you tried to delete is not empty"
-        ),
+        StoreError::BucketNotEmpty => s3_error!(BucketNotEmpty, "The bucket you tried to delete is not empty"),
         StoreError::InvalidPart => s3_error!(InvalidPart),
         StoreError::InvalidPartOrder => s3_error!(InvalidPartOrder),
         StoreError::EntityTooSmall => s3_error!(EntityTooSmall),
@@ -78,8 +71,7 @@ async fn read_body(body: Option<StreamingBlob>, hasher: &mut ChecksumHasher) -> 
     };
     let mut data = BytesMut::new();
     while let Some(chunk) = body.next().await {
-        let chunk =
-            chunk.map_err(|error| s3_error!(IncompleteBody, "request body broke off: {error}"))?;
+        let chunk = chunk.map_err(|error| s3_error!(IncompleteBody, "request body broke off: {error}"))?;
         if data.len() + chunk.len() > BODY_LENGTH_MAX {
             return Err(s3_error!(EntityTooLarge));
         }
@@ -91,11 +83,7 @@ async fn read_body(body: Option<StreamingBlob>, hasher: &mut ChecksumHasher) -> 
 
 /// The checksum algorithms the client asked for, by header, trailer announcement or
 /// `x-amz-sdk-checksum-algorithm`.
-fn hasher_for(
-    headers: &http::HeaderMap,
-    sent: &Checksums,
-    algorithm: Option<&ChecksumAlgorithm>,
-) -> ChecksumHasher {
+fn hasher_for(headers: &http::HeaderMap, sent: &Checksums, algorithm: Option<&ChecksumAlgorithm>) -> ChecksumHasher {
     let trailer = headers
         .get("x-amz-trailer")
         .and_then(|value| value.to_str().ok())
@@ -126,12 +114,7 @@ fn verify_checksums(
     data: &[u8],
 ) -> S3Result<Checksums> {
     if let Some(trailers) = trailers.and_then(s3s::TrailingHeaders::take) {
-        let value = |name: &str| {
-            trailers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
+        let value = |name: &str| trailers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         claimed.crc32 = claimed.crc32.or(value("x-amz-checksum-crc32"));
         claimed.crc32c = claimed.crc32c.or(value("x-amz-checksum-crc32c"));
         claimed.sha1 = claimed.sha1.or(value("x-amz-checksum-sha1"));
@@ -144,19 +127,12 @@ fn verify_checksums(
         ("crc32c", &claimed.crc32c, &computed.checksum_crc32c),
         ("sha1", &claimed.sha1, &computed.checksum_sha1),
         ("sha256", &claimed.sha256, &computed.checksum_sha256),
-        (
-            "crc64nvme",
-            &claimed.crc64nvme,
-            &computed.checksum_crc64nvme,
-        ),
+        ("crc64nvme", &claimed.crc64nvme, &computed.checksum_crc64nvme),
     ] {
         if let Some(claim) = claim
             && Some(claim) != actual.as_ref()
         {
-            return Err(s3_error!(
-                BadDigest,
-                "x-amz-checksum-{name} does not match the body"
-            ));
+            return Err(s3_error!(BadDigest, "x-amz-checksum-{name} does not match the body"));
         }
     }
     if let Some(content_md5) = content_md5 {
@@ -278,9 +254,7 @@ fn object_entry((key, size, tag, modified): (String, u64, String, SystemTime)) -
         size: Some(i64::try_from(size).unwrap_or(i64::MAX)),
         e_tag: Some(etag(&tag)),
         last_modified: Some(timestamp(modified)),
-        storage_class: Some(ObjectStorageClass::from_static(
-            ObjectStorageClass::STANDARD,
-        )),
+        storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
         ..Default::default()
     }
 }
@@ -288,9 +262,7 @@ fn object_entry((key, size, tag, modified): (String, u64, String, SystemTime)) -
 fn prefixes(list: Vec<String>) -> Option<Vec<CommonPrefix>> {
     (!list.is_empty()).then(|| {
         list.into_iter()
-            .map(|prefix| CommonPrefix {
-                prefix: Some(prefix),
-            })
+            .map(|prefix| CommonPrefix { prefix: Some(prefix) })
             .collect()
     })
 }
@@ -305,20 +277,12 @@ fn decode_token(token: &str) -> S3Result<String> {
     hex::decode(token)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(|| {
-            s3_error!(
-                InvalidArgument,
-                "The continuation token provided is incorrect"
-            )
-        })
+        .ok_or_else(|| s3_error!(InvalidArgument, "The continuation token provided is incorrect"))
 }
 
 #[async_trait::async_trait]
 impl S3 for NodeS3 {
-    async fn list_buckets(
-        &self,
-        _req: S3Request<ListBucketsInput>,
-    ) -> S3Result<S3Response<ListBucketsOutput>> {
+    async fn list_buckets(&self, _req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
         let buckets = self.store("ListBuckets").list_buckets();
         let output = ListBucketsOutput {
             buckets: Some(
@@ -340,10 +304,7 @@ impl S3 for NodeS3 {
         Ok(S3Response::new(output))
     }
 
-    async fn create_bucket(
-        &self,
-        req: S3Request<CreateBucketInput>,
-    ) -> S3Result<S3Response<CreateBucketOutput>> {
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
         let now = self.now();
         self.store("CreateBucket")
             .create_bucket(&req.input.bucket, now)
@@ -353,20 +314,14 @@ impl S3 for NodeS3 {
         }))
     }
 
-    async fn delete_bucket(
-        &self,
-        req: S3Request<DeleteBucketInput>,
-    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
         self.store("DeleteBucket")
             .delete_bucket(&req.input.bucket)
             .map_err(store_error)?;
         Ok(S3Response::new(DeleteBucketOutput {}))
     }
 
-    async fn head_bucket(
-        &self,
-        req: S3Request<HeadBucketInput>,
-    ) -> S3Result<S3Response<HeadBucketOutput>> {
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
         if !self.store("HeadBucket").has_bucket(&req.input.bucket) {
             return Err(s3_error!(NoSuchBucket));
         }
@@ -377,19 +332,13 @@ impl S3 for NodeS3 {
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-        if !self
-            .store("GetBucketLocation")
-            .has_bucket(&req.input.bucket)
-        {
+        if !self.store("GetBucketLocation").has_bucket(&req.input.bucket) {
             return Err(s3_error!(NoSuchBucket));
         }
         Ok(S3Response::new(GetBucketLocationOutput::default()))
     }
 
-    async fn put_object(
-        &self,
-        req: S3Request<PutObjectInput>,
-    ) -> S3Result<S3Response<PutObjectOutput>> {
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let input = req.input;
         let sent = sent_checksums(
             input.checksum_crc32,
@@ -446,10 +395,7 @@ impl S3 for NodeS3 {
         }))
     }
 
-    async fn get_object(
-        &self,
-        req: S3Request<GetObjectInput>,
-    ) -> S3Result<S3Response<GetObjectOutput>> {
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
         let object = self
             .store("GetObject")
@@ -467,18 +413,16 @@ impl S3 for NodeS3 {
         let total = object.data.len() as u64;
         let (range, parts_count) = match (input.part_number, &object.part_sizes) {
             (Some(number), Some(sizes)) => {
-                let index = usize::try_from(number - 1)
-                    .ok()
-                    .filter(|&index| index < sizes.len());
+                let index = usize::try_from(number - 1).ok().filter(|&index| index < sizes.len());
                 let index = index.ok_or_else(invalid_part_number)?;
                 let start: u64 = sizes[..index].iter().sum();
                 (Some(start..start + sizes[index]), Some(sizes.len() as i32))
             }
             (Some(1), None) | (None, _) => match input.range {
                 Some(range) => {
-                    let range = range.check(total).map_err(|_| {
-                        s3_error!(InvalidRange, "The requested range is not satisfiable")
-                    })?;
+                    let range = range
+                        .check(total)
+                        .map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable"))?;
                     (Some(range), None)
                 }
                 None => (None, None),
@@ -487,11 +431,7 @@ impl S3 for NodeS3 {
         };
         let (body, content_range) = match range {
             Some(range) => {
-                let content_range = format!(
-                    "bytes {}-{}/{total}",
-                    range.start,
-                    range.end.saturating_sub(1)
-                );
+                let content_range = format!("bytes {}-{}/{total}", range.start, range.end.saturating_sub(1));
                 (
                     object.data.slice(range.start as usize..range.end as usize),
                     Some(content_range),
@@ -527,10 +467,7 @@ impl S3 for NodeS3 {
         Ok(response)
     }
 
-    async fn head_object(
-        &self,
-        req: S3Request<HeadObjectInput>,
-    ) -> S3Result<S3Response<HeadObjectOutput>> {
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
         let object = self
             .store("HeadObject")
@@ -563,27 +500,19 @@ impl S3 for NodeS3 {
         }))
     }
 
-    async fn delete_object(
-        &self,
-        req: S3Request<DeleteObjectInput>,
-    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
         self.store("DeleteObject")
             .delete_object(&req.input.bucket, &req.input.key)
             .map_err(store_error)?;
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
 
-    async fn delete_objects(
-        &self,
-        req: S3Request<DeleteObjectsInput>,
-    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let input = req.input;
         let mut store = self.store("DeleteObjects");
         let mut deleted = Vec::with_capacity(input.delete.objects.len());
         for object in input.delete.objects {
-            store
-                .delete_object(&input.bucket, &object.key)
-                .map_err(store_error)?;
+            store.delete_object(&input.bucket, &object.key).map_err(store_error)?;
             deleted.push(DeletedObject {
                 key: Some(object.key),
                 version_id: object.version_id,
@@ -597,10 +526,7 @@ impl S3 for NodeS3 {
         }))
     }
 
-    async fn copy_object(
-        &self,
-        req: S3Request<CopyObjectInput>,
-    ) -> S3Result<S3Response<CopyObjectOutput>> {
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
         let input = req.input;
         let CopySource::Bucket {
             bucket: source_bucket,
@@ -608,10 +534,7 @@ impl S3 for NodeS3 {
             ..
         } = &input.copy_source
         else {
-            return Err(s3_error!(
-                NotImplemented,
-                "only bucket/key copy sources are supported"
-            ));
+            return Err(s3_error!(NotImplemented, "only bucket/key copy sources are supported"));
         };
         let replace = input
             .metadata_directive
@@ -625,12 +548,7 @@ impl S3 for NodeS3 {
         let now = self.now();
         let (tag, modified) = self
             .store("CopyObject")
-            .copy_object(
-                (source_bucket, source_key),
-                (&input.bucket, &input.key),
-                replace,
-                now,
-            )
+            .copy_object((source_bucket, source_key), (&input.bucket, &input.key), replace, now)
             .map_err(store_error)?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
@@ -642,10 +560,7 @@ impl S3 for NodeS3 {
         }))
     }
 
-    async fn list_objects(
-        &self,
-        req: S3Request<ListObjectsInput>,
-    ) -> S3Result<S3Response<ListObjectsOutput>> {
+    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
         let input = req.input;
         let prefix = input.prefix.clone().unwrap_or_default();
         let query = ListQuery {
@@ -673,17 +588,10 @@ impl S3 for NodeS3 {
         }))
     }
 
-    async fn list_objects_v2(
-        &self,
-        req: S3Request<ListObjectsV2Input>,
-    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
         let input = req.input;
         let prefix = input.prefix.clone().unwrap_or_default();
-        let token = input
-            .continuation_token
-            .as_deref()
-            .map(decode_token)
-            .transpose()?;
+        let token = input.continuation_token.as_deref().map(decode_token).transpose()?;
         let after = token
             .as_deref()
             .or(input.start_after.as_deref())
@@ -706,10 +614,7 @@ impl S3 for NodeS3 {
             key_count: Some(key_count),
             continuation_token: input.continuation_token,
             is_truncated: Some(page.truncated),
-            next_continuation_token: page
-                .last
-                .filter(|_| page.truncated)
-                .map(|last| encode_token(&last)),
+            next_continuation_token: page.last.filter(|_| page.truncated).map(|last| encode_token(&last)),
             contents: Some(page.objects.into_iter().map(object_entry).collect()),
             common_prefixes: prefixes(page.common_prefixes),
             delimiter: input.delimiter,
@@ -742,10 +647,7 @@ impl S3 for NodeS3 {
         }))
     }
 
-    async fn upload_part(
-        &self,
-        req: S3Request<UploadPartInput>,
-    ) -> S3Result<S3Response<UploadPartOutput>> {
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
         let input = req.input;
         if !(1..=10_000).contains(&input.part_number) {
             return Err(s3_error!(
@@ -812,9 +714,7 @@ impl S3 for NodeS3 {
                 let number = part
                     .part_number
                     .ok_or_else(|| s3_error!(InvalidPart, "a part has no PartNumber"))?;
-                let tag = part
-                    .e_tag
-                    .ok_or_else(|| s3_error!(InvalidPart, "a part has no ETag"))?;
+                let tag = part.e_tag.ok_or_else(|| s3_error!(InvalidPart, "a part has no ETag"))?;
                 Ok((number, tag.value().to_owned()))
             })
             .collect::<S3Result<_>>()?;
@@ -843,10 +743,7 @@ impl S3 for NodeS3 {
         Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
 
-    async fn list_parts(
-        &self,
-        req: S3Request<ListPartsInput>,
-    ) -> S3Result<S3Response<ListPartsOutput>> {
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
         let input = req.input;
         let store = self.store("ListParts");
         let upload = store
@@ -870,10 +767,7 @@ impl S3 for NodeS3 {
             .collect();
         let truncated = parts.len() > limit;
         parts.truncate(limit);
-        let next = parts
-            .last()
-            .and_then(|part| part.part_number)
-            .filter(|_| truncated);
+        let next = parts.last().and_then(|part| part.part_number).filter(|_| truncated);
         Ok(S3Response::new(ListPartsOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
@@ -894,9 +788,7 @@ impl S3 for NodeS3 {
         let input = req.input;
         let prefix = input.prefix.clone().unwrap_or_default();
         let store = self.store("ListMultipartUploads");
-        let uploads = store
-            .list_uploads(&input.bucket, &prefix)
-            .map_err(store_error)?;
+        let uploads = store.list_uploads(&input.bucket, &prefix).map_err(store_error)?;
         let limit = input
             .max_uploads
             .map_or(1000, |max| usize::try_from(max.clamp(0, 1000)).unwrap_or(0));
@@ -904,9 +796,7 @@ impl S3 for NodeS3 {
         let id_marker = input.upload_id_marker.clone().unwrap_or_default();
         let mut listed: Vec<MultipartUpload> = uploads
             .into_iter()
-            .filter(|(id, upload)| {
-                (upload.key.as_str(), id.as_str()) > (key_marker.as_str(), id_marker.as_str())
-            })
+            .filter(|(id, upload)| (upload.key.as_str(), id.as_str()) > (key_marker.as_str(), id_marker.as_str()))
             .take(limit + 1)
             .map(|(id, upload)| MultipartUpload {
                 key: Some(upload.key.clone()),

@@ -213,11 +213,7 @@ impl Store {
         meta: ObjectMeta,
         now: SystemTime,
     ) -> Result<String, StoreError> {
-        let objects = &mut self
-            .buckets
-            .get_mut(bucket)
-            .ok_or(StoreError::NoSuchBucket)?
-            .objects;
+        let objects = &mut self.buckets.get_mut(bucket).ok_or(StoreError::NoSuchBucket)?.objects;
         let etag = md5_hex(&data);
         objects.insert(
             key.to_owned(),
@@ -240,10 +236,7 @@ impl Store {
 
     /// Delete an object; deleting a missing key succeeds, as in S3.
     pub fn delete_object(&mut self, bucket: &str, key: &str) -> Result<(), StoreError> {
-        let bucket = self
-            .buckets
-            .get_mut(bucket)
-            .ok_or(StoreError::NoSuchBucket)?;
+        let bucket = self.buckets.get_mut(bucket).ok_or(StoreError::NoSuchBucket)?;
         bucket.objects.remove(key);
         Ok(())
     }
@@ -257,11 +250,7 @@ impl Store {
         now: SystemTime,
     ) -> Result<(String, SystemTime), StoreError> {
         let original = self.get_object(source.0, source.1)?.clone();
-        let objects = &mut self
-            .buckets
-            .get_mut(target.0)
-            .ok_or(StoreError::NoSuchBucket)?
-            .objects;
+        let objects = &mut self.buckets.get_mut(target.0).ok_or(StoreError::NoSuchBucket)?.objects;
         let copy = Object {
             last_modified: now,
             meta: replace.unwrap_or(original.meta.clone()),
@@ -274,11 +263,7 @@ impl Store {
 
     /// List objects.
     pub fn list(&self, bucket: &str, query: &ListQuery<'_>) -> Result<ListPage, StoreError> {
-        let objects = &self
-            .buckets
-            .get(bucket)
-            .ok_or(StoreError::NoSuchBucket)?
-            .objects;
+        let objects = &self.buckets.get(bucket).ok_or(StoreError::NoSuchBucket)?.objects;
         let max_keys = query.max_keys.min(MAX_KEYS_LIMIT);
         let mut page = ListPage::default();
         let start = match query.after {
@@ -286,23 +271,18 @@ impl Store {
             _ => query.prefix,
         };
         let mut entries = 0usize;
-        for (key, object) in
-            objects.range::<str, _>((std::ops::Bound::Included(start), std::ops::Bound::Unbounded))
-        {
+        for (key, object) in objects.range::<str, _>((std::ops::Bound::Included(start), std::ops::Bound::Unbounded)) {
             if !key.starts_with(query.prefix) {
                 break;
             }
             if query.after.is_some_and(|after| key.as_str() <= after) {
                 continue;
             }
-            let rolled = query
-                .delimiter
-                .filter(|d| !d.is_empty())
-                .and_then(|delimiter| {
-                    key[query.prefix.len()..]
-                        .find(delimiter)
-                        .map(|at| key[..query.prefix.len() + at + delimiter.len()].to_owned())
-                });
+            let rolled = query.delimiter.filter(|d| !d.is_empty()).and_then(|delimiter| {
+                key[query.prefix.len()..]
+                    .find(delimiter)
+                    .map(|at| key[..query.prefix.len() + at + delimiter.len()].to_owned())
+            });
             // Resuming after a common prefix: skip the rest of its keys.
             if let (Some(common), Some(after)) = (&rolled, query.after)
                 && common.as_str() <= after
@@ -399,11 +379,7 @@ impl Store {
     }
 
     /// Uploads in progress in `bucket` whose key starts with `prefix`, by key then id.
-    pub fn list_uploads(
-        &self,
-        bucket: &str,
-        prefix: &str,
-    ) -> Result<Vec<(String, &Upload)>, StoreError> {
+    pub fn list_uploads(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, &Upload)>, StoreError> {
         if !self.buckets.contains_key(bucket) {
             return Err(StoreError::NoSuchBucket);
         }
@@ -418,12 +394,7 @@ impl Store {
     }
 
     /// Abort an upload, dropping its parts.
-    pub fn abort_upload(
-        &mut self,
-        bucket: &str,
-        key: &str,
-        upload_id: &str,
-    ) -> Result<(), StoreError> {
+    pub fn abort_upload(&mut self, bucket: &str, key: &str, upload_id: &str) -> Result<(), StoreError> {
         self.upload(bucket, key, upload_id)?;
         self.uploads.remove(upload_id);
         Ok(())
@@ -469,11 +440,7 @@ impl Store {
         let part_sizes = chosen.iter().map(|part| part.data.len() as u64).collect();
         let meta = upload.meta.clone();
         self.uploads.remove(upload_id);
-        let objects = &mut self
-            .buckets
-            .get_mut(bucket)
-            .ok_or(StoreError::NoSuchBucket)?
-            .objects;
+        let objects = &mut self.buckets.get_mut(bucket).ok_or(StoreError::NoSuchBucket)?.objects;
         objects.insert(
             key.to_owned(),
             Object {
@@ -487,12 +454,7 @@ impl Store {
         Ok(etag)
     }
 
-    fn upload_mut(
-        &mut self,
-        bucket: &str,
-        key: &str,
-        upload_id: &str,
-    ) -> Result<&mut Upload, StoreError> {
+    fn upload_mut(&mut self, bucket: &str, key: &str, upload_id: &str) -> Result<&mut Upload, StoreError> {
         self.upload(bucket, key, upload_id)?;
         Ok(self.uploads.get_mut(upload_id).expect("checked above"))
     }
@@ -530,25 +492,13 @@ mod tests {
         store.create_bucket("bkt", now()).expect("new bucket");
         for key in keys {
             store
-                .put_object(
-                    "bkt",
-                    key,
-                    Bytes::from_static(b"x"),
-                    ObjectMeta::default(),
-                    now(),
-                )
+                .put_object("bkt", key, Bytes::from_static(b"x"), ObjectMeta::default(), now())
                 .expect("put");
         }
         store
     }
 
-    fn page(
-        store: &Store,
-        prefix: &str,
-        delimiter: Option<&str>,
-        after: Option<&str>,
-        max_keys: usize,
-    ) -> ListPage {
+    fn page(store: &Store, prefix: &str, delimiter: Option<&str>, after: Option<&str>, max_keys: usize) -> ListPage {
         store
             .list(
                 "bkt",
@@ -569,22 +519,14 @@ mod tests {
         let first = page(&store, "", Some("/"), None, 2);
         assert_eq!(first.common_prefixes, vec!["a/"]);
         assert_eq!(
-            first
-                .objects
-                .iter()
-                .map(|o| o.0.as_str())
-                .collect::<Vec<_>>(),
+            first.objects.iter().map(|o| o.0.as_str()).collect::<Vec<_>>(),
             vec!["b"]
         );
         assert!(first.truncated);
         let second = page(&store, "", Some("/"), first.last.as_deref(), 2);
         assert_eq!(second.common_prefixes, vec!["c/"]);
         assert_eq!(
-            second
-                .objects
-                .iter()
-                .map(|o| o.0.as_str())
-                .collect::<Vec<_>>(),
+            second.objects.iter().map(|o| o.0.as_str()).collect::<Vec<_>>(),
             vec!["d"]
         );
         assert!(!second.truncated);
@@ -595,10 +537,7 @@ mod tests {
         // Without a delimiter, every key; start-after skips.
         let flat = page(&store, "", None, Some("b"), 1000);
         assert_eq!(
-            flat.objects
-                .iter()
-                .map(|o| o.0.as_str())
-                .collect::<Vec<_>>(),
+            flat.objects.iter().map(|o| o.0.as_str()).collect::<Vec<_>>(),
             vec!["c/1", "c/2/x", "d"]
         );
         assert!(page(&store, "", None, None, 0).objects.is_empty());
@@ -618,13 +557,7 @@ mod tests {
             .upload_part("bkt", "big", &id, 2, Bytes::from_static(b"!"), now())
             .expect("part");
         assert_eq!(
-            store.complete_upload(
-                "bkt",
-                "big",
-                &id,
-                &[(2, second.clone()), (1, first.clone())],
-                now()
-            ),
+            store.complete_upload("bkt", "big", &id, &[(2, second.clone()), (1, first.clone())], now()),
             Err(StoreError::InvalidPartOrder)
         );
         assert_eq!(
@@ -659,10 +592,7 @@ mod tests {
         let object = store.get_object("bkt", "big").expect("exists");
         assert_eq!(&object.data[..], b"hello!");
         assert_eq!(object.part_sizes, Some(vec![5, 1]));
-        assert_eq!(
-            store.upload("bkt", "big", &id),
-            Err(StoreError::NoSuchUpload)
-        );
+        assert_eq!(store.upload("bkt", "big", &id), Err(StoreError::NoSuchUpload));
     }
 
     #[test]

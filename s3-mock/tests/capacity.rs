@@ -73,16 +73,8 @@ async fn twice_the_load_queues_then_sheds_as_predicted() {
         outcomes.push(task.await.expect("request task"));
     }
 
-    let served: Vec<Outcome> = outcomes
-        .iter()
-        .copied()
-        .filter(|o| o.status == 200)
-        .collect();
-    let shed: Vec<Outcome> = outcomes
-        .iter()
-        .copied()
-        .filter(|o| o.status == 503)
-        .collect();
+    let served: Vec<Outcome> = outcomes.iter().copied().filter(|o| o.status == 200).collect();
+    let shed: Vec<Outcome> = outcomes.iter().copied().filter(|o| o.status == 503).collect();
     assert_eq!(
         served.len() + shed.len(),
         REQUESTS,
@@ -134,10 +126,7 @@ async fn twice_the_load_queues_then_sheds_as_predicted() {
             waiting + 1 >= QUEUE_MAX,
             "shed with only {waiting} waiting: {outcome:?}"
         );
-        assert_eq!(
-            outcome.done, outcome.arrival,
-            "SlowDown is answered at once"
-        );
+        assert_eq!(outcome.done, outcome.arrival, "SlowDown is answered at once");
     }
     // Throughput is the node's capacity: served ≈ elapsed time × SLOTS / SERVICE.
     let elapsed = served.last().expect("served").done;

@@ -15,12 +15,7 @@ const OBJECT_LENGTH: usize = 256 * 1024;
 async fn node_with_object() -> (NodeHandle, aws_sdk_s3::Client) {
     let handles = cluster(1, ClusterConfig::default()).await;
     let client = clients(&handles).remove(0);
-    client
-        .create_bucket()
-        .bucket("bucket")
-        .send()
-        .await
-        .expect("create");
+    client.create_bucket().bucket("bucket").send().await.expect("create");
     client
         .put_object()
         .bucket("bucket")
@@ -64,20 +59,10 @@ async fn injected_errors_are_s3_errors() {
         error_kind: ErrorKind::SlowDown,
         ..Faults::default()
     });
-    let error = client
-        .head_bucket()
-        .bucket("bucket")
-        .send()
-        .await
-        .expect_err("503");
+    let error = client.head_bucket().bucket("bucket").send().await.expect_err("503");
     assert_eq!(status(&error), Some(503));
     node.set_faults(Faults::default());
-    client
-        .head_bucket()
-        .bucket("bucket")
-        .send()
-        .await
-        .expect("healed");
+    client.head_bucket().bucket("bucket").send().await.expect("healed");
     assert_eq!(node.stats().errors_injected, 2);
 }
 
@@ -96,12 +81,7 @@ async fn a_slow_node_is_slower_by_its_factor() {
     )
     .await;
     let client = clients(&handles).remove(0);
-    client
-        .create_bucket()
-        .bucket("bucket")
-        .send()
-        .await
-        .expect("create");
+    client.create_bucket().bucket("bucket").send().await.expect("create");
     handles[0].set_slow_factor(20.0);
     let started = std::time::Instant::now();
     client
@@ -192,12 +172,7 @@ async fn a_throttled_body_arrives_whole_and_slowly() {
         .send()
         .await
         .expect("get");
-    let bytes = response
-        .body
-        .collect()
-        .await
-        .expect("whole body")
-        .into_bytes();
+    let bytes = response.body.collect().await.expect("whole body").into_bytes();
     assert_eq!(bytes.len(), OBJECT_LENGTH);
     assert!(
         started.elapsed() >= Duration::from_millis(400),
@@ -246,11 +221,7 @@ async fn crash_refuses_and_drops_connections_and_restart_serves_again() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(served, "the restarted node does not serve");
-    assert_eq!(
-        node.address(),
-        Some(address),
-        "restarted on the same address"
-    );
+    assert_eq!(node.address(), Some(address), "restarted on the same address");
     let data = client
         .get_object()
         .bucket("bucket")
@@ -271,9 +242,7 @@ async fn a_client_leaving_mid_upload_stores_nothing() {
     // An anonymous node, so that raw HTTP requests need no signature.
     let anonymous = common::anonymous_cluster(1, ClusterConfig::default()).await;
     let address = anonymous[0].address().expect("bound");
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
     stream
         .write_all(b"PUT /bucket HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 0\r\n\r\n")
         .await
@@ -286,25 +255,16 @@ async fn a_client_leaving_mid_upload_stores_nothing() {
         String::from_utf8_lossy(&buffer[..read])
     );
 
-    let mut upload = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect");
+    let mut upload = tokio::net::TcpStream::connect(address).await.expect("connect");
     upload
-        .write_all(
-            b"PUT /bucket/partial HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 100000\r\n\r\n",
-        )
+        .write_all(b"PUT /bucket/partial HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 100000\r\n\r\n")
         .await
         .expect("head");
-    upload
-        .write_all(&[1u8; 50_000])
-        .await
-        .expect("half the body");
+    upload.write_all(&[1u8; 50_000]).await.expect("half the body");
     drop(upload);
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let mut check = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect");
+    let mut check = tokio::net::TcpStream::connect(address).await.expect("connect");
     check
         .write_all(b"HEAD /bucket/partial HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
         .await

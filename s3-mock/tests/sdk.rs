@@ -5,8 +5,7 @@ mod common;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, Delete,
-    ObjectIdentifier,
+    ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier,
 };
 use common::{SECRET_KEY, client, clients, cluster, code, status};
 use s3_mock::ClusterConfig;
@@ -27,17 +26,8 @@ async fn every_operation_works_through_every_node_over_one_namespace() {
     let (n1, n2, n3) = (&s3[0], &s3[1], &s3[2]);
 
     // Buckets.
-    n1.create_bucket()
-        .bucket("data")
-        .send()
-        .await
-        .expect("CreateBucket");
-    let again = n2
-        .create_bucket()
-        .bucket("data")
-        .send()
-        .await
-        .expect_err("exists");
+    n1.create_bucket().bucket("data").send().await.expect("CreateBucket");
+    let again = n2.create_bucket().bucket("data").send().await.expect_err("exists");
     assert_eq!(code(&again).as_deref(), Some("BucketAlreadyOwnedByYou"));
     n2.head_bucket()
         .bucket("data")
@@ -72,10 +62,7 @@ async fn every_operation_works_through_every_node_over_one_namespace() {
         .send()
         .await
         .expect("PutObject");
-    assert_eq!(
-        put.e_tag(),
-        Some(format!("\"{}\"", md5_hex(&body)).as_str())
-    );
+    assert_eq!(put.e_tag(), Some(format!("\"{}\"", md5_hex(&body)).as_str()));
     let got = n3
         .get_object()
         .bucket("data")
@@ -85,19 +72,12 @@ async fn every_operation_works_through_every_node_over_one_namespace() {
         .expect("GetObject");
     assert_eq!(got.content_type(), Some("text/plain"));
     assert_eq!(
-        got.metadata()
-            .and_then(|m| m.get("owner"))
-            .map(String::as_str),
+        got.metadata().and_then(|m| m.get("owner")).map(String::as_str),
         Some("tests")
     );
     let etag = got.e_tag().expect("etag").to_owned();
     assert_eq!(
-        got.body
-            .collect()
-            .await
-            .expect("body")
-            .into_bytes()
-            .as_ref(),
+        got.body.collect().await.expect("body").into_bytes().as_ref(),
         body.as_slice()
     );
     let head = n2
@@ -120,13 +100,7 @@ async fn every_operation_works_through_every_node_over_one_namespace() {
         .expect("range");
     assert_eq!(ranged.content_range(), Some("bytes 7-16/17"));
     assert_eq!(
-        ranged
-            .body
-            .collect()
-            .await
-            .expect("body")
-            .into_bytes()
-            .as_ref(),
+        ranged.body.collect().await.expect("body").into_bytes().as_ref(),
         b"storefront"
     );
     let suffix = n3
@@ -138,13 +112,7 @@ async fn every_operation_works_through_every_node_over_one_namespace() {
         .await
         .expect("suffix");
     assert_eq!(
-        suffix
-            .body
-            .collect()
-            .await
-            .expect("body")
-            .into_bytes()
-            .as_ref(),
+        suffix.body.collect().await.expect("body").into_bytes().as_ref(),
         b"front"
     );
     let beyond = n1
@@ -235,18 +203,11 @@ async fn every_operation_works_through_every_node_over_one_namespace() {
         .await
         .expect("copied");
     assert_eq!(
-        copy.metadata()
-            .and_then(|m| m.get("owner"))
-            .map(String::as_str),
+        copy.metadata().and_then(|m| m.get("owner")).map(String::as_str),
         Some("tests")
     );
     assert_eq!(
-        copy.body
-            .collect()
-            .await
-            .expect("body")
-            .into_bytes()
-            .as_ref(),
+        copy.body.collect().await.expect("body").into_bytes().as_ref(),
         body.as_slice()
     );
 
@@ -267,11 +228,7 @@ async fn every_operation_works_through_every_node_over_one_namespace() {
         .send()
         .await
         .expect("ListObjectsV2");
-    let prefixes: Vec<_> = top
-        .common_prefixes()
-        .iter()
-        .filter_map(|p| p.prefix())
-        .collect();
+    let prefixes: Vec<_> = top.common_prefixes().iter().filter_map(|p| p.prefix()).collect();
     assert_eq!(prefixes, vec!["dir/", "logs/"]);
     let keys: Vec<_> = top.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(keys, vec!["copy.txt", "crc", "zz"]);
@@ -288,12 +245,7 @@ async fn every_operation_works_through_every_node_over_one_namespace() {
             .send()
             .await
             .expect("page");
-        seen.extend(
-            response
-                .contents()
-                .iter()
-                .filter_map(|o| o.key().map(str::to_owned)),
-        );
+        seen.extend(response.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
         token = response.next_continuation_token().map(str::to_owned);
         if !response.is_truncated().unwrap_or(false) {
             break;
@@ -309,11 +261,7 @@ async fn every_operation_works_through_every_node_over_one_namespace() {
         .await
         .expect("start-after");
     assert_eq!(
-        after
-            .contents()
-            .iter()
-            .filter_map(|o| o.key())
-            .collect::<Vec<_>>(),
+        after.contents().iter().filter_map(|o| o.key()).collect::<Vec<_>>(),
         vec!["logs/c", "logs/deep/x"]
     );
     let v1 = n3
@@ -334,11 +282,7 @@ async fn every_operation_works_through_every_node_over_one_namespace() {
         .await
         .expect("ListObjects page 2");
     assert_eq!(
-        v1_next
-            .contents()
-            .iter()
-            .filter_map(|o| o.key())
-            .collect::<Vec<_>>(),
+        v1_next.contents().iter().filter_map(|o| o.key()).collect::<Vec<_>>(),
         vec!["logs/deep/x"]
     );
 
@@ -366,10 +310,7 @@ async fn every_operation_works_through_every_node_over_one_namespace() {
             .send()
             .await
             .expect("UploadPart");
-        assert_eq!(
-            response.e_tag(),
-            Some(format!("\"{}\"", md5_hex(part)).as_str())
-        );
+        assert_eq!(response.e_tag(), Some(format!("\"{}\"", md5_hex(part)).as_str()));
         completed.push(
             CompletedPart::builder()
                 .part_number(number)
@@ -386,11 +327,7 @@ async fn every_operation_works_through_every_node_over_one_namespace() {
         .await
         .expect("ListParts");
     assert_eq!(
-        listed
-            .parts()
-            .iter()
-            .filter_map(|p| p.size())
-            .collect::<Vec<_>>(),
+        listed.parts().iter().filter_map(|p| p.size()).collect::<Vec<_>>(),
         vec![5 * MIB as i64, 5 * MIB as i64, 4]
     );
     let uploads = n3
@@ -412,11 +349,7 @@ async fn every_operation_works_through_every_node_over_one_namespace() {
         .bucket("data")
         .key("big.bin")
         .upload_id(&upload_id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(completed))
-                .build(),
-        )
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
         .send()
         .await
         .expect("CompleteMultipartUpload");
@@ -477,12 +410,7 @@ async fn every_operation_works_through_every_node_over_one_namespace() {
     assert_eq!(code(&after_abort).as_deref(), Some("NoSuchUpload"));
 
     // Deletes.
-    let not_empty = n1
-        .delete_bucket()
-        .bucket("data")
-        .send()
-        .await
-        .expect_err("not empty");
+    let not_empty = n1.delete_bucket().bucket("data").send().await.expect_err("not empty");
     assert_eq!(code(&not_empty).as_deref(), Some("BucketNotEmpty"));
     n2.delete_object()
         .bucket("data")
@@ -491,30 +419,15 @@ async fn every_operation_works_through_every_node_over_one_namespace() {
         .await
         .expect("DeleteObject");
     assert!(
-        n3.head_object()
-            .bucket("data")
-            .key("zz")
-            .send()
-            .await
-            .is_err(),
+        n3.head_object().bucket("data").key("zz").send().await.is_err(),
         "deleted through another node"
     );
-    let listing = n1
-        .list_objects_v2()
-        .bucket("data")
-        .send()
-        .await
-        .expect("list all");
+    let listing = n1.list_objects_v2().bucket("data").send().await.expect("list all");
     let identifiers: Vec<ObjectIdentifier> = listing
         .contents()
         .iter()
         .filter_map(|o| o.key())
-        .map(|key| {
-            ObjectIdentifier::builder()
-                .key(key)
-                .build()
-                .expect("key set")
-        })
+        .map(|key| ObjectIdentifier::builder().key(key).build().expect("key set"))
         .collect();
     let deleted = n3
         .delete_objects()
@@ -529,27 +442,12 @@ async fn every_operation_works_through_every_node_over_one_namespace() {
         .await
         .expect("DeleteObjects");
     assert_eq!(deleted.deleted().len(), listing.contents().len());
-    n2.delete_bucket()
-        .bucket("data")
-        .send()
-        .await
-        .expect("DeleteBucket");
-    assert!(
-        n1.list_buckets()
-            .send()
-            .await
-            .expect("list")
-            .buckets()
-            .is_empty()
-    );
+    n2.delete_bucket().bucket("data").send().await.expect("DeleteBucket");
+    assert!(n1.list_buckets().send().await.expect("list").buckets().is_empty());
 
     // Each node served some of it.
     for handle in &handles {
-        assert!(
-            handle.stats().requests_total > 0,
-            "node {} idle",
-            handle.index()
-        );
+        assert!(handle.stats().requests_total > 0, "node {} idle", handle.index());
     }
     let operations = handles[0].stats().requests_by_operation;
     assert!(

@@ -229,15 +229,8 @@ impl Balance for LeastInFlight {
         let in_flight = candidates.in_flight;
         if self.uniform {
             let least = in_flight.iter().copied().min()?;
-            let ties: usize = in_flight
-                .iter()
-                .map(|&count| usize::from(count == least))
-                .sum();
-            let chosen = if ties > 1 {
-                rng.random_range(0..ties)
-            } else {
-                0
-            };
+            let ties: usize = in_flight.iter().map(|&count| usize::from(count == least)).sum();
+            let chosen = if ties > 1 { rng.random_range(0..ties) } else { 0 };
             // Count down to the chosen tie: the only branch is the exit, which predicts well.
             let mut remaining = chosen + 1;
             for (position, &count) in in_flight.iter().enumerate() {
@@ -265,11 +258,7 @@ impl Balance for LeastInFlight {
                 std::cmp::Ordering::Greater => {}
             }
         }
-        let chosen = if ties > 1 {
-            rng.random_range(0..ties)
-        } else {
-            0
-        };
+        let chosen = if ties > 1 { rng.random_range(0..ties) } else { 0 };
         (0..candidates.len())
             .filter(|&position| compare_load(load(position), least).is_eq())
             .nth(chosen)
@@ -288,9 +277,7 @@ fn compare_load(a: (u32, u32), b: (u32, u32)) -> std::cmp::Ordering {
 /// True when every eligible backend has the same weight.
 fn uniform_weights(backends: &[Backend], eligible: &[usize]) -> bool {
     let first = eligible.first().map(|&index| backends[index].spec.weight);
-    eligible
-        .iter()
-        .all(|&index| Some(backends[index].spec.weight) == first)
+    eligible.iter().all(|&index| Some(backends[index].spec.weight) == first)
 }
 
 /// Power of two choices over peak-EWMA load (after tower's `balance::p2c`): draw two distinct
@@ -320,12 +307,8 @@ impl Balance for PowerOfTwoChoices {
                     b += 1;
                 }
                 debug_assert_ne!(a, b, "p2c compares two distinct candidates");
-                let a_load = candidates
-                    .backend(a)
-                    .load(now, &parameters.ewma, candidates.prior_ns);
-                let b_load = candidates
-                    .backend(b)
-                    .load(now, &parameters.ewma, candidates.prior_ns);
+                let a_load = candidates.backend(a).load(now, &parameters.ewma, candidates.prior_ns);
+                let b_load = candidates.backend(b).load(now, &parameters.ewma, candidates.prior_ns);
                 let chosen = if b_load < a_load { b } else { a };
                 tracing::trace!(
                     a.backend = %candidates.backend(a).id,

@@ -195,16 +195,10 @@ mod tests {
         ewma.observe(Duration::from_secs(1), Instant::EPOCH, &PARAMETERS);
         let much_later = Instant::EPOCH + Duration::from_secs(60);
         let decayed = ewma.estimate_ns(much_later, &PARAMETERS);
-        assert!(
-            decayed < ms(3.0),
-            "a minute later the penalty is gone: {decayed}"
-        );
+        assert!(decayed < ms(3.0), "a minute later the penalty is gone: {decayed}");
         ewma.observe(Duration::from_millis(4), much_later, &PARAMETERS);
         let fresh = ewma.estimate_ns(much_later, &PARAMETERS);
-        assert!(
-            (fresh - ms(4.0)).abs() < ms(0.1),
-            "the new observation stands: {fresh}"
-        );
+        assert!((fresh - ms(4.0)).abs() < ms(0.1), "the new observation stands: {fresh}");
         // The pool prior follows the pool's answers.
         let mut pool = PoolLatency::new(Instant::EPOCH);
         assert_eq!(pool.prior_ns(&PARAMETERS), ms(30.0));

@@ -29,8 +29,7 @@ use std::time::Duration;
 use rand::Rng;
 
 pub use algorithm::{
-    Algorithm, AlgorithmKind, Balance, Candidates, LeastInFlight, PowerOfTwoChoices, RandomChoice,
-    RoundRobin,
+    Algorithm, AlgorithmKind, Balance, Candidates, LeastInFlight, PowerOfTwoChoices, RandomChoice, RoundRobin,
 };
 pub use ewma::{EwmaParameters, PeakEwma, PoolLatency};
 
@@ -205,11 +204,7 @@ pub struct Balancer {
 
 impl Balancer {
     /// A pool of `specs`, all available, as of `now`.
-    pub fn new(
-        parameters: BalanceParameters,
-        specs: Vec<BackendSpec>,
-        now: Instant,
-    ) -> Result<Self, BalanceError> {
+    pub fn new(parameters: BalanceParameters, specs: Vec<BackendSpec>, now: Instant) -> Result<Self, BalanceError> {
         let mut balancer = Balancer {
             parameters,
             backends: Vec::new(),
@@ -252,20 +247,13 @@ impl Balancer {
 
     /// Sum of in-flight attempts over the pool.
     pub fn in_flight_total(&self) -> u64 {
-        self.backends
-            .iter()
-            .map(|backend| u64::from(backend.in_flight))
-            .sum()
+        self.backends.iter().map(|backend| u64::from(backend.in_flight)).sum()
     }
 
     /// Replace the backend set. Backends whose name stays keep their live state (their spec is
     /// refreshed); new names join available with a fresh estimate; missing names leave, at once
     /// if idle or as soon as their in-flight attempts end.
-    pub fn update(
-        &mut self,
-        specs: Vec<BackendSpec>,
-        now: Instant,
-    ) -> Result<UpdateSummary, BalanceError> {
+    pub fn update(&mut self, specs: Vec<BackendSpec>, now: Instant) -> Result<UpdateSummary, BalanceError> {
         if specs.len() > BACKENDS_PER_POOL_MAX {
             return Err(BalanceError::TooManyBackends { count: specs.len() });
         }
@@ -363,9 +351,7 @@ impl Balancer {
             in_flight: &self.eligible_in_flight,
             prior_ns: self.pool_latency.prior_ns(&self.parameters.ewma),
         };
-        let position = self
-            .algorithm
-            .pick(candidates, &self.parameters, now, rng)?;
+        let position = self.algorithm.pick(candidates, &self.parameters, now, rng)?;
         let index = self.eligible[position];
         tracing::trace!(backend = %self.backends[index].id, panic = self.panic_mode, "picked");
         Some(self.backends[index].id)
@@ -391,19 +377,14 @@ impl Balancer {
         if untried.is_empty() {
             return self.pick(now, rng);
         }
-        let in_flight: Vec<u32> = untried
-            .iter()
-            .map(|&index| self.backends[index].in_flight)
-            .collect();
+        let in_flight: Vec<u32> = untried.iter().map(|&index| self.backends[index].in_flight).collect();
         let candidates = Candidates {
             backends: &self.backends,
             indices: &untried,
             in_flight: &in_flight,
             prior_ns: self.pool_latency.prior_ns(&self.parameters.ewma),
         };
-        let position = self
-            .algorithm
-            .pick(candidates, &self.parameters, now, rng)?;
+        let position = self.algorithm.pick(candidates, &self.parameters, now, rng)?;
         Some(self.backends[untried[position]].id)
     }
 
@@ -425,18 +406,9 @@ impl Balancer {
     /// The attempt on `id` is over. `latency` is the time to the response head (or to the
     /// failure). Failures count as at least the failure penalty; outcomes that are the client's
     /// fault leave the estimate alone. Must be called exactly once per `on_start`.
-    pub fn on_end(
-        &mut self,
-        id: BackendId,
-        outcome: AttemptOutcome,
-        latency: Duration,
-        now: Instant,
-    ) {
+    pub fn on_end(&mut self, id: BackendId, outcome: AttemptOutcome, latency: Duration, now: Instant) {
         let Some(index) = self.index_of(id) else {
-            debug_assert!(
-                false,
-                "on_end for unknown backend {id}: on_start/on_end must pair"
-            );
+            debug_assert!(false, "on_end for unknown backend {id}: on_start/on_end must pair");
             return;
         };
         let parameters = self.parameters;
@@ -445,11 +417,9 @@ impl Balancer {
         backend.in_flight = backend.in_flight.saturating_sub(1);
         if outcome.is_backend_failure() {
             backend.errors_total += 1;
-            backend.ewma.observe(
-                latency.max(parameters.failure_penalty),
-                now,
-                &parameters.ewma,
-            );
+            backend
+                .ewma
+                .observe(latency.max(parameters.failure_penalty), now, &parameters.ewma);
         } else if matches!(outcome, AttemptOutcome::Response { .. }) {
             backend.ewma.observe(latency, now, &parameters.ewma);
             self.pool_latency.observe(latency, now, &parameters.ewma);
@@ -471,9 +441,7 @@ impl Balancer {
     }
 
     fn index_of(&self, id: BackendId) -> Option<usize> {
-        self.backends
-            .binary_search_by_key(&id, |backend| backend.id)
-            .ok()
+        self.backends.binary_search_by_key(&id, |backend| backend.id).ok()
     }
 
     fn rebuild_eligible(&mut self) {
@@ -496,22 +464,17 @@ impl Balancer {
                     .map(|(index, _)| index),
             );
             if !self.eligible.is_empty() {
-                tracing::warn!(
-                    backends = self.eligible.len(),
-                    "no backend available: panic mode"
-                );
+                tracing::warn!(backends = self.eligible.len(), "no backend available: panic mode");
             }
         }
         self.eligible_position.clear();
-        self.eligible_position
-            .resize(self.backends.len(), NOT_ELIGIBLE);
+        self.eligible_position.resize(self.backends.len(), NOT_ELIGIBLE);
         self.eligible_in_flight.clear();
         for (position, &index) in self.eligible.iter().enumerate() {
             self.eligible_position[index] = position as u32;
             self.eligible_in_flight.push(self.backends[index].in_flight);
         }
-        self.algorithm
-            .on_eligible_changed(&self.backends, &self.eligible);
+        self.algorithm.on_eligible_changed(&self.backends, &self.eligible);
     }
 }
 

@@ -41,9 +41,7 @@ fn round_robin_is_exactly_fair() {
     let mut rng = SmallRng::seed_from_u64(1);
     let mut counts: HashMap<BackendId, u32> = HashMap::new();
     for _ in 0..500 {
-        let id = balancer
-            .pick(Instant::EPOCH, &mut rng)
-            .expect("non-empty pool");
+        let id = balancer.pick(Instant::EPOCH, &mut rng).expect("non-empty pool");
         *counts.entry(id).or_default() += 1;
     }
     assert_eq!(counts.len(), 5);
@@ -55,23 +53,15 @@ fn weighted_round_robin_is_smooth_and_proportional() {
     // Proves that weights 5:1:1 give 5:1:1 shares, without five picks of the heavy node in a row.
     let mut specs = specs(3);
     specs[0].weight = 5;
-    let mut balancer =
-        Balancer::new(parameters(AlgorithmKind::RoundRobin), specs, Instant::EPOCH).expect("valid");
+    let mut balancer = Balancer::new(parameters(AlgorithmKind::RoundRobin), specs, Instant::EPOCH).expect("valid");
     let heavy = balancer.backends()[0].id();
     let mut rng = SmallRng::seed_from_u64(1);
     let picks: Vec<BackendId> = (0..70)
         .map(|_| balancer.pick(Instant::EPOCH, &mut rng).expect("pick"))
         .collect();
     assert_eq!(picks.iter().filter(|&&id| id == heavy).count(), 50);
-    let longest_run = picks
-        .chunk_by(|a, b| a == b)
-        .map(<[BackendId]>::len)
-        .max()
-        .unwrap_or(0);
-    assert!(
-        longest_run < 5,
-        "smooth WRR interleaves; longest run {longest_run}"
-    );
+    let longest_run = picks.chunk_by(|a, b| a == b).map(<[BackendId]>::len).max().unwrap_or(0);
+    assert!(longest_run < 5, "smooth WRR interleaves; longest run {longest_run}");
 }
 
 #[test]
@@ -80,18 +70,14 @@ fn weighted_random_and_least_in_flight_ties_share_by_weight() {
     // that least-in-flight spreads ties evenly rather than favouring the first backend.
     let mut specs = specs(3);
     specs[0].weight = 3;
-    let mut random =
-        Balancer::new(parameters(AlgorithmKind::Random), specs, Instant::EPOCH).expect("valid");
+    let mut random = Balancer::new(parameters(AlgorithmKind::Random), specs, Instant::EPOCH).expect("valid");
     let all = ids(&random);
     random.set_draining(all[2], true);
     let mut rng = SmallRng::seed_from_u64(11);
     let heavy = (0..8000)
         .filter(|_| random.pick(Instant::EPOCH, &mut rng) == Some(all[0]))
         .count();
-    assert!(
-        (5800..6200).contains(&heavy),
-        "weight-3 backend got {heavy} of 8000"
-    );
+    assert!((5800..6200).contains(&heavy), "weight-3 backend got {heavy} of 8000");
 
     let mut least = balancer(AlgorithmKind::LeastInFlight, 4);
     let mut counts: HashMap<BackendId, u32> = HashMap::new();
@@ -120,15 +106,9 @@ fn p2c_avoids_a_node_that_fails_fast() {
         let id = balancer.pick(now, &mut rng).expect("pick");
         balancer.on_start(id, now);
         let (outcome, latency) = if id == failing {
-            (
-                AttemptOutcome::Response { status: 503 },
-                Duration::from_millis(1),
-            )
+            (AttemptOutcome::Response { status: 503 }, Duration::from_millis(1))
         } else {
-            (
-                AttemptOutcome::Response { status: 200 },
-                Duration::from_millis(20),
-            )
+            (AttemptOutcome::Response { status: 200 }, Duration::from_millis(20))
         };
         balancer.on_end(id, outcome, latency, now + latency);
         if round >= 1000 && id == failing {
@@ -138,10 +118,7 @@ fn p2c_avoids_a_node_that_fails_fast() {
     // 2000 picks after warm-up; p2c without the penalty would give the fast-failing node the
     // largest share. With it, the node is picked only when both draws land on... it cannot:
     // draws are distinct, so it loses every comparison while its estimate is high.
-    assert!(
-        picks_of_failing < 20,
-        "failing node picked {picks_of_failing} times"
-    );
+    assert!(picks_of_failing < 20, "failing node picked {picks_of_failing} times");
     assert_eq!(balancer.in_flight_total(), 0);
 }
 
@@ -163,12 +140,7 @@ fn p2c_prefers_the_faster_node_and_a_new_node_is_not_flooded() {
         now = now + Duration::from_millis(10);
         let id = balancer.pick(now, &mut rng).expect("pick");
         balancer.on_start(id, now);
-        balancer.on_end(
-            id,
-            AttemptOutcome::Response { status: 200 },
-            latency_of(id),
-            now,
-        );
+        balancer.on_end(id, AttemptOutcome::Response { status: 200 }, latency_of(id), now);
     }
     let fast = balancer.get(all[0]).expect("present").requests_total();
     assert!(fast > 1800, "fast node got {fast} of 2000");
@@ -214,10 +186,7 @@ fn update_keeps_state_of_backends_that_stay_and_defers_removal() {
     assert_eq!(summary.removed, vec![before[1]]);
     assert_eq!(summary.added.len(), 1);
     assert_eq!(balancer.get(before[0]).expect("stays").in_flight(), 1);
-    assert!(
-        balancer.get(before[1]).is_some(),
-        "kept until its attempt ends"
-    );
+    assert!(balancer.get(before[1]).is_some(), "kept until its attempt ends");
     let mut rng = SmallRng::seed_from_u64(1);
     for _ in 0..50 {
         assert_ne!(
@@ -286,9 +255,7 @@ fn drain_and_panic_mode() {
     balancer.set_available(all[2], false);
     assert!(balancer.is_panic_mode());
     for _ in 0..10 {
-        let id = balancer
-            .pick(Instant::EPOCH, &mut rng)
-            .expect("panic mode picks");
+        let id = balancer.pick(Instant::EPOCH, &mut rng).expect("panic mode picks");
         assert_ne!(id, all[0], "a draining backend is never picked");
     }
     balancer.set_draining(all[1], true);
@@ -311,11 +278,7 @@ fn pick_excluding_avoids_tried_backends() {
             assert_eq!(id, all[2], "{algorithm}");
         }
         // All tried: fall back to any eligible backend rather than none.
-        assert!(
-            balancer
-                .pick_excluding(Instant::EPOCH, &mut rng, &all)
-                .is_some()
-        );
+        assert!(balancer.pick_excluding(Instant::EPOCH, &mut rng, &all).is_some());
     }
 }
 
@@ -323,26 +286,11 @@ fn pick_excluding_avoids_tried_backends() {
 #[derive(Clone, Debug)]
 enum Event {
     Pick,
-    End {
-        slot: usize,
-        status: u16,
-        latency_ms: u64,
-    },
-    SetAvailable {
-        backend: usize,
-        available: bool,
-    },
-    SetDraining {
-        backend: usize,
-        draining: bool,
-    },
-    Update {
-        keep_mask: u8,
-        add: u8,
-    },
-    Advance {
-        ms: u64,
-    },
+    End { slot: usize, status: u16, latency_ms: u64 },
+    SetAvailable { backend: usize, available: bool },
+    SetDraining { backend: usize, draining: bool },
+    Update { keep_mask: u8, add: u8 },
+    Advance { ms: u64 },
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -359,11 +307,7 @@ fn event() -> impl Strategy<Value = Event> {
 
 /// Drive `events` through a balancer, checking the per-pick invariants, then end everything
 /// and check that in-flight returns to zero. Returns the picks, for determinism checks.
-fn run(
-    algorithm: AlgorithmKind,
-    seed: u64,
-    events: &[Event],
-) -> Result<Vec<BackendId>, TestCaseError> {
+fn run(algorithm: AlgorithmKind, seed: u64, events: &[Event]) -> Result<Vec<BackendId>, TestCaseError> {
     let mut balancer = balancer(algorithm, 4);
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut now = Instant::EPOCH;
@@ -376,20 +320,12 @@ fn run(
                 let eligible_before: Vec<(BackendId, u32, bool, bool)> = balancer
                     .backends()
                     .iter()
-                    .map(|b| {
-                        (
-                            b.id(),
-                            b.in_flight(),
-                            b.is_available(),
-                            b.is_draining() || b.removed,
-                        )
-                    })
+                    .map(|b| (b.id(), b.in_flight(), b.is_available(), b.is_draining() || b.removed))
                     .collect();
                 let panic = balancer.is_panic_mode();
                 let Some(id) = balancer.pick(now, &mut rng) else {
                     prop_assert!(
-                        eligible_before.iter().all(|(_, _, _, draining)| *draining)
-                            || eligible_before.is_empty()
+                        eligible_before.iter().all(|(_, _, _, draining)| *draining) || eligible_before.is_empty()
                     );
                     continue;
                 };
@@ -398,10 +334,7 @@ fn run(
                     .find(|(candidate, ..)| *candidate == id)
                     .expect("picked a known backend");
                 prop_assert!(!draining, "picked a draining or removed backend");
-                prop_assert!(
-                    available || panic,
-                    "picked an unavailable backend outside panic mode"
-                );
+                prop_assert!(available || panic, "picked an unavailable backend outside panic mode");
                 if algorithm == AlgorithmKind::LeastInFlight {
                     let least = eligible_before
                         .iter()
@@ -425,12 +358,7 @@ fn run(
                 if !outstanding.is_empty() {
                     let id = outstanding.swap_remove(slot % outstanding.len());
                     let latency = Duration::from_millis(*latency_ms);
-                    balancer.on_end(
-                        id,
-                        AttemptOutcome::Response { status: *status },
-                        latency,
-                        now,
-                    );
+                    balancer.on_end(id, AttemptOutcome::Response { status: *status }, latency, now);
                 }
             }
             Event::SetAvailable { backend, available } => {
@@ -448,18 +376,14 @@ fn run(
                     .backends()
                     .iter()
                     .enumerate()
-                    .filter(|(index, backend)| {
-                        keep_mask & (1 << (index % 8)) != 0 && !backend.removed
-                    })
+                    .filter(|(index, backend)| keep_mask & (1 << (index % 8)) != 0 && !backend.removed)
                     .map(|(_, backend)| backend.spec().clone())
                     .collect();
                 for _ in 0..*add {
                     next.push(BackendSpec::new(format!("10.1.0.{next_name}:9000")));
                     next_name += 1;
                 }
-                balancer
-                    .update(next, now)
-                    .expect("generated sets are valid");
+                balancer.update(next, now).expect("generated sets are valid");
             }
             Event::Advance { ms } => now = now + Duration::from_millis(*ms),
         }

@@ -27,9 +27,7 @@ impl ConfigDuration {
 
 /// Why a duration string is not one.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid duration `{0}`: expected a number followed by ms, s, m or h (for example \"30s\" or \"250ms\")"
-)]
+#[error("invalid duration `{0}`: expected a number followed by ms, s, m or h (for example \"30s\" or \"250ms\")")]
 pub struct DurationError(pub String);
 
 /// Parse `"<number><unit>"`.

@@ -44,24 +44,15 @@ fn a_full_file_parses_with_defaults_filled_in() {
     // Proves every section parses and unspecified keys take their documented defaults.
     let config = Config::from_toml(FULL, "full.toml").expect("valid config");
     assert_eq!(config.balance.algorithm, AlgorithmKind::LeastInFlight);
-    assert_eq!(
-        config.balance.decay.get(),
-        std::time::Duration::from_secs(5)
-    );
+    assert_eq!(config.balance.decay.get(), std::time::Duration::from_secs(5));
     assert_eq!(
         config.balance.default_latency,
         BalanceSection::default().default_latency
     );
     assert_eq!(config.health.passive.consecutive_failures, 3);
-    assert_eq!(
-        config.health.passive.base_ejection_time,
-        ConfigDuration::from_secs(30)
-    );
+    assert_eq!(config.health.passive.base_ejection_time, ConfigDuration::from_secs(30));
     assert!(!config.health.active.enabled);
-    assert_eq!(
-        config.timeouts.backend_connect,
-        ConfigDuration::from_millis(500)
-    );
+    assert_eq!(config.timeouts.backend_connect, ConfigDuration::from_millis(500));
     assert_eq!(config.timeouts.total, Some(ConfigDuration::from_secs(300)));
     assert_eq!(config.routing.failover, Failover::WhenUnavailable);
     assert_eq!(config.pools[0].backends[1].weight, 2);
@@ -75,20 +66,15 @@ fn a_full_file_parses_with_defaults_filled_in() {
 #[test]
 fn a_typo_names_the_file_the_key_and_the_allowed_keys() {
     // Proves that a misspelt key is an error that says where and what would be accepted.
-    let text =
-        "[balance]\nalgoritm = \"random\"\n\n[[pools]]\nname = \"a\"\nbackends = [\"h:1\"]\n";
+    let text = "[balance]\nalgoritm = \"random\"\n\n[[pools]]\nname = \"a\"\nbackends = [\"h:1\"]\n";
     let error = Config::from_toml(text, "/etc/storefront.toml").expect_err("typo must fail");
     let message = error.to_string();
     assert!(message.contains("/etc/storefront.toml"), "{message}");
     assert!(message.contains("algoritm"), "{message}");
-    assert!(
-        message.contains("algorithm"),
-        "lists the allowed keys: {message}"
-    );
+    assert!(message.contains("algorithm"), "lists the allowed keys: {message}");
     assert!(message.contains("line 2"), "{message}");
 
-    let bad_value =
-        "[balance]\nalgorithm = \"fastest\"\n[[pools]]\nname = \"a\"\nbackends = [\"h:1\"]\n";
+    let bad_value = "[balance]\nalgorithm = \"fastest\"\n[[pools]]\nname = \"a\"\nbackends = [\"h:1\"]\n";
     let message = Config::from_toml(bad_value, "c.toml")
         .expect_err("bad enum")
         .to_string();
@@ -101,13 +87,9 @@ fn a_typo_names_the_file_the_key_and_the_allowed_keys() {
     let message = Config::from_toml(bad_backend, "c.toml")
         .expect_err("typo in a table")
         .to_string();
-    assert!(
-        message.contains("adress") && message.contains("address"),
-        "{message}"
-    );
+    assert!(message.contains("adress") && message.contains("address"), "{message}");
 
-    let bad_duration =
-        "[timeouts]\nbackend_connect = \"2\"\n[[pools]]\nname = \"a\"\nbackends = [\"h:1\"]\n";
+    let bad_duration = "[timeouts]\nbackend_connect = \"2\"\n[[pools]]\nname = \"a\"\nbackends = [\"h:1\"]\n";
     let message = Config::from_toml(bad_duration, "c.toml")
         .expect_err("no unit")
         .to_string();
@@ -142,11 +124,7 @@ backends = ["10.0.0.1", "10.0.0.1:0", { address = "h:1", weight = 0 }]
 name = "dc1"
 "#;
     let error = Config::from_toml(text, "bad.toml").expect_err("invalid");
-    let keys: Vec<&str> = error
-        .problems
-        .iter()
-        .map(|problem| problem.key.as_str())
-        .collect();
+    let keys: Vec<&str> = error.problems.iter().map(|problem| problem.key.as_str()).collect();
     for expected in [
         "retry.max_attempts",
         "retry.budget_ratio",
@@ -169,10 +147,7 @@ name = "dc1"
         message.contains("unknown pool `dc9` (pools: `dc1`, `dc1`)"),
         "{message}"
     );
-    assert!(
-        message.starts_with("configuration file `bad.toml`: "),
-        "{message}"
-    );
+    assert!(message.starts_with("configuration file `bad.toml`: "), "{message}");
 }
 
 #[test]

@@ -109,9 +109,7 @@ impl Config {
             if !valid {
                 report(
                     format!("s3.base_domains[{index}]"),
-                    format!(
-                        "`{domain}` is not a domain name (letters, digits, '.' and '-', no port)"
-                    ),
+                    format!("`{domain}` is not a domain name (letters, digits, '.' and '-', no port)"),
                 );
             }
         }
@@ -147,10 +145,7 @@ impl Config {
         if passive.max_ejected_percent > 100 {
             report(
                 "health.passive.max_ejected_percent".into(),
-                format!(
-                    "{} is not a percentage (0 to 100)",
-                    passive.max_ejected_percent
-                ),
+                format!("{} is not a percentage (0 to 100)", passive.max_ejected_percent),
             );
         }
         let active = &self.health.active;
@@ -164,10 +159,7 @@ impl Config {
         }
         for (key, value) in [
             ("health.active.healthy_threshold", active.healthy_threshold),
-            (
-                "health.active.unhealthy_threshold",
-                active.unhealthy_threshold,
-            ),
+            ("health.active.unhealthy_threshold", active.unhealthy_threshold),
         ] {
             if value == 0 {
                 report(key.into(), "must be at least 1".into());
@@ -183,10 +175,7 @@ impl Config {
         if !(1..=10).contains(&self.retry.max_attempts) {
             report(
                 "retry.max_attempts".into(),
-                format!(
-                    "{} is outside 1 to 10 (1 disables retries)",
-                    self.retry.max_attempts
-                ),
+                format!("{} is outside 1 to 10 (1 disables retries)", self.retry.max_attempts),
             );
         }
         if !(0.0..=1.0).contains(&self.retry.budget_ratio) {
@@ -195,9 +184,7 @@ impl Config {
                 format!("{} is outside 0.0 to 1.0", self.retry.budget_ratio),
             );
         }
-        if !(self.retry.budget_min_per_second >= 0.0
-            && self.retry.budget_min_per_second.is_finite())
-        {
+        if !(self.retry.budget_min_per_second >= 0.0 && self.retry.budget_min_per_second.is_finite()) {
             report(
                 "retry.budget_min_per_second".into(),
                 format!(
@@ -206,11 +193,7 @@ impl Config {
                 ),
             );
         }
-        positive(
-            &mut report,
-            "retry.budget_window",
-            self.retry.budget_window.get(),
-        );
+        positive(&mut report, "retry.budget_window", self.retry.budget_window.get());
 
         let timeouts = &self.timeouts;
         for (key, value) in [
@@ -228,10 +211,7 @@ impl Config {
         }
 
         if self.pools.is_empty() {
-            report(
-                "pools".into(),
-                "at least one [[pools]] entry is needed".into(),
-            );
+            report("pools".into(), "at least one [[pools]] entry is needed".into());
         }
         let names: Vec<&str> = self.pools.iter().map(|pool| pool.name.as_str()).collect();
         let known = |name: &str| names.contains(&name);
@@ -286,10 +266,7 @@ impl Config {
                 }
                 let name = backend.name.as_deref().unwrap_or(&backend.address);
                 if !backend_names.insert(name) {
-                    report(
-                        backend_key,
-                        format!("backend `{name}` appears twice in this pool"),
-                    );
+                    report(backend_key, format!("backend `{name}` appears twice in this pool"));
                 }
             }
             if pool.connections.max_per_backend == 0 {
@@ -326,9 +303,7 @@ impl Config {
                     if given != 1 {
                         report(
                             format!("{key}.credentials"),
-                            format!(
-                                "give exactly one of `{what}`, `{what}_file` or `{what}_env` (found {given})"
-                            ),
+                            format!("give exactly one of `{what}`, `{what}_file` or `{what}_env` (found {given})"),
                         );
                     }
                 }
@@ -340,11 +315,7 @@ impl Config {
                 if dns.port == 0 {
                     report(format!("{key}.dns.port"), "must be 1 to 65535".into());
                 }
-                positive(
-                    &mut report,
-                    &format!("{key}.dns.refresh"),
-                    dns.refresh.get(),
-                );
+                positive(&mut report, &format!("{key}.dns.refresh"), dns.refresh.get());
             }
         }
         if let Some(default) = &self.routing.default_pool
@@ -381,9 +352,7 @@ fn positive(report: &mut impl FnMut(String, String), key: &str, value: Duration)
 
 /// `host:port` with a non-empty host and a port in 1..=65535 (`[v6]:port` for IPv6).
 fn check_host_port(address: &str) -> Result<(), String> {
-    let expected = || {
-        format!("`{address}` is not host:port (for example \"10.0.0.1:9000\" or \"[::1]:9000\")")
-    };
+    let expected = || format!("`{address}` is not host:port (for example \"10.0.0.1:9000\" or \"[::1]:9000\")");
     let (host, port) = if let Some(rest) = address.strip_prefix('[') {
         let (host, rest) = rest.split_once(']').ok_or_else(expected)?;
         (host, rest.strip_prefix(':').ok_or_else(expected)?)

@@ -91,10 +91,7 @@ pub enum Step {
 impl Step {
     /// True for steps that end the exchange.
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            Step::Reject(_) | Step::Fail(_) | Step::Abort | Step::Done
-        )
+        matches!(self, Step::Reject(_) | Step::Fail(_) | Step::Abort | Step::Done)
     }
 }
 
@@ -205,19 +202,12 @@ impl Exchange {
         exchange.decision = Some(decision);
         if let Some(reason) = denied {
             tracing::info!(exchange = exchange.id, identity = %caller.identity, %reason, "denied");
-            return exchange.reject(S3ErrorResponse::new(
-                ErrorCode::AccessDenied,
-                "Access Denied",
-            ));
+            return exchange.reject(S3ErrorResponse::new(ErrorCode::AccessDenied, "Access Denied"));
         }
         let request = exchange.request.as_ref().expect("set above");
-        let route = cluster
-            .router()
-            .route(request, caller.zone.as_deref(), |pool| {
-                cluster
-                    .pool(pool)
-                    .is_some_and(|pool| pool.balancer().has_available())
-            });
+        let route = cluster.router().route(request, caller.zone.as_deref(), |pool| {
+            cluster.pool(pool).is_some_and(|pool| pool.balancer().has_available())
+        });
         exchange.route = Some(route);
         let Some(pool) = cluster.pool_mut(route.pool) else {
             return exchange.reject(S3ErrorResponse::new(
@@ -293,17 +283,11 @@ impl Exchange {
                 started_at,
                 phase: AttemptPhase::Connecting,
                 ..
-            } => Some((
-                started_at + self.timeouts.backend_connect,
-                Phase::BackendConnect,
-            )),
+            } => Some((started_at + self.timeouts.backend_connect, Phase::BackendConnect)),
             State::Attempt {
                 phase: AttemptPhase::AwaitingHead { since },
                 ..
-            } => Some((
-                since + self.timeouts.backend_first_byte,
-                Phase::BackendFirstByte,
-            )),
+            } => Some((since + self.timeouts.backend_first_byte, Phase::BackendFirstByte)),
             State::Attempt {
                 phase: AttemptPhase::Sending,
                 ..
@@ -311,10 +295,7 @@ impl Exchange {
             | State::Responding { .. } => None,
             State::Starting | State::Finished(_) => return None,
         };
-        let total = self
-            .timeouts
-            .total
-            .map(|total| (self.started_at + total, Phase::Total));
+        let total = self.timeouts.total.map(|total| (self.started_at + total, Phase::Total));
         match (phase_deadline, total) {
             (Some(phase), Some(total)) => Some(if total.0 < phase.0 { total } else { phase }),
             (one, other) => one.or(other),
@@ -350,12 +331,7 @@ impl Exchange {
     }
 
     /// The backend connection could not be opened.
-    pub fn handle_connect_failed<R: Rng + ?Sized>(
-        &mut self,
-        cluster: &mut Cluster,
-        now: Instant,
-        rng: &mut R,
-    ) -> Step {
+    pub fn handle_connect_failed<R: Rng + ?Sized>(&mut self, cluster: &mut Cluster, now: Instant, rng: &mut R) -> Step {
         match self.state {
             State::Attempt { .. } => self.attempt_failed(
                 cluster,
@@ -417,13 +393,7 @@ impl Exchange {
                 status,
                 first_byte,
             } => {
-                self.end_attempt(
-                    cluster,
-                    backend,
-                    AttemptOutcome::Response { status },
-                    first_byte,
-                    now,
-                );
+                self.end_attempt(cluster, backend, AttemptOutcome::Response { status }, first_byte, now);
                 self.finish(ExchangeOutcome::Completed { status });
                 Step::Done
             }
@@ -433,12 +403,7 @@ impl Exchange {
     }
 
     /// The backend connection broke (reset, or closed early).
-    pub fn handle_backend_reset<R: Rng + ?Sized>(
-        &mut self,
-        cluster: &mut Cluster,
-        now: Instant,
-        rng: &mut R,
-    ) -> Step {
+    pub fn handle_backend_reset<R: Rng + ?Sized>(&mut self, cluster: &mut Cluster, now: Instant, rng: &mut R) -> Step {
         match self.state {
             State::Attempt {
                 phase: AttemptPhase::Connecting,
@@ -454,13 +419,7 @@ impl Exchange {
                 ErrorCode::BadGateway,
                 "the storage node closed the connection before answering; please retry",
             ),
-            State::Responding { .. } => self.abort(
-                cluster,
-                now,
-                AttemptOutcome::Reset {
-                    response_started: true,
-                },
-            ),
+            State::Responding { .. } => self.abort(cluster, now, AttemptOutcome::Reset { response_started: true }),
             State::Starting | State::Finished(_) => Step::Continue,
         }
     }
@@ -485,15 +444,14 @@ impl Exchange {
                 ErrorCode::ServiceUnavailable,
                 "no backend accepted a connection in time; please retry",
             ),
-            (State::Attempt { .. }, Phase::BackendFirstByte | Phase::BackendBodyIdle) => self
-                .attempt_failed(
-                    cluster,
-                    now,
-                    rng,
-                    AttemptOutcome::Timeout(Phase::BackendFirstByte),
-                    ErrorCode::GatewayTimeout,
-                    "the storage node did not answer in time; please retry",
-                ),
+            (State::Attempt { .. }, Phase::BackendFirstByte | Phase::BackendBodyIdle) => self.attempt_failed(
+                cluster,
+                now,
+                rng,
+                AttemptOutcome::Timeout(Phase::BackendFirstByte),
+                ErrorCode::GatewayTimeout,
+                "the storage node did not answer in time; please retry",
+            ),
             (State::Attempt { .. }, Phase::Total) => self.attempt_failed(
                 cluster,
                 now,
@@ -502,10 +460,7 @@ impl Exchange {
                 ErrorCode::GatewayTimeout,
                 "the request exceeded the proxy's deadline",
             ),
-            (
-                State::Attempt { .. },
-                Phase::ClientBodyIdle | Phase::ClientHeader | Phase::ResponseWriteIdle,
-            ) => {
+            (State::Attempt { .. }, Phase::ClientBodyIdle | Phase::ClientHeader | Phase::ResponseWriteIdle) => {
                 // The client stalled mid-upload. The attempt ends as the client's doing; the
                 // runtime drops the backend connection so nothing truncated is committed.
                 self.attempt_failed(
@@ -527,9 +482,7 @@ impl Exchange {
     /// `503 SlowDown`, which SDKs back off from and retry.
     pub fn handle_local_limit(&mut self, cluster: &mut Cluster, now: Instant) -> Step {
         let State::Attempt {
-            backend,
-            started_at,
-            ..
+            backend, started_at, ..
         } = self.state
         else {
             return match self.state {
@@ -537,13 +490,7 @@ impl Exchange {
                 _ => self.contract_violation("local limit while responding"),
             };
         };
-        self.end_attempt(
-            cluster,
-            backend,
-            AttemptOutcome::Abandoned,
-            now - started_at,
-            now,
-        );
+        self.end_attempt(cluster, backend, AttemptOutcome::Abandoned, now - started_at, now);
         self.finish(ExchangeOutcome::Failed {
             code: ErrorCode::SlowDown,
         });
@@ -557,22 +504,12 @@ impl Exchange {
     pub fn handle_client_gone(&mut self, cluster: &mut Cluster, now: Instant) -> Step {
         match self.state {
             State::Attempt {
-                backend,
-                started_at,
-                ..
+                backend, started_at, ..
             } => {
-                self.end_attempt(
-                    cluster,
-                    backend,
-                    AttemptOutcome::Abandoned,
-                    now - started_at,
-                    now,
-                );
+                self.end_attempt(cluster, backend, AttemptOutcome::Abandoned, now - started_at, now);
             }
             State::Responding {
-                backend,
-                first_byte,
-                ..
+                backend, first_byte, ..
             } => {
                 self.end_attempt(cluster, backend, AttemptOutcome::Abandoned, first_byte, now);
             }
@@ -596,9 +533,7 @@ impl Exchange {
             return step;
         }
         let State::Attempt {
-            backend,
-            started_at,
-            ..
+            backend, started_at, ..
         } = self.state
         else {
             unreachable!("attempt_failed is only called in the attempt state");
@@ -618,9 +553,7 @@ impl Exchange {
         outcome: AttemptOutcome,
     ) -> Option<Step> {
         let State::Attempt {
-            backend,
-            started_at,
-            ..
+            backend, started_at, ..
         } = self.state
         else {
             return None;
@@ -663,12 +596,7 @@ impl Exchange {
     }
 
     /// Pick a backend (avoiding those tried) and start an attempt on it.
-    fn dispatch<R: Rng + ?Sized>(
-        &mut self,
-        cluster: &mut Cluster,
-        now: Instant,
-        rng: &mut R,
-    ) -> Option<Dispatch> {
+    fn dispatch<R: Rng + ?Sized>(&mut self, cluster: &mut Cluster, now: Instant, rng: &mut R) -> Option<Dispatch> {
         let pool_id = self.route?.pool;
         let pool = cluster.pool_mut(pool_id)?;
         let balancer = pool.balancer_mut();
@@ -677,10 +605,7 @@ impl Exchange {
         let started = balancer.on_start(backend, now);
         debug_assert!(started, "a picked backend exists");
         self.attempts += 1;
-        debug_assert!(
-            self.attempts <= self.max_attempts,
-            "attempts past the policy's maximum"
-        );
+        debug_assert!(self.attempts <= self.max_attempts, "attempts past the policy's maximum");
         if !self.tried.contains(&backend) {
             self.tried.push(backend);
         }
@@ -699,20 +624,12 @@ impl Exchange {
 
     fn abort(&mut self, cluster: &mut Cluster, now: Instant, outcome: AttemptOutcome) -> Step {
         let State::Responding {
-            backend,
-            first_byte,
-            ..
+            backend, first_byte, ..
         } = self.state
         else {
             unreachable!("abort is only called while responding");
         };
-        self.end_attempt(
-            cluster,
-            backend,
-            outcome,
-            first_byte.max(now - self.started_at),
-            now,
-        );
+        self.end_attempt(cluster, backend, outcome, first_byte.max(now - self.started_at), now);
         self.finish(ExchangeOutcome::Aborted { outcome });
         Step::Abort
     }
@@ -731,17 +648,12 @@ impl Exchange {
     }
 
     fn reject(mut self, response: S3ErrorResponse) -> (Exchange, Step) {
-        self.finish(ExchangeOutcome::Rejected {
-            code: response.code,
-        });
+        self.finish(ExchangeOutcome::Rejected { code: response.code });
         (self, Step::Reject(response))
     }
 
     fn finish(&mut self, outcome: ExchangeOutcome) {
-        debug_assert!(
-            !matches!(self.state, State::Finished(_)),
-            "an exchange ends once"
-        );
+        debug_assert!(!matches!(self.state, State::Finished(_)), "an exchange ends once");
         tracing::debug!(
             exchange = self.id,
             attempts = self.attempts,
@@ -752,11 +664,7 @@ impl Exchange {
     }
 
     fn contract_violation(&self, what: &str) -> Step {
-        debug_assert!(
-            false,
-            "exchange {}: {what} (state {:?})",
-            self.id, self.state
-        );
+        debug_assert!(false, "exchange {}: {what} (state {:?})", self.id, self.state);
         Step::Continue
     }
 }

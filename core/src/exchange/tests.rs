@@ -11,9 +11,7 @@ use crate::auth::{DenyAll, TrustAll};
 use crate::config::Config;
 
 fn cluster_with(backends: usize, extra: &str) -> Cluster {
-    let list: Vec<String> = (0..backends)
-        .map(|index| format!("\"10.0.0.{index}:9000\""))
-        .collect();
+    let list: Vec<String> = (0..backends).map(|index| format!("\"10.0.0.{index}:9000\"")).collect();
     let text = format!(
         "{extra}\n[health.active]\nenabled = false\n\n[[pools]]\nname = \"dc1\"\nbackends = [{}]\n",
         list.join(", ")
@@ -102,25 +100,13 @@ fn a_get_goes_forward_returns_and_completes() {
     );
     assert_eq!(in_flight(&cluster), 1, "the body still streams");
     assert_eq!(exchange.handle_response_done(&mut cluster, t1), Step::Done);
-    assert_eq!(
-        exchange.outcome(),
-        Some(&ExchangeOutcome::Completed { status: 200 })
-    );
+    assert_eq!(exchange.outcome(), Some(&ExchangeOutcome::Completed { status: 200 }));
     assert_eq!(in_flight(&cluster), 0);
-    let backend = cluster.pools()[0]
-        .balancer()
-        .get(dispatch.backend)
-        .expect("backend");
+    let backend = cluster.pools()[0].balancer().get(dispatch.backend).expect("backend");
     assert_eq!((backend.requests_total(), backend.errors_total()), (1, 0));
     // Events after the end change nothing.
-    assert_eq!(
-        exchange.handle_client_gone(&mut cluster, t1),
-        Step::Continue
-    );
-    assert_eq!(
-        exchange.outcome(),
-        Some(&ExchangeOutcome::Completed { status: 200 })
-    );
+    assert_eq!(exchange.handle_client_gone(&mut cluster, t1), Step::Continue);
+    assert_eq!(exchange.outcome(), Some(&ExchangeOutcome::Completed { status: 200 }));
 }
 
 #[test]
@@ -133,10 +119,7 @@ fn a_dead_backend_costs_a_get_nothing() {
     let first = dispatch_of(&first).clone();
     let second = exchange.handle_connect_failed(&mut cluster, now, &mut rng);
     let second = dispatch_of(&second).clone();
-    assert!(matches!(
-        exchange.last_retry_verdict(),
-        Some(RetryVerdict::Retry)
-    ));
+    assert!(matches!(exchange.last_retry_verdict(), Some(RetryVerdict::Retry)));
     assert_ne!(first.backend, second.backend, "the retry goes elsewhere");
     assert_eq!(second.attempt, 2);
     exchange.handle_connected(now);
@@ -146,10 +129,7 @@ fn a_dead_backend_costs_a_get_nothing() {
         Step::Return
     );
     assert_eq!(exchange.handle_response_done(&mut cluster, now), Step::Done);
-    let failed = cluster.pools()[0]
-        .balancer()
-        .get(first.backend)
-        .expect("backend");
+    let failed = cluster.pools()[0].balancer().get(first.backend).expect("backend");
     assert_eq!(failed.errors_total(), 1);
     assert_eq!(in_flight(&cluster), 0);
 }
@@ -173,15 +153,9 @@ fn slow_down_is_retried_even_when_not_idempotent_but_a_500_is_not() {
         exchange.handle_response_head(&mut cluster, now, 500, &mut rng),
         Step::Return
     );
-    assert_eq!(
-        exchange.last_retry_verdict(),
-        Some(RetryVerdict::NotIdempotent)
-    );
+    assert_eq!(exchange.last_retry_verdict(), Some(RetryVerdict::NotIdempotent));
     assert_eq!(exchange.handle_response_done(&mut cluster, now), Step::Done);
-    assert_eq!(
-        exchange.outcome(),
-        Some(&ExchangeOutcome::Completed { status: 500 })
-    );
+    assert_eq!(exchange.outcome(), Some(&ExchangeOutcome::Completed { status: 500 }));
     assert_eq!(in_flight(&cluster), 0);
 }
 
@@ -200,10 +174,7 @@ fn an_upload_whose_body_started_is_never_retried() {
         matches!(&step, Step::Fail(error) if error.code == ErrorCode::BadGateway),
         "{step:?}"
     );
-    assert_eq!(
-        exchange.last_retry_verdict(),
-        Some(RetryVerdict::BodyConsumed)
-    );
+    assert_eq!(exchange.last_retry_verdict(), Some(RetryVerdict::BodyConsumed));
     assert_eq!(exchange.attempts(), 1);
 
     // The same upload that has not sent a byte yet (waiting on 100-continue) is retried.
@@ -233,16 +204,11 @@ fn a_backend_dying_mid_body_aborts_the_client_connection() {
         exchange.handle_response_head(&mut cluster, now, 200, &mut rng),
         Step::Return
     );
-    assert_eq!(
-        exchange.handle_backend_reset(&mut cluster, now, &mut rng),
-        Step::Abort
-    );
+    assert_eq!(exchange.handle_backend_reset(&mut cluster, now, &mut rng), Step::Abort);
     assert_eq!(
         exchange.outcome(),
         Some(&ExchangeOutcome::Aborted {
-            outcome: AttemptOutcome::Reset {
-                response_started: true
-            }
+            outcome: AttemptOutcome::Reset { response_started: true }
         })
     );
     assert_eq!(in_flight(&cluster), 0);
@@ -291,20 +257,10 @@ fn denied_and_malformed_requests_are_rejected_without_a_backend() {
     cluster.set_authorizer(Box::new(DenyAll));
     let mut rng = SmallRng::seed_from_u64(7);
     let now = Instant::from_millis(1);
-    let put = head(
-        "PUT",
-        "/b/k",
-        &[("content-length", "5"), ("expect", "100-continue")],
-    );
+    let put = head("PUT", "/b/k", &[("content-length", "5"), ("expect", "100-continue")]);
     let (exchange, step) = Exchange::start(&mut cluster, now, &put, &caller(), &mut rng);
-    assert!(
-        matches!(&step, Step::Reject(error) if error.code == ErrorCode::AccessDenied && error.status() == 403)
-    );
-    assert!(
-        exchange
-            .decision()
-            .is_some_and(|decision| !decision.is_allowed())
-    );
+    assert!(matches!(&step, Step::Reject(error) if error.code == ErrorCode::AccessDenied && error.status() == 403));
+    assert!(exchange.decision().is_some_and(|decision| !decision.is_allowed()));
     assert_eq!(exchange.attempts(), 0);
 
     cluster.set_authorizer(Box::new(TrustAll));
@@ -368,10 +324,7 @@ fn a_dead_node_is_ejected_and_then_avoided() {
 #[test]
 fn an_exhausted_budget_stops_retries() {
     // Proves that a brown-out does not become a retry storm: with no budget, no retry.
-    let mut cluster = cluster_with(
-        3,
-        "[retry]\nbudget_ratio = 0.0\nbudget_min_per_second = 0.0\n",
-    );
+    let mut cluster = cluster_with(3, "[retry]\nbudget_ratio = 0.0\nbudget_min_per_second = 0.0\n");
     let mut rng = SmallRng::seed_from_u64(9);
     let now = Instant::from_millis(1);
     let (mut exchange, _) = start(&mut cluster, now, "GET", "/b/k", &[], &mut rng);
@@ -403,10 +356,7 @@ fn upload_time_does_not_count_as_node_latency() {
         exchange.handle_response_head(&mut cluster, answered, 200, &mut rng),
         Step::Return
     );
-    assert_eq!(
-        exchange.handle_response_done(&mut cluster, answered),
-        Step::Done
-    );
+    assert_eq!(exchange.handle_response_done(&mut cluster, answered), Step::Done);
     let ewma = cluster.pools()[0].balancer().parameters().ewma;
     let estimate = cluster.pools()[0]
         .balancer()
@@ -428,15 +378,10 @@ fn a_saturated_connection_limit_sheds_without_blaming_the_backend() {
     let (mut exchange, step) = start(&mut cluster, now, "GET", "/b/k", &[], &mut rng);
     let backend = dispatch_of(&step).backend;
     let step = exchange.handle_local_limit(&mut cluster, now);
-    assert!(
-        matches!(&step, Step::Fail(error) if error.code == ErrorCode::SlowDown && error.status() == 503)
-    );
+    assert!(matches!(&step, Step::Fail(error) if error.code == ErrorCode::SlowDown && error.status() == 503));
     assert!(cluster.pools()[0].health().is_available(backend));
     assert_eq!(
-        cluster.pools()[0]
-            .balancer()
-            .get(backend)
-            .map(|b| b.errors_total()),
+        cluster.pools()[0].balancer().get(backend).map(|b| b.errors_total()),
         Some(0)
     );
     assert_eq!(in_flight(&cluster), 0);
@@ -453,12 +398,7 @@ fn the_total_deadline_wins_when_it_is_sooner() {
         exchange.poll_timeout(),
         Some((now + Duration::from_secs(1), Phase::Total))
     );
-    let step = exchange.handle_timeout(
-        &mut cluster,
-        now + Duration::from_secs(1),
-        Phase::Total,
-        &mut rng,
-    );
+    let step = exchange.handle_timeout(&mut cluster, now + Duration::from_secs(1), Phase::Total, &mut rng);
     assert!(matches!(&step, Step::Fail(error) if error.code == ErrorCode::GatewayTimeout));
 }
 
@@ -512,16 +452,9 @@ struct Live {
 }
 
 /// Runs `count` interleaved exchanges from `seed`; returns a trace for determinism checks.
-fn swarm(
-    seed: u64,
-    backends: usize,
-    count: usize,
-    failures: u32,
-) -> Result<Vec<String>, TestCaseError> {
+fn swarm(seed: u64, backends: usize, count: usize, failures: u32) -> Result<Vec<String>, TestCaseError> {
     use rand::RngExt;
-    let extra = format!(
-        "[health.passive]\nconsecutive_failures = {failures}\nbase_ejection_time = \"1s\"\n"
-    );
+    let extra = format!("[health.passive]\nconsecutive_failures = {failures}\nbase_ejection_time = \"1s\"\n");
     let mut cluster = cluster_with(backends, &extra);
     let max_attempts = cluster.retry_policy().max_attempts;
     let mut rng = SmallRng::seed_from_u64(seed);
@@ -581,14 +514,10 @@ fn swarm(
                     Step::Continue
                 }
                 Event::ConnectFailed => exchange.handle_connect_failed(&mut cluster, now, &mut rng),
-                Event::ResponseHead(status) => {
-                    exchange.handle_response_head(&mut cluster, now, status, &mut rng)
-                }
+                Event::ResponseHead(status) => exchange.handle_response_head(&mut cluster, now, status, &mut rng),
                 Event::ResponseDone => exchange.handle_response_done(&mut cluster, now),
                 Event::Reset => exchange.handle_backend_reset(&mut cluster, now, &mut rng),
-                Event::Timeout(phase) => {
-                    exchange.handle_timeout(&mut cluster, now, phase, &mut rng)
-                }
+                Event::Timeout(phase) => exchange.handle_timeout(&mut cluster, now, phase, &mut rng),
                 Event::ClientGone => exchange.handle_client_gone(&mut cluster, now),
             };
             trace.push(format!("{index}:{event:?}->{step:?}"));
@@ -612,26 +541,18 @@ fn swarm(
                 }
                 let pool = &cluster.pools()[dispatch.pool.0];
                 prop_assert!(
-                    pool.balancer()
-                        .get(dispatch.backend)
-                        .is_some_and(|b| b.is_available())
+                    pool.balancer().get(dispatch.backend).is_some_and(|b| b.is_available())
                         || pool.balancer().is_panic_mode(),
                     "dispatched to an unavailable backend outside panic mode"
                 );
-                trace.push(format!(
-                    "dispatch {} #{}",
-                    dispatch.backend, dispatch.attempt
-                ));
+                trace.push(format!("dispatch {} #{}", dispatch.backend, dispatch.attempt));
             }
             Step::Return => entry.responding = true,
             _ => {}
         }
         if step.is_terminal() {
             entry.terminal_steps += 1;
-            prop_assert!(
-                entry.exchange.outcome().is_some(),
-                "terminal step without an outcome"
-            );
+            prop_assert!(entry.exchange.outcome().is_some(), "terminal step without an outcome");
         }
         if entry.exchange.outcome().is_some() {
             prop_assert_eq!(entry.terminal_steps, 1, "an exchange must end exactly once");

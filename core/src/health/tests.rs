@@ -23,11 +23,7 @@ const ACTIVE: ActiveParameters = ActiveParameters {
     unhealthy_threshold: 2,
 };
 
-fn machine(
-    passive: Option<PassiveParameters>,
-    active: Option<ActiveParameters>,
-    count: u64,
-) -> Health {
+fn machine(passive: Option<PassiveParameters>, active: Option<ActiveParameters>, count: u64) -> Health {
     let mut health = Health::new(HealthParameters { passive, active });
     let mut rng = SmallRng::seed_from_u64(1);
     for id in 0..count {
@@ -98,10 +94,7 @@ fn ejection_time_grows_is_capped_and_is_forgiven() {
         for _ in 0..3 {
             health.handle_outcome(now, backend, FAIL);
         }
-        let until = health
-            .get(backend)
-            .and_then(|h| h.ejected_until)
-            .expect("ejected");
+        let until = health.get(backend).and_then(|h| h.ejected_until).expect("ejected");
         lengths.push(until - now);
         now = until;
         health.handle_timeout(now, &mut rng);
@@ -115,10 +108,7 @@ fn ejection_time_grows_is_capped_and_is_forgiven() {
         health.handle_outcome(now, backend, FAIL);
     }
     assert_eq!(health.get(backend).map(|h| h.ejections), Some(3));
-    let until = health
-        .get(backend)
-        .and_then(|h| h.ejected_until)
-        .expect("ejected");
+    let until = health.get(backend).and_then(|h| h.ejected_until).expect("ejected");
     health.handle_timeout(until, &mut rng);
     now = until + Duration::from_secs(600);
     for _ in 0..3 {
@@ -166,18 +156,12 @@ fn probes_are_scheduled_timed_out_and_counted() {
     );
     health.handle_timeout(first, &mut rng);
     let events = drain(&mut health);
-    let HealthEvent::Probe {
-        probe: first_probe, ..
-    } = events[0]
-    else {
+    let HealthEvent::Probe { probe: first_probe, .. } = events[0] else {
         panic!("expected a probe, got {events:?}");
     };
     // No answer: at first + timeout the probe fails.
     health.handle_timeout(first + ACTIVE.timeout, &mut rng);
-    assert!(
-        health.is_available(backend),
-        "one failure is below the threshold"
-    );
+    assert!(health.is_available(backend), "one failure is below the threshold");
     health.handle_probe_result(first + ACTIVE.timeout, backend, first_probe, true);
     // The next probe comes one interval ± jitter after the first.
     let second = health.poll_timeout().expect("next probe");
@@ -233,11 +217,7 @@ fn probe_success_does_not_end_a_passive_ejection() {
     let due = health.poll_timeout().expect("probe due");
     health.handle_timeout(due, &mut rng);
     for event in drain(&mut health) {
-        if let HealthEvent::Probe {
-            backend: probed,
-            probe,
-        } = event
-        {
+        if let HealthEvent::Probe { backend: probed, probe } = event {
             health.handle_probe_result(due, probed, probe, true);
         }
     }

@@ -55,10 +55,7 @@ impl ClassifyConfig {
 }
 
 /// Classify a request head given as `http::request::Parts`.
-pub fn classify(
-    parts: &http::request::Parts,
-    config: &ClassifyConfig,
-) -> Result<S3Request, ClassifyError> {
+pub fn classify(parts: &http::request::Parts, config: &ClassifyConfig) -> Result<S3Request, ClassifyError> {
     classify_head(&parts.method, &parts.uri, &parts.headers, config)
 }
 
@@ -72,13 +69,9 @@ pub fn classify_head(
     let host = request_host(uri, headers)?;
     let path = uri.path();
     if !path.starts_with('/') {
-        return Err(ClassifyError::PathNotAbsolute {
-            path: truncated(path),
-        });
+        return Err(ClassifyError::PathNotAbsolute { path: truncated(path) });
     }
-    let virtual_bucket = host
-        .as_deref()
-        .and_then(|host| virtual_host_bucket(host, config));
+    let virtual_bucket = host.as_deref().and_then(|host| virtual_host_bucket(host, config));
 
     let (addressing, bucket, key) = match virtual_bucket {
         Some(bucket) => {
@@ -172,18 +165,14 @@ fn request_host(uri: &Uri, headers: &HeaderMap) -> Result<Option<String>, Classi
         match bracketed.find(']') {
             Some(end) => &bracketed[..end],
             None => {
-                return Err(ClassifyError::InvalidHost {
-                    host: truncated(&raw),
-                });
+                return Err(ClassifyError::InvalidHost { host: truncated(&raw) });
             }
         }
     } else {
         match without_userinfo.rsplit_once(':') {
             Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
             Some(_) => {
-                return Err(ClassifyError::InvalidHost {
-                    host: truncated(&raw),
-                });
+                return Err(ClassifyError::InvalidHost { host: truncated(&raw) });
             }
             None => without_userinfo,
         }
@@ -194,9 +183,7 @@ fn request_host(uri: &Uri, headers: &HeaderMap) -> Result<Option<String>, Classi
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'))
     {
-        return Err(ClassifyError::InvalidHost {
-            host: truncated(&raw),
-        });
+        return Err(ClassifyError::InvalidHost { host: truncated(&raw) });
     }
     Ok(Some(host.to_ascii_lowercase()))
 }
@@ -231,9 +218,7 @@ fn decode_key(raw: &str) -> Result<Option<String>, ClassifyError> {
     }
     let bytes = percent_decode_strict(raw)?;
     if bytes.len() > KEY_LENGTH_MAX {
-        return Err(ClassifyError::KeyTooLong {
-            length: bytes.len(),
-        });
+        return Err(ClassifyError::KeyTooLong { length: bytes.len() });
     }
     String::from_utf8(bytes)
         .map(Some)
@@ -421,9 +406,7 @@ fn operation(
         ("GET", true, true) if only(query, |q| q.part_number.is_some()) => Operation::GetObject,
         ("GET", true, true) if only(query, |q| q.upload_id.is_some()) => Operation::ListParts,
         ("GET", true, true) if only(query, |q| q.tagging) => Operation::GetObjectTagging,
-        ("HEAD", true, true) if plain || only(query, |q| q.part_number.is_some()) => {
-            Operation::HeadObject
-        }
+        ("HEAD", true, true) if plain || only(query, |q| q.part_number.is_some()) => Operation::HeadObject,
         ("PUT", true, true) if plain && copy_source => Operation::CopyObject,
         ("PUT", true, true) if plain => Operation::PutObject,
         ("PUT", true, true) if multipart_ids && only_multipart(query) => {
@@ -435,14 +418,10 @@ fn operation(
         }
         ("PUT", true, true) if only(query, |q| q.tagging) => Operation::PutObjectTagging,
         ("DELETE", true, true) if plain => Operation::DeleteObject,
-        ("DELETE", true, true) if only(query, |q| q.upload_id.is_some()) => {
-            Operation::AbortMultipartUpload
-        }
+        ("DELETE", true, true) if only(query, |q| q.upload_id.is_some()) => Operation::AbortMultipartUpload,
         ("DELETE", true, true) if only(query, |q| q.tagging) => Operation::DeleteObjectTagging,
         ("POST", true, true) if only(query, |q| q.uploads) => Operation::CreateMultipartUpload,
-        ("POST", true, true) if only(query, |q| q.upload_id.is_some()) => {
-            Operation::CompleteMultipartUpload
-        }
+        ("POST", true, true) if only(query, |q| q.upload_id.is_some()) => Operation::CompleteMultipartUpload,
         _ => Operation::Other,
     }
 }
@@ -493,9 +472,7 @@ fn is_form_upload(headers: &HeaderMap) -> bool {
 fn parse_part_number(raw: &str) -> Result<u32, ClassifyError> {
     match raw.parse::<u32>() {
         Ok(number) if (1..=PART_NUMBER_MAX).contains(&number) => Ok(number),
-        _ => Err(ClassifyError::InvalidPartNumber {
-            value: truncated(raw),
-        }),
+        _ => Err(ClassifyError::InvalidPartNumber { value: truncated(raw) }),
     }
 }
 
@@ -529,9 +506,7 @@ fn parse_copy_source(raw: &[u8]) -> Result<CopySource, ClassifyError> {
 fn body_framing(headers: &HeaderMap) -> Result<Body, ClassifyError> {
     let chunked = match headers.get(TRANSFER_ENCODING) {
         Some(value) => {
-            let text = value
-                .to_str()
-                .map_err(|_| ClassifyError::InvalidTransferEncoding)?;
+            let text = value.to_str().map_err(|_| ClassifyError::InvalidTransferEncoding)?;
             // Only `chunked` (last) is a framing the proxy can forward; HTTP forbids others
             // without it, and anything else would need a decoder we do not run.
             let last = text.rsplit(',').next().unwrap_or("").trim();

@@ -4,13 +4,12 @@
 //! [`classify`] turns a request head into an [`S3Request`]; everything downstream (routing,
 //! retries, policy, metrics) reads that value instead of re-parsing the request.
 
+pub mod chunked;
 mod classify;
 mod error;
 mod operation;
 
-pub use classify::{
-    BUCKET_LENGTH_MAX, ClassifyConfig, KEY_LENGTH_MAX, PART_NUMBER_MAX, classify, classify_head,
-};
+pub use classify::{BUCKET_LENGTH_MAX, ClassifyConfig, KEY_LENGTH_MAX, PART_NUMBER_MAX, classify, classify_head};
 pub use error::{ErrorCode, S3ErrorResponse};
 pub use operation::{Action, Operation};
 
@@ -119,10 +118,9 @@ impl S3Request {
     /// filesystems and some gateways resolve them, so policy on key prefixes must not trust
     /// them (`logs/../secret` is not under `logs/` once a backend normalises it).
     pub fn key_has_dot_segments(&self) -> bool {
-        self.key.as_deref().is_some_and(|key| {
-            key.split('/')
-                .any(|segment| segment == "." || segment == "..")
-        })
+        self.key
+            .as_deref()
+            .is_some_and(|key| key.split('/').any(|segment| segment == "." || segment == ".."))
     }
 }
 
@@ -198,12 +196,10 @@ impl ClassifyError {
     /// The S3 error this becomes when answered to the client.
     pub fn to_response(&self) -> S3ErrorResponse {
         let code = match self {
-            ClassifyError::InvalidHost { .. } | ClassifyError::PathNotAbsolute { .. } => {
-                ErrorCode::InvalidRequest
+            ClassifyError::InvalidHost { .. } | ClassifyError::PathNotAbsolute { .. } => ErrorCode::InvalidRequest,
+            ClassifyError::InvalidPercentEncoding { .. } | ClassifyError::KeyNotUtf8 | ClassifyError::QueryNotUtf8 => {
+                ErrorCode::InvalidUri
             }
-            ClassifyError::InvalidPercentEncoding { .. }
-            | ClassifyError::KeyNotUtf8
-            | ClassifyError::QueryNotUtf8 => ErrorCode::InvalidUri,
             ClassifyError::KeyTooLong { .. } => ErrorCode::KeyTooLongError,
             ClassifyError::InvalidBucketName { .. } => ErrorCode::InvalidBucketName,
             ClassifyError::InvalidPartNumber { .. } | ClassifyError::InvalidCopySource { .. } => {

@@ -209,9 +209,7 @@ impl Operation {
     /// The access this operation needs, for the policy engine.
     pub const fn action(self) -> Action {
         match self {
-            Operation::GetObject | Operation::HeadObject | Operation::GetObjectTagging => {
-                Action::Read
-            }
+            Operation::GetObject | Operation::HeadObject | Operation::GetObjectTagging => Action::Read,
             Operation::ListBuckets
             | Operation::HeadBucket
             | Operation::GetBucketLocation
@@ -220,13 +218,10 @@ impl Operation {
             | Operation::ListObjectVersions
             | Operation::ListMultipartUploads
             | Operation::ListParts => Action::List,
-            Operation::PutObject
-            | Operation::CopyObject
-            | Operation::PostObject
-            | Operation::PutObjectTagging => Action::Write,
-            Operation::DeleteObject | Operation::DeleteObjects | Operation::DeleteObjectTagging => {
-                Action::Delete
+            Operation::PutObject | Operation::CopyObject | Operation::PostObject | Operation::PutObjectTagging => {
+                Action::Write
             }
+            Operation::DeleteObject | Operation::DeleteObjects | Operation::DeleteObjectTagging => Action::Delete,
             Operation::CreateMultipartUpload
             | Operation::UploadPart
             | Operation::UploadPartCopy

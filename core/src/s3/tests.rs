@@ -9,12 +9,7 @@ fn config() -> ClassifyConfig {
     ClassifyConfig::with_base_domains(["s3.example.com", "s3.dc1.example.com", "localhost"])
 }
 
-fn head(
-    method: &str,
-    uri: &str,
-    host: &str,
-    extra: &[(&str, &str)],
-) -> Result<S3Request, ClassifyError> {
+fn head(method: &str, uri: &str, host: &str, extra: &[(&str, &str)]) -> Result<S3Request, ClassifyError> {
     let mut headers = HeaderMap::new();
     if !host.is_empty() {
         headers.insert(
@@ -150,10 +145,7 @@ fn multipart_and_copy_details_are_parsed() {
         "/bkt/key?partNumber=7&uploadId=abc%2Bdef",
         "h",
         &[
-            (
-                "x-amz-copy-source",
-                "/src-bucket/dir%2Fa%20b?versionId=v%3D1",
-            ),
+            ("x-amz-copy-source", "/src-bucket/dir%2Fa%20b?versionId=v%3D1"),
             ("content-length", "0"),
         ],
     )
@@ -173,10 +165,7 @@ fn multipart_and_copy_details_are_parsed() {
         "h",
         &[
             ("transfer-encoding", "chunked"),
-            (
-                "x-amz-content-sha256",
-                "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER",
-            ),
+            ("x-amz-content-sha256", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"),
             ("expect", "100-Continue"),
         ],
     )
@@ -265,10 +254,7 @@ fn malformed_requests_give_typed_errors() {
 fn absolute_form_and_http2_authority_win_over_host_header() {
     // Proves that the URI authority (HTTP/2 :authority) decides virtual-host addressing.
     let mut headers = HeaderMap::new();
-    headers.insert(
-        "host",
-        HeaderValue::from_static("other.bucket.s3.example.com"),
-    );
+    headers.insert("host", HeaderValue::from_static("other.bucket.s3.example.com"));
     let uri: Uri = "http://bkt.s3.example.com/key".parse().expect("uri");
     let request = classify_head(&Method::GET, &uri, &headers, &config()).expect("valid");
     assert_eq!(request.bucket.as_deref(), Some("bkt"));

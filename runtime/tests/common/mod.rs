@@ -30,11 +30,7 @@ impl Harness {
 
     /// An SDK client straight to node `index`, with the backend credentials.
     pub fn direct(&self, index: usize) -> aws_sdk_s3::Client {
-        client(
-            self.nodes[index].address().expect("bound"),
-            BACKEND_KEY,
-            BACKEND_SECRET,
-        )
+        client(self.nodes[index].address().expect("bound"), BACKEND_KEY, BACKEND_SECRET)
     }
 }
 
@@ -68,29 +64,19 @@ pub async fn harness_with(count: usize, mut cluster: ClusterConfig, extra: &str)
         format!("[health.active]\nenabled = false\n{extra}")
     };
     let text = config_text(&nodes, &extra);
-    let config =
-        Config::from_toml(&text, "test.toml").unwrap_or_else(|error| panic!("{error}\n{text}"));
-    let credentials =
-        storefront::settings::resolve_credentials(&config, "test.toml").expect("credentials");
-    let (listener, endpoint) = App::<TcpConnector>::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let config = Config::from_toml(&text, "test.toml").unwrap_or_else(|error| panic!("{error}\n{text}"));
+    let credentials = storefront::settings::resolve_credentials(&config, "test.toml").expect("credentials");
+    let (listener, endpoint) = App::<TcpConnector>::bind("127.0.0.1:0").await.expect("bind");
     let app = App::new(config, credentials, None, TcpConnector).expect("app");
     let serving = app.clone();
     tokio::spawn(async move { serving.serve(listener).await });
-    Harness {
-        nodes,
-        app,
-        endpoint,
-    }
+    Harness { nodes, app, endpoint }
 }
 
 /// An aws-sdk-s3 client for `address` (path style, no SDK retries).
 pub fn client(address: SocketAddr, key: &str, secret: &str) -> aws_sdk_s3::Client {
     let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
         .build_https();
     let config = aws_sdk_s3::Config::builder()
         .behavior_version_latest()
@@ -109,10 +95,7 @@ pub fn code<E, R>(error: &aws_sdk_s3::error::SdkError<E, R>) -> Option<String>
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata,
 {
-    error
-        .as_service_error()
-        .and_then(|e| e.code())
-        .map(str::to_owned)
+    error.as_service_error().and_then(|e| e.code()).map(str::to_owned)
 }
 
 pub fn md5_hex(data: &[u8]) -> String {

@@ -28,9 +28,7 @@ pub async fn anonymous_cluster(nodes: usize, mut config: ClusterConfig) -> Vec<N
 /// An aws-sdk-s3 client for `address` (path style, no SDK retries so tests see each answer).
 pub fn client(address: SocketAddr, secret: &str) -> aws_sdk_s3::Client {
     let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
         .build_https();
     let config = aws_sdk_s3::Config::builder()
         .behavior_version_latest()
@@ -57,17 +55,10 @@ pub fn code<E, R>(error: &aws_sdk_s3::error::SdkError<E, R>) -> Option<String>
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata,
 {
-    error
-        .as_service_error()
-        .and_then(|e| e.code())
-        .map(str::to_owned)
+    error.as_service_error().and_then(|e| e.code()).map(str::to_owned)
 }
 
 /// The HTTP status of an SDK error's raw response, if any.
-pub fn status<E>(
-    error: &aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::http::Response>,
-) -> Option<u16> {
-    error
-        .raw_response()
-        .map(|response| response.status().as_u16())
+pub fn status<E>(error: &aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::http::Response>) -> Option<u16> {
+    error.raw_response().map(|response| response.status().as_u16())
 }
