@@ -16,10 +16,28 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::collections::VecDeque;
+
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use storefront_core::s3::chunked::{
+    ChunkedDecoder, ChunkedError, ChunkedEvent, encode_unsigned_chunk, encode_unsigned_end,
+};
 use tokio::sync::Notify;
+
+/// How the client's body is transformed on its way to the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyMode {
+    /// Forwarded byte for byte.
+    Raw,
+    /// A signed aws-chunked stream without trailers, decoded to the plain data (the backend
+    /// request carries the decoded length and an unsigned payload).
+    DecodeSigned,
+    /// A signed aws-chunked stream with trailers, re-framed as unsigned aws-chunked with the
+    /// same trailers (the checksum reaches the backend; the trailer signature does not).
+    ReframeSigned,
+}
 
 /// How the client's body ended (as far as the proxy read it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +48,8 @@ pub enum BodyEnd {
     ClientGone,
     /// The client sent nothing for longer than the client-body idle timeout.
     IdleTimeout,
+    /// The client's aws-chunked framing was broken.
+    Malformed,
 }
 
 /// Errors a forwarded body yields to hyper (which then aborts the backend request).
@@ -41,6 +61,9 @@ pub enum ForwardError {
     /// The client stalled.
     #[error("client request body idle for {0:?}")]
     Idle(Duration),
+    /// The aws-chunked framing is broken.
+    #[error("malformed aws-chunked request body: {0}")]
+    Malformed(ChunkedError),
     /// A second attempt tried to send a body the first one had started (a bug guard).
     #[error("request body already committed to another attempt")]
     AlreadyTaken,
@@ -49,6 +72,14 @@ pub enum ForwardError {
 struct SourceState {
     incoming: Incoming,
     prefetched: Option<Frame<Bytes>>,
+    mode: BodyMode,
+    decoder: ChunkedDecoder,
+    /// Output waiting to be sent (decoded or re-framed pieces).
+    queue: VecDeque<Bytes>,
+    /// Trailers seen, for re-framing.
+    trailers: Vec<(String, String)>,
+    /// The source ended and its last output is queued.
+    finished: bool,
 }
 
 /// The client's request body, shared by the attempts of one exchange.
@@ -64,12 +95,24 @@ pub struct BodySource {
 }
 
 impl BodySource {
-    /// Hold `incoming`. `empty` and `length` come from the request's framing headers.
-    pub fn new(incoming: Incoming, empty: bool, length: Option<u64>, idle_timeout: Duration) -> Arc<Self> {
+    /// Hold `incoming`. `empty` and `length` (of what is sent to the backend) come from the
+    /// request's framing headers; `mode` says how the body is transformed.
+    pub fn new(
+        incoming: Incoming,
+        empty: bool,
+        length: Option<u64>,
+        mode: BodyMode,
+        idle_timeout: Duration,
+    ) -> Arc<Self> {
         Arc::new(BodySource {
             slot: Mutex::new((!empty).then_some(SourceState {
                 incoming,
                 prefetched: None,
+                mode,
+                decoder: ChunkedDecoder::new(),
+                queue: VecDeque::new(),
+                trailers: Vec::new(),
+                finished: false,
             })),
             started: AtomicBool::new(false),
             end: Mutex::new(empty.then_some(BodyEnd::Complete)),
@@ -179,6 +222,24 @@ impl ForwardBody {
     }
 }
 
+/// Decode (and re-frame) one piece of a signed aws-chunked stream into the output queue.
+fn transform(state: &mut SourceState, data: Bytes) -> Result<(), ChunkedError> {
+    let mut events = Vec::new();
+    state.decoder.feed(data, &mut events)?;
+    for event in events {
+        match (event, state.mode) {
+            (ChunkedEvent::Data(data), BodyMode::DecodeSigned) => state.queue.push_back(data),
+            (ChunkedEvent::Data(data), BodyMode::ReframeSigned) => state.queue.push_back(encode_unsigned_chunk(&data)),
+            (ChunkedEvent::Trailer { name, value }, BodyMode::ReframeSigned) if name != "x-amz-trailer-signature" => {
+                state.trailers.push((name, value));
+            }
+            (ChunkedEvent::End, BodyMode::ReframeSigned) => state.queue.push_back(encode_unsigned_end(&state.trailers)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl Body for ForwardBody {
     type Data = Bytes;
     type Error = ForwardError;
@@ -199,39 +260,62 @@ impl Body for ForwardBody {
             }
         }
         let state = this.state.as_mut().expect("taken above");
-        if let Some(frame) = state.prefetched.take() {
-            if frame.data_ref().is_some_and(Bytes::is_empty) && state.incoming.is_end_stream() {
+        loop {
+            if let Some(data) = state.queue.pop_front() {
+                this.idle = None;
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            if state.finished {
                 this.done = true;
                 this.source.finish(BodyEnd::Complete);
                 return Poll::Ready(None);
             }
-            this.idle = None;
-            return Poll::Ready(Some(Ok(frame)));
-        }
-        match Pin::new(&mut state.incoming).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                this.idle = None;
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(error))) => {
-                this.done = true;
-                this.source.finish(BodyEnd::ClientGone);
-                Poll::Ready(Some(Err(ForwardError::Client(error))))
-            }
-            Poll::Ready(None) => {
-                this.done = true;
-                this.source.finish(BodyEnd::Complete);
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                let timeout = this.source.idle_timeout;
-                let sleep = this.idle.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                if sleep.as_mut().poll(cx).is_ready() {
-                    this.done = true;
-                    this.source.finish(BodyEnd::IdleTimeout);
-                    return Poll::Ready(Some(Err(ForwardError::Idle(timeout))));
+            let polled = match state.prefetched.take() {
+                Some(frame) if frame.data_ref().is_some_and(Bytes::is_empty) && state.incoming.is_end_stream() => {
+                    Poll::Ready(None)
                 }
-                Poll::Pending
+                Some(frame) => Poll::Ready(Some(Ok(frame))),
+                None => Pin::new(&mut state.incoming).poll_frame(cx),
+            };
+            match polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    this.idle = None;
+                    if state.mode == BodyMode::Raw {
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                    if let Ok(data) = frame.into_data()
+                        && let Err(error) = transform(state, data)
+                    {
+                        this.done = true;
+                        this.source.finish(BodyEnd::Malformed);
+                        return Poll::Ready(Some(Err(ForwardError::Malformed(error))));
+                    }
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    this.done = true;
+                    this.source.finish(BodyEnd::ClientGone);
+                    return Poll::Ready(Some(Err(ForwardError::Client(error))));
+                }
+                Poll::Ready(None) => {
+                    if state.mode != BodyMode::Raw
+                        && let Err(error) = state.decoder.finish()
+                    {
+                        this.done = true;
+                        this.source.finish(BodyEnd::Malformed);
+                        return Poll::Ready(Some(Err(ForwardError::Malformed(error))));
+                    }
+                    state.finished = true;
+                }
+                Poll::Pending => {
+                    let timeout = this.source.idle_timeout;
+                    let sleep = this.idle.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        this.done = true;
+                        this.source.finish(BodyEnd::IdleTimeout);
+                        return Poll::Ready(Some(Err(ForwardError::Idle(timeout))));
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }

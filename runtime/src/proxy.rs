@@ -27,7 +27,7 @@ use storefront_core::exchange::{Dispatch, Exchange, Step};
 use storefront_core::outcome::Phase;
 use storefront_core::s3::{self, Addressing, ErrorCode, Payload, S3ErrorResponse, S3Request};
 
-use crate::body::{BodyEnd, BodySource, ForwardBody};
+use crate::body::{BodyEnd, BodyMode, BodySource, ForwardBody};
 use crate::clock::Clock;
 use crate::pool::{CheckoutError, ConnectionPool, Lease, PoolSettings};
 use crate::settings::KeyPair;
@@ -195,12 +195,8 @@ impl<C: Connect> Proxy<C> {
         let now = self.clock.now();
         let (exchange, step) =
             generation.with(|state| Exchange::start(&mut state.cluster, now, &parts, &caller, &mut state.rng));
-        let (empty, length) = match exchange.request().map(|request| request.body) {
-            Some(s3::Body::Length(length)) => (false, Some(length)),
-            Some(s3::Body::Chunked) => (false, None),
-            Some(s3::Body::Empty) | None => (true, Some(0)),
-        };
-        let source = BodySource::new(incoming, empty, length, generation.timeouts().client_body_idle);
+        let (empty, length, mode) = body_plan(&parts, exchange.request());
+        let source = BodySource::new(incoming, empty, length, mode, generation.timeouts().client_body_idle);
         let expects_continue = exchange.request().is_some_and(|request| request.expect_continue);
         if expects_continue && matches!(step, Step::Forward(_)) {
             // Decided from the head alone: let hyper answer 100 Continue now, before any
@@ -393,6 +389,15 @@ impl<C: Connect> Attempt<'_, C> {
                         self.step(|exchange, state, now| exchange.handle_client_gone(&mut state.cluster, now)),
                     )
                 }
+                Some(BodyEnd::Malformed) => {
+                    self.step(|exchange, state, now| exchange.handle_client_gone(&mut state.cluster, now));
+                    AttemptResult::Respond(error_response(
+                        &S3ErrorResponse::new(ErrorCode::InvalidRequest, "malformed aws-chunked request body"),
+                        self.parts.uri.path(),
+                        "sf-malformed-body",
+                        true,
+                    ))
+                }
                 Some(BodyEnd::IdleTimeout) => AttemptResult::Next(self.step(|exchange, state, now| {
                     exchange.handle_timeout(&mut state.cluster, now, Phase::ClientBodyIdle, &mut state.rng)
                 })),
@@ -581,12 +586,6 @@ fn backend_request(
     address: &str,
     source: Arc<BodySource>,
 ) -> Result<http::Request<ForwardBody>, S3ErrorResponse> {
-    if matches!(request.payload, Payload::StreamingSigned { .. }) {
-        return Err(S3ErrorResponse::new(
-            ErrorCode::InvalidRequest,
-            "signed aws-chunked uploads (STREAMING-AWS4-HMAC-SHA256-PAYLOAD) are not supported by this proxy yet; use UNSIGNED-PAYLOAD or unsigned trailers",
-        ));
-    }
     let path_and_query = client.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let path_and_query = match (request.addressing, request.bucket.as_deref()) {
         (Addressing::VirtualHost, Some(bucket)) => format!("/{bucket}{path_and_query}"),
@@ -599,6 +598,27 @@ fn backend_request(
     strip_hop_by_hop(&mut headers);
     for name in CALLER_AUTH_HEADERS.iter().copied().chain(["expect", "host"]) {
         headers.remove(name);
+    }
+    match request.payload {
+        // Decoded to plain bytes: the backend gets the decoded length and no aws-chunked.
+        Payload::StreamingSigned { trailer: false } => {
+            let decoded = headers.remove("x-amz-decoded-content-length");
+            remove_aws_chunked_encoding(&mut headers);
+            match decoded {
+                Some(length) => headers.insert(header::CONTENT_LENGTH, length),
+                None => {
+                    return Err(S3ErrorResponse::new(
+                        ErrorCode::InvalidRequest,
+                        "a signed aws-chunked upload needs x-amz-decoded-content-length",
+                    ));
+                }
+            };
+        }
+        // Re-framed as unsigned aws-chunked: its length changes, so it goes chunked.
+        Payload::StreamingSigned { trailer: true } => {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        _ => {}
     }
     headers.insert(
         header::HOST,
@@ -615,6 +635,50 @@ fn backend_request(
         .map_err(|_| S3ErrorResponse::new(ErrorCode::InternalError, "cannot build the backend request"))
 }
 
+/// Drop the `aws-chunked` token from Content-Encoding (keeping any other coding).
+fn remove_aws_chunked_encoding(headers: &mut HeaderMap) {
+    let rest: Vec<String> = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("aws-chunked"))
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::CONTENT_ENCODING);
+    if let Ok(value) = HeaderValue::from_str(&rest.join(", "))
+        && !rest.is_empty()
+    {
+        headers.insert(header::CONTENT_ENCODING, value);
+    }
+}
+
+/// How the client's body travels: whether there is one, the length the backend gets, and the
+/// transformation (see [`BodyMode`]).
+fn body_plan(client: &http::request::Parts, request: Option<&S3Request>) -> (bool, Option<u64>, BodyMode) {
+    let Some(request) = request else {
+        return (true, Some(0), BodyMode::Raw);
+    };
+    let (empty, length) = match request.body {
+        s3::Body::Length(length) => (false, Some(length)),
+        s3::Body::Chunked => (false, None),
+        s3::Body::Empty => (true, Some(0)),
+    };
+    match request.payload {
+        Payload::StreamingSigned { trailer: false } => {
+            let decoded = client
+                .headers
+                .get("x-amz-decoded-content-length")
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.parse().ok());
+            (empty, decoded, BodyMode::DecodeSigned)
+        }
+        Payload::StreamingSigned { trailer: true } => (empty, None, BodyMode::ReframeSigned),
+        _ => (empty, length, BodyMode::Raw),
+    }
+}
+
 /// The payload hash the re-signed request carries (see `sign`).
 fn payload_hash(client: &http::request::Parts, request: &S3Request) -> PayloadHash {
     match request.payload {
@@ -625,7 +689,9 @@ fn payload_hash(client: &http::request::Parts, request: &S3Request) -> PayloadHa
             .map_or(PayloadHash::Unsigned, |hash| {
                 PayloadHash::Sha256(hash.to_ascii_lowercase())
             }),
-        Payload::StreamingUnsigned { .. } => PayloadHash::StreamingUnsignedTrailer,
+        Payload::StreamingUnsigned { .. } | Payload::StreamingSigned { trailer: true } => {
+            PayloadHash::StreamingUnsignedTrailer
+        }
         _ => PayloadHash::Unsigned,
     }
 }
