@@ -1,0 +1,161 @@
+//! The admin listener, drain, reload and `storefront check-config`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use common::{BACKEND_KEY, BACKEND_SECRET, Harness, harness};
+use s3_mock::{BodyFault, Faults};
+use storefront::App;
+use storefront::transport::TcpConnector;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One HTTP/1.1 request to `address`; returns status and body.
+async fn call(address: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let request = format!("{method} {path} HTTP/1.1\r\nhost: admin\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let status = response.get(9..12).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+async fn admin(harness: &Harness) -> SocketAddr {
+    let (listener, address) = App::<TcpConnector>::bind("127.0.0.1:0").await.expect("bind admin");
+    tokio::spawn(storefront::admin::serve(listener, harness.app.clone()));
+    address
+}
+
+#[tokio::test]
+async fn health_readiness_backends_and_drain() {
+    // Proves the admin API: health, readiness from backend availability, the backend table, and
+    // that a drained backend gets no new requests.
+    let harness = harness(2, "").await;
+    let admin = admin(&harness).await;
+    assert_eq!(call(admin, "GET", "/healthz").await.0, 200);
+    assert_eq!(call(admin, "GET", "/readyz").await.0, 200);
+    let (status, body) = call(admin, "GET", "/admin/backends").await;
+    assert_eq!(status, 200);
+    let backends: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let list = backends.as_array().expect("array");
+    assert_eq!(list.len(), 2);
+    for field in ["id", "address", "pool", "zone", "healthy", "ejected", "draining", "in_flight", "requests_total", "errors_total", "latency_ewma_ms"] {
+        assert!(list[0].get(field).is_some(), "missing {field} in {body}");
+    }
+    let first = list[0]["id"].as_str().expect("id").to_owned();
+    let second = list[1]["id"].as_str().expect("id").to_owned();
+
+    assert_eq!(call(admin, "POST", &format!("/admin/backends/{first}/drain")).await.0, 200);
+    let s3 = harness.client();
+    s3.create_bucket().bucket("data").send().await.expect("create");
+    for _ in 0..20 {
+        s3.head_bucket().bucket("data").send().await.expect("head");
+    }
+    let drained = harness.nodes[0].stats().requests_by_operation.get("HeadBucket").copied().unwrap_or(0);
+    let other = harness.nodes[1].stats().requests_by_operation.get("HeadBucket").copied().unwrap_or(0);
+    assert_eq!((drained, other), (0, 20), "a drained backend got new requests");
+    assert_eq!(call(admin, "POST", &format!("/admin/backends/{second}/drain")).await.0, 200);
+    assert_eq!(call(admin, "GET", "/readyz").await.0, 503, "not ready with every backend drained");
+    assert_eq!(call(admin, "POST", "/admin/backends/9.9/drain").await.0, 404);
+    assert_eq!(call(admin, "POST", "/admin/backends/nonsense/drain").await.0, 400);
+    assert_eq!(call(admin, "POST", &format!("/admin/backends/{first}/undrain")).await.0, 200);
+    assert_eq!(call(admin, "GET", "/readyz").await.0, 200);
+}
+
+#[tokio::test]
+async fn reload_swaps_a_good_file_refuses_a_bad_one_and_spares_requests_in_flight() {
+    // Proves reload: a valid file takes effect, a file with a typo is refused with a message
+    // naming the key and the running configuration stays, and a request in flight during the
+    // reload completes.
+    let mut harness = harness(2, "").await;
+    let directory = std::env::temp_dir().join(format!("storefront-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("temp dir");
+    let path = directory.join("storefront.toml");
+    std::fs::write(&path, common::config_text(&harness.nodes, "[health.active]\nenabled = false\n")).expect("write");
+    let (config, credentials) = storefront::settings::load(&path).expect("valid file");
+    let app = App::new(config, credentials, Some(path.clone()), TcpConnector).expect("app");
+    let (listener, endpoint) = App::<TcpConnector>::bind("127.0.0.1:0").await.expect("bind");
+    let serving = app.clone();
+    tokio::spawn(async move { serving.serve(listener).await });
+    harness.app = app;
+    harness.endpoint = endpoint;
+    let admin = admin(&harness).await;
+
+    let s3 = harness.client();
+    s3.create_bucket().bucket("data").send().await.expect("create");
+    s3.put_object().bucket("data").key("slow").body(ByteStream::from(vec![1u8; 400_000])).send().await.expect("put");
+    // A slow download is in flight across the reload.
+    for node in &harness.nodes {
+        node.set_faults(Faults { body: BodyFault::Throttle(400_000), ..Faults::default() });
+    }
+    let slow = {
+        let s3 = s3.clone();
+        tokio::spawn(async move {
+            let response = s3.get_object().bucket("data").key("slow").send().await.expect("get");
+            response.body.collect().await.map(|body| body.into_bytes().len())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // A good file: one backend only, round-robin.
+    let one = [harness.nodes[1].clone()];
+    let text = common::config_text(&one, "[health.active]\nenabled = false\n[balance]\nalgorithm = \"round-robin\"\n");
+    std::fs::write(&path, text).expect("write");
+    let (status, body) = call(admin, "POST", "/admin/reload").await;
+    assert_eq!(status, 200, "{body}");
+    let (_, backends) = call(admin, "GET", "/admin/backends").await;
+    let backends: serde_json::Value = serde_json::from_str(&backends).expect("JSON");
+    assert_eq!(backends.as_array().map(Vec::len), Some(1));
+
+    // A bad file: refused, naming the key; the reloaded configuration stays.
+    std::fs::write(&path, "[balance]\nalgoritm = \"random\"\n").expect("write");
+    let (status, body) = call(admin, "POST", "/admin/reload").await;
+    assert_eq!(status, 400);
+    assert!(body.contains("algoritm") && body.contains("storefront.toml"), "{body}");
+    let (_, backends) = call(admin, "GET", "/admin/backends").await;
+    let backends: serde_json::Value = serde_json::from_str(&backends).expect("JSON");
+    assert_eq!(backends.as_array().map(Vec::len), Some(1), "the refused file changed the configuration");
+    for node in &harness.nodes {
+        node.set_faults(Faults::default());
+    }
+    s3.head_bucket().bucket("data").send().await.expect("still serving");
+
+    let downloaded = tokio::time::timeout(Duration::from_secs(10), slow).await.expect("done").expect("task");
+    assert_eq!(downloaded.expect("the in-flight download completed"), 400_000);
+    let _ = std::fs::remove_dir_all(&directory);
+    let _ = (BACKEND_KEY, BACKEND_SECRET);
+}
+
+#[test]
+fn check_config_names_the_file_the_key_and_the_allowed_values() {
+    // Proves `storefront check-config`: status 0 for a valid file; for a typo, status 2 and a
+    // message naming the file, the key and what is allowed.
+    let directory = std::env::temp_dir().join(format!("storefront-check-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("temp dir");
+    let good = directory.join("good.toml");
+    std::fs::write(&good, "[[pools]]\nname = \"dc1\"\nbackends = [\"127.0.0.1:9001\"]\n").expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_storefront")).arg("check-config").arg(&good).output().expect("run");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("valid"));
+
+    let bad = directory.join("typo.toml");
+    std::fs::write(&bad, "[timeouts]\nbackend_conect = \"2s\"\n\n[[pools]]\nname = \"dc1\"\nbackends = [\"127.0.0.1:9001\"]\n").expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_storefront")).arg("check-config").arg(&bad).output().expect("run");
+    assert_eq!(output.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("typo.toml"), "{message}");
+    assert!(message.contains("backend_conect"), "{message}");
+    assert!(message.contains("backend_connect"), "lists the allowed keys: {message}");
+
+    let semantic = directory.join("semantic.toml");
+    std::fs::write(&semantic, "[routing]\ndefault_pool = \"dc9\"\n\n[[pools]]\nname = \"dc1\"\nbackends = [\"127.0.0.1\"]\n").expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_storefront")).arg("check-config").arg(&semantic).output().expect("run");
+    assert_eq!(output.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("routing.default_pool") && message.contains("pools[0].backends[0].address"), "{message}");
+    let _ = std::fs::remove_dir_all(&directory);
+}
