@@ -210,14 +210,32 @@ impl<C: Connect> Proxy<C> {
             source: &source,
             conn: &conn,
             exchange: Some(exchange),
+            deadline: None,
         };
+        let deadline = generation
+            .timeouts()
+            .total
+            .map(|total| tokio::time::Instant::now() + total);
+        attempt.deadline = deadline;
         let mut step = step;
         loop {
             step = match step {
-                Step::Forward(dispatch) | Step::Retry(dispatch) => match attempt.run(dispatch).await {
-                    AttemptResult::Next(next) => next,
-                    AttemptResult::Respond(response) => return response,
-                },
+                Step::Forward(dispatch) | Step::Retry(dispatch) => {
+                    let run = attempt.run(dispatch);
+                    let result = match deadline {
+                        Some(deadline) => tokio::time::timeout_at(deadline, run).await.ok(),
+                        None => Some(run.await),
+                    };
+                    match result {
+                        Some(AttemptResult::Next(next)) => next,
+                        Some(AttemptResult::Respond(response)) => return response,
+                        // The whole exchange's deadline passed: the attempt (and its backend
+                        // connection) is dropped.
+                        None => attempt.step(|exchange, state, now| {
+                            exchange.handle_timeout(&mut state.cluster, now, Phase::Total, &mut state.rng)
+                        }),
+                    }
+                }
                 Step::Reject(error) | Step::Fail(error) => {
                     return error_response(&error, parts.uri.path(), &request_id, !source.started() && !empty);
                 }
@@ -247,6 +265,7 @@ struct Attempt<'a, C: Connect> {
     source: &'a Arc<BodySource>,
     conn: &'a Arc<ConnState>,
     exchange: Option<Exchange>,
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl<C: Connect> Attempt<'_, C> {
@@ -431,6 +450,9 @@ impl<C: Connect> Attempt<'_, C> {
             conn: self.conn.clone(),
             idle_timeout: self.generation.timeouts().backend_body_idle,
             idle: None,
+            deadline: self
+                .deadline
+                .map(|deadline| Box::pin(tokio::time::sleep_until(deadline))),
         };
         if body.incoming.is_end_stream() {
             let mut body = body;
@@ -453,6 +475,8 @@ pub struct ResponseBody {
     conn: Arc<ConnState>,
     idle_timeout: Duration,
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The exchange's total deadline, if configured.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// Why a response body broke off.
@@ -464,6 +488,9 @@ pub enum ResponseError {
     /// The backend sent nothing for the body-idle timeout.
     #[error("storage node idle for {0:?} mid-response")]
     BackendIdle(Duration),
+    /// The exchange's total deadline passed mid-response.
+    #[error("the request's total deadline passed mid-response")]
+    Deadline,
 }
 
 impl ResponseBody {
@@ -490,6 +517,15 @@ impl Body for ResponseBody {
         let this = &mut *self;
         if this.exchange.is_none() {
             return Poll::Ready(None);
+        }
+        if let Some(deadline) = this.deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            this.lease = None;
+            this.finish(|exchange, state, now| {
+                exchange.handle_timeout(&mut state.cluster, now, Phase::Total, &mut state.rng)
+            });
+            return Poll::Ready(Some(Err(Box::new(ResponseError::Deadline))));
         }
         match Pin::new(&mut this.incoming).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {

@@ -20,7 +20,10 @@ async fn call(address: SocketAddr, method: &str, path: &str) -> (u16, String) {
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("read");
     let status = response.get(9..12).and_then(|code| code.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -43,26 +46,61 @@ async fn health_readiness_backends_and_drain() {
     let backends: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     let list = backends.as_array().expect("array");
     assert_eq!(list.len(), 2);
-    for field in ["id", "address", "pool", "zone", "healthy", "ejected", "draining", "in_flight", "requests_total", "errors_total", "latency_ewma_ms"] {
+    for field in [
+        "id",
+        "address",
+        "pool",
+        "zone",
+        "healthy",
+        "ejected",
+        "draining",
+        "in_flight",
+        "requests_total",
+        "errors_total",
+        "latency_ewma_ms",
+    ] {
         assert!(list[0].get(field).is_some(), "missing {field} in {body}");
     }
     let first = list[0]["id"].as_str().expect("id").to_owned();
     let second = list[1]["id"].as_str().expect("id").to_owned();
 
-    assert_eq!(call(admin, "POST", &format!("/admin/backends/{first}/drain")).await.0, 200);
+    assert_eq!(
+        call(admin, "POST", &format!("/admin/backends/{first}/drain")).await.0,
+        200
+    );
     let s3 = harness.client();
     s3.create_bucket().bucket("data").send().await.expect("create");
     for _ in 0..20 {
         s3.head_bucket().bucket("data").send().await.expect("head");
     }
-    let drained = harness.nodes[0].stats().requests_by_operation.get("HeadBucket").copied().unwrap_or(0);
-    let other = harness.nodes[1].stats().requests_by_operation.get("HeadBucket").copied().unwrap_or(0);
+    let drained = harness.nodes[0]
+        .stats()
+        .requests_by_operation
+        .get("HeadBucket")
+        .copied()
+        .unwrap_or(0);
+    let other = harness.nodes[1]
+        .stats()
+        .requests_by_operation
+        .get("HeadBucket")
+        .copied()
+        .unwrap_or(0);
     assert_eq!((drained, other), (0, 20), "a drained backend got new requests");
-    assert_eq!(call(admin, "POST", &format!("/admin/backends/{second}/drain")).await.0, 200);
-    assert_eq!(call(admin, "GET", "/readyz").await.0, 503, "not ready with every backend drained");
+    assert_eq!(
+        call(admin, "POST", &format!("/admin/backends/{second}/drain")).await.0,
+        200
+    );
+    assert_eq!(
+        call(admin, "GET", "/readyz").await.0,
+        503,
+        "not ready with every backend drained"
+    );
     assert_eq!(call(admin, "POST", "/admin/backends/9.9/drain").await.0, 404);
     assert_eq!(call(admin, "POST", "/admin/backends/nonsense/drain").await.0, 400);
-    assert_eq!(call(admin, "POST", &format!("/admin/backends/{first}/undrain")).await.0, 200);
+    assert_eq!(
+        call(admin, "POST", &format!("/admin/backends/{first}/undrain")).await.0,
+        200
+    );
     assert_eq!(call(admin, "GET", "/readyz").await.0, 200);
 }
 
@@ -75,7 +113,11 @@ async fn reload_swaps_a_good_file_refuses_a_bad_one_and_spares_requests_in_fligh
     let directory = std::env::temp_dir().join(format!("storefront-reload-{}", std::process::id()));
     std::fs::create_dir_all(&directory).expect("temp dir");
     let path = directory.join("storefront.toml");
-    std::fs::write(&path, common::config_text(&harness.nodes, "[health.active]\nenabled = false\n")).expect("write");
+    std::fs::write(
+        &path,
+        common::config_text(&harness.nodes, "[health.active]\nenabled = false\n"),
+    )
+    .expect("write");
     let (config, credentials) = storefront::settings::load(&path).expect("valid file");
     let app = App::new(config, credentials, Some(path.clone()), TcpConnector).expect("app");
     let (listener, endpoint) = App::<TcpConnector>::bind("127.0.0.1:0").await.expect("bind");
@@ -87,10 +129,19 @@ async fn reload_swaps_a_good_file_refuses_a_bad_one_and_spares_requests_in_fligh
 
     let s3 = harness.client();
     s3.create_bucket().bucket("data").send().await.expect("create");
-    s3.put_object().bucket("data").key("slow").body(ByteStream::from(vec![1u8; 400_000])).send().await.expect("put");
+    s3.put_object()
+        .bucket("data")
+        .key("slow")
+        .body(ByteStream::from(vec![1u8; 400_000]))
+        .send()
+        .await
+        .expect("put");
     // A slow download is in flight across the reload.
     for node in &harness.nodes {
-        node.set_faults(Faults { body: BodyFault::Throttle(400_000), ..Faults::default() });
+        node.set_faults(Faults {
+            body: BodyFault::Throttle(400_000),
+            ..Faults::default()
+        });
     }
     let slow = {
         let s3 = s3.clone();
@@ -103,7 +154,10 @@ async fn reload_swaps_a_good_file_refuses_a_bad_one_and_spares_requests_in_fligh
 
     // A good file: one backend only, round-robin.
     let one = [harness.nodes[1].clone()];
-    let text = common::config_text(&one, "[health.active]\nenabled = false\n[balance]\nalgorithm = \"round-robin\"\n");
+    let text = common::config_text(
+        &one,
+        "[health.active]\nenabled = false\n[balance]\nalgorithm = \"round-robin\"\n",
+    );
     std::fs::write(&path, text).expect("write");
     let (status, body) = call(admin, "POST", "/admin/reload").await;
     assert_eq!(status, 200, "{body}");
@@ -118,13 +172,20 @@ async fn reload_swaps_a_good_file_refuses_a_bad_one_and_spares_requests_in_fligh
     assert!(body.contains("algoritm") && body.contains("storefront.toml"), "{body}");
     let (_, backends) = call(admin, "GET", "/admin/backends").await;
     let backends: serde_json::Value = serde_json::from_str(&backends).expect("JSON");
-    assert_eq!(backends.as_array().map(Vec::len), Some(1), "the refused file changed the configuration");
+    assert_eq!(
+        backends.as_array().map(Vec::len),
+        Some(1),
+        "the refused file changed the configuration"
+    );
     for node in &harness.nodes {
         node.set_faults(Faults::default());
     }
     s3.head_bucket().bucket("data").send().await.expect("still serving");
 
-    let downloaded = tokio::time::timeout(Duration::from_secs(10), slow).await.expect("done").expect("task");
+    let downloaded = tokio::time::timeout(Duration::from_secs(10), slow)
+        .await
+        .expect("done")
+        .expect("task");
     assert_eq!(downloaded.expect("the in-flight download completed"), 400_000);
     let _ = std::fs::remove_dir_all(&directory);
     let _ = (BACKEND_KEY, BACKEND_SECRET);
@@ -138,13 +199,25 @@ fn check_config_names_the_file_the_key_and_the_allowed_values() {
     std::fs::create_dir_all(&directory).expect("temp dir");
     let good = directory.join("good.toml");
     std::fs::write(&good, "[[pools]]\nname = \"dc1\"\nbackends = [\"127.0.0.1:9001\"]\n").expect("write");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_storefront")).arg("check-config").arg(&good).output().expect("run");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_storefront"))
+        .arg("check-config")
+        .arg(&good)
+        .output()
+        .expect("run");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout).contains("valid"));
 
     let bad = directory.join("typo.toml");
-    std::fs::write(&bad, "[timeouts]\nbackend_conect = \"2s\"\n\n[[pools]]\nname = \"dc1\"\nbackends = [\"127.0.0.1:9001\"]\n").expect("write");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_storefront")).arg("check-config").arg(&bad).output().expect("run");
+    std::fs::write(
+        &bad,
+        "[timeouts]\nbackend_conect = \"2s\"\n\n[[pools]]\nname = \"dc1\"\nbackends = [\"127.0.0.1:9001\"]\n",
+    )
+    .expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_storefront"))
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .expect("run");
     assert_eq!(output.status.code(), Some(2));
     let message = String::from_utf8_lossy(&output.stderr);
     assert!(message.contains("typo.toml"), "{message}");
@@ -152,10 +225,21 @@ fn check_config_names_the_file_the_key_and_the_allowed_values() {
     assert!(message.contains("backend_connect"), "lists the allowed keys: {message}");
 
     let semantic = directory.join("semantic.toml");
-    std::fs::write(&semantic, "[routing]\ndefault_pool = \"dc9\"\n\n[[pools]]\nname = \"dc1\"\nbackends = [\"127.0.0.1\"]\n").expect("write");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_storefront")).arg("check-config").arg(&semantic).output().expect("run");
+    std::fs::write(
+        &semantic,
+        "[routing]\ndefault_pool = \"dc9\"\n\n[[pools]]\nname = \"dc1\"\nbackends = [\"127.0.0.1\"]\n",
+    )
+    .expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_storefront"))
+        .arg("check-config")
+        .arg(&semantic)
+        .output()
+        .expect("run");
     assert_eq!(output.status.code(), Some(2));
     let message = String::from_utf8_lossy(&output.stderr);
-    assert!(message.contains("routing.default_pool") && message.contains("pools[0].backends[0].address"), "{message}");
+    assert!(
+        message.contains("routing.default_pool") && message.contains("pools[0].backends[0].address"),
+        "{message}"
+    );
     let _ = std::fs::remove_dir_all(&directory);
 }

@@ -24,7 +24,11 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 #[tokio::test]
@@ -33,13 +37,23 @@ async fn a_256_mib_object_streams_through_with_bounded_memory() {
     let cluster = ClusterConfig {
         nodes: 2,
         credentials: Some((common::BACKEND_KEY.into(), common::BACKEND_SECRET.into())),
-        capacity: s3_mock::CapacityConfig { bandwidth_bytes_per_second: 0, ..Default::default() },
+        capacity: s3_mock::CapacityConfig {
+            bandwidth_bytes_per_second: 0,
+            ..Default::default()
+        },
         ..ClusterConfig::default()
     };
-    let nodes = MockCluster::start_tcp(&cluster, common::local(), 0).await.expect("cluster");
+    let nodes = MockCluster::start_tcp(&cluster, common::local(), 0)
+        .await
+        .expect("cluster");
     let port = free_port();
     let admin = free_port();
-    let text = common::config_text(&nodes, &format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[health.active]\nenabled = false\n"));
+    let text = common::config_text(
+        &nodes,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[health.active]\nenabled = false\n"
+        ),
+    );
     let directory = std::env::temp_dir().join(format!("storefront-memory-{}", std::process::id()));
     std::fs::create_dir_all(&directory).expect("temp dir");
     let path = directory.join("storefront.toml");
@@ -64,8 +78,20 @@ async fn a_256_mib_object_streams_through_with_bounded_memory() {
     let s3 = common::client(endpoint, "caller", "caller-secret");
     s3.create_bucket().bucket("big").send().await.expect("create");
     let data: Vec<u8> = (0..OBJECT).map(|i| (i % 253) as u8).collect();
-    s3.put_object().bucket("big").key("object").body(ByteStream::from(data.clone())).send().await.expect("256 MiB PUT");
-    let response = s3.get_object().bucket("big").key("object").send().await.expect("256 MiB GET");
+    s3.put_object()
+        .bucket("big")
+        .key("object")
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .expect("256 MiB PUT");
+    let response = s3
+        .get_object()
+        .bucket("big")
+        .key("object")
+        .send()
+        .await
+        .expect("256 MiB GET");
     let mut body = response.body;
     let mut received = 0usize;
     let mut matches = true;

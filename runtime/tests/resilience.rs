@@ -442,3 +442,42 @@ async fn conflicting_framing_cannot_smuggle_a_request() {
         "a Content-Length reached the backend"
     );
 }
+
+#[tokio::test]
+async fn the_total_deadline_bounds_the_whole_exchange() {
+    // Proves `timeouts.total`: a node too slow to answer gets the client a 504 at the deadline,
+    // and a body still streaming at the deadline is cut (an error, not a short body).
+    let harness = harness(1, "[timeouts]\ntotal = \"400ms\"\n").await;
+    let s3 = bucket_with_object(&harness, 200_000).await;
+    harness.nodes[0].set_slow_factor(1000.0);
+    let started = std::time::Instant::now();
+    let error = s3
+        .get_object()
+        .bucket("data")
+        .key("object")
+        .send()
+        .await
+        .expect_err("deadline");
+    assert_eq!(common::code(&error).as_deref(), Some("GatewayTimeout"), "{error:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    harness.nodes[0].set_faults(Faults {
+        body: BodyFault::Throttle(100_000),
+        ..Faults::default()
+    });
+    let response = s3
+        .get_object()
+        .bucket("data")
+        .key("object")
+        .send()
+        .await
+        .expect("head in time");
+    assert!(
+        response.body.collect().await.is_err(),
+        "a body cut by the deadline looked complete"
+    );
+    assert_eq!(storefront::admin::backends(&harness.app)[0].in_flight, 0);
+}
