@@ -243,3 +243,92 @@ fn check_config_names_the_file_the_key_and_the_allowed_values() {
     );
     let _ = std::fs::remove_dir_all(&directory);
 }
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_lets_requests_in_flight_finish() {
+    // Proves graceful shutdown: a download in flight completes, new connections are refused.
+    let harness = harness(1, "").await;
+    let s3 = harness.client();
+    s3.create_bucket().bucket("data").send().await.expect("create");
+    s3.put_object()
+        .bucket("data")
+        .key("slow")
+        .body(ByteStream::from(vec![3u8; 300_000]))
+        .send()
+        .await
+        .expect("put");
+    harness.nodes[0].set_faults(Faults {
+        body: BodyFault::Throttle(600_000),
+        ..Faults::default()
+    });
+    let download = {
+        let s3 = s3.clone();
+        tokio::spawn(async move {
+            let response = s3.get_object().bucket("data").key("slow").send().await.expect("get");
+            response.body.collect().await.map(|body| body.into_bytes().len())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    harness.app.shutdown();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let refused = tokio::net::TcpStream::connect(harness.endpoint).await;
+    let accepted_and_served = match refused {
+        Err(_) => false,
+        Ok(mut stream) => {
+            let _ = stream.write_all(b"GET /data/slow HTTP/1.1\r\nhost: p\r\n\r\n").await;
+            let mut buffer = [0u8; 64];
+            matches!(tokio::time::timeout(Duration::from_millis(300), stream.read(&mut buffer)).await, Ok(Ok(n)) if n > 0)
+        }
+    };
+    assert!(!accepted_and_served, "a new connection was served after shutdown");
+    let downloaded = tokio::time::timeout(Duration::from_secs(5), download)
+        .await
+        .expect("finished")
+        .expect("task");
+    assert_eq!(downloaded.expect("the in-flight download completed"), 300_000);
+}
+
+#[tokio::test]
+async fn a_dns_name_becomes_one_backend_per_address() {
+    // Proves DNS-backed pools: `localhost` resolves (here to 127.0.0.1, and ::1 if configured),
+    // every address becomes a backend, and requests are served through them.
+    let nodes = s3_mock::MockCluster::start_tcp(
+        &s3_mock::ClusterConfig {
+            nodes: 1,
+            credentials: Some((BACKEND_KEY.into(), BACKEND_SECRET.into())),
+            ..Default::default()
+        },
+        common::local(),
+        0,
+    )
+    .await
+    .expect("cluster");
+    let port = nodes[0].address().expect("bound").port();
+    let text = format!(
+        "[auth]\nmode = \"trust\"\n[health.active]\nenabled = false\n[[pools]]\nname = \"dc1\"\ndns = {{ name = \"localhost\", port = {port}, refresh = \"1s\" }}\n[pools.credentials]\naccess_key = \"{BACKEND_KEY}\"\nsecret_key = \"{BACKEND_SECRET}\"\n"
+    );
+    let config = storefront_core::config::Config::from_toml(&text, "dns.toml").expect("valid");
+    let credentials = storefront::settings::resolve_credentials(&config, "dns.toml").expect("credentials");
+    let app = App::new(config, credentials, None, TcpConnector).expect("app");
+    let (listener, endpoint) = App::<TcpConnector>::bind("127.0.0.1:0").await.expect("bind");
+    let serving = app.clone();
+    tokio::spawn(async move { serving.serve(listener).await });
+    let mut backends = Vec::new();
+    for _ in 0..100 {
+        backends = storefront::admin::backends(&app);
+        if !backends.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        backends.iter().any(|b| b.address == format!("127.0.0.1:{port}")),
+        "{backends:?}"
+    );
+    let s3 = common::client(endpoint, "caller", "secret");
+    s3.create_bucket()
+        .bucket("viadns")
+        .send()
+        .await
+        .expect("served through a DNS-discovered backend");
+}
