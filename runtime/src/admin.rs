@@ -140,8 +140,14 @@ pub fn handle<C: Connect>(app: &App<C>, method: &http::Method, path: &str) -> ht
 /// Serve the admin endpoints from `listener`.
 pub async fn serve<A: Accept, C: Connect>(mut listener: A, app: Arc<App<C>>) {
     loop {
-        let Ok((io, _)) = listener.accept().await else {
-            continue;
+        let io = match listener.accept().await {
+            Ok((io, _)) => io,
+            Err(error) => {
+                // Out of file descriptors, for one: back off instead of spinning.
+                tracing::warn!(%error, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let app = app.clone();
         tokio::spawn(async move {

@@ -211,6 +211,7 @@ impl<C: Connect> Proxy<C> {
             conn: &conn,
             exchange: Some(exchange),
             deadline: None,
+            request_id: &request_id,
         };
         let deadline = generation
             .timeouts()
@@ -266,6 +267,7 @@ struct Attempt<'a, C: Connect> {
     conn: &'a Arc<ConnState>,
     exchange: Option<Exchange>,
     deadline: Option<tokio::time::Instant>,
+    request_id: &'a str,
 }
 
 impl<C: Connect> Attempt<'_, C> {
@@ -413,7 +415,7 @@ impl<C: Connect> Attempt<'_, C> {
                     AttemptResult::Respond(error_response(
                         &S3ErrorResponse::new(ErrorCode::InvalidRequest, "malformed aws-chunked request body"),
                         self.parts.uri.path(),
-                        "sf-malformed-body",
+                        self.request_id,
                         true,
                     ))
                 }
@@ -433,7 +435,7 @@ impl<C: Connect> Attempt<'_, C> {
     /// A request the proxy cannot forward (yet): end the attempt without blaming the backend.
     fn unforwardable(&mut self, error: S3ErrorResponse) -> AttemptResult {
         self.step(|exchange, state, now| exchange.handle_client_gone(&mut state.cluster, now));
-        AttemptResult::Respond(error_response(&error, self.parts.uri.path(), "sf-unforwardable", true))
+        AttemptResult::Respond(error_response(&error, self.parts.uri.path(), self.request_id, true))
     }
 
     /// Hand the backend's response to the client, streaming its body.
