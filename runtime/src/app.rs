@@ -22,6 +22,7 @@ pub struct App<C: Connect> {
     config_path: Option<PathBuf>,
     stop: watch::Sender<bool>,
     seed: std::sync::atomic::AtomicU64,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl<C: Connect> App<C> {
@@ -32,6 +33,10 @@ impl<C: Connect> App<C> {
         config_path: Option<PathBuf>,
         connector: C,
     ) -> Result<Arc<Self>, String> {
+        let tls = match &config.server.tls {
+            Some(section) => Some(crate::tls::server_config(section).map_err(|error| format!("server.tls: {error}"))?),
+            None => None,
+        };
         let clock = Clock::start();
         let generation = Generation::new(config, credentials, &clock, 1)?;
         let proxy = Arc::new(Proxy::new(generation, connector, clock));
@@ -41,6 +46,7 @@ impl<C: Connect> App<C> {
             config_path,
             stop,
             seed: std::sync::atomic::AtomicU64::new(2),
+            tls,
         });
         app.start_drivers(app.proxy.current());
         tokio::spawn(driver::reap_idle(app.proxy.clone(), app.stop.subscribe()));
@@ -68,7 +74,14 @@ impl<C: Connect> App<C> {
             write_idle_timeout: timeouts.response_write_idle,
             shutdown_grace: config.server.shutdown_grace.get(),
         };
-        server::serve(listener, self.proxy.clone(), limits, self.stop.subscribe()).await;
+        server::serve(
+            listener,
+            self.proxy.clone(),
+            limits,
+            self.tls.clone(),
+            self.stop.subscribe(),
+        )
+        .await;
     }
 
     /// Re-read the configuration file and swap it in; a bad file is refused and the running

@@ -60,10 +60,10 @@ async fn run_probe<C: Connect>(proxy: Arc<Proxy<C>>, generation: Arc<Generation>
 }
 
 async fn probe_once<C: Connect>(proxy: &Proxy<C>, generation: &Generation, probe: &ProbeRequest) -> bool {
-    let Some(settings) = generation.pool_settings(probe.pool.0) else {
+    let Some(settings) = generation.pool_settings(probe.pool.0).cloned() else {
         return false;
     };
-    let Ok(mut sender) = proxy.connections.open(&probe.address, settings).await else {
+    let Ok(mut sender) = proxy.connections.open(&probe.address, &settings).await else {
         return false;
     };
     let path = &generation.config.health.active.path;

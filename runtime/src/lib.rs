@@ -16,6 +16,7 @@ pub mod proxy;
 pub mod server;
 pub mod settings;
 pub mod sign;
+pub mod tls;
 pub mod transport;
 
 pub use app::App;

@@ -18,10 +18,11 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::ForwardBody;
+use crate::tls::{BackendTls, MaybeTls};
 use crate::transport::Connect;
 
 /// Pool limits for one pool of backends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct PoolSettings {
     /// Concurrent requests (and so connections in use) per backend.
     pub max_per_backend: usize,
@@ -29,8 +30,10 @@ pub struct PoolSettings {
     pub wait: Duration,
     /// Idle connections older than this are not reused.
     pub idle_timeout: Duration,
-    /// Longest wait for a TCP connection to open.
+    /// Longest wait for a TCP connection to open (and TLS to be established).
     pub connect_timeout: Duration,
+    /// TLS to the backends, if configured.
+    pub tls: Option<BackendTls>,
 }
 
 /// Why no connection could be leased.
@@ -48,6 +51,9 @@ pub enum CheckoutError {
     /// The HTTP/1.1 handshake failed.
     #[error("handshake failed: {0}")]
     Handshake(hyper::Error),
+    /// The TLS handshake failed.
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
 }
 
 struct Idle {
@@ -101,7 +107,8 @@ impl Lease {
 /// Connection pools of every backend, keyed by pool and address.
 pub struct ConnectionPool<C: Connect> {
     connector: C,
-    backends: Mutex<HashMap<(usize, String), Arc<BackendConnections>>>,
+    /// Pool index, then backend address (looked up by `&str`: no allocation per request).
+    backends: Mutex<HashMap<usize, HashMap<String, Arc<BackendConnections>>>>,
 }
 
 impl<C: Connect> ConnectionPool<C> {
@@ -113,27 +120,32 @@ impl<C: Connect> ConnectionPool<C> {
         }
     }
 
-    fn backend(&self, pool: usize, address: &str, settings: PoolSettings) -> Arc<BackendConnections> {
+    fn backend(&self, pool: usize, address: &str, settings: &PoolSettings) -> Arc<BackendConnections> {
         let mut backends = self.backends.lock().expect("backends lock is never poisoned");
-        backends
-            .entry((pool, address.to_owned()))
-            .or_insert_with(|| {
-                Arc::new(BackendConnections {
-                    permits: Arc::new(Semaphore::new(settings.max_per_backend.max(1))),
-                    idle: Mutex::new(Vec::new()),
-                    settings,
-                })
-            })
-            .clone()
+        let pool = backends.entry(pool).or_default();
+        if let Some(backend) = pool.get(address) {
+            return backend.clone();
+        }
+        let backend = Arc::new(BackendConnections {
+            permits: Arc::new(Semaphore::new(settings.max_per_backend.max(1))),
+            idle: Mutex::new(Vec::new()),
+            settings: settings.clone(),
+        });
+        pool.insert(address.to_owned(), backend.clone());
+        backend
     }
 
     /// Lease a connection to `address`: wait (bounded) for a permit, then reuse an idle
     /// connection or open a new one.
-    pub async fn checkout(&self, pool: usize, address: &str, settings: PoolSettings) -> Result<Lease, CheckoutError> {
+    pub async fn checkout(&self, pool: usize, address: &str, settings: &PoolSettings) -> Result<Lease, CheckoutError> {
         let backend = self.backend(pool, address, settings);
-        let permit = match tokio::time::timeout(settings.wait, backend.permits.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => permit,
-            _ => return Err(CheckoutError::Saturated(settings.max_per_backend)),
+        // A free permit is taken at once; only a saturated backend arms the bounded wait.
+        let permit = match backend.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => match tokio::time::timeout(settings.wait, backend.permits.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                _ => return Err(CheckoutError::Saturated(settings.max_per_backend)),
+            },
         };
         if let Some(sender) = take_idle(&backend) {
             return Ok(Lease {
@@ -156,11 +168,22 @@ impl<C: Connect> ConnectionPool<C> {
     pub async fn open(
         &self,
         address: &str,
-        settings: PoolSettings,
+        settings: &PoolSettings,
     ) -> Result<http1::SendRequest<ForwardBody>, CheckoutError> {
-        let io = match tokio::time::timeout(settings.connect_timeout, self.connector.connect(address)).await {
+        let connect = async {
+            let io = self.connector.connect(address).await.map_err(CheckoutError::Connect)?;
+            match &settings.tls {
+                Some(tls) => tls
+                    .connect(address, io)
+                    .await
+                    .map(MaybeTls::Client)
+                    .map_err(CheckoutError::Tls),
+                None => Ok(MaybeTls::Plain(io)),
+            }
+        };
+        let io = match tokio::time::timeout(settings.connect_timeout, connect).await {
             Ok(Ok(io)) => io,
-            Ok(Err(error)) => return Err(CheckoutError::Connect(error)),
+            Ok(Err(error)) => return Err(error),
             Err(_) => return Err(CheckoutError::ConnectTimeout),
         };
         let (sender, connection) = http1::Builder::new()
@@ -182,7 +205,7 @@ impl<C: Connect> ConnectionPool<C> {
             .lock()
             .expect("backends lock is never poisoned")
             .values()
-            .cloned()
+            .flat_map(|pool| pool.values().cloned())
             .collect();
         for backend in backends {
             let timeout = backend.settings.idle_timeout;
@@ -199,7 +222,8 @@ impl<C: Connect> ConnectionPool<C> {
         let backends = self.backends.lock().expect("backends lock is never poisoned");
         backends
             .values()
-            .map(|backend| backend.idle.lock().expect("idle lock").len())
+            .flat_map(|pool| pool.values())
+            .map(|backend| backend.idle.lock().expect("idle lock is never poisoned").len())
             .sum()
     }
 }

@@ -32,6 +32,7 @@ use crate::clock::Clock;
 use crate::pool::{CheckoutError, ConnectionPool, Lease, PoolSettings};
 use crate::settings::KeyPair;
 use crate::sign::{CALLER_AUTH_HEADERS, PayloadHash, Signer};
+use crate::tls::BackendTls;
 use crate::transport::Connect;
 
 /// Errors a response body may yield to hyper (which then breaks the client connection).
@@ -74,16 +75,22 @@ impl Generation {
             .zip(credentials)
             .map(|(pool, credentials)| Signer::new(pool.region.clone(), credentials))
             .collect();
-        let pool_settings = config
-            .pools
-            .iter()
-            .map(|pool| PoolSettings {
+        let mut pool_settings = Vec::with_capacity(config.pools.len());
+        for (index, pool) in config.pools.iter().enumerate() {
+            let tls = match &pool.tls {
+                Some(section) => {
+                    Some(BackendTls::new(section).map_err(|error| format!("pools[{index}].tls: {error}"))?)
+                }
+                None => None,
+            };
+            pool_settings.push(PoolSettings {
                 max_per_backend: pool.connections.max_per_backend,
                 wait: pool.connections.wait.get(),
                 idle_timeout: pool.connections.idle_timeout.get(),
                 connect_timeout: timeouts.backend_connect,
-            })
-            .collect();
+                tls,
+            });
+        }
         Ok(Generation {
             config: Arc::new(config),
             state: Mutex::new(ClusterState { cluster, rng }),
@@ -113,8 +120,8 @@ impl Generation {
     }
 
     /// The pool settings of a pool.
-    pub fn pool_settings(&self, pool: usize) -> Option<PoolSettings> {
-        self.pool_settings.get(pool).copied()
+    pub fn pool_settings(&self, pool: usize) -> Option<&PoolSettings> {
+        self.pool_settings.get(pool)
     }
 
     /// True once a newer generation replaced this one.
@@ -290,7 +297,12 @@ impl<C: Connect> Attempt<'_, C> {
             .generation
             .pool_settings(pool)
             .expect("dispatch names a configured pool");
-        let mut lease = match self.proxy.connections.checkout(pool, &dispatch.address, settings).await {
+        let mut lease = match self
+            .proxy
+            .connections
+            .checkout(pool, &dispatch.address, &settings)
+            .await
+        {
             Ok(lease) => lease,
             Err(CheckoutError::Saturated(limit)) => {
                 tracing::warn!(backend = %dispatch.address, limit, "backend connection limit reached");
@@ -355,7 +367,7 @@ impl<C: Connect> Attempt<'_, C> {
                 Some(Err(mut error)) if lease.reused => match error.take_message() {
                     // The pooled connection was closed by the server before our request went
                     // out: nothing was sent, so send it on a fresh connection.
-                    Some(unsent) => match self.proxy.connections.open(&dispatch.address, settings).await {
+                    Some(unsent) => match self.proxy.connections.open(&dispatch.address, &settings).await {
                         Ok(sender) => {
                             lease.replace(sender);
                             pending = Some(unsent);

@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Semaphore, watch};
 
 use crate::proxy::{ConnState, Proxy};
+use crate::tls::MaybeTls;
 use crate::transport::{Accept, Connect};
 
 /// Server limits, from `[server]` and `[timeouts]`.
@@ -34,6 +35,9 @@ pub struct ServerLimits {
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
 }
+
+/// How long a client may take to complete the TLS handshake (bounded like the header read).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A client connection whose writes time out: if the client stops reading and a write stays
 /// blocked for `timeout`, the write fails, hyper drops the connection and everything it was
@@ -138,8 +142,10 @@ pub async fn serve<A: Accept, C: Connect>(
     mut listener: A,
     proxy: Arc<Proxy<C>>,
     limits: ServerLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     loop {
@@ -159,28 +165,45 @@ pub async fn serve<A: Accept, C: Connect>(
             _ = shutdown.changed() => break,
         };
         let conn = Arc::new(ConnState::default());
-        let io = TokioIo::new(WriteTimeoutIo::new(io, limits.write_idle_timeout, conn.clone()));
         let proxy = proxy.clone();
-        let service = hyper::service::service_fn(move |request| {
-            let proxy = proxy.clone();
-            let conn = conn.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(request, peer, conn).await) }
-        });
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .max_buf_size(limits.max_header_bytes.max(8192))
-            .max_headers(limits.max_headers);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-        let connection = builder.serve_connection(io, service).into_owned();
-        let watched = graceful.watch(connection);
+        let acceptor = acceptor.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(error) = watched.await {
+            // The TLS handshake runs here, not in the accept loop: a slow client must not hold
+            // up everyone else's accepts.
+            let io = match acceptor {
+                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+                    Ok(Ok(stream)) => MaybeTls::Server(stream),
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, %peer, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+                None => MaybeTls::Plain(io),
+            };
+            let io = TokioIo::new(WriteTimeoutIo::new(io, limits.write_idle_timeout, conn.clone()));
+            let service = hyper::service::service_fn(move |request| {
+                let proxy = proxy.clone();
+                let conn = conn.clone();
+                async move { Ok::<_, Infallible>(proxy.handle(request, peer, conn).await) }
+            });
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(limits.max_header_bytes.max(8192))
+                .max_headers(limits.max_headers);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+            let connection = builder.serve_connection(io, service).into_owned();
+            if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%error, "client connection ended with an error");
             }
             drop(permit);

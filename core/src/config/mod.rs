@@ -74,6 +74,31 @@ pub struct ServerSection {
     /// How long shutdown waits for in-flight requests. Default 30 s (Kubernetes' default grace
     /// period).
     pub shutdown_grace: ConfigDuration,
+    /// Serve HTTPS with this certificate (none: plain HTTP).
+    pub tls: Option<ServerTlsSection>,
+}
+
+/// `[server.tls]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsSection {
+    /// PEM certificate chain.
+    pub cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+}
+
+/// `pools[].tls`: connect to the pool's backends over TLS.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTlsSection {
+    /// PEM file of the CA certificates that sign the backends' certificates (a custom CA, as
+    /// storage clusters usually have).
+    pub ca_file: String,
+    /// Name to verify the backends' certificates against. Default: the host part of each
+    /// backend address.
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 impl Default for ServerSection {
@@ -84,6 +109,7 @@ impl Default for ServerSection {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             shutdown_grace: ConfigDuration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -364,6 +390,9 @@ pub struct PoolSection {
     /// Backend connection pooling.
     #[serde(default)]
     pub connections: ConnectionsSection,
+    /// TLS to the backends (none: plain HTTP).
+    #[serde(default)]
+    pub tls: Option<BackendTlsSection>,
 }
 
 fn default_region() -> String {

@@ -106,3 +106,8 @@ pub fn md5_hex(data: &[u8]) -> String {
 pub fn local() -> IpAddr {
     IpAddr::V4(Ipv4Addr::LOCALHOST)
 }
+
+/// The HTTP status of an SDK error's raw response.
+pub fn status_of<E>(error: &aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::http::Response>) -> Option<u16> {
+    error.raw_response().map(|response| response.status().as_u16())
+}

@@ -1,0 +1,206 @@
+//! TLS on both sides: clients reach the proxy over HTTPS (HTTP/1.1 and HTTP/2 by ALPN), and the
+//! proxy reaches backends over TLS, trusting only the configured CA.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+use storefront::App;
+use storefront::transport::TcpConnector;
+use storefront_core::config::Config;
+
+struct Pki {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+/// A CA and a certificate for 127.0.0.1 and localhost signed by it.
+fn pki() -> Pki {
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "storefront test CA");
+    let ca_cert = ca.self_signed(&ca_key).expect("CA cert");
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().expect("ip")));
+    let cert = params.signed_by(&key, &issuer).expect("cert");
+    Pki {
+        ca_pem: ca_cert.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+/// A TLS front for a plain backend: terminates TLS and relays bytes.
+async fn tls_relay(pki: &Pki, backend: SocketAddr) -> SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    let chain = vec![rustls::pki_types::CertificateDer::from_pem_slice(pki.cert_pem.as_bytes()).expect("cert")];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(pki.key_pem.as_bytes()).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    address
+}
+
+fn curl(ca: &Path, args: &[&str]) -> (String, String) {
+    let output = std::process::Command::new("curl")
+        .arg("--silent")
+        .arg("--show-error")
+        .arg("--cacert")
+        .arg(ca)
+        .args(args)
+        .output()
+        .expect("curl runs");
+    (
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+#[tokio::test]
+async fn https_in_and_tls_to_backends() {
+    // Proves TLS end to end: HTTPS from clients (h1 and h2), TLS to a backend behind a custom
+    // CA, and refusal of a backend whose certificate the configured CA did not sign.
+    let pki = pki();
+    let directory = std::env::temp_dir().join(format!("storefront-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("temp dir");
+    let ca = directory.join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).expect("ca");
+    std::fs::write(directory.join("cert.pem"), &pki.cert_pem).expect("cert");
+    std::fs::write(directory.join("key.pem"), &pki.key_pem).expect("key");
+
+    let nodes = s3_mock::MockCluster::start_tcp(
+        &s3_mock::ClusterConfig {
+            nodes: 1,
+            credentials: Some((common::BACKEND_KEY.into(), common::BACKEND_SECRET.into())),
+            ..Default::default()
+        },
+        common::local(),
+        0,
+    )
+    .await
+    .expect("cluster");
+    let relay = tls_relay(&pki, nodes[0].address().expect("bound")).await;
+    let text = format!(
+        "[auth]\nmode = \"trust\"\n[health.active]\nenabled = false\n[server.tls]\ncert_file = \"{dir}/cert.pem\"\nkey_file = \"{dir}/key.pem\"\n\
+         [[pools]]\nname = \"dc1\"\nbackends = [\"{relay}\"]\n[pools.tls]\nca_file = \"{dir}/ca.pem\"\n\
+         [pools.credentials]\naccess_key = \"{k}\"\nsecret_key = \"{s}\"\n",
+        dir = directory.display(),
+        k = common::BACKEND_KEY,
+        s = common::BACKEND_SECRET,
+    );
+    let config = Config::from_toml(&text, "tls.toml").expect("valid");
+    let credentials = storefront::settings::resolve_credentials(&config, "tls.toml").expect("credentials");
+    let app = App::new(config, credentials, None, TcpConnector).expect("app");
+    let (listener, endpoint) = App::<TcpConnector>::bind("127.0.0.1:0").await.expect("bind");
+    let serving = app.clone();
+    tokio::spawn(async move { serving.serve(listener).await });
+
+    let url = format!("https://{endpoint}/tlsbucket");
+    let ca_for_curl = ca.clone();
+    let (out, err) = tokio::task::spawn_blocking(move || {
+        curl(
+            &ca_for_curl,
+            &[
+                "-X",
+                "PUT",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{http_version}",
+                "--http1.1",
+                &url,
+            ],
+        )
+    })
+    .await
+    .expect("curl");
+    assert_eq!(out, "200 1.1", "{err}");
+    let url = format!("https://{endpoint}/tlsbucket");
+    let ca_for_curl = ca.clone();
+    let (out, err) = tokio::task::spawn_blocking(move || {
+        curl(
+            &ca_for_curl,
+            &[
+                "-I",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{http_version}",
+                "--http2",
+                &url,
+            ],
+        )
+    })
+    .await
+    .expect("curl");
+    assert_eq!(out, "200 2", "{err}");
+    let direct = common::client(
+        nodes[0].address().expect("bound"),
+        common::BACKEND_KEY,
+        common::BACKEND_SECRET,
+    );
+    direct
+        .head_bucket()
+        .bucket("tlsbucket")
+        .send()
+        .await
+        .expect("created through TLS on both sides");
+
+    // A CA that did not sign the backend's certificate: the proxy refuses the connection.
+    let other = rcgen::generate_simple_self_signed(vec!["other".to_owned()]).expect("other CA");
+    std::fs::write(directory.join("other-ca.pem"), other.cert.pem()).expect("write");
+    let text = text
+        .replace("/ca.pem", "/other-ca.pem")
+        .replace("[server.tls]\n", "[server.tls_unused]\n");
+    let text = text
+        .lines()
+        .filter(|line| {
+            !line.starts_with("cert_file") && !line.starts_with("key_file") && !line.starts_with("[server.tls_unused]")
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config = Config::from_toml(&text, "tls.toml").expect("valid");
+    let credentials = storefront::settings::resolve_credentials(&config, "tls.toml").expect("credentials");
+    let untrusting = App::new(config, credentials, None, TcpConnector).expect("app");
+    let (listener, plain) = App::<TcpConnector>::bind("127.0.0.1:0").await.expect("bind");
+    let serving = untrusting.clone();
+    tokio::spawn(async move { serving.serve(listener).await });
+    let s3 = common::client(plain, "caller", "secret");
+    let error = s3
+        .head_bucket()
+        .bucket("tlsbucket")
+        .send()
+        .await
+        .expect_err("untrusted backend");
+    assert_eq!(common::status_of(&error), Some(503), "{error:?}");
+    let _ = std::fs::remove_dir_all(&directory);
+}
