@@ -300,7 +300,7 @@ impl<C: Connect> Attempt<'_, C> {
         let mut lease = match self
             .proxy
             .connections
-            .checkout(pool, &dispatch.address, &settings)
+            .checkout(pool, &dispatch.address, settings)
             .await
         {
             Ok(lease) => lease,
@@ -367,7 +367,7 @@ impl<C: Connect> Attempt<'_, C> {
                 Some(Err(mut error)) if lease.reused => match error.take_message() {
                     // The pooled connection was closed by the server before our request went
                     // out: nothing was sent, so send it on a fresh connection.
-                    Some(unsent) => match self.proxy.connections.open(&dispatch.address, &settings).await {
+                    Some(unsent) => match self.proxy.connections.open(&dispatch.address, settings).await {
                         Ok(sender) => {
                             lease.replace(sender);
                             pending = Some(unsent);
