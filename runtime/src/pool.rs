@@ -91,8 +91,12 @@ impl Lease {
 
     /// Return the connection for reuse (if it can take another request); the lease permit is
     /// freed either way.
+    ///
+    /// Called as the response body ends, when hyper's connection task may not yet have
+    /// processed the end of the message: the connection is not "ready" yet but will be in a
+    /// moment, so only a closed one is refused here; checkout waits briefly for readiness.
     pub fn release(self) {
-        if self.sender.is_ready() {
+        if !self.sender.is_closed() {
             let mut idle = self.backend.idle.lock().expect("idle lock is never poisoned");
             if idle.len() < self.backend.settings.max_per_backend {
                 idle.push(Idle {
@@ -147,7 +151,15 @@ impl<C: Connect> ConnectionPool<C> {
                 _ => return Err(CheckoutError::Saturated(settings.max_per_backend)),
             },
         };
-        if let Some(sender) = take_idle(&backend) {
+        while let Some(mut sender) = take_idle(&backend) {
+            if !sender.is_ready() {
+                // Released a moment ago: give its connection task time to finish the previous
+                // exchange. A connection the server closed meanwhile fails here and is dropped.
+                match tokio::time::timeout(IDLE_READY_WAIT, sender.ready()).await {
+                    Ok(Ok(())) => {}
+                    _ => continue,
+                }
+            }
             return Ok(Lease {
                 sender,
                 backend,
@@ -228,13 +240,18 @@ impl<C: Connect> ConnectionPool<C> {
     }
 }
 
-/// The freshest reusable idle connection, dropping stale ones.
+/// The freshest idle connection not known to be closed, dropping stale ones.
 fn take_idle(backend: &BackendConnections) -> Option<http1::SendRequest<ForwardBody>> {
     let mut idle = backend.idle.lock().expect("idle lock is never poisoned");
     while let Some(candidate) = idle.pop() {
-        if candidate.since.elapsed() < backend.settings.idle_timeout && candidate.sender.is_ready() {
+        if candidate.since.elapsed() < backend.settings.idle_timeout && !candidate.sender.is_closed() {
             return Some(candidate.sender);
         }
     }
     None
 }
+
+/// How long checkout waits for a just-released connection to become ready before trying the
+/// next one. Readiness follows the end of the previous response within microseconds; a
+/// connection still not ready after this long is not worth waiting for.
+const IDLE_READY_WAIT: Duration = Duration::from_millis(50);

@@ -297,12 +297,7 @@ impl<C: Connect> Attempt<'_, C> {
             .generation
             .pool_settings(pool)
             .expect("dispatch names a configured pool");
-        let mut lease = match self
-            .proxy
-            .connections
-            .checkout(pool, &dispatch.address, settings)
-            .await
-        {
+        let mut lease = match self.proxy.connections.checkout(pool, &dispatch.address, settings).await {
             Ok(lease) => lease,
             Err(CheckoutError::Saturated(limit)) => {
                 tracing::warn!(backend = %dispatch.address, limit, "backend connection limit reached");
@@ -323,6 +318,7 @@ impl<C: Connect> Attempt<'_, C> {
                 }));
             }
         };
+        let connected_at = tokio::time::Instant::now();
         self.step(|exchange, _, now| {
             exchange.handle_connected(now);
             Step::Continue
@@ -387,7 +383,9 @@ impl<C: Connect> Attempt<'_, C> {
             });
         }
         if let Some(completed) = self.source.completed_at() {
-            let sent_at = self.proxy.clock.at(completed);
+            // Sent on an open connection: a new connection's setup is a one-off cost, not the
+            // node's latency, and must not leave a peak in its estimate.
+            let sent_at = self.proxy.clock.at(completed.max(connected_at));
             self.step(|exchange, _, _| {
                 exchange.handle_request_sent(sent_at);
                 Step::Continue
@@ -544,6 +542,11 @@ impl Body for ResponseBody {
         match Pin::new(&mut this.incoming).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.idle = None;
+                if this.incoming.is_end_stream() {
+                    // The last frame: hyper will not poll again once `is_end_stream` says so,
+                    // so the exchange completes (and the connection goes back to the pool) now.
+                    this.complete();
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(None) => {
