@@ -331,3 +331,155 @@ impl Body for ForwardBody {
         }
     }
 }
+
+/// Target size of one write when a body arrives in small pieces.
+pub const COALESCE_BYTES: usize = 64 * 1024;
+
+/// What ended a coalescing run, held back to be yielded next.
+enum Stash<E> {
+    Frame(Frame<Bytes>),
+    Error(E),
+    End,
+}
+
+/// A body whose small data frames are joined with whatever more data is already available (up
+/// to [`COALESCE_BYTES`]), so that a backend sending in small pieces costs one client write per
+/// 64 KiB instead of one per piece. It never waits for data (it stops at the first `Pending`),
+/// and it never loses what ends a run: an error, the end or trailers met while joining are
+/// yielded on the next poll, so a broken body can never pass for a complete one.
+pub struct Coalescing<B: Body> {
+    inner: B,
+    stash: Option<Stash<B::Error>>,
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Coalescing<B> {
+    /// Wrap `inner`.
+    pub fn new(inner: B) -> Self {
+        Coalescing { inner, stash: None }
+    }
+
+    /// The next frame, joined where possible.
+    pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let first = match self.stash.take() {
+            Some(Stash::Frame(frame)) => return Poll::Ready(Some(Ok(frame))),
+            Some(Stash::Error(error)) => return Poll::Ready(Some(Err(error))),
+            Some(Stash::End) => return Poll::Ready(None),
+            None => match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                other => return other,
+            },
+        };
+        if first.len() >= COALESCE_BYTES || self.inner.is_end_stream() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        let mut joined: Option<bytes::BytesMut> = None;
+        while joined.as_ref().map_or(first.len(), bytes::BytesMut::len) < COALESCE_BYTES && !self.inner.is_end_stream()
+        {
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(more) => {
+                        let buffer = joined.get_or_insert_with(|| {
+                            let mut buffer = bytes::BytesMut::with_capacity(COALESCE_BYTES + more.len());
+                            buffer.extend_from_slice(&first);
+                            buffer
+                        });
+                        buffer.extend_from_slice(&more);
+                    }
+                    Err(trailers) => {
+                        self.stash = Some(Stash::Frame(trailers));
+                        break;
+                    }
+                },
+                Poll::Ready(Some(Err(error))) => {
+                    self.stash = Some(Stash::Error(error));
+                    break;
+                }
+                Poll::Ready(None) => {
+                    self.stash = Some(Stash::End);
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        Poll::Ready(Some(Ok(Frame::data(joined.map_or(first, bytes::BytesMut::freeze)))))
+    }
+
+    /// True when nothing more will come (nothing held back, and the inner body is done).
+    pub fn is_end_stream(&self) -> bool {
+        self.stash.is_none() && self.inner.is_end_stream()
+    }
+
+    /// The inner body's size hint (joining moves bytes, it does not add or drop any).
+    pub fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::stream;
+    use http_body_util::StreamBody;
+
+    use super::*;
+
+    #[derive(Debug, PartialEq)]
+    struct Broken;
+
+    type Frames = StreamBody<stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Broken>>>>;
+
+    fn body(frames: Vec<Result<Frame<Bytes>, Broken>>) -> Coalescing<Frames> {
+        Coalescing::new(StreamBody::new(stream::iter(frames)))
+    }
+
+    fn poll<B: Body<Data = Bytes> + Unpin>(body: &mut Coalescing<B>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let waker = futures::task::noop_waker();
+        body.poll_frame(&mut Context::from_waker(&waker))
+    }
+
+    #[test]
+    fn ready_pieces_are_joined_and_an_error_after_them_is_not_lost() {
+        // Proves the safety of joining: data then an error, all ready at once, gives the joined
+        // data and then the error (never a clean end after the data).
+        let mut joined = body(vec![
+            Ok(Frame::data(Bytes::from_static(b"abc"))),
+            Ok(Frame::data(Bytes::from_static(b"def"))),
+            Err(Broken),
+        ]);
+        let Poll::Ready(Some(Ok(frame))) = poll(&mut joined) else {
+            panic!("data first")
+        };
+        assert_eq!(frame.into_data().ok(), Some(Bytes::from_static(b"abcdef")));
+        assert!(!joined.is_end_stream(), "the held-back error keeps the stream open");
+        assert!(matches!(poll(&mut joined), Poll::Ready(Some(Err(Broken)))));
+    }
+
+    #[test]
+    fn joining_stops_at_the_limit_and_keeps_the_end_and_trailers() {
+        // Proves the size bound, and that trailers and the end survive a joining run.
+        let piece = Bytes::from(vec![1u8; COALESCE_BYTES / 2]);
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-amz-checksum-crc32", http::HeaderValue::from_static("AAAAAA=="));
+        let mut joined = body(vec![
+            Ok(Frame::data(piece.clone())),
+            Ok(Frame::data(piece.clone())),
+            Ok(Frame::data(piece.clone())),
+            Ok(Frame::trailers(trailers.clone())),
+        ]);
+        let Poll::Ready(Some(Ok(frame))) = poll(&mut joined) else {
+            panic!("data")
+        };
+        assert_eq!(frame.into_data().map(|d| d.len()).ok(), Some(COALESCE_BYTES));
+        let Poll::Ready(Some(Ok(frame))) = poll(&mut joined) else {
+            panic!("data")
+        };
+        assert_eq!(frame.into_data().map(|d| d.len()).ok(), Some(COALESCE_BYTES / 2));
+        let Poll::Ready(Some(Ok(frame))) = poll(&mut joined) else {
+            panic!("trailers")
+        };
+        assert_eq!(frame.into_trailers().ok(), Some(trailers));
+        assert!(matches!(poll(&mut joined), Poll::Ready(None)));
+    }
+}

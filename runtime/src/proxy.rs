@@ -27,7 +27,7 @@ use storefront_core::exchange::{Dispatch, Exchange, Step};
 use storefront_core::outcome::Phase;
 use storefront_core::s3::{self, Addressing, ErrorCode, Payload, S3ErrorResponse, S3Request};
 
-use crate::body::{BodyEnd, BodyMode, BodySource, ForwardBody};
+use crate::body::{BodyEnd, BodyMode, BodySource, Coalescing, ForwardBody};
 use crate::clock::Clock;
 use crate::pool::{CheckoutError, ConnectionPool, Lease, PoolSettings};
 use crate::settings::KeyPair;
@@ -454,7 +454,7 @@ impl<C: Connect> Attempt<'_, C> {
         let (mut head, incoming) = response.into_parts();
         strip_hop_by_hop(&mut head.headers);
         let body = ResponseBody {
-            incoming,
+            incoming: Coalescing::new(incoming),
             exchange: Some(exchange),
             lease: Some(lease),
             generation: self.generation.clone(),
@@ -479,7 +479,7 @@ impl<C: Connect> Attempt<'_, C> {
 /// done, backend broke (`Abort`: the client connection is broken too, never a short body
 /// passed off as whole), backend idle, or, when dropped early, client gone or too slow.
 pub struct ResponseBody {
-    incoming: Incoming,
+    incoming: Coalescing<Incoming>,
     exchange: Option<Exchange>,
     lease: Option<Lease>,
     generation: Arc<Generation>,
@@ -539,7 +539,7 @@ impl Body for ResponseBody {
             });
             return Poll::Ready(Some(Err(Box::new(ResponseError::Deadline))));
         }
-        match Pin::new(&mut this.incoming).poll_frame(cx) {
+        match this.incoming.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.idle = None;
                 if this.incoming.is_end_stream() {

@@ -507,3 +507,56 @@ async fn completed_responses_are_recorded_and_their_connections_reused() {
         backend.latency_ewma_ms
     );
 }
+
+#[tokio::test]
+async fn a_body_cut_short_in_the_same_read_is_still_an_error() {
+    // Proves that write coalescing never swallows a backend failure: a backend that sends part
+    // of a chunked body and closes at once (data and end in one read) still gives the client an
+    // error.
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = backend.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = backend.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                // Chunked, so only the missing terminal chunk marks the body as incomplete:
+                // hyper cannot catch a dropped error by a length check here.
+                let mut response = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3e8\r\n".to_vec();
+                response.extend_from_slice(&[9u8; 1000]);
+                response.extend_from_slice(b"\r\n");
+                let _ = stream.write_all(&response).await;
+            });
+        }
+    });
+    let text = format!(
+        "[auth]\nmode = \"trust\"\n[health.active]\nenabled = false\n[[pools]]\nname = \"raw\"\nbackends = [\"{address}\"]\n"
+    );
+    let config = storefront_core::config::Config::from_toml(&text, "raw.toml").expect("valid");
+    let app = storefront::App::new(config, vec![None], None, storefront::transport::TcpConnector).expect("app");
+    let (listener, endpoint) = storefront::App::<storefront::transport::TcpConnector>::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let serving = app.clone();
+    tokio::spawn(async move { serving.serve(listener).await });
+    let s3 = common::client(endpoint, "caller", "secret");
+    let response = s3
+        .get_object()
+        .bucket("data")
+        .key("object")
+        .send()
+        .await
+        .expect("head arrives");
+    let body = response.body.collect().await;
+    assert!(
+        body.is_err(),
+        "a body cut short was delivered as complete: {:?}",
+        body.map(|b| b.into_bytes().len())
+    );
+}
