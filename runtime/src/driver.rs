@@ -44,7 +44,8 @@ pub async fn drive_health<C: Connect>(
     }
 }
 
-/// Probe one backend with `HEAD <path>`: any answer below 500 within the timeout is healthy.
+/// Probe one backend with `HEAD <path>`: any answer within the timeout that is not a server
+/// failure is healthy (see [`answered_alive`]).
 async fn run_probe<C: Connect>(proxy: Arc<Proxy<C>>, generation: Arc<Generation>, probe: ProbeRequest) {
     let timeout = generation.config.health.active.timeout.get();
     let healthy = tokio::time::timeout(timeout, probe_once(&proxy, &generation, &probe))
@@ -83,9 +84,16 @@ async fn probe_once<C: Connect>(proxy: &Proxy<C>, generation: &Generation, probe
     }
     let body = ForwardBody::new(BodySource::empty(generation.timeouts().client_body_idle));
     match sender.send_request(http::Request::from_parts(head, body)).await {
-        Ok(response) => response.status().as_u16() < 500,
+        Ok(response) => answered_alive(response.status().as_u16()),
         Err(_) => false,
     }
+}
+
+/// True for a probe answer from a node that serves: anything but a server failure. 501 Not
+/// Implemented counts as alive: several S3 servers (s3s-based ones among them) do not
+/// implement `HEAD /` and say so, which proves they answer.
+pub fn answered_alive(status: u16) -> bool {
+    status < 500 || status == 501
 }
 
 /// Re-resolve every DNS-backed pool on its interval, updating its backends (state is kept for
@@ -155,6 +163,22 @@ pub async fn reap_idle<C: Connect>(proxy: Arc<Proxy<C>>, mut stop: watch::Receiv
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(5)) => {}
             _ = stop.changed() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answered_alive;
+
+    #[test]
+    fn probe_answers() {
+        // Proves which probe answers count as a live node.
+        for status in [200, 204, 301, 403, 404, 405, 501] {
+            assert!(answered_alive(status), "{status}");
+        }
+        for status in [500, 502, 503, 504, 507] {
+            assert!(!answered_alive(status), "{status}");
         }
     }
 }

@@ -249,8 +249,9 @@ pub struct ActiveSection {
     pub healthy_threshold: u32,
     /// Default 3: a node is not marked down for one lost probe.
     pub unhealthy_threshold: u32,
-    /// Request path probed with `HEAD`. Default `/`; any status below 500 counts as healthy
-    /// (an anonymous `HEAD /` gets 403 from a live node, which proves it serves).
+    /// Request path probed with `HEAD` (signed with the pool's credentials). Default `/`; any
+    /// answer but a server failure counts as healthy (a 403 or a 501 Not Implemented from a
+    /// node still proves that it serves).
     pub path: String,
 }
 
