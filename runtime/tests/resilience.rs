@@ -300,17 +300,11 @@ async fn expect_continue_is_answered_before_any_backend_is_contacted() {
     let s3 = harness.client();
     s3.create_bucket().bucket("data").send().await.expect("create");
     let requests_before = harness.nodes[0].stats().requests_total;
-    let mut stream = tokio::net::TcpStream::connect(harness.endpoint).await.expect("connect");
-    stream
-        .write_all(b"PUT /data/continued HTTP/1.1\r\nhost: proxy\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n")
-        .await
-        .expect("head");
-    let mut buffer = [0u8; 1024];
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
-        .await
-        .expect("an answer")
-        .expect("read");
-    let text = String::from_utf8_lossy(&buffer[..read]).to_string();
+    let (mut stream, text) = common::send_raw(
+        harness.endpoint,
+        b"PUT /data/continued HTTP/1.1\r\nhost: proxy\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n",
+    )
+    .await;
     assert!(text.starts_with("HTTP/1.1 100 Continue"), "{text}");
     assert_eq!(
         harness.nodes[0].stats().requests_total,
@@ -318,6 +312,7 @@ async fn expect_continue_is_answered_before_any_backend_is_contacted() {
         "a backend was contacted before the 100"
     );
     stream.write_all(b"hello").await.expect("body");
+    let mut buffer = [0u8; 1024];
     let read = stream.read(&mut buffer).await.expect("final status");
     let text = String::from_utf8_lossy(&buffer[..read]).to_string();
     assert!(text.contains("200 OK"), "{text}");
@@ -349,17 +344,11 @@ async fn a_denied_upload_gets_its_final_status_without_its_body_being_read() {
     let generation =
         storefront::proxy::Generation::new(config, credentials, &harness.app.proxy.clock, 9).expect("generation");
     harness.app.proxy.swap(generation);
-    let mut stream = tokio::net::TcpStream::connect(harness.endpoint).await.expect("connect");
-    stream
-        .write_all(b"PUT /data/denied HTTP/1.1\r\nhost: proxy\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n")
-        .await
-        .expect("head");
-    let mut buffer = [0u8; 2048];
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
-        .await
-        .expect("an answer")
-        .expect("read");
-    let text = String::from_utf8_lossy(&buffer[..read]).to_string();
+    let (_stream, text) = common::send_raw(
+        harness.endpoint,
+        b"PUT /data/denied HTTP/1.1\r\nhost: proxy\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n",
+    )
+    .await;
     assert!(text.starts_with("HTTP/1.1 403"), "{text}");
     assert!(!text.contains("100 Continue"), "{text}");
     assert!(text.contains("<Code>AccessDenied</Code>"), "{text}");
@@ -427,17 +416,11 @@ async fn conflicting_framing_cannot_smuggle_a_request() {
         .await
         .expect("create");
     let bytes_in_before = harness.nodes[0].stats().bytes_in;
-    let mut stream = tokio::net::TcpStream::connect(harness.endpoint).await.expect("connect");
-    stream
-        .write_all(b"PUT /data/first HTTP/1.1\r\nhost: p\r\ncontent-length: 100\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n")
-        .await
-        .expect("write");
-    let mut buffer = [0u8; 4096];
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
-        .await
-        .expect("answered without waiting for Content-Length's 100 bytes")
-        .expect("read");
-    let text = String::from_utf8_lossy(&buffer[..read]).to_string();
+    let (_stream, text) = common::send_raw(
+        harness.endpoint,
+        b"PUT /data/first HTTP/1.1\r\nhost: p\r\ncontent-length: 100\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
     assert!(text.starts_with("HTTP/1.1 "), "{text}");
     assert_eq!(
         harness.nodes[0].stats().bytes_in,

@@ -8,7 +8,6 @@ use std::time::Duration;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ChecksumMode;
 use common::harness;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn sdk_file_uploads_with_signed_chunks_pass_through() {
@@ -52,19 +51,13 @@ async fn sdk_file_uploads_with_signed_chunks_pass_through() {
 }
 
 async fn raw_put(endpoint: std::net::SocketAddr, key: &str, headers: &str, body: &[u8]) -> String {
-    let mut stream = tokio::net::TcpStream::connect(endpoint).await.expect("connect");
-    let head = format!(
+    let mut request = format!(
         "PUT /data/{key} HTTP/1.1\r\nhost: p\r\ncontent-length: {}\r\n{headers}\r\n",
         body.len()
-    );
-    stream.write_all(head.as_bytes()).await.expect("head");
-    stream.write_all(body).await.expect("body");
-    let mut buffer = [0u8; 4096];
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
-        .await
-        .expect("answer")
-        .expect("read");
-    String::from_utf8_lossy(&buffer[..read]).to_string()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    common::send_raw(endpoint, &request).await.1
 }
 
 #[tokio::test]

@@ -104,6 +104,27 @@ fn hasher_for(headers: &http::HeaderMap, sent: &Checksums, algorithm: Option<&Ch
     }
 }
 
+/// What a request says about the body it uploads.
+struct Upload<'a> {
+    headers: &'a http::HeaderMap,
+    trailers: Option<&'a s3s::TrailingHeaders>,
+    algorithm: Option<&'a ChecksumAlgorithm>,
+    content_md5: Option<&'a str>,
+}
+
+/// Read an upload's body whole and verify every checksum its client claimed (headers,
+/// trailers, Content-MD5); returns the body and the checksums the object keeps.
+async fn receive_body(
+    body: Option<StreamingBlob>,
+    sent: Checksums,
+    upload: Upload<'_>,
+) -> S3Result<(Bytes, Checksums)> {
+    let mut hasher = hasher_for(upload.headers, &sent, upload.algorithm);
+    let data = read_body(body, &mut hasher).await?;
+    let checksums = verify_checksums(sent, hasher, upload.trailers, upload.content_md5, &data)?;
+    Ok((data, checksums))
+}
+
 /// Compare what the client claimed (headers, or trailers once the body is read) with what the
 /// body hashes to; the computed values are what the object keeps.
 fn verify_checksums(
@@ -347,15 +368,13 @@ impl S3 for NodeS3 {
             input.checksum_sha256,
             input.checksum_crc64nvme,
         );
-        let mut hasher = hasher_for(&req.headers, &sent, input.checksum_algorithm.as_ref());
-        let data = read_body(input.body, &mut hasher).await?;
-        let checksums = verify_checksums(
-            sent,
-            hasher,
-            req.trailing_headers.as_ref(),
-            input.content_md5.as_deref(),
-            &data,
-        )?;
+        let upload = Upload {
+            headers: &req.headers,
+            trailers: req.trailing_headers.as_ref(),
+            algorithm: input.checksum_algorithm.as_ref(),
+            content_md5: input.content_md5.as_deref(),
+        };
+        let (data, checksums) = receive_body(input.body, sent, upload).await?;
         let now = self.now();
         let mut store = self.store("PutObject");
         if let Ok(existing) = store.get_object(&input.bucket, &input.key) {
@@ -666,15 +685,13 @@ impl S3 for NodeS3 {
             input.checksum_sha256,
             input.checksum_crc64nvme,
         );
-        let mut hasher = hasher_for(&req.headers, &sent, input.checksum_algorithm.as_ref());
-        let data = read_body(input.body, &mut hasher).await?;
-        let checksums = verify_checksums(
-            sent,
-            hasher,
-            req.trailing_headers.as_ref(),
-            input.content_md5.as_deref(),
-            &data,
-        )?;
+        let upload = Upload {
+            headers: &req.headers,
+            trailers: req.trailing_headers.as_ref(),
+            algorithm: input.checksum_algorithm.as_ref(),
+            content_md5: input.content_md5.as_deref(),
+        };
+        let (data, checksums) = receive_body(input.body, sent, upload).await?;
         let now = self.now();
         let tag = self
             .store

@@ -111,3 +111,18 @@ pub fn local() -> IpAddr {
 pub fn status_of<E>(error: &aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::http::Response>) -> Option<u16> {
     error.raw_response().map(|response| response.status().as_u16())
 }
+
+/// Write `request` to a new connection to `endpoint` and read its first answer (what arrives
+/// within 5 s). Returns the connection for further use, and the answer as text.
+pub async fn send_raw(endpoint: SocketAddr, request: &[u8]) -> (tokio::net::TcpStream, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(endpoint).await.expect("connect");
+    stream.write_all(request).await.expect("write the request");
+    let mut buffer = vec![0u8; 8192];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buffer))
+        .await
+        .expect("an answer within 5 s")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buffer[..read]).to_string();
+    (stream, text)
+}
