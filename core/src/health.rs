@@ -156,6 +156,7 @@ pub struct Health {
     events: VecDeque<HealthEvent>,
     next_probe: u64,
     last_now: Instant,
+    ejections_total: u64,
 }
 
 impl Health {
@@ -167,6 +168,7 @@ impl Health {
             events: VecDeque::new(),
             next_probe: 0,
             last_now: Instant::EPOCH,
+            ejections_total: 0,
         }
     }
 
@@ -219,6 +221,11 @@ impl Health {
     /// True when `id` is tracked, healthy and not ejected.
     pub fn is_available(&self, id: BackendId) -> bool {
         self.get(id).is_some_and(|health| health.is_available())
+    }
+
+    /// Passive ejections since the machine started.
+    pub fn ejections_total(&self) -> u64 {
+        self.ejections_total
     }
 
     /// Number of backends currently ejected.
@@ -346,6 +353,7 @@ impl Health {
             .min(passive.max_ejection_time);
         let until = now + length;
         tracked.health.ejected_until = Some(until);
+        self.ejections_total += 1;
         tracing::info!(backend = %tracked.id, ejections = tracked.health.ejections, ?length, "backend ejected");
         self.emit_if_changed(index, before, TransitionReason::Ejected { until });
         debug_assert!(self.ejected_count() <= allowed);

@@ -33,19 +33,31 @@ impl<C: Connect> App<C> {
         config_path: Option<PathBuf>,
         connector: C,
     ) -> Result<Arc<Self>, String> {
+        Self::with_seed(config, credentials, config_path, connector, 1)
+    }
+
+    /// [`App::new`] with the seed of the balancer's RNG given (the simulation derives it from
+    /// its run's seed, so that every random choice replays).
+    pub fn with_seed(
+        config: Config,
+        credentials: Vec<Option<KeyPair>>,
+        config_path: Option<PathBuf>,
+        connector: C,
+        seed: u64,
+    ) -> Result<Arc<Self>, String> {
         let tls = match &config.server.tls {
             Some(section) => Some(crate::tls::server_config(section).map_err(|error| format!("server.tls: {error}"))?),
             None => None,
         };
         let clock = Clock::start();
-        let generation = Generation::new(config, credentials, &clock, 1)?;
+        let generation = Generation::new(config, credentials, &clock, seed)?;
         let proxy = Arc::new(Proxy::new(generation, connector, clock));
         let (stop, _) = watch::channel(false);
         let app = Arc::new(App {
             proxy,
             config_path,
             stop,
-            seed: std::sync::atomic::AtomicU64::new(2),
+            seed: std::sync::atomic::AtomicU64::new(seed.wrapping_add(1)),
             tls,
         });
         app.start_drivers(app.proxy.current());

@@ -38,6 +38,7 @@ pub async fn drive_health<C: Connect>(
             .unwrap_or_else(|| tokio::time::Instant::now() + TICK_MAX)
             .min(tokio::time::Instant::now() + TICK_MAX);
         tokio::select! {
+            biased;
             () = tokio::time::sleep_until(wake) => {}
             _ = stop.changed() => {}
         }
@@ -150,6 +151,7 @@ pub async fn drive_dns<C: Connect>(proxy: Arc<Proxy<C>>, generation: Arc<Generat
             .copied()
             .unwrap_or_else(|| tokio::time::Instant::now() + TICK_MAX);
         tokio::select! {
+            biased;
             () = tokio::time::sleep_until(wake.min(tokio::time::Instant::now() + TICK_MAX)) => {}
             _ = stop.changed() => {}
         }
@@ -161,6 +163,7 @@ pub async fn reap_idle<C: Connect>(proxy: Arc<Proxy<C>>, mut stop: watch::Receiv
     while !*stop.borrow() {
         proxy.connections.reap_idle();
         tokio::select! {
+            biased;
             () = tokio::time::sleep(Duration::from_secs(5)) => {}
             _ = stop.changed() => {}
         }

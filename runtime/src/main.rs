@@ -141,6 +141,7 @@ async fn handle_signals(app: std::sync::Arc<App<TcpConnector>>) {
     };
     loop {
         tokio::select! {
+            biased;
             _ = hangup.recv() => {
                 if let Err(error) = app.reload() {
                     tracing::error!("reload refused, the running configuration stays: {error}");

@@ -137,6 +137,20 @@ pub struct ConnState {
     pub write_timed_out: AtomicBool,
 }
 
+/// Counts of what the proxy did, since it started (for the simulation's report and coverage
+/// checks now, for metrics later).
+#[derive(Debug, Default)]
+pub struct ProxyCounters {
+    /// Client requests handled.
+    pub requests: AtomicU64,
+    /// Attempts retried on another backend.
+    pub retries: AtomicU64,
+    /// `100 Continue` answered by the proxy itself from the head alone.
+    pub local_continues: AtomicU64,
+    /// Client connections closed because the client stopped reading.
+    pub slow_readers_cut: AtomicU64,
+}
+
 /// The proxy: the current generation, the backend connections, the clock.
 pub struct Proxy<C: Connect> {
     generation: RwLock<Arc<Generation>>,
@@ -145,6 +159,8 @@ pub struct Proxy<C: Connect> {
     /// The clock core sees.
     pub clock: Clock,
     request_ids: AtomicU64,
+    /// What the proxy did.
+    pub counters: Arc<ProxyCounters>,
 }
 
 impl<C: Connect> Proxy<C> {
@@ -155,6 +171,7 @@ impl<C: Connect> Proxy<C> {
             connections: ConnectionPool::new(connector),
             clock,
             request_ids: AtomicU64::new(1),
+            counters: Arc::new(ProxyCounters::default()),
         }
     }
 
@@ -190,6 +207,7 @@ impl<C: Connect> Proxy<C> {
     ) -> http::Response<ProxyBody> {
         let generation = self.current();
         let request_id = self.request_id();
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let (parts, incoming) = request.into_parts();
         let caller = Caller {
             peer: Some(peer.ip()),
@@ -209,6 +227,7 @@ impl<C: Connect> Proxy<C> {
             // Decided from the head alone: let hyper answer 100 Continue now, before any
             // backend round trip.
             source.prime().await;
+            self.counters.local_continues.fetch_add(1, Ordering::Relaxed);
         }
         let mut attempt = Attempt {
             proxy: &self,
@@ -227,6 +246,9 @@ impl<C: Connect> Proxy<C> {
         attempt.deadline = deadline;
         let mut step = step;
         loop {
+            if matches!(step, Step::Retry(_)) {
+                self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            }
             step = match step {
                 Step::Forward(dispatch) | Step::Retry(dispatch) => {
                     let run = attempt.run(dispatch);
@@ -356,6 +378,7 @@ impl<C: Connect> Attempt<'_, C> {
                 tokio::time::sleep(first_byte).await;
             };
             let result = tokio::select! {
+                biased;
                 result = send => Some(result),
                 () = deadline => None,
             };
@@ -454,6 +477,7 @@ impl<C: Connect> Attempt<'_, C> {
         let (mut head, incoming) = response.into_parts();
         strip_hop_by_hop(&mut head.headers);
         let body = ResponseBody {
+            counters: self.proxy.counters.clone(),
             incoming: Coalescing::new(incoming),
             exchange: Some(exchange),
             lease: Some(lease),
@@ -479,6 +503,7 @@ impl<C: Connect> Attempt<'_, C> {
 /// done, backend broke (`Abort`: the client connection is broken too, never a short body
 /// passed off as whole), backend idle, or, when dropped early, client gone or too slow.
 pub struct ResponseBody {
+    counters: Arc<ProxyCounters>,
     incoming: Coalescing<Incoming>,
     exchange: Option<Exchange>,
     lease: Option<Lease>,
@@ -592,6 +617,7 @@ impl Drop for ResponseBody {
             // is closed, never pooled.
             self.lease = None;
             if self.conn.write_timed_out.load(Ordering::Acquire) {
+                self.counters.slow_readers_cut.fetch_add(1, Ordering::Relaxed);
                 self.finish(|exchange, state, now| {
                     exchange.handle_timeout(&mut state.cluster, now, Phase::ResponseWriteIdle, &mut state.rng)
                 });

@@ -150,10 +150,12 @@ pub async fn serve<A: Accept, C: Connect>(
     let graceful = GracefulShutdown::new();
     loop {
         let permit = tokio::select! {
+            biased;
             permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             _ = shutdown.changed() => break,
         };
         let (io, peer) = tokio::select! {
+            biased;
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {

@@ -71,7 +71,7 @@ impl MockCluster {
         let mut handles = Vec::with_capacity(config.nodes);
         for index in 0..config.nodes {
             let stats = Arc::new(NodeStats::default());
-            let mut builder = S3ServiceBuilder::new(NodeS3::new(store.clone(), stats.clone(), clock));
+            let mut builder = S3ServiceBuilder::new(NodeS3::new(store.clone(), stats.clone(), clock.clone()));
             if let Some((access_key, secret_key)) = &config.credentials {
                 builder.set_auth(SimpleAuth::from_single(access_key.clone(), secret_key.clone()));
             }

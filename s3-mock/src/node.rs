@@ -282,7 +282,15 @@ pub async fn run_node<B: Bind>(bind: B, service: NodeService) -> std::io::Result
         *shared.address.lock().expect("address lock is never poisoned") = Some(listener.local_addr()?);
         let mut connections = JoinSet::new();
         loop {
+            // Biased (deterministic polling order, for the simulation), crash first: a crash is
+            // never postponed behind another accept.
             tokio::select! {
+                biased;
+                changed = crashed.changed() => {
+                    if changed.is_err() || *crashed.borrow() {
+                        break;
+                    }
+                }
                 accepted = listener.accept() => {
                     let (io, _peer) = match accepted {
                         Ok(accepted) => accepted,
@@ -303,11 +311,6 @@ pub async fn run_node<B: Bind>(bind: B, service: NodeService) -> std::io::Result
                     });
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                changed = crashed.changed() => {
-                    if changed.is_err() || *crashed.borrow() {
-                        break;
-                    }
-                }
             }
         }
         tracing::info!(

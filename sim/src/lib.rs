@@ -1,0 +1,46 @@
+//! sim: Storefront, its clients and an S3 cluster under turmoil, replayed from a seed.
+//!
+//! Every host runs real code over turmoil's simulated network: s3-mock nodes (with their
+//! capacity model), the storefront runtime (its own server and backend client, through the
+//! transport traits) and client models (DNS caching, keep-alive pools, a seeded workload).
+//! Only tokio's clock (turmoil's) and seeded RNGs are used, so a seed replays exactly.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod transport;
+
+use report::{ModeReport, Report};
+use run::Mode;
+use scenario::{Scenario, ScenarioError};
+
+/// The scenarios that ship with Storefront: (name, file text).
+pub const BUILT_IN: &[(&str, &str)] = &[("hotspot", include_str!("../../scenarios/hotspot.toml"))];
+
+/// A built-in scenario by name, or a scenario file by path.
+pub fn load(name_or_path: &str) -> Result<Scenario, ScenarioError> {
+    if let Some((name, text)) = BUILT_IN.iter().find(|(name, _)| *name == name_or_path) {
+        return Scenario::from_toml(text, &format!("scenarios/{name}.toml"));
+    }
+    match std::fs::read_to_string(name_or_path) {
+        Ok(text) => Scenario::from_toml(&text, name_or_path),
+        Err(_) => Err(ScenarioError::Unknown(name_or_path.to_owned())),
+    }
+}
+
+/// Run `scenario` in every mode of `modes` from `seed`; check the invariants of each.
+pub fn run(scenario: &Scenario, seed: u64, modes: &[Mode]) -> Result<Report, String> {
+    let mut reports = Vec::with_capacity(modes.len());
+    for &mode in modes {
+        let run = run::run_mode(scenario, mode, seed)?;
+        report::check_invariants(&run, &scenario.name, seed)?;
+        reports.push(ModeReport::from_run(&run));
+    }
+    Ok(Report {
+        scenario: scenario.name.clone(),
+        seed,
+        modes: reports,
+    })
+}

@@ -1,0 +1,257 @@
+//! The report: per-mode figures, invariants, the table and the JSON document.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::client::Class;
+use crate::run::ModeRun;
+
+/// Latency percentiles in milliseconds.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+}
+
+/// One mode's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModeReport {
+    /// `direct`, `proxy-round-robin`, ...
+    pub mode: String,
+    /// Client requests issued.
+    pub requests: u64,
+    /// Requests each node received, by node name.
+    pub node_requests: BTreeMap<String, u64>,
+    /// Busiest node's requests over the mean.
+    pub imbalance_max_over_mean: f64,
+    /// Coefficient of variation of the node requests.
+    pub cv: f64,
+    /// Jain's fairness index of the node requests (1 = perfectly even).
+    pub jain: f64,
+    /// Client latency, whole response.
+    pub latency_ms: Percentiles,
+    /// Client time to first byte.
+    pub ttfb_ms: Percentiles,
+    /// Requests that did not end well, by class.
+    pub client_errors: BTreeMap<String, u64>,
+    /// Retries the proxy made.
+    pub retries: u64,
+    /// Passive ejections.
+    pub ejections: u64,
+    /// Slow readers cut off by the proxy.
+    pub slow_readers_cut: u64,
+    /// `100 Continue` answered by the proxy itself.
+    pub local_continues: u64,
+}
+
+/// A whole run's report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// The seed everything drew from.
+    pub seed: u64,
+    /// Figures per mode.
+    pub modes: Vec<ModeReport>,
+}
+
+fn millis(duration: Duration) -> f64 {
+    // Round to microseconds: readable, and identical across runs of one seed.
+    (duration.as_nanos() as f64 / 1000.0).round() / 1000.0
+}
+
+fn percentiles(mut values: Vec<Duration>) -> Percentiles {
+    if values.is_empty() {
+        return Percentiles::default();
+    }
+    values.sort_unstable();
+    let at = |quantile: f64| {
+        let rank = ((quantile * values.len() as f64).ceil() as usize).clamp(1, values.len());
+        millis(values[rank - 1])
+    };
+    Percentiles {
+        p50: at(0.5),
+        p99: at(0.99),
+        p999: at(0.999),
+    }
+}
+
+fn round4(value: f64) -> f64 {
+    (value * 10_000.0).round() / 10_000.0
+}
+
+/// Spread figures of per-node counts: max/mean, CV, Jain's index.
+pub fn spread(counts: &[u64]) -> (f64, f64, f64) {
+    let n = counts.len() as f64;
+    let sum: f64 = counts.iter().map(|&c| c as f64).sum();
+    if sum == 0.0 || counts.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    let mean = sum / n;
+    let max = counts.iter().copied().max().unwrap_or(0) as f64;
+    let variance = counts.iter().map(|&c| (c as f64 - mean).powi(2)).sum::<f64>() / n;
+    let squares: f64 = counts.iter().map(|&c| (c as f64).powi(2)).sum();
+    (
+        round4(max / mean),
+        round4(variance.sqrt() / mean),
+        round4(sum * sum / (n * squares)),
+    )
+}
+
+impl ModeReport {
+    /// Figures for one mode's run.
+    pub fn from_run(run: &ModeRun) -> ModeReport {
+        let (imbalance, cv, jain) = spread(&run.node_requests);
+        let mut client_errors = BTreeMap::new();
+        for record in &run.records {
+            if record.class != Class::Ok {
+                *client_errors.entry(record.class.name().to_owned()).or_insert(0u64) += 1;
+            }
+        }
+        ModeReport {
+            mode: run.mode.name(),
+            requests: run.records.len() as u64,
+            node_requests: run
+                .node_requests
+                .iter()
+                .enumerate()
+                .map(|(index, &count)| (format!("node-{}", index + 1), count))
+                .collect(),
+            imbalance_max_over_mean: imbalance,
+            cv,
+            jain,
+            latency_ms: percentiles(
+                run.records
+                    .iter()
+                    .filter(|r| r.class == Class::Ok)
+                    .map(|r| r.latency)
+                    .collect(),
+            ),
+            ttfb_ms: percentiles(run.records.iter().filter_map(|r| r.ttfb).collect()),
+            client_errors,
+            retries: run.retries,
+            ejections: run.ejections,
+            slow_readers_cut: run.slow_readers_cut,
+            local_continues: run.local_continues,
+        }
+    }
+}
+
+/// The invariants every run must keep; an error names the seed and how to replay it.
+pub fn check_invariants(run: &ModeRun, scenario: &str, seed: u64) -> Result<(), String> {
+    let mut broken = Vec::new();
+    let truncated = run.records.iter().filter(|r| r.class == Class::Truncated).count();
+    if truncated > 0 {
+        broken.push(format!(
+            "{truncated} silent truncation(s): a body shorter than its length without an error"
+        ));
+    }
+    if !run.lost_writes.is_empty() {
+        broken.push(format!(
+            "{} acknowledged PUT(s) lost, e.g. {}",
+            run.lost_writes.len(),
+            run.lost_writes[0]
+        ));
+    }
+    if run.in_flight_at_end > 0 {
+        broken.push(format!(
+            "{} request(s) still in flight at a node after every client finished",
+            run.in_flight_at_end
+        ));
+    }
+    if broken.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "invariants broken in mode {} of scenario {scenario}, seed {seed}:\n  - {}\nreplay: cargo run --release -p sim -- --scenario {scenario} --seed {seed}",
+            run.mode.name(),
+            broken.join("\n  - ")
+        ))
+    }
+}
+
+/// The report as a table.
+pub fn table(report: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "scenario {} · seed {}", report.scenario, report.seed);
+    let _ = writeln!(
+        out,
+        "{:<24} {:>8} {:>24} {:>9} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7}",
+        "mode",
+        "requests",
+        "node share %",
+        "max/mean",
+        "cv",
+        "jain",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "errors",
+        "retries",
+        "ejects"
+    );
+    for mode in &report.modes {
+        let total: u64 = mode.node_requests.values().sum();
+        let shares = mode
+            .node_requests
+            .values()
+            .map(|&count| {
+                format!(
+                    "{:.0}",
+                    if total == 0 {
+                        0.0
+                    } else {
+                        100.0 * count as f64 / total as f64
+                    }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        let errors: u64 = mode.client_errors.values().sum();
+        let _ = writeln!(
+            out,
+            "{:<24} {:>8} {:>24} {:>9.2} {:>6.3} {:>6.3} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>7} {:>7}",
+            mode.mode,
+            mode.requests,
+            shares,
+            mode.imbalance_max_over_mean,
+            mode.cv,
+            mode.jain,
+            mode.latency_ms.p50,
+            mode.latency_ms.p99,
+            mode.latency_ms.p999,
+            errors,
+            mode.retries,
+            mode.ejections
+        );
+    }
+    let _ = writeln!(
+        out,
+        "replay: cargo run --release -p sim -- --scenario {} --seed {}",
+        report.scenario, report.seed
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_figures() {
+        // Proves the formulas: even counts give 1/0/1, one hot node of three gives 3/√2/⅓.
+        assert_eq!(spread(&[10, 10, 10]), (1.0, 0.0, 1.0));
+        let (max_over_mean, cv, jain) = spread(&[30, 0, 0]);
+        assert_eq!((max_over_mean, jain), (3.0, 0.3333));
+        assert!((cv - std::f64::consts::SQRT_2).abs() < 1e-4, "cv {cv}");
+        let p = percentiles((1..=1000).map(Duration::from_millis).collect());
+        assert_eq!((p.p50, p.p99, p.p999), (500.0, 990.0, 999.0));
+    }
+}
