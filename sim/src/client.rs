@@ -239,9 +239,23 @@ pub async fn run(spec: ClientSpec) -> turmoil::Result {
         let records = spec.records.clone();
         let group = spec.group.name.clone();
         let read_rate = spec.group.read_rate;
+        let retries = spec.group.retries;
         tasks.spawn(async move {
             let issued = Instant::now();
-            let (class, ttfb) = request(&pool, operation, &key, size, read_rate).await;
+            let mut attempt = 0;
+            let (class, ttfb) = loop {
+                let (class, ttfb) = request(&pool, operation, &key, size, read_rate).await;
+                let retryable = matches!(
+                    class,
+                    Class::SlowDown | Class::ServerError | Class::Connect | Class::Reset
+                );
+                if !retryable || attempt >= retries {
+                    break (class, ttfb);
+                }
+                // SDK-style backoff: 50 ms, 100 ms, ...
+                tokio::time::sleep(Duration::from_millis(50) * 2u32.pow(attempt)).await;
+                attempt += 1;
+            };
             let record = Record {
                 at: issued.duration_since(start),
                 operation,

@@ -17,7 +17,11 @@ use run::Mode;
 use scenario::{Scenario, ScenarioError};
 
 /// The scenarios that ship with Storefront: (name, file text).
-pub const BUILT_IN: &[(&str, &str)] = &[("hotspot", include_str!("../../scenarios/hotspot.toml"))];
+pub const BUILT_IN: &[(&str, &str)] = &[
+    ("hotspot", include_str!("../../scenarios/hotspot.toml")),
+    ("slow-node", include_str!("../../scenarios/slow-node.toml")),
+    ("node-crash", include_str!("../../scenarios/node-crash.toml")),
+];
 
 /// A built-in scenario by name, or a scenario file by path.
 pub fn load(name_or_path: &str) -> Result<Scenario, ScenarioError> {
@@ -36,7 +40,7 @@ pub fn run(scenario: &Scenario, seed: u64, modes: &[Mode]) -> Result<Report, Str
     for &mode in modes {
         let run = run::run_mode(scenario, mode, seed)?;
         report::check_invariants(&run, &scenario.name, seed)?;
-        reports.push(ModeReport::from_run(&run));
+        reports.push(ModeReport::from_run(&run, scenario));
     }
     Ok(Report {
         scenario: scenario.name.clone(),

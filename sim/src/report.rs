@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::client::Class;
-use crate::run::ModeRun;
+use crate::run::{ModeRun, SAMPLE_EVERY};
+use crate::scenario::{Action, Scenario};
 
 /// Latency percentiles in milliseconds.
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
@@ -49,6 +50,9 @@ pub struct ModeReport {
     pub slow_readers_cut: u64,
     /// `100 Continue` answered by the proxy itself.
     pub local_continues: u64,
+    /// Time from the scenario's first `slow` event until the slow node received less than half
+    /// its fair share of a 100 ms interval's requests (none: never, or no such event).
+    pub divert_ms: Option<f64>,
 }
 
 /// A whole run's report.
@@ -106,8 +110,8 @@ pub fn spread(counts: &[u64]) -> (f64, f64, f64) {
 }
 
 impl ModeReport {
-    /// Figures for one mode's run.
-    pub fn from_run(run: &ModeRun) -> ModeReport {
+    /// Figures for one mode's run of `scenario`.
+    pub fn from_run(run: &ModeRun, scenario: &Scenario) -> ModeReport {
         let (imbalance, cv, jain) = spread(&run.node_requests);
         let mut client_errors = BTreeMap::new();
         for record in &run.records {
@@ -140,8 +144,32 @@ impl ModeReport {
             ejections: run.ejections,
             slow_readers_cut: run.slow_readers_cut,
             local_continues: run.local_continues,
+            divert_ms: divert(run, scenario),
         }
     }
+}
+
+/// How long after the first `slow` event the slow node's share of a sampling interval fell
+/// below half of its fair share.
+fn divert(run: &ModeRun, scenario: &Scenario) -> Option<f64> {
+    let event = scenario.events.iter().find(|event| event.action == Action::Slow)?;
+    let node = event.node - 1;
+    let first = (event.at.get().as_nanos() / SAMPLE_EVERY.as_nanos()) as usize;
+    let fair = 1.0 / scenario.cluster.nodes as f64;
+    for index in first.max(1)..run.samples.len() {
+        let before = &run.samples[index - 1];
+        let after = &run.samples[index];
+        let total: u64 = after.iter().zip(before).map(|(a, b)| a - b).sum();
+        if total == 0 {
+            continue;
+        }
+        let share = (after[node] - before[node]) as f64 / total as f64;
+        if share < fair / 2.0 {
+            let at = SAMPLE_EVERY * index as u32;
+            return Some(millis(at.saturating_sub(event.at.get())));
+        }
+    }
+    None
 }
 
 /// The invariants every run must keep; an error names the seed and how to replay it.

@@ -112,6 +112,14 @@ pub struct ClientGroup {
     /// Read response bodies at most this fast (bytes per second); none: as fast as they come.
     #[serde(default)]
     pub read_rate: Option<u64>,
+    /// Retries of a request answered 5xx or broken off, as SDKs make (AWS standard mode: 2
+    /// retries, 3 attempts), with exponential backoff from 50 ms.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+fn default_retries() -> u32 {
+    2
 }
 
 fn default_pool() -> usize {
