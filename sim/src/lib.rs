@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod plot;
 pub mod report;
 pub mod run;
 pub mod scenario;

@@ -22,6 +22,9 @@ struct Args {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Also draw per-node load over time for each mode as SVG to this file.
+    #[arg(long)]
+    plot: Option<std::path::PathBuf>,
     /// List the built-in scenarios.
     #[arg(long)]
     list: bool,
@@ -52,6 +55,14 @@ fn main() -> ExitCode {
                 let json = serde_json::to_string_pretty(&report).expect("the report serialises");
                 if let Err(error) = std::fs::write(&path, json + "\n") {
                     eprintln!("sim: cannot write {}: {error}", path.display());
+                    return ExitCode::from(2);
+                }
+            }
+            if let Some(path) = args.plot {
+                let written = sim::plot::svg(&report)
+                    .and_then(|svg| std::fs::write(&path, svg).map_err(|error| error.to_string()));
+                if let Err(error) = written {
+                    eprintln!("sim: cannot write the plot {}: {error}", path.display());
                     return ExitCode::from(2);
                 }
             }

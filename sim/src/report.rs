@@ -53,6 +53,9 @@ pub struct ModeReport {
     /// Time from the scenario's first `slow` event until the slow node received less than half
     /// its fair share of a 100 ms interval's requests (none: never, or no such event).
     pub divert_ms: Option<f64>,
+    /// Node request counters every 100 ms (for the plot; not in the JSON).
+    #[serde(skip)]
+    pub samples: Vec<Vec<u64>>,
 }
 
 /// A whole run's report.
@@ -145,6 +148,7 @@ impl ModeReport {
             slow_readers_cut: run.slow_readers_cut,
             local_continues: run.local_continues,
             divert_ms: divert(run, scenario),
+            samples: run.samples.clone(),
         }
     }
 }

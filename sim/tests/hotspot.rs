@@ -15,10 +15,27 @@ fn short_hotspot() -> sim::scenario::Scenario {
 #[test]
 fn the_same_seed_gives_the_same_report() {
     // Proves determinism: two runs of one seed produce byte-identical JSON.
+    // The plot is drawn from the same samples, so it must be identical too, with one panel
+    // per mode and one line per node in each.
     let scenario = short_hotspot();
-    let first = serde_json::to_string(&sim::run(&scenario, 11, &Mode::ALL).expect("run")).expect("json");
-    let second = serde_json::to_string(&sim::run(&scenario, 11, &Mode::ALL).expect("run")).expect("json");
-    assert_eq!(first, second);
+    let first = sim::run(&scenario, 11, &Mode::ALL).expect("run");
+    let second = sim::run(&scenario, 11, &Mode::ALL).expect("run");
+    assert_eq!(
+        serde_json::to_string(&first).expect("json"),
+        serde_json::to_string(&second).expect("json")
+    );
+    let plot = sim::plot::svg(&first).expect("plot");
+    assert_eq!(plot, sim::plot::svg(&second).expect("plot"));
+    for mode in &first.modes {
+        assert!(plot.contains(&mode.mode), "no panel for {}", mode.mode);
+        assert_eq!(
+            mode.samples.first().map(Vec::len),
+            Some(3),
+            "samples per node: {mode:?}"
+        );
+    }
+    // Lines: one per node per mode, plus one legend swatch each.
+    assert!(plot.matches("<polyline").count() >= first.modes.len() * 3 * 2, "{plot}");
 }
 
 #[test]
