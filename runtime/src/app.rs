@@ -94,6 +94,8 @@ impl<C: Connect> App<C> {
             self.stop.subscribe(),
         )
         .await;
+        // Drained: nothing will lease a backend connection again.
+        self.proxy.connections.close_idle();
     }
 
     /// Re-read the configuration file and swap it in; a bad file is refused and the running

@@ -229,6 +229,14 @@ impl<C: Connect> ConnectionPool<C> {
         }
     }
 
+    /// Close every idle connection (at shutdown, so backends see a clean close).
+    pub fn close_idle(&self) {
+        let backends = self.backends.lock().expect("backends lock is never poisoned");
+        for backend in backends.values().flat_map(|pool| pool.values()) {
+            backend.idle.lock().expect("idle lock is never poisoned").clear();
+        }
+    }
+
     /// Idle connections held, over all backends (for tests and the admin API).
     pub fn idle_count(&self) -> usize {
         let backends = self.backends.lock().expect("backends lock is never poisoned");

@@ -149,6 +149,11 @@ pub struct ProxyCounters {
     pub local_continues: AtomicU64,
     /// Client connections closed because the client stopped reading.
     pub slow_readers_cut: AtomicU64,
+    /// Requests that failed after the retry budget refused a safe retry.
+    pub budget_refusals: AtomicU64,
+    /// Attempts sent to a backend its health marked unavailable while the pool was not in
+    /// panic mode: must stay 0 (a cross-check of the balancer against health).
+    pub dispatched_to_unavailable: AtomicU64,
 }
 
 /// The proxy: the current generation, the backend connections, the clock.
@@ -267,6 +272,9 @@ impl<C: Connect> Proxy<C> {
                     }
                 }
                 Step::Reject(error) | Step::Fail(error) => {
+                    if attempt.exchange.as_ref().is_some_and(Exchange::retry_budget_exhausted) {
+                        self.counters.budget_refusals.fetch_add(1, Ordering::Relaxed);
+                    }
                     return error_response(&error, parts.uri.path(), &request_id, !source.started() && !empty);
                 }
                 Step::Return | Step::Abort | Step::Done | Step::Continue => {
@@ -314,6 +322,19 @@ impl<C: Connect> Attempt<'_, C> {
     }
 
     async fn run(&mut self, dispatch: Dispatch) -> AttemptResult {
+        let unavailable = self.generation.with(|state| {
+            state
+                .cluster
+                .pool(dispatch.pool)
+                .is_some_and(|pool| !pool.health().is_available(dispatch.backend) && !pool.balancer().is_panic_mode())
+        });
+        if unavailable {
+            tracing::error!(backend = %dispatch.address, "dispatched to an unavailable backend outside panic mode");
+            self.proxy
+                .counters
+                .dispatched_to_unavailable
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let pool = dispatch.pool.0;
         let settings = self
             .generation

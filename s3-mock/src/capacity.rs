@@ -24,6 +24,10 @@ pub struct CapacityConfig {
     pub base: Duration,
     /// Bytes per second one slot moves (request plus response body). Default 500 MiB/s.
     pub bandwidth_bytes_per_second: u64,
+    /// Keep the slot until the response body has been sent (or abandoned), as a storage
+    /// node's request thread serves the whole response: a client that stops reading then
+    /// ties up a slot. Default false (the slot is free once the service time has passed).
+    pub hold_while_sending: bool,
 }
 
 impl Default for CapacityConfig {
@@ -35,6 +39,7 @@ impl Default for CapacityConfig {
             queue_max: 128,
             base: Duration::from_millis(2),
             bandwidth_bytes_per_second: 500 * 1024 * 1024,
+            hold_while_sending: false,
         }
     }
 }

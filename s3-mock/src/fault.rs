@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::stats::{InFlight, NodeStats};
 
@@ -71,6 +72,8 @@ pub struct FaultyBody<B> {
     sent: u64,
     stats: Arc<NodeStats>,
     in_flight: Option<InFlight>,
+    /// The node's service slot, when it is held until the body is sent.
+    slot: Option<OwnedSemaphorePermit>,
     /// A part of a frame held back by throttling, and the timer before it may go.
     pending: Option<Bytes>,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -84,15 +87,25 @@ pub struct FaultyBody<B> {
 /// would see no response at all rather than a short one).
 const BREAK_DELAY: Duration = Duration::from_millis(20);
 
+/// Largest body frame a node sends.
+const FRAME_MAX: usize = 64 * 1024;
+
 impl<B> FaultyBody<B> {
     /// Wrap `inner`; the request counts as in flight until the body ends or is dropped.
-    pub(crate) fn new(inner: B, fault: BodyFault, stats: Arc<NodeStats>, in_flight: InFlight) -> Self {
+    pub(crate) fn new(
+        inner: B,
+        fault: BodyFault,
+        stats: Arc<NodeStats>,
+        in_flight: InFlight,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Self {
         FaultyBody {
             inner,
             fault,
             sent: 0,
             stats,
             in_flight: Some(in_flight),
+            slot,
             pending: None,
             sleep: None,
             truncated: false,
@@ -102,6 +115,7 @@ impl<B> FaultyBody<B> {
 
     fn finish(&mut self) {
         self.in_flight = None;
+        self.slot = None;
     }
 }
 
@@ -154,6 +168,16 @@ where
             },
         };
         let mut data = data;
+        // A node streams a body in bounded frames (as it reads it from disk), so a client that
+        // stops reading holds the sender back once the connection's window is full. Throttling
+        // sends a tenth of a second's worth at a time.
+        let frame_max = match this.fault {
+            BodyFault::Throttle(bytes_per_second) => ((bytes_per_second / 10).max(1) as usize).min(FRAME_MAX),
+            _ => FRAME_MAX,
+        };
+        if data.len() > frame_max {
+            this.pending = Some(data.split_off(frame_max));
+        }
         match this.fault {
             BodyFault::None => {}
             BodyFault::StallAfter(limit) | BodyFault::ResetAfter(limit) => {
@@ -168,11 +192,7 @@ where
                 }
             }
             BodyFault::Throttle(bytes_per_second) => {
-                // Send at most a tenth of a second's worth, then wait for it to have "left".
-                let chunk = (bytes_per_second / 10).max(1) as usize;
-                if data.len() > chunk {
-                    this.pending = Some(data.split_off(chunk));
-                }
+                // Wait for this frame to have "left" before the next one.
                 let delay = Duration::from_secs_f64(data.len() as f64 / bytes_per_second.max(1) as f64);
                 this.sleep = Some(Box::pin(tokio::time::sleep(delay)));
             }

@@ -49,6 +49,10 @@ struct Args {
     /// Bytes per second one slot moves, in MiB/s (0: unlimited).
     #[arg(long, default_value_t = 500)]
     bandwidth_mib: u64,
+    /// Keep a request's slot until its response body is sent: a client that stops reading
+    /// then ties up the node, as it does a real storage node's request thread.
+    #[arg(long)]
+    hold_slot_while_sending: bool,
     /// Smallest part (except the last) of a multipart upload, in bytes.
     #[arg(long, default_value_t = s3_mock::store::MIN_PART_SIZE_DEFAULT)]
     min_part_size: u64,
@@ -94,6 +98,7 @@ async fn run(args: Args) -> Result<(), String> {
             queue_max: args.queue,
             base: Duration::from_secs_f64(args.base_latency_ms.max(0.0) / 1000.0),
             bandwidth_bytes_per_second: args.bandwidth_mib * 1024 * 1024,
+            hold_while_sending: args.hold_slot_while_sending,
         },
         faults: Faults::default(),
         seed: args.seed,

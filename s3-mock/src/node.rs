@@ -135,6 +135,7 @@ impl NodeService {
                 error_response(status, code, "injected by s3-mock", &request_id),
                 faults,
                 in_flight,
+                None,
             );
         }
 
@@ -144,6 +145,7 @@ impl NodeService {
                 error_response(503, "SlowDown", "Please reduce your request rate.", &request_id),
                 faults,
                 in_flight,
+                None,
             );
         };
         let response = match self.s3.call(request).await {
@@ -155,6 +157,7 @@ impl NodeService {
                     error_response(400, "BadRequest", "malformed request", &request_id),
                     faults,
                     in_flight,
+                    None,
                 );
             }
         };
@@ -165,7 +168,7 @@ impl NodeService {
             .service_time(bytes_in + bytes_out, faults.slow_factor);
         tokio::time::sleep(service).await;
         shared.stats.busy(service);
-        drop(slot);
+        let held = shared.capacity.config().hold_while_sending.then_some(slot);
         let (mut parts, body) = response.into_parts();
         parts.headers.insert(
             "x-amz-request-id",
@@ -174,7 +177,7 @@ impl NodeService {
         let body = body
             .map_err(|error| -> Box<dyn std::error::Error + Send + Sync> { error })
             .boxed_unsync();
-        self.finish(http::Response::from_parts(parts, body), faults, in_flight)
+        self.finish(http::Response::from_parts(parts, body), faults, in_flight, held)
     }
 
     /// Attach the body fault and the in-flight accounting to a response.
@@ -183,9 +186,10 @@ impl NodeService {
         response: http::Response<NodeBody>,
         faults: Faults,
         in_flight: InFlight,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> http::Response<NodeBody> {
         let stats = self.shared.stats.clone();
-        response.map(|body| FaultyBody::new(body, faults.body, stats, in_flight).boxed_unsync())
+        response.map(|body| FaultyBody::new(body, faults.body, stats, in_flight, slot).boxed_unsync())
     }
 }
 

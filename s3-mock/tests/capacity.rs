@@ -46,6 +46,7 @@ async fn twice_the_load_queues_then_sheds_as_predicted() {
             queue_max: QUEUE_MAX,
             base: SERVICE,
             bandwidth_bytes_per_second: 0,
+            hold_while_sending: false,
         },
         ..ClusterConfig::default()
     };
@@ -136,4 +137,53 @@ async fn twice_the_load_queues_then_sheds_as_predicted() {
         "{} served in {elapsed:?}",
         served.len()
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_nobody_reads_holds_the_slot_only_when_asked_to() {
+    // Proves `hold_while_sending`: with one slot, a GET whose body is never read keeps the
+    // slot, so the next request waits until that body is dropped; without the option the
+    // slot is free as soon as the service time has passed.
+    for hold in [false, true] {
+        let config = ClusterConfig {
+            nodes: 1,
+            capacity: CapacityConfig {
+                slots: 1,
+                queue_max: 4,
+                base: SERVICE,
+                bandwidth_bytes_per_second: 0,
+                hold_while_sending: hold,
+            },
+            ..ClusterConfig::default()
+        };
+        let cluster = MockCluster::build(&config);
+        let service = Arc::new(cluster.services[0].clone());
+        assert_eq!(call(&service, "PUT", "/bucket").await, 200);
+        let put = http::Request::builder()
+            .method("PUT")
+            .uri("/bucket/key")
+            .header("host", "127.0.0.1")
+            .header("content-length", "5")
+            .body(s3s::Body::from(bytes::Bytes::from_static(b"hello")))
+            .expect("valid request");
+        assert_eq!(service.call(put).await.status(), 200);
+
+        let unread = service.call(request("GET", "/bucket/key")).await;
+        assert_eq!(unread.status(), 200);
+        let start = Instant::now();
+        let next = {
+            let service = service.clone();
+            tokio::spawn(async move { call(&service, "HEAD", "/bucket").await })
+        };
+        tokio::time::sleep(SERVICE * 10).await;
+        assert_eq!(next.is_finished(), !hold, "hold_while_sending = {hold}");
+        drop(unread);
+        assert_eq!(next.await.expect("request task"), 200);
+        let waited = start.elapsed();
+        if hold {
+            assert!(waited >= SERVICE * 11, "waited {waited:?}");
+        } else {
+            assert!(waited <= SERVICE * 10, "waited {waited:?}");
+        }
+    }
 }

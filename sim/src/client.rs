@@ -1,10 +1,15 @@
 //! Client hosts: DNS caching, keep-alive pools, and a seeded Poisson workload.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use rand::rngs::StdRng;
@@ -12,7 +17,7 @@ use rand::{RngExt, SeedableRng};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::scenario::{CachePolicy, ClientGroup, Workload};
+use crate::scenario::{Arrivals, CachePolicy, ClientGroup, Workload};
 
 /// The cluster's DNS name as a resolver cache serves it: every node, rotated once per TTL.
 #[derive(Clone, Debug)]
@@ -42,9 +47,10 @@ pub enum Target {
 }
 
 /// How one request ended, as the client saw it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Class {
     /// 2xx or 3xx, body read whole.
+    #[default]
     Ok,
     /// 503 (SlowDown or ServiceUnavailable).
     SlowDown,
@@ -114,13 +120,12 @@ pub struct ClientSpec {
     pub seed: u64,
     /// Where records go.
     pub records: Arc<Mutex<Vec<Record>>>,
+    /// Operations issued (every one must leave exactly one record).
+    pub issued: Arc<AtomicU64>,
 }
 
-/// A client request gives up after this long (SDK default read timeouts are of this order).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
 struct Connection {
-    sender: http1::SendRequest<Full<Bytes>>,
+    sender: http1::SendRequest<RequestBody>,
     created: Instant,
 }
 
@@ -186,6 +191,19 @@ impl Pool {
     }
 }
 
+/// How a group's hosts behave on the wire.
+#[derive(Clone, Copy, Debug)]
+struct Manners {
+    /// Body bytes per second read (0: stops reading after the head).
+    read_rate: Option<u64>,
+    /// A request gives up after this long.
+    timeout: Duration,
+    /// Uploads wait this long for `100 Continue` (none: no `Expect`).
+    continue_wait: Option<Duration>,
+    /// Retries per HTTP request.
+    retries: u32,
+}
+
 /// Run one client host: issue requests until the duration ends, then wait for them.
 pub async fn run(spec: ClientSpec) -> turmoil::Result {
     let start = Instant::now();
@@ -198,9 +216,15 @@ pub async fn run(spec: ClientSpec) -> turmoil::Result {
         ttl: spec.group.connection_ttl.get(),
         start,
     });
+    let manners = Manners {
+        read_rate: spec.group.read_rate,
+        timeout: spec.group.timeout.get(),
+        continue_wait: spec.group.expect_continue.then(|| spec.group.continue_wait.get()),
+        retries: spec.group.retries,
+    };
     let mut rng = StdRng::seed_from_u64(spec.seed);
     let mut tasks = tokio::task::JoinSet::new();
-    let mut next = start;
+    let mut next = start + spec.group.start.get();
     let mut sequence = 0u64;
     let weights = [
         ("GetObject", spec.workload.get),
@@ -208,69 +232,79 @@ pub async fn run(spec: ClientSpec) -> turmoil::Result {
         ("HeadObject", spec.workload.head),
         ("PutObject", spec.workload.put),
         ("ListObjectsV2", spec.workload.list),
+        ("MultipartUpload", spec.workload.multipart),
     ];
     let total_weight: f64 = weights.iter().map(|(_, weight)| weight.max(0.0)).sum();
+    let bursty = spec.group.arrivals == Arrivals::Bursty;
+    let arrival_rate = if bursty {
+        spec.group.rate / MEAN_BURST
+    } else {
+        spec.group.rate
+    };
     loop {
-        // Poisson arrivals: exponential gaps with mean 1/rate.
+        // Poisson arrivals (of single requests, or of bursts): exponential gaps.
         let uniform: f64 = rng.random_range(f64::EPSILON..1.0);
-        next += Duration::from_secs_f64(-uniform.ln() / spec.group.rate.max(1e-9));
+        next += Duration::from_secs_f64(-uniform.ln() / arrival_rate.max(1e-9));
         if next.duration_since(start) >= spec.duration {
             break;
         }
         tokio::time::sleep_until(next).await;
-        let mut ticket = rng.random_range(0.0..total_weight.max(f64::EPSILON));
-        let operation = weights
-            .iter()
-            .find(|(_, weight)| {
-                let hit = ticket < weight.max(0.0);
-                ticket -= weight.max(0.0);
-                hit
-            })
-            .map_or("GetObject", |(name, _)| name);
-        let object = rng.random_range(0..spec.workload.objects.max(1));
-        let size = rng.random_range(spec.workload.size_min..=spec.workload.size_max.max(spec.workload.size_min));
-        sequence += 1;
-        let key = if operation == "PutObject" {
-            format!("written/{}-{}-{sequence}", spec.group.name, spec.index)
+        let batch = if bursty {
+            // Geometric with mean MEAN_BURST.
+            let mut size = 1;
+            while rng.random_bool(1.0 - 1.0 / MEAN_BURST) && size < 64 {
+                size += 1;
+            }
+            size
         } else {
-            object_key(object)
+            1
         };
-        let pool = pool.clone();
-        let records = spec.records.clone();
-        let group = spec.group.name.clone();
-        let read_rate = spec.group.read_rate;
-        let retries = spec.group.retries;
-        tasks.spawn(async move {
-            let issued = Instant::now();
-            let mut attempt = 0;
-            let (class, ttfb) = loop {
-                let (class, ttfb) = request(&pool, operation, &key, size, read_rate).await;
-                let retryable = matches!(
-                    class,
-                    Class::SlowDown | Class::ServerError | Class::Connect | Class::Reset
-                );
-                if !retryable || attempt >= retries {
-                    break (class, ttfb);
-                }
-                // SDK-style backoff: 50 ms, 100 ms, ...
-                tokio::time::sleep(Duration::from_millis(50) * 2u32.pow(attempt)).await;
-                attempt += 1;
+        for _ in 0..batch {
+            let mut ticket = rng.random_range(0.0..total_weight.max(f64::EPSILON));
+            let operation = weights
+                .iter()
+                .find(|(_, weight)| {
+                    let hit = ticket < weight.max(0.0);
+                    ticket -= weight.max(0.0);
+                    hit
+                })
+                .map_or("GetObject", |(name, _)| name);
+            let object = rng.random_range(0..spec.workload.objects.max(1));
+            let size = rng.random_range(spec.workload.size_min..=spec.workload.size_max.max(spec.workload.size_min));
+            sequence += 1;
+            let key = if matches!(operation, "PutObject" | "MultipartUpload") {
+                format!("written/{}-{}-{sequence}", spec.group.name, spec.index)
+            } else {
+                object_key(object)
             };
-            let record = Record {
-                at: issued.duration_since(start),
-                operation,
-                class,
-                latency: issued.elapsed(),
-                ttfb,
-                group,
-                written: (operation == "PutObject" && class == Class::Ok).then_some(key),
-            };
-            records.lock().expect("single-threaded host").push(record);
-        });
+            let pool = pool.clone();
+            let records = spec.records.clone();
+            let group = spec.group.name.clone();
+            let parts = spec.workload.parts.max(1);
+            spec.issued.fetch_add(1, Ordering::Relaxed);
+            tasks.spawn(async move {
+                let issued = Instant::now();
+                let answer = operate(&pool, operation, &key, size, parts, manners).await;
+                let record = Record {
+                    at: issued.duration_since(start),
+                    operation,
+                    class: answer.class,
+                    latency: issued.elapsed(),
+                    ttfb: answer.ttfb,
+                    group,
+                    written: (matches!(operation, "PutObject" | "MultipartUpload") && answer.class == Class::Ok)
+                        .then_some(key),
+                };
+                records.lock().expect("single-threaded host").push(record);
+            });
+        }
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
 }
+
+/// Mean requests per burst with bursty arrivals.
+const MEAN_BURST: f64 = 8.0;
 
 /// The key of preloaded object `index`.
 pub fn object_key(index: usize) -> String {
@@ -280,44 +314,210 @@ pub fn object_key(index: usize) -> String {
 /// The bucket every scenario uses.
 pub const BUCKET: &str = "sim";
 
-async fn request(
+/// One HTTP exchange to make.
+struct Call {
+    method: &'static str,
+    path: String,
+    body: Bytes,
+    range: Option<&'static str>,
+    /// Keep the response body (small XML answers the client needs).
+    keep_body: bool,
+}
+
+impl Call {
+    fn new(method: &'static str, path: String) -> Call {
+        Call {
+            method,
+            path,
+            body: Bytes::new(),
+            range: None,
+            keep_body: false,
+        }
+    }
+}
+
+/// What came back.
+#[derive(Default)]
+struct Answer {
+    class: Class,
+    ttfb: Option<Duration>,
+    etag: Option<String>,
+    body: Bytes,
+}
+
+/// One client operation (a multipart upload is several HTTP requests), each HTTP request
+/// retried as the SDKs do.
+async fn operate(
     pool: &Pool,
     operation: &'static str,
     key: &str,
     size: usize,
-    read_rate: Option<u64>,
-) -> (Class, Option<Duration>) {
+    parts: usize,
+    manners: Manners,
+) -> Answer {
+    let object = format!("/{BUCKET}/{key}");
+    let call = match operation {
+        "PutObject" => Call {
+            body: Bytes::from(vec![7u8; size]),
+            ..Call::new("PUT", object)
+        },
+        "HeadObject" => Call::new("HEAD", object),
+        "ListObjectsV2" => Call::new("GET", format!("/{BUCKET}?list-type=2&prefix=objects%2F&max-keys=20")),
+        "GetObjectRange" => Call {
+            range: Some("bytes=0-1023"),
+            ..Call::new("GET", object)
+        },
+        "MultipartUpload" => return multipart(pool, &object, size, parts, manners).await,
+        _ => Call::new("GET", object),
+    };
+    with_retries(pool, &call, manners).await
+}
+
+/// Create, upload `parts` parts, complete; the first failure ends the operation (and aborts
+/// the upload, best effort).
+async fn multipart(pool: &Pool, object: &str, size: usize, parts: usize, manners: Manners) -> Answer {
+    let created = with_retries(
+        pool,
+        &Call {
+            keep_body: true,
+            ..Call::new("POST", format!("{object}?uploads"))
+        },
+        manners,
+    )
+    .await;
+    if created.class != Class::Ok {
+        return created;
+    }
+    let text = String::from_utf8_lossy(&created.body);
+    let Some(upload_id) = text
+        .split_once("<UploadId>")
+        .and_then(|(_, rest)| rest.split_once("</UploadId>"))
+        .map(|(id, _)| id.to_owned())
+    else {
+        return Answer {
+            class: Class::ServerError,
+            ..created
+        };
+    };
+    let mut complete = String::from("<CompleteMultipartUpload>");
+    for number in 1..=parts {
+        let part = with_retries(
+            pool,
+            &Call {
+                body: Bytes::from(vec![number as u8; size]),
+                ..Call::new("PUT", format!("{object}?partNumber={number}&uploadId={upload_id}"))
+            },
+            manners,
+        )
+        .await;
+        let etag = part.etag.clone().unwrap_or_default();
+        if part.class != Class::Ok {
+            let _ = attempt(
+                pool,
+                &Call::new("DELETE", format!("{object}?uploadId={upload_id}")),
+                manners,
+            )
+            .await;
+            return Answer {
+                ttfb: created.ttfb,
+                ..part
+            };
+        }
+        complete.push_str(&format!(
+            "<Part><PartNumber>{number}</PartNumber><ETag>{etag}</ETag></Part>"
+        ));
+    }
+    complete.push_str("</CompleteMultipartUpload>");
+    let done = with_retries(
+        pool,
+        &Call {
+            body: Bytes::from(complete),
+            keep_body: true,
+            ..Call::new("POST", format!("{object}?uploadId={upload_id}"))
+        },
+        manners,
+    )
+    .await;
+    // CompleteMultipartUpload can fail inside a 200 (an <Error> body).
+    let class = if done.class == Class::Ok && done.body.windows(7).any(|window| window == b"<Error>") {
+        Class::ServerError
+    } else {
+        done.class
+    };
+    Answer {
+        class,
+        ttfb: created.ttfb,
+        ..done
+    }
+}
+
+/// An HTTP request, retried (with SDK-style backoff: 50 ms, 100 ms, ...) when answered 5xx or
+/// broken off.
+async fn with_retries(pool: &Pool, call: &Call, manners: Manners) -> Answer {
+    let mut tries = 0;
+    loop {
+        let answer = attempt(pool, call, manners).await;
+        let retryable = matches!(
+            answer.class,
+            Class::SlowDown | Class::ServerError | Class::Connect | Class::Reset
+        );
+        if !retryable || tries >= manners.retries {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50) * 2u32.pow(tries)).await;
+        tries += 1;
+    }
+}
+
+/// One try of an HTTP request on a pooled connection.
+async fn attempt(pool: &Pool, call: &Call, manners: Manners) -> Answer {
+    let failed = |class| Answer {
+        class,
+        ..Answer::default()
+    };
     let Ok(_permit) = pool.permits.acquire().await else {
-        return (Class::Connect, None);
+        return failed(Class::Connect);
     };
     let mut connection = match pool.take_idle() {
         Some(connection) => connection,
         None => match pool.connect().await {
             Ok(connection) => connection,
-            Err(class) => return (class, None),
+            Err(class) => return failed(class),
         },
     };
     let issued = Instant::now();
-    let (method, path, body, range) = match operation {
-        "PutObject" => ("PUT", format!("/{BUCKET}/{key}"), Bytes::from(vec![7u8; size]), None),
-        "HeadObject" => ("HEAD", format!("/{BUCKET}/{key}"), Bytes::new(), None),
-        "ListObjectsV2" => (
-            "GET",
-            format!("/{BUCKET}?list-type=2&prefix=objects%2F&max-keys=20"),
-            Bytes::new(),
-            None,
-        ),
-        "GetObjectRange" => ("GET", format!("/{BUCKET}/{key}"), Bytes::new(), Some("bytes=0-1023")),
-        _ => ("GET", format!("/{BUCKET}/{key}"), Bytes::new(), None),
-    };
     let mut builder = http::Request::builder()
-        .method(method)
-        .uri(path)
+        .method(call.method)
+        .uri(call.path.as_str())
         .header(http::header::HOST, "s3.cluster");
-    if let Some(range) = range {
+    if let Some(range) = call.range {
         builder = builder.header(http::header::RANGE, range);
     }
-    let request = builder.body(Full::new(body)).expect("valid request");
+    let expect = manners
+        .continue_wait
+        .filter(|_| call.method == "PUT" && !call.body.is_empty());
+    let (body, continued) = match expect {
+        Some(wait) => {
+            builder = builder.header(http::header::EXPECT, "100-continue");
+            let (tell, heard) = tokio::sync::oneshot::channel::<()>();
+            (RequestBody::after_continue(call.body.clone(), heard, wait), Some(tell))
+        }
+        None => (RequestBody::now(call.body.clone()), None),
+    };
+    let mut request = builder.body(body).expect("valid request");
+    if let Some(tell) = continued {
+        let tell = Mutex::new(Some(tell));
+        hyper::ext::on_informational(&mut request, move |response| {
+            if response.status() == http::StatusCode::CONTINUE
+                && let Some(tell) = tell.lock().expect("single-threaded host").take()
+            {
+                let _ = tell.send(());
+            }
+        });
+    }
+    let read_rate = manners.read_rate;
+    let keep_body = call.keep_body;
+    let head_only = call.method == "HEAD";
     let exchange = async {
         connection.sender.ready().await.map_err(|_| Class::Reset)?;
         let response = connection
@@ -327,6 +527,11 @@ async fn request(
             .map_err(|_| Class::Reset)?;
         let ttfb = issued.elapsed();
         let status = response.status().as_u16();
+        let etag = response
+            .headers()
+            .get(http::header::ETAG)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
         let declared: Option<usize> = response
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -334,16 +539,24 @@ async fn request(
             .and_then(|value| value.parse().ok());
         let mut body = response.into_body();
         let mut received = 0usize;
+        let mut kept = Vec::new();
+        if read_rate == Some(0) && !head_only {
+            // Stops reading: the response is never consumed; the request times out.
+            std::future::pending::<()>().await;
+        }
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|_| Class::Reset)?;
             if let Some(data) = frame.data_ref() {
                 received += data.len();
+                if keep_body {
+                    kept.extend_from_slice(data);
+                }
                 if let Some(rate) = read_rate {
                     tokio::time::sleep(Duration::from_secs_f64(data.len() as f64 / rate.max(1) as f64)).await;
                 }
             }
         }
-        if method != "HEAD" && declared.is_some_and(|declared| received < declared) {
+        if !head_only && declared.is_some_and(|declared| received < declared) {
             return Err(Class::Truncated);
         }
         let class = match status {
@@ -352,14 +565,70 @@ async fn request(
             500..=599 => Class::ServerError,
             _ => Class::ClientError,
         };
-        Ok((class, ttfb))
+        Ok(Answer {
+            class,
+            ttfb: Some(ttfb),
+            etag,
+            body: Bytes::from(kept),
+        })
     };
-    match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
-        Ok(Ok((class, ttfb))) => {
+    match tokio::time::timeout(manners.timeout, exchange).await {
+        Ok(Ok(answer)) => {
             pool.give_back(connection);
-            (class, Some(ttfb))
+            answer
         }
-        Ok(Err(class)) => (class, None),
-        Err(_) => (Class::Timeout, None),
+        Ok(Err(class)) => failed(class),
+        Err(_) => failed(Class::Timeout),
+    }
+}
+
+/// A request body: all at once, or (with `Expect: 100-continue`) once the `100 Continue`
+/// arrives or the wait runs out, whichever is first.
+pub struct RequestBody {
+    data: Option<Bytes>,
+    gate: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl RequestBody {
+    fn now(data: Bytes) -> RequestBody {
+        RequestBody {
+            data: (!data.is_empty()).then_some(data),
+            gate: None,
+        }
+    }
+
+    fn after_continue(data: Bytes, heard: tokio::sync::oneshot::Receiver<()>, wait: Duration) -> RequestBody {
+        RequestBody {
+            data: Some(data),
+            gate: Some(Box::pin(async move {
+                let _ = tokio::time::timeout(wait, heard).await;
+            })),
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(gate) = self.gate.as_mut() {
+            if gate.as_mut().poll(context).is_pending() {
+                return Poll::Pending;
+            }
+            self.gate = None;
+        }
+        Poll::Ready(self.data.take().map(|data| Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |data| data.len() as u64))
     }
 }

@@ -40,7 +40,7 @@ pub fn run(scenario: &Scenario, seed: u64, modes: &[Mode]) -> Result<Report, Str
     let mut reports = Vec::with_capacity(modes.len());
     for &mode in modes {
         let run = run::run_mode(scenario, mode, seed)?;
-        report::check_invariants(&run, &scenario.name, seed)?;
+        report::check_invariants(&run, scenario, seed)?;
         reports.push(ModeReport::from_run(&run, scenario));
     }
     Ok(Report {

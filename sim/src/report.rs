@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::client::Class;
-use crate::run::{ModeRun, SAMPLE_EVERY};
-use crate::scenario::{Action, Scenario};
+use crate::client::{Class, Record};
+use crate::run::{Mode, ModeRun, SAMPLE_EVERY};
+use crate::scenario::{Action, Event, Scenario};
 
 /// Latency percentiles in milliseconds.
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
@@ -36,10 +36,15 @@ pub struct ModeReport {
     pub cv: f64,
     /// Jain's fairness index of the node requests (1 = perfectly even).
     pub jain: f64,
-    /// Client latency, whole response.
+    /// Client latency of single-request operations that succeeded, whole response (multipart
+    /// uploads, several requests each, are in `upload_ms`).
     pub latency_ms: Percentiles,
-    /// Client time to first byte.
+    /// Client time to first byte of single-request operations.
     pub ttfb_ms: Percentiles,
+    /// Time to first byte of the well-behaved clients (groups that read at full speed).
+    pub well_behaved_ttfb_ms: Percentiles,
+    /// Latency of uploads (PUT and multipart) that succeeded.
+    pub upload_ms: Percentiles,
     /// Requests that did not end well, by class.
     pub client_errors: BTreeMap<String, u64>,
     /// Retries the proxy made.
@@ -53,6 +58,12 @@ pub struct ModeReport {
     /// Time from the scenario's first `slow` event until the slow node received less than half
     /// its fair share of a 100 ms interval's requests (none: never, or no such event).
     pub divert_ms: Option<f64>,
+    /// Time from the first fault (crash, partition, slow node) until the last request issued
+    /// during it that failed or took over a second (none: no such request, or no fault).
+    pub disrupted_ms: Option<f64>,
+    /// Time from the last recovery (restart, repair, heal) until the recovered nodes got half
+    /// their fair share of a 100 ms interval again (none: never, or no recovery).
+    pub failback_ms: Option<f64>,
     /// Node request counters every 100 ms (for the plot; not in the JSON).
     #[serde(skip)]
     pub samples: Vec<Vec<u64>>,
@@ -137,27 +148,146 @@ impl ModeReport {
             latency_ms: percentiles(
                 run.records
                     .iter()
-                    .filter(|r| r.class == Class::Ok)
+                    .filter(|r| r.class == Class::Ok && r.operation != "MultipartUpload")
                     .map(|r| r.latency)
                     .collect(),
             ),
-            ttfb_ms: percentiles(run.records.iter().filter_map(|r| r.ttfb).collect()),
+            ttfb_ms: percentiles(
+                run.records
+                    .iter()
+                    .filter(|r| r.operation != "MultipartUpload")
+                    .filter_map(|r| r.ttfb)
+                    .collect(),
+            ),
+            well_behaved_ttfb_ms: percentiles(
+                run.records
+                    .iter()
+                    .filter(|r| r.operation != "MultipartUpload" && well_behaved(scenario, &r.group))
+                    .filter_map(|r| r.ttfb)
+                    .collect(),
+            ),
+            upload_ms: percentiles(
+                run.records
+                    .iter()
+                    .filter(|r| r.class == Class::Ok && matches!(r.operation, "PutObject" | "MultipartUpload"))
+                    .map(|r| r.latency)
+                    .collect(),
+            ),
             client_errors,
             retries: run.retries,
             ejections: run.ejections,
             slow_readers_cut: run.slow_readers_cut,
             local_continues: run.local_continues,
             divert_ms: divert(run, scenario),
+            disrupted_ms: disrupted(run, scenario),
+            failback_ms: failback(run, scenario),
             samples: run.samples.clone(),
         }
     }
+}
+
+/// Whether a client group reads its responses at full speed.
+fn well_behaved(scenario: &Scenario, group: &str) -> bool {
+    scenario
+        .clients
+        .iter()
+        .find(|candidate| candidate.name == group)
+        .is_some_and(|group| group.read_rate.is_none())
+}
+
+/// Node indices (0-based) an event affects.
+fn affected_nodes(scenario: &Scenario, event: &Event) -> Vec<usize> {
+    match (event.node, event.zone.as_deref()) {
+        (Some(node), _) if event.action.is_node_action() => vec![node - 1],
+        (_, Some(zone)) => (0..scenario.cluster.nodes)
+            .filter(|&index| scenario.cluster.zone_of(index) == Some(zone))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Periods in which each node is unhealthy (slow, crashed, partitioned): start, end (none:
+/// until the run ends).
+fn unhealthy_periods(scenario: &Scenario) -> Vec<Vec<(Duration, Option<Duration>)>> {
+    let mut periods: Vec<Vec<(Duration, Option<Duration>)>> = vec![Vec::new(); scenario.cluster.nodes];
+    let mut events = scenario.events.clone();
+    events.sort_by_key(|event| event.at);
+    for event in &events {
+        for node in affected_nodes(scenario, event) {
+            let open = periods[node].last_mut().filter(|(_, end)| end.is_none());
+            match (event.action, open) {
+                (Action::Slow | Action::Crash | Action::Partition, None) => periods[node].push((event.at.get(), None)),
+                (Action::Heal | Action::Restart | Action::Repair, Some(period)) => period.1 = Some(event.at.get()),
+                _ => {}
+            }
+        }
+    }
+    periods
+}
+
+/// A node recovered this long ago counts as healthy again (the proxy must have had time to
+/// notice).
+const HEALTHY_AFTER: Duration = Duration::from_secs(5);
+
+/// Whether some node was healthy throughout `from..to`.
+fn healthy_node_throughout(periods: &[Vec<(Duration, Option<Duration>)>], from: Duration, to: Duration) -> bool {
+    periods.iter().any(|node| {
+        node.iter().all(|&(start, end)| {
+            let end = end.map(|end| end + HEALTHY_AFTER);
+            to < start || end.is_some_and(|end| from >= end)
+        })
+    })
+}
+
+/// See [`ModeReport::disrupted_ms`].
+fn disrupted(run: &ModeRun, scenario: &Scenario) -> Option<f64> {
+    let fault = scenario
+        .events
+        .iter()
+        .filter(|event| matches!(event.action, Action::Slow | Action::Crash | Action::Partition))
+        .min_by_key(|event| event.at)?
+        .at
+        .get();
+    run.records
+        .iter()
+        .filter(|r| r.at >= fault && well_behaved(scenario, &r.group))
+        .filter(|r| r.class != Class::Ok || r.latency > Duration::from_secs(1))
+        .map(|r| r.at)
+        .max()
+        .map(|at| millis(at - fault))
+}
+
+/// See [`ModeReport::failback_ms`].
+fn failback(run: &ModeRun, scenario: &Scenario) -> Option<f64> {
+    let event = scenario
+        .events
+        .iter()
+        .filter(|event| matches!(event.action, Action::Heal | Action::Restart | Action::Repair))
+        .max_by_key(|event| event.at)?;
+    let nodes = affected_nodes(scenario, event);
+    let fair = nodes.len() as f64 / scenario.cluster.nodes as f64;
+    let first = (event.at.get().as_nanos() / SAMPLE_EVERY.as_nanos()) as usize;
+    for index in first.max(1)..run.samples.len() {
+        let before = &run.samples[index - 1];
+        let after = &run.samples[index];
+        let total: u64 = after.iter().zip(before).map(|(a, b)| a - b).sum();
+        if total == 0 {
+            continue;
+        }
+        let got: u64 = nodes.iter().map(|&node| after[node] - before[node]).sum();
+        if got as f64 / total as f64 >= fair / 2.0 {
+            let at = SAMPLE_EVERY * index as u32;
+            return Some(millis(at.saturating_sub(event.at.get())));
+        }
+    }
+    None
 }
 
 /// How long after the first `slow` event the slow node's share of a sampling interval fell
 /// below half of its fair share.
 fn divert(run: &ModeRun, scenario: &Scenario) -> Option<f64> {
     let event = scenario.events.iter().find(|event| event.action == Action::Slow)?;
-    let node = event.node - 1;
+    let node = event.node? - 1;
     let first = (event.at.get().as_nanos() / SAMPLE_EVERY.as_nanos()) as usize;
     let fair = 1.0 / scenario.cluster.nodes as f64;
     for index in first.max(1)..run.samples.len() {
@@ -177,8 +307,15 @@ fn divert(run: &ModeRun, scenario: &Scenario) -> Option<f64> {
 }
 
 /// The invariants every run must keep; an error names the seed and how to replay it.
-pub fn check_invariants(run: &ModeRun, scenario: &str, seed: u64) -> Result<(), String> {
+pub fn check_invariants(run: &ModeRun, scenario: &Scenario, seed: u64) -> Result<(), String> {
     let mut broken = Vec::new();
+    if run.records.len() as u64 != run.issued {
+        broken.push(format!(
+            "{} operation(s) issued but {} outcome(s) recorded: each must end exactly once",
+            run.issued,
+            run.records.len()
+        ));
+    }
     let truncated = run.records.iter().filter(|r| r.class == Class::Truncated).count();
     if truncated > 0 {
         broken.push(format!(
@@ -192,19 +329,65 @@ pub fn check_invariants(run: &ModeRun, scenario: &str, seed: u64) -> Result<(), 
             run.lost_writes[0]
         ));
     }
-    if run.in_flight_at_end > 0 {
-        broken.push(format!(
-            "{} request(s) still in flight at a node after every client finished",
-            run.in_flight_at_end
-        ));
+    let leftovers = [
+        (
+            run.in_flight_at_end,
+            "request(s) still in flight at a node after every client finished",
+        ),
+        (
+            run.proxy_in_flight_at_end,
+            "request(s) still counted in flight by the proxy after every client finished",
+        ),
+        (
+            run.connections_open_at_end,
+            "connection(s) still open at the nodes after the clients finished and the proxy shut down",
+        ),
+        (
+            run.dispatched_to_unavailable,
+            "attempt(s) sent to an unavailable backend outside panic mode",
+        ),
+    ];
+    for (count, what) in leftovers {
+        if count > 0 {
+            broken.push(format!("{count} {what}"));
+        }
+    }
+    if matches!(run.mode, Mode::Proxy(_)) && run.budget_refusals == 0 {
+        // Every idempotent request of a well-behaved client must succeed while some node is
+        // healthy (the budget never refused a retry in this run).
+        let periods = unhealthy_periods(scenario);
+        let failed: Vec<&Record> = run
+            .records
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.operation,
+                    "GetObject" | "GetObjectRange" | "HeadObject" | "ListObjectsV2"
+                )
+            })
+            .filter(|r| r.class != Class::Ok && r.class != Class::Truncated)
+            .filter(|r| well_behaved(scenario, &r.group))
+            .filter(|r| healthy_node_throughout(&periods, r.at, r.at + r.latency))
+            .collect();
+        if let Some(first) = failed.first() {
+            broken.push(format!(
+                "{} idempotent request(s) failed while a node was healthy and the retry budget allowed retries, e.g. {} at {:?} ({})",
+                failed.len(),
+                first.operation,
+                first.at,
+                first.class.name()
+            ));
+        }
     }
     if broken.is_empty() {
         Ok(())
     } else {
         Err(format!(
-            "invariants broken in mode {} of scenario {scenario}, seed {seed}:\n  - {}\nreplay: cargo run --release -p sim -- --scenario {scenario} --seed {seed}",
+            "invariants broken in mode {} of scenario {}, seed {seed}:\n  - {}\nreplay: cargo run --release -p sim -- --scenario {} --seed {seed}",
             run.mode.name(),
-            broken.join("\n  - ")
+            scenario.name,
+            broken.join("\n  - "),
+            scenario.name
         ))
     }
 }

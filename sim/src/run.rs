@@ -1,16 +1,18 @@
 //! One run of one mode: build the turmoil world, drive it, collect what happened.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use s3_mock::{CapacityConfig, ClusterConfig, MockCluster, NodeHandle, run_node};
 use storefront::App;
+use storefront::proxy::ProxyCounters;
 use storefront_core::balance::AlgorithmKind;
 use storefront_core::config::Config;
 
 use crate::client::{self, BUCKET, ClientSpec, DnsModel, Record, Target};
-use crate::scenario::{Action, Scenario};
+use crate::scenario::{Action, Event, Scenario};
 use crate::transport::{NodeBind, ProxyListener, SimConnector};
 
 /// Port every simulated server listens on.
@@ -50,29 +52,52 @@ impl Mode {
 pub struct ModeRun {
     /// The mode.
     pub mode: Mode,
-    /// Every client request.
+    /// Every client operation's record.
     pub records: Vec<Record>,
+    /// Client operations issued (each must have exactly one record).
+    pub issued: u64,
     /// Requests each node received.
     pub node_requests: Vec<u64>,
     /// Node request counters every [`SAMPLE_EVERY`].
     pub samples: Vec<Vec<u64>>,
-    /// Retries the proxy made.
+    /// Retries the proxies made.
     pub retries: u64,
-    /// Passive ejections in the proxy.
+    /// Passive ejections in the proxies.
     pub ejections: u64,
-    /// Slow readers the proxy cut off.
+    /// Slow readers the proxies cut off.
     pub slow_readers_cut: u64,
-    /// `100 Continue` answered by the proxy itself.
+    /// `100 Continue` answered by the proxies themselves.
     pub local_continues: u64,
+    /// Requests that failed after a retry budget refused a safe retry.
+    pub budget_refusals: u64,
+    /// Attempts sent to an unavailable backend outside panic mode (must be 0).
+    pub dispatched_to_unavailable: u64,
     /// Acknowledged PUTs missing from the store afterwards (must be empty).
     pub lost_writes: Vec<String>,
     /// Requests still in flight at a node at the end (must be 0).
     pub in_flight_at_end: u64,
+    /// Requests the proxies' balancers still count in flight at the end (must be 0).
+    pub proxy_in_flight_at_end: u64,
+    /// Connections still open at the nodes after every client finished and the proxies shut
+    /// down (must be 0).
+    pub connections_open_at_end: u64,
 }
 
 fn node_name(index: usize) -> String {
     format!("node-{}", index + 1)
 }
+
+fn proxy_name(zone: Option<&str>) -> String {
+    match zone {
+        Some(zone) => format!("proxy-{zone}"),
+        None => "proxy".to_owned(),
+    }
+}
+
+/// How long the world keeps running after the last client finished, for connections to close.
+const WIND_DOWN: Duration = Duration::from_secs(3);
+
+type AppSlots = Arc<Mutex<Vec<Arc<App<SimConnector>>>>>;
 
 /// Run `scenario` in `mode` from `seed`.
 pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, String> {
@@ -82,6 +107,7 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
         .tick_duration(Duration::from_millis(1))
         .min_message_latency(Duration::from_micros(100))
         .max_message_latency(Duration::from_micros(500))
+        .tcp_capacity(scenario.cluster.tcp_window)
         .rng_seed(seed)
         .build();
 
@@ -93,8 +119,11 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
             queue_max: scenario.cluster.queue,
             base: scenario.cluster.base_latency.get(),
             bandwidth_bytes_per_second: scenario.cluster.bandwidth_mib * 1024 * 1024,
+            hold_while_sending: true,
         },
         seed,
+        // Small parts keep multipart uploads cheap to simulate.
+        min_part_size: 0,
         ..ClusterConfig::default()
     };
     let cluster = MockCluster::build(&cluster_config);
@@ -111,32 +140,50 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
         });
     }
 
-    let app_slot: Arc<Mutex<Option<Arc<App<SimConnector>>>>> = Arc::new(Mutex::new(None));
+    // One proxy, or one per zone (each preferring its own zone's pool).
+    let zones: Vec<Option<String>> = if scenario.cluster.zones.is_empty() {
+        vec![None]
+    } else {
+        scenario
+            .cluster
+            .zone_names()
+            .into_iter()
+            .map(|zone| Some(zone.to_owned()))
+            .collect()
+    };
+    let apps: AppSlots = Arc::new(Mutex::new(Vec::new()));
     if let Mode::Proxy(algorithm) = mode {
-        let config = proxy_config(scenario, algorithm)?;
-        let slot = app_slot.clone();
-        sim.host("proxy", move || {
-            let config = config.clone();
-            let slot = slot.clone();
-            async move {
-                let app = App::with_seed(config, vec![None], None, SimConnector, seed)?;
-                *slot.lock().expect("single-threaded simulation") = Some(app.clone());
-                let listener = turmoil::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, PORT)).await?;
-                app.serve(ProxyListener(listener)).await;
-                Ok(())
-            }
-        });
+        for zone in &zones {
+            let config = proxy_config(scenario, algorithm, zone.as_deref())?;
+            let pools = config.pools.len();
+            let slot = apps.clone();
+            sim.host(proxy_name(zone.as_deref()), move || {
+                let config = config.clone();
+                let slot = slot.clone();
+                async move {
+                    let app = App::with_seed(config, vec![None; pools], None, SimConnector, seed)?;
+                    slot.lock().expect("single-threaded simulation").push(app.clone());
+                    let listener = turmoil::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, PORT)).await?;
+                    app.serve(ProxyListener(listener)).await;
+                    Ok(())
+                }
+            });
+        }
     }
 
     let records: Arc<Mutex<Vec<Record>>> = Arc::new(Mutex::new(Vec::new()));
-    let dns = DnsModel {
-        nodes: (0..scenario.cluster.nodes)
-            .map(|index| format!("{}:{PORT}", node_name(index)))
-            .collect(),
-        ttl: scenario.dns.ttl.get(),
-    };
+    let issued = Arc::new(AtomicU64::new(0));
     let mut client_seed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut front_hosts: Vec<(String, Option<String>)> = Vec::new();
     for group in &scenario.clients {
+        let zone = group.zone.as_deref();
+        let dns = DnsModel {
+            nodes: (0..scenario.cluster.nodes)
+                .filter(|&index| zone.is_none() || scenario.cluster.zone_of(index) == zone)
+                .map(|index| format!("{}:{PORT}", node_name(index)))
+                .collect(),
+            ttl: scenario.dns.ttl.get(),
+        };
         for index in 0..group.count {
             client_seed = client_seed.wrapping_add(1);
             let spec = ClientSpec {
@@ -144,14 +191,36 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
                 index,
                 target: match mode {
                     Mode::Direct => Target::Direct(dns.clone()),
-                    Mode::Proxy(_) => Target::Proxy(format!("proxy:{PORT}")),
+                    Mode::Proxy(_) => Target::Proxy(format!("{}:{PORT}", proxy_name(zone))),
                 },
                 workload: scenario.workload.clone(),
                 duration,
                 seed: client_seed,
                 records: records.clone(),
+                issued: issued.clone(),
             };
-            sim.client(format!("{}-{}", group.name, index + 1), client::run(spec));
+            let name = format!("{}-{}", group.name, index + 1);
+            front_hosts.push((name.clone(), group.zone.clone()));
+            sim.client(name, client::run(spec));
+        }
+    }
+    if matches!(mode, Mode::Proxy(_)) {
+        for zone in &zones {
+            front_hosts.push((proxy_name(zone.as_deref()), zone.clone()));
+        }
+    }
+    // Traffic between data centres takes longer.
+    if !scenario.cluster.zones.is_empty() {
+        for (host, zone) in &front_hosts {
+            for index in 0..scenario.cluster.nodes {
+                if scenario.cluster.zone_of(index) != zone.as_deref() {
+                    sim.set_link_latency(
+                        host.as_str(),
+                        node_name(index),
+                        scenario.cluster.cross_zone_latency.get(),
+                    );
+                }
+            }
         }
     }
 
@@ -160,26 +229,31 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
     let mut next_event = 0;
     let mut samples = Vec::new();
     let mut next_sample = Duration::ZERO;
+    let mut finished_at: Option<Duration> = None;
     loop {
         let elapsed = sim.elapsed();
         while next_event < events.len() && events[next_event].at.get() <= elapsed {
-            let event = &events[next_event];
-            let node = event.node - 1;
-            match event.action {
-                Action::Slow => handles[node].set_slow_factor(event.factor.unwrap_or(1.0)),
-                Action::Heal => handles[node].set_slow_factor(1.0),
-                Action::Crash => sim.crash(node_name(node)),
-                Action::Restart => sim.bounce(node_name(node)),
-            }
+            apply(&mut sim, &events[next_event], &handles, scenario, &front_hosts);
             next_event += 1;
         }
-        if elapsed >= next_sample {
+        if elapsed >= next_sample && finished_at.is_none() {
             samples.push(handles.iter().map(|handle| handle.stats().requests_total).collect());
             next_sample += SAMPLE_EVERY;
         }
+        match finished_at {
+            None => {}
+            Some(at) if elapsed >= at + WIND_DOWN => break,
+            Some(_) => {}
+        }
         match sim.step() {
-            Ok(true) => break,
-            Ok(false) => {}
+            Ok(true) if finished_at.is_none() => {
+                // Every client is done: drain the proxies, let connections close.
+                finished_at = Some(sim.elapsed());
+                for app in apps.lock().expect("single-threaded simulation").iter() {
+                    app.shutdown();
+                }
+            }
+            Ok(_) => {}
             Err(error) => return Err(format!("{} (mode {}, seed {seed})", error, mode.name())),
         }
     }
@@ -194,39 +268,79 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
             .cloned()
             .collect()
     };
-    let app = app_slot.lock().expect("single-threaded simulation").clone();
-    let (retries, ejections, slow_readers_cut, local_continues) = match &app {
-        Some(app) => {
-            let counters = &app.proxy.counters;
-            let ejections = app.proxy.current().with(|state| {
-                state
-                    .cluster
-                    .pools()
-                    .iter()
-                    .map(|pool| pool.health().ejections_total())
-                    .sum()
-            });
-            (
-                counters.retries.load(std::sync::atomic::Ordering::Relaxed),
-                ejections,
-                counters.slow_readers_cut.load(std::sync::atomic::Ordering::Relaxed),
-                counters.local_continues.load(std::sync::atomic::Ordering::Relaxed),
-            )
-        }
-        None => (0, 0, 0, 0),
+    let apps = apps.lock().expect("single-threaded simulation").clone();
+    let counter = |read: fn(&ProxyCounters) -> &AtomicU64| -> u64 {
+        apps.iter()
+            .map(|app| read(&app.proxy.counters).load(Ordering::Relaxed))
+            .sum()
     };
+    let (ejections, proxy_in_flight_at_end) = apps.iter().fold((0, 0), |(ejections, in_flight), app| {
+        app.proxy.current().with(|state| {
+            let pools = state.cluster.pools();
+            (
+                ejections + pools.iter().map(|pool| pool.health().ejections_total()).sum::<u64>(),
+                in_flight + pools.iter().map(|pool| pool.balancer().in_flight_total()).sum::<u64>(),
+            )
+        })
+    });
     Ok(ModeRun {
         mode,
         node_requests: handles.iter().map(|handle| handle.stats().requests_total).collect(),
         in_flight_at_end: handles.iter().map(|handle| handle.stats().in_flight).sum(),
+        connections_open_at_end: handles.iter().map(|handle| handle.stats().connections_open).sum(),
+        issued: issued.load(Ordering::Relaxed),
         records,
         samples,
-        retries,
+        retries: counter(|counters| &counters.retries),
         ejections,
-        slow_readers_cut,
-        local_continues,
+        slow_readers_cut: counter(|counters| &counters.slow_readers_cut),
+        local_continues: counter(|counters| &counters.local_continues),
+        budget_refusals: counter(|counters| &counters.budget_refusals),
+        dispatched_to_unavailable: counter(|counters| &counters.dispatched_to_unavailable),
+        proxy_in_flight_at_end,
         lost_writes,
     })
+}
+
+/// Apply one scenario event to the world.
+fn apply(
+    sim: &mut turmoil::Sim<'_>,
+    event: &Event,
+    handles: &[NodeHandle],
+    scenario: &Scenario,
+    front_hosts: &[(String, Option<String>)],
+) {
+    let zone_nodes = || -> Vec<String> {
+        (0..scenario.cluster.nodes)
+            .filter(|&index| scenario.cluster.zone_of(index) == event.zone.as_deref())
+            .map(node_name)
+            .collect()
+    };
+    match event.action {
+        Action::Slow => handles[event.node.unwrap_or(1) - 1].set_slow_factor(event.factor.unwrap_or(1.0)),
+        Action::Heal => handles[event.node.unwrap_or(1) - 1].set_slow_factor(1.0),
+        Action::Crash => sim.crash(node_name(event.node.unwrap_or(1) - 1)),
+        Action::Restart => sim.bounce(node_name(event.node.unwrap_or(1) - 1)),
+        Action::Partition => {
+            for node in zone_nodes() {
+                for (host, _) in front_hosts {
+                    if event.oneway {
+                        sim.partition_oneway(node.as_str(), host.as_str());
+                    } else {
+                        sim.partition(node.as_str(), host.as_str());
+                    }
+                }
+            }
+        }
+        Action::Repair => {
+            for node in zone_nodes() {
+                for (host, _) in front_hosts {
+                    sim.repair(node.as_str(), host.as_str());
+                    sim.repair_oneway(node.as_str(), host.as_str());
+                }
+            }
+        }
+    }
 }
 
 /// Put the scenario's objects straight into the store (no requests: they would count as load).
@@ -257,23 +371,47 @@ fn preload(cluster: &MockCluster, scenario: &Scenario) {
     }
 }
 
-/// The proxy's configuration: the scenario's extra TOML, the cluster's nodes as one pool,
-/// trust mode (no identities in the simulation yet), the mode's algorithm. Active probes are
-/// off unless the scenario turns them on, so node counters count client traffic only.
-fn proxy_config(scenario: &Scenario, algorithm: AlgorithmKind) -> Result<Config, String> {
-    let backends: Vec<String> = (0..scenario.cluster.nodes)
-        .map(|index| format!("\"{}:{PORT}\"", node_name(index)))
-        .collect();
+/// The proxy's configuration: the scenario's extra TOML, trust mode (no identities in the
+/// simulation yet), the mode's algorithm, and the cluster's nodes as one pool — or, with
+/// zones, one pool per zone, this proxy's own zone first and the others as failover. Active
+/// probes are off unless the scenario turns them on, so node counters count client traffic
+/// only.
+fn proxy_config(scenario: &Scenario, algorithm: AlgorithmKind, zone: Option<&str>) -> Result<Config, String> {
     let probes = if scenario.proxy_config.contains("[health.active]") {
         ""
     } else {
         "[health.active]\nenabled = false\n"
     };
-    let text = format!(
-        "[auth]\nmode = \"trust\"\n{probes}{}\n\n[[pools]]\nname = \"cluster\"\nbackends = [{}]\n",
-        scenario.proxy_config,
-        backends.join(", ")
-    );
+    let backends = |zone: Option<&str>| -> String {
+        (0..scenario.cluster.nodes)
+            .filter(|&index| zone.is_none() || scenario.cluster.zone_of(index) == zone)
+            .map(|index| format!("\"{}:{PORT}\"", node_name(index)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let pools = match zone {
+        None => format!("[[pools]]\nname = \"cluster\"\nbackends = [{}]\n", backends(None)),
+        Some(own) => {
+            let zones = scenario.cluster.zone_names();
+            let mut ordered = vec![own];
+            ordered.extend(zones.iter().copied().filter(|other| *other != own));
+            let mut text = format!("[routing]\ndefault_pool = \"{own}\"\nfailover = \"when-unavailable\"\n\n");
+            for name in &ordered {
+                let others: Vec<String> = ordered
+                    .iter()
+                    .filter(|other| *other != name)
+                    .map(|other| format!("\"{other}\""))
+                    .collect();
+                text.push_str(&format!(
+                    "[[pools]]\nname = \"{name}\"\nzone = \"{name}\"\nfailover_to = [{}]\nbackends = [{}]\n\n",
+                    others.join(", "),
+                    backends(Some(name))
+                ));
+            }
+            text
+        }
+    };
+    let text = format!("[auth]\nmode = \"trust\"\n{probes}{}\n\n{pools}", scenario.proxy_config);
     let mut config = Config::from_toml(&text, &format!("scenario {} proxy_config", scenario.name))
         .map_err(|error| error.to_string())?;
     config.balance.algorithm = algorithm;

@@ -49,6 +49,36 @@ pub struct ClusterSpec {
     /// Bytes per second per slot, in MiB.
     #[serde(default = "default_bandwidth")]
     pub bandwidth_mib: u64,
+    /// Data centre of each node, in node order (none: one data centre). With zones, clients
+    /// name their zone, resolve a per-zone DNS name, and each zone has its own proxy whose
+    /// pool is its zone's nodes, failing over to the other zones when none is available.
+    #[serde(default)]
+    pub zones: Vec<String>,
+    /// Segments a TCP connection carries unread before the sender blocks (turmoil's flow
+    /// control; nodes send bodies in frames of at most 64 KiB). Default 64.
+    #[serde(default = "default_tcp_window")]
+    pub tcp_window: usize,
+    /// One-way network latency between hosts of different zones.
+    #[serde(default = "default_cross_zone")]
+    pub cross_zone_latency: ConfigDuration,
+}
+
+impl ClusterSpec {
+    /// The zone of node `index` (0-based), if the cluster has zones.
+    pub fn zone_of(&self, index: usize) -> Option<&str> {
+        self.zones.get(index).map(String::as_str)
+    }
+
+    /// The distinct zones, in order of first appearance.
+    pub fn zone_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for zone in &self.zones {
+            if !names.contains(&zone.as_str()) {
+                names.push(zone);
+            }
+        }
+        names
+    }
 }
 
 fn default_slots() -> usize {
@@ -62,6 +92,12 @@ fn default_base() -> ConfigDuration {
 }
 fn default_bandwidth() -> u64 {
     500
+}
+fn default_tcp_window() -> usize {
+    64
+}
+fn default_cross_zone() -> ConfigDuration {
+    ConfigDuration::from_millis(2)
 }
 
 /// The DNS name of the cluster: every node's address, in an order a resolver cache rotates
@@ -116,6 +152,47 @@ pub struct ClientGroup {
     /// retries, 3 attempts), with exponential backoff from 50 ms.
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// The group's data centre (required when the cluster has zones).
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// When the group starts sending (a step in load).
+    #[serde(default = "default_start")]
+    pub start: ConfigDuration,
+    /// A request gives up after this long (SDK read timeouts are of this order).
+    #[serde(default = "default_timeout")]
+    pub timeout: ConfigDuration,
+    /// PUTs carry `Expect: 100-continue`; the body is sent on `100 Continue`, or after
+    /// `continue_wait` without one (as curl and the SDKs do).
+    #[serde(default)]
+    pub expect_continue: bool,
+    /// How long an `Expect: 100-continue` upload waits for the `100` before sending anyway.
+    #[serde(default = "default_continue_wait")]
+    pub continue_wait: ConfigDuration,
+    /// How requests arrive.
+    #[serde(default)]
+    pub arrivals: Arrivals,
+}
+
+/// How a group's requests arrive in time.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arrivals {
+    /// Independent arrivals (exponential gaps) at `rate`.
+    #[default]
+    Poisson,
+    /// Batches of requests issued together (geometric size, mean 8), the batches Poisson at
+    /// `rate / 8`: the same mean rate, far burstier.
+    Bursty,
+}
+
+fn default_start() -> ConfigDuration {
+    ConfigDuration::from_secs(0)
+}
+fn default_timeout() -> ConfigDuration {
+    ConfigDuration::from_secs(30)
+}
+fn default_continue_wait() -> ConfigDuration {
+    ConfigDuration::from_secs(1)
 }
 
 fn default_retries() -> u32 {
@@ -143,6 +220,10 @@ pub struct Workload {
     pub put: f64,
     /// Weight of LIST (ListObjectsV2).
     pub list: f64,
+    /// Weight of a multipart upload (create, parts, complete: one client operation).
+    pub multipart: f64,
+    /// Parts per multipart upload (each `size_min..=size_max` bytes).
+    pub parts: usize,
     /// Objects preloaded per run.
     pub objects: usize,
     /// Smallest object, bytes.
@@ -154,11 +235,13 @@ pub struct Workload {
 impl Default for Workload {
     fn default() -> Self {
         Workload {
-            get: 0.6,
+            get: 0.55,
             get_range: 0.1,
             head: 0.1,
             put: 0.1,
             list: 0.1,
+            multipart: 0.05,
+            parts: 3,
             objects: 64,
             size_min: 1024,
             size_max: 64 * 1024,
@@ -172,13 +255,21 @@ impl Default for Workload {
 pub struct Event {
     /// When.
     pub at: ConfigDuration,
-    /// Which node (1-based).
-    pub node: usize,
+    /// Which node (1-based), for node actions.
+    #[serde(default)]
+    pub node: Option<usize>,
+    /// Which zone, for `partition` and `repair`.
+    #[serde(default)]
+    pub zone: Option<String>,
     /// What.
     pub action: Action,
     /// The slow factor, for `slow`.
     #[serde(default)]
     pub factor: Option<f64>,
+    /// For `partition`: only the answers are lost (requests still arrive at the nodes; the
+    /// nastiest kind, as every request hangs instead of failing).
+    #[serde(default)]
+    pub oneway: bool,
 }
 
 /// What an event does.
@@ -193,6 +284,17 @@ pub enum Action {
     Crash,
     /// The node's host comes back.
     Restart,
+    /// Cut the zone's nodes off from every client and proxy.
+    Partition,
+    /// Heal a partition of the zone.
+    Repair,
+}
+
+impl Action {
+    /// The action names a node (not a zone).
+    pub fn is_node_action(self) -> bool {
+        !matches!(self, Action::Partition | Action::Repair)
+    }
 }
 
 /// Why a scenario file cannot be used.
@@ -218,18 +320,44 @@ impl Scenario {
             file: file.to_owned(),
             message: error.to_string().trim_end().to_owned(),
         })?;
+        let zones = scenario.cluster.zone_names();
         let problem = if scenario.cluster.nodes == 0 {
             Some("cluster.nodes must be at least 1".to_owned())
         } else if scenario.clients.is_empty() {
             Some("at least one [[clients]] group is needed".to_owned())
-        } else if let Some(event) = scenario
-            .events
-            .iter()
-            .find(|event| event.node == 0 || event.node > scenario.cluster.nodes)
-        {
+        } else if !scenario.cluster.zones.is_empty() && scenario.cluster.zones.len() != scenario.cluster.nodes {
             Some(format!(
-                "an event names node {} (nodes are 1 to {})",
-                event.node, scenario.cluster.nodes
+                "cluster.zones names {} zones for {} nodes (one per node)",
+                scenario.cluster.zones.len(),
+                scenario.cluster.nodes
+            ))
+        } else if let Some(group) = scenario.clients.iter().find(|group| match &group.zone {
+            Some(zone) => !zones.contains(&zone.as_str()),
+            None => !zones.is_empty(),
+        }) {
+            Some(format!(
+                "clients `{}`: zone {:?} is not one of cluster.zones {zones:?}",
+                group.name, group.zone
+            ))
+        } else if let Some(event) = scenario.events.iter().find(|event| {
+            event.action.is_node_action()
+                && !event
+                    .node
+                    .is_some_and(|node| (1..=scenario.cluster.nodes).contains(&node))
+        }) {
+            Some(format!(
+                "a `{:?}` event at {:?} needs `node` from 1 to {}",
+                event.action,
+                event.at.get(),
+                scenario.cluster.nodes
+            ))
+        } else if let Some(event) = scenario.events.iter().find(|event| {
+            !event.action.is_node_action() && !event.zone.as_deref().is_some_and(|zone| zones.contains(&zone))
+        }) {
+            Some(format!(
+                "a `{:?}` event at {:?} needs `zone`, one of cluster.zones {zones:?}",
+                event.action,
+                event.at.get()
             ))
         } else if scenario
             .events
