@@ -43,6 +43,8 @@ pub struct Timeouts {
     pub response_write_idle: Duration,
     /// Opening a backend connection.
     pub backend_connect: Duration,
+    /// A backend not accepting request-body bytes.
+    pub backend_send_idle: Duration,
     /// From request sent to response head.
     pub backend_first_byte: Duration,
     /// Silence between backend response body chunks.
@@ -220,6 +222,7 @@ impl PoolParameters {
                     base_ejection_time: passive.base_ejection_time.get(),
                     max_ejection_time: passive.max_ejection_time.get(),
                     max_ejected_percent: passive.max_ejected_percent,
+                    probes_end_ejection: passive.probes_end_ejection,
                 }),
                 active: active.enabled.then_some(ActiveParameters {
                     interval: active.interval.get(),
@@ -335,6 +338,7 @@ impl Cluster {
                 client_body_idle: timeouts.client_body_idle.get(),
                 response_write_idle: timeouts.response_write_idle.get(),
                 backend_connect: timeouts.backend_connect.get(),
+                backend_send_idle: timeouts.backend_send_idle.get(),
                 backend_first_byte: timeouts.backend_first_byte.get(),
                 backend_body_idle: timeouts.backend_body_idle.get(),
                 total: timeouts.total.map(|total| total.get()),

@@ -25,8 +25,12 @@
 //! `timeout` fails. `unhealthy_threshold` failures in a row mark a backend unhealthy,
 //! `healthy_threshold` successes in a row mark it healthy again. Backends start healthy: a
 //! proxy restarting in front of a live cluster must not refuse traffic for an interval, and a
-//! dead node is caught by the first connect errors anyway. A probe success does not end a
-//! passive ejection: an S3 node can answer a cheap probe while failing real requests.
+//! dead node is caught by the first connect errors anyway. With `probes_end_ejection` (on by
+//! default, as Envoy's `successful_active_health_check_uneject_host`), `healthy_threshold`
+//! probe successes in a row after an ejection end it early: a restarted node is back within
+//! seconds, not after the whole ejection time (found by the simulation's rolling restart, where
+//! the ejected share cap filled up with restarted nodes and the next crash went unejected). Off,
+//! only time ends an ejection: for nodes that answer a cheap probe while failing real requests.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -48,6 +52,8 @@ pub struct PassiveParameters {
     pub max_ejection_time: Duration,
     /// Most of the pool that may be ejected at once, in percent (at least one backend).
     pub max_ejected_percent: u8,
+    /// `healthy_threshold` active-probe successes in a row after an ejection end it.
+    pub probes_end_ejection: bool,
 }
 
 /// Active probe parameters.
@@ -353,22 +359,40 @@ impl Health {
             .min(passive.max_ejection_time);
         let until = now + length;
         tracked.health.ejected_until = Some(until);
+        // Only probes answered after the ejection may end it.
+        tracked.probe_successes = 0;
         self.ejections_total += 1;
         tracing::info!(backend = %tracked.id, ejections = tracked.health.ejections, ?length, "backend ejected");
         self.emit_if_changed(index, before, TransitionReason::Ejected { until });
         debug_assert!(self.ejected_count() <= allowed);
     }
 
-    fn count_probe(&mut self, index: usize, healthy: bool, _now: Instant) {
+    fn count_probe(&mut self, index: usize, healthy: bool, now: Instant) {
         let Some(active) = self.parameters.active else {
             return;
         };
         let before = self.backends[index].health.is_available();
+        let probes_end_ejection = self
+            .parameters
+            .passive
+            .is_some_and(|passive| passive.probes_end_ejection);
         let tracked = &mut self.backends[index];
         if healthy {
             tracked.probe_failures = 0;
             tracked.probe_successes = tracked.probe_successes.saturating_add(1);
-            if !tracked.health.probe_healthy && tracked.probe_successes >= active.healthy_threshold {
+            let recovered = tracked.probe_successes >= active.healthy_threshold;
+            if recovered && probes_end_ejection && tracked.health.ejected_until.is_some() {
+                tracked.health.ejected_until = None;
+                tracked.health.consecutive_failures = 0;
+                tracked.restored_at = Some(now);
+                tracing::info!(backend = %tracked.id, "ejection ended early: probes pass");
+                if tracked.health.probe_healthy {
+                    self.emit_if_changed(index, before, TransitionReason::EjectionEnded);
+                    return;
+                }
+            }
+            let tracked = &mut self.backends[index];
+            if !tracked.health.probe_healthy && recovered {
                 tracked.health.probe_healthy = true;
                 self.emit_if_changed(index, before, TransitionReason::ProbesRecovered);
             }

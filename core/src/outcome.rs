@@ -27,6 +27,8 @@ pub enum Phase {
     ResponseWriteIdle,
     /// Opening a connection to the backend.
     BackendConnect,
+    /// Waiting for the backend to accept more request-body bytes (its receive window full).
+    BackendSendIdle,
     /// Waiting for the backend's response head after the request was sent.
     BackendFirstByte,
     /// Waiting for the next chunk of the backend's response body.
@@ -40,7 +42,9 @@ impl Phase {
     pub const fn side(self) -> Side {
         match self {
             Phase::ClientHeader | Phase::ClientBodyIdle | Phase::ResponseWriteIdle => Side::Client,
-            Phase::BackendConnect | Phase::BackendFirstByte | Phase::BackendBodyIdle => Side::Backend,
+            Phase::BackendConnect | Phase::BackendSendIdle | Phase::BackendFirstByte | Phase::BackendBodyIdle => {
+                Side::Backend
+            }
             Phase::Total => Side::Proxy,
         }
     }
@@ -52,6 +56,7 @@ impl Phase {
             Phase::ClientBodyIdle => "client_body_idle",
             Phase::ResponseWriteIdle => "response_write_idle",
             Phase::BackendConnect => "backend_connect",
+            Phase::BackendSendIdle => "backend_send_idle",
             Phase::BackendFirstByte => "backend_first_byte",
             Phase::BackendBodyIdle => "backend_body_idle",
             Phase::Total => "total",

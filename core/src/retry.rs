@@ -88,7 +88,7 @@ impl RetryPolicy {
             AttemptOutcome::Reset {
                 response_started: false,
             } => false,
-            AttemptOutcome::Timeout(Phase::BackendFirstByte) => false,
+            AttemptOutcome::Timeout(Phase::BackendFirstByte | Phase::BackendSendIdle) => false,
             _ => return RetryVerdict::NotRetryable,
         };
         if context.response_started {
@@ -271,6 +271,7 @@ mod tests {
             (Timeout(Phase::BackendFirstByte), get, Retry),
             (Timeout(Phase::BackendFirstByte), create_upload, NotIdempotent),
             (Timeout(Phase::BackendBodyIdle), get, NotRetryable),
+            (Timeout(Phase::BackendSendIdle), put_sent, BodyConsumed),
             (Timeout(Phase::ClientBodyIdle), put_sent, NotRetryable),
             (Response { status: 200 }, get, NotRetryable),
             (Response { status: 404 }, get, NotRetryable),

@@ -89,6 +89,10 @@ pub struct BodySource {
     end: Mutex<Option<BodyEnd>>,
     completed_at: Mutex<Option<tokio::time::Instant>>,
     sent: Notify,
+    /// When the backend side last pulled from the body, and whether that pull took a frame
+    /// (then the next pull is the backend's to make: if it does not come, the backend is not
+    /// accepting bytes) or found nothing yet (waiting on the client).
+    pulled: Mutex<(tokio::time::Instant, bool)>,
     empty: bool,
     length: Option<u64>,
     idle_timeout: Duration,
@@ -118,6 +122,7 @@ impl BodySource {
             end: Mutex::new(empty.then_some(BodyEnd::Complete)),
             completed_at: Mutex::new(empty.then(tokio::time::Instant::now)),
             sent: Notify::new(),
+            pulled: Mutex::new((tokio::time::Instant::now(), false)),
             empty,
             length,
             idle_timeout,
@@ -132,6 +137,7 @@ impl BodySource {
             end: Mutex::new(Some(BodyEnd::Complete)),
             completed_at: Mutex::new(Some(tokio::time::Instant::now())),
             sent: Notify::new(),
+            pulled: Mutex::new((tokio::time::Instant::now(), false)),
             empty: true,
             length: Some(0),
             idle_timeout,
@@ -151,6 +157,23 @@ impl BodySource {
     /// When the whole body had been read, if it has.
     pub fn completed_at(&self) -> Option<tokio::time::Instant> {
         *self.completed_at.lock().expect("completed_at lock is never poisoned")
+    }
+
+    /// Resolve once the backend has not taken a body frame for `idle` although one was ready
+    /// for it (its receive window stayed full); never while the body waits on the client or
+    /// once it has been sent whole.
+    pub async fn stalled(&self, idle: Duration) {
+        loop {
+            if self.end().is_some() {
+                std::future::pending::<()>().await;
+            }
+            let (at, handed) = *self.pulled.lock().expect("pulled lock is never poisoned");
+            let now = tokio::time::Instant::now();
+            if handed && now >= at + idle {
+                return;
+            }
+            tokio::time::sleep_until(if handed { at + idle } else { now + idle }).await;
+        }
     }
 
     /// Wait until the whole body has been read (immediately for an empty body).
@@ -245,6 +268,26 @@ impl Body for ForwardBody {
     type Error = ForwardError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ForwardError>>> {
+        let polled = self.as_mut().poll_next(cx);
+        let handed = matches!(polled, Poll::Ready(Some(Ok(_))));
+        *self.source.pulled.lock().expect("pulled lock is never poisoned") = (tokio::time::Instant::now(), handed);
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.source.length {
+            Some(length) if self.state.is_none() => SizeHint::with_exact(length),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl ForwardBody {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ForwardError>>> {
         let this = &mut *self;
         if this.done {
             return Poll::Ready(None);
@@ -317,17 +360,6 @@ impl Body for ForwardBody {
                     return Poll::Pending;
                 }
             }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.done
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.source.length {
-            Some(length) if self.state.is_none() => SizeHint::with_exact(length),
-            _ => SizeHint::default(),
         }
     }
 }

@@ -307,6 +307,22 @@ struct Attempt<'a, C: Connect> {
     request_id: &'a str,
 }
 
+impl<C: Connect> Drop for Attempt<'_, C> {
+    fn drop(&mut self) {
+        // hyper drops the handler when the client's connection closes before the response
+        // head: an attempt still open then must end (its in-flight count, its backend's
+        // health), or the balancer would count it forever.
+        if self
+            .exchange
+            .as_ref()
+            .is_some_and(|exchange| exchange.outcome().is_none())
+        {
+            tracing::debug!("client left before the response head; attempt abandoned");
+            self.step(|exchange, state, now| exchange.handle_client_gone(&mut state.cluster, now));
+        }
+    }
+}
+
 impl<C: Connect> Attempt<'_, C> {
     /// Run `f` on the exchange with the cluster locked and the current time.
     fn step(
@@ -390,21 +406,29 @@ impl<C: Connect> Attempt<'_, C> {
             request = http::Request::from_parts(head, body);
         }
         let first_byte = self.generation.timeouts().backend_first_byte;
+        let send_idle = self.generation.timeouts().backend_send_idle;
         let mut pending = Some(request);
         let outcome = loop {
             let request = pending.take().expect("a request to send");
             let send = lease.sender().try_send_request(request);
             let deadline = async {
-                self.source.sent().await;
+                tokio::select! {
+                    biased;
+                    () = self.source.sent() => {}
+                    // A backend that stops taking the body would otherwise hold the upload
+                    // forever: the first-byte timeout starts only once the body is sent.
+                    () = self.source.stalled(send_idle) => return Phase::BackendSendIdle,
+                }
                 tokio::time::sleep(first_byte).await;
+                Phase::BackendFirstByte
             };
             let result = tokio::select! {
                 biased;
-                result = send => Some(result),
-                () = deadline => None,
+                result = send => Ok(result),
+                phase = deadline => Err(phase),
             };
             match result {
-                Some(Err(mut error)) if lease.reused => match error.take_message() {
+                Ok(Err(mut error)) if lease.reused => match error.take_message() {
                     // The pooled connection was closed by the server before our request went
                     // out: nothing was sent, so send it on a fresh connection.
                     Some(unsent) => match self.proxy.connections.open(&dispatch.address, settings).await {
@@ -414,7 +438,7 @@ impl<C: Connect> Attempt<'_, C> {
                         }
                         Err(_) => break Err(()),
                     },
-                    None => break Ok(Some(Err(error))),
+                    None => break Ok(Ok(Err(error))),
                 },
                 other => break Ok(other),
             }
@@ -444,10 +468,12 @@ impl<C: Connect> Attempt<'_, C> {
             Ok(result) => result,
         };
         match result {
-            None => AttemptResult::Next(self.step(|exchange, state, now| {
-                exchange.handle_timeout(&mut state.cluster, now, Phase::BackendFirstByte, &mut state.rng)
-            })),
-            Some(Ok(response)) => {
+            Err(phase) => {
+                AttemptResult::Next(self.step(|exchange, state, now| {
+                    exchange.handle_timeout(&mut state.cluster, now, phase, &mut state.rng)
+                }))
+            }
+            Ok(Ok(response)) => {
                 let status = response.status().as_u16();
                 let step = self.step(|exchange, state, now| {
                     exchange.handle_response_head(&mut state.cluster, now, status, &mut state.rng)
@@ -457,7 +483,7 @@ impl<C: Connect> Attempt<'_, C> {
                     other => AttemptResult::Next(other),
                 }
             }
-            Some(Err(error)) => match self.source.end() {
+            Ok(Err(error)) => match self.source.end() {
                 Some(BodyEnd::ClientGone) => {
                     tracing::debug!(error = %error.error(), "client left mid-upload; backend request aborted");
                     AttemptResult::Next(
@@ -498,7 +524,6 @@ impl<C: Connect> Attempt<'_, C> {
         let (mut head, incoming) = response.into_parts();
         strip_hop_by_hop(&mut head.headers);
         let body = ResponseBody {
-            counters: self.proxy.counters.clone(),
             incoming: Coalescing::new(incoming),
             exchange: Some(exchange),
             lease: Some(lease),
@@ -524,7 +549,6 @@ impl<C: Connect> Attempt<'_, C> {
 /// done, backend broke (`Abort`: the client connection is broken too, never a short body
 /// passed off as whole), backend idle, or, when dropped early, client gone or too slow.
 pub struct ResponseBody {
-    counters: Arc<ProxyCounters>,
     incoming: Coalescing<Incoming>,
     exchange: Option<Exchange>,
     lease: Option<Lease>,
@@ -638,7 +662,6 @@ impl Drop for ResponseBody {
             // is closed, never pooled.
             self.lease = None;
             if self.conn.write_timed_out.load(Ordering::Acquire) {
-                self.counters.slow_readers_cut.fetch_add(1, Ordering::Relaxed);
                 self.finish(|exchange, state, now| {
                     exchange.handle_timeout(&mut state.cluster, now, Phase::ResponseWriteIdle, &mut state.rng)
                 });

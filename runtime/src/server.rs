@@ -188,6 +188,8 @@ pub async fn serve<A: Accept, C: Connect>(
                 None => MaybeTls::Plain(io),
             };
             let io = TokioIo::new(WriteTimeoutIo::new(io, limits.write_idle_timeout, conn.clone()));
+            let counters = proxy.counters.clone();
+            let cut = conn.clone();
             let service = hyper::service::service_fn(move |request| {
                 let proxy = proxy.clone();
                 let conn = conn.clone();
@@ -207,6 +209,9 @@ pub async fn serve<A: Accept, C: Connect>(
             let connection = builder.serve_connection(io, service).into_owned();
             if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%error, "client connection ended with an error");
+            }
+            if cut.write_timed_out.load(Ordering::Acquire) {
+                counters.slow_readers_cut.fetch_add(1, Ordering::Relaxed);
             }
             drop(permit);
         });

@@ -28,6 +28,9 @@ pub struct CapacityConfig {
     /// node's request thread serves the whole response: a client that stops reading then
     /// ties up a slot. Default false (the slot is free once the service time has passed).
     pub hold_while_sending: bool,
+    /// Close a keep-alive connection that has been idle this long between requests, as S3
+    /// servers do (after tens of seconds). Default none (idle connections stay open).
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for CapacityConfig {
@@ -40,6 +43,7 @@ impl Default for CapacityConfig {
             base: Duration::from_millis(2),
             bandwidth_bytes_per_second: 500 * 1024 * 1024,
             hold_while_sending: false,
+            idle_timeout: None,
         }
     }
 }

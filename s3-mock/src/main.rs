@@ -53,6 +53,9 @@ struct Args {
     /// then ties up the node, as it does a real storage node's request thread.
     #[arg(long)]
     hold_slot_while_sending: bool,
+    /// Close keep-alive connections idle this many seconds between requests (0: never).
+    #[arg(long, default_value_t = 0)]
+    idle_timeout_secs: u64,
     /// Smallest part (except the last) of a multipart upload, in bytes.
     #[arg(long, default_value_t = s3_mock::store::MIN_PART_SIZE_DEFAULT)]
     min_part_size: u64,
@@ -99,6 +102,7 @@ async fn run(args: Args) -> Result<(), String> {
             base: Duration::from_secs_f64(args.base_latency_ms.max(0.0) / 1000.0),
             bandwidth_bytes_per_second: args.bandwidth_mib * 1024 * 1024,
             hold_while_sending: args.hold_slot_while_sending,
+            idle_timeout: (args.idle_timeout_secs > 0).then(|| Duration::from_secs(args.idle_timeout_secs)),
         },
         faults: Faults::default(),
         seed: args.seed,

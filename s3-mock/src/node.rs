@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body::Body as _;
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -305,10 +305,17 @@ pub async fn run_node<B: Bind>(bind: B, service: NodeService) -> std::io::Result
                     };
                     shared.stats.connection_accepted();
                     let service = service.clone();
+                    let idle_timeout = shared.capacity.config().idle_timeout;
                     let open = ConnectionOpen(shared.stats.clone());
                     connections.spawn(async move {
                         let _open = open;
-                        let builder = auto::Builder::new(TokioExecutor::new());
+                        let mut builder = auto::Builder::new(TokioExecutor::new());
+                        // hyper's header timeout runs from the end of one request to the next
+                        // request's head: an idle keep-alive timeout.
+                        builder
+                            .http1()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(idle_timeout);
                         if let Err(error) = builder.serve_connection(hyper_io(io), service).await {
                             tracing::debug!(%error, "connection ended with an error");
                         }

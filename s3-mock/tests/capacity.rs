@@ -47,6 +47,7 @@ async fn twice_the_load_queues_then_sheds_as_predicted() {
             base: SERVICE,
             bandwidth_bytes_per_second: 0,
             hold_while_sending: false,
+            idle_timeout: None,
         },
         ..ClusterConfig::default()
     };
@@ -153,6 +154,7 @@ async fn a_body_nobody_reads_holds_the_slot_only_when_asked_to() {
                 base: SERVICE,
                 bandwidth_bytes_per_second: 0,
                 hold_while_sending: hold,
+                idle_timeout: None,
             },
             ..ClusterConfig::default()
         };

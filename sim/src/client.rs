@@ -159,8 +159,9 @@ impl Pool {
 
     async fn connect(&self) -> Result<Connection, Class> {
         let address = self.address();
-        let stream = turmoil::net::TcpStream::connect(address.as_str())
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, turmoil::net::TcpStream::connect(address.as_str()))
             .await
+            .map_err(|_| Class::Connect)?
             .map_err(|_| Class::Connect)?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream))
             .await
@@ -302,6 +303,9 @@ pub async fn run(spec: ClientSpec) -> turmoil::Result {
     while tasks.join_next().await.is_some() {}
     Ok(())
 }
+
+/// How long a client waits for a TCP connection (the AWS SDKs' default is of this order).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Mean requests per burst with bursty arrivals.
 const MEAN_BURST: f64 = 8.0;
@@ -540,7 +544,7 @@ async fn attempt(pool: &Pool, call: &Call, manners: Manners) -> Answer {
         let mut body = response.into_body();
         let mut received = 0usize;
         let mut kept = Vec::new();
-        if read_rate == Some(0) && !head_only {
+        if read_rate == Some(0) && !head_only && declared != Some(0) {
             // Stops reading: the response is never consumed; the request times out.
             std::future::pending::<()>().await;
         }

@@ -22,6 +22,11 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("hotspot", include_str!("../../scenarios/hotspot.toml")),
     ("slow-node", include_str!("../../scenarios/slow-node.toml")),
     ("node-crash", include_str!("../../scenarios/node-crash.toml")),
+    ("slow-reader", include_str!("../../scenarios/slow-reader.toml")),
+    ("dc-partition", include_str!("../../scenarios/dc-partition.toml")),
+    ("burst", include_str!("../../scenarios/burst.toml")),
+    ("rolling-restart", include_str!("../../scenarios/rolling-restart.toml")),
+    ("expect-continue", include_str!("../../scenarios/expect-continue.toml")),
 ];
 
 /// A built-in scenario by name, or a scenario file by path.

@@ -32,6 +32,16 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if std::env::var_os("RUST_LOG").is_some() {
+        // The proxies' and nodes' logs, to stderr, without wall-clock times (the simulation
+        // has its own clock; stdout stays byte-identical per seed).
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .without_time()
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     if args.list {
         for (name, _) in sim::BUILT_IN {
             match sim::load(name) {

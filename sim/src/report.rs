@@ -43,7 +43,7 @@ pub struct ModeReport {
     pub ttfb_ms: Percentiles,
     /// Time to first byte of the well-behaved clients (groups that read at full speed).
     pub well_behaved_ttfb_ms: Percentiles,
-    /// Latency of uploads (PUT and multipart) that succeeded.
+    /// Latency of the well-behaved clients' uploads (PUT and multipart) that succeeded.
     pub upload_ms: Percentiles,
     /// Requests that did not end well, by class.
     pub client_errors: BTreeMap<String, u64>,
@@ -170,6 +170,7 @@ impl ModeReport {
                 run.records
                     .iter()
                     .filter(|r| r.class == Class::Ok && matches!(r.operation, "PutObject" | "MultipartUpload"))
+                    .filter(|r| well_behaved(scenario, &r.group))
                     .map(|r| r.latency)
                     .collect(),
             ),
@@ -266,7 +267,13 @@ fn failback(run: &ModeRun, scenario: &Scenario) -> Option<f64> {
         .max_by_key(|event| event.at)?;
     let nodes = affected_nodes(scenario, event);
     let fair = nodes.len() as f64 / scenario.cluster.nodes as f64;
-    let first = (event.at.get().as_nanos() / SAMPLE_EVERY.as_nanos()) as usize;
+    after_event(run, event.at.get(), &nodes, |share| share >= fair / 2.0)
+}
+
+/// How long after `at` the first sampling interval came in which the share of `nodes`
+/// satisfied `test`.
+fn after_event(run: &ModeRun, at: Duration, nodes: &[usize], test: impl Fn(f64) -> bool) -> Option<f64> {
+    let first = (at.as_nanos() / SAMPLE_EVERY.as_nanos()) as usize;
     for index in first.max(1)..run.samples.len() {
         let before = &run.samples[index - 1];
         let after = &run.samples[index];
@@ -275,9 +282,8 @@ fn failback(run: &ModeRun, scenario: &Scenario) -> Option<f64> {
             continue;
         }
         let got: u64 = nodes.iter().map(|&node| after[node] - before[node]).sum();
-        if got as f64 / total as f64 >= fair / 2.0 {
-            let at = SAMPLE_EVERY * index as u32;
-            return Some(millis(at.saturating_sub(event.at.get())));
+        if test(got as f64 / total as f64) {
+            return Some(millis((SAMPLE_EVERY * index as u32).saturating_sub(at)));
         }
     }
     None
@@ -288,22 +294,8 @@ fn failback(run: &ModeRun, scenario: &Scenario) -> Option<f64> {
 fn divert(run: &ModeRun, scenario: &Scenario) -> Option<f64> {
     let event = scenario.events.iter().find(|event| event.action == Action::Slow)?;
     let node = event.node? - 1;
-    let first = (event.at.get().as_nanos() / SAMPLE_EVERY.as_nanos()) as usize;
     let fair = 1.0 / scenario.cluster.nodes as f64;
-    for index in first.max(1)..run.samples.len() {
-        let before = &run.samples[index - 1];
-        let after = &run.samples[index];
-        let total: u64 = after.iter().zip(before).map(|(a, b)| a - b).sum();
-        if total == 0 {
-            continue;
-        }
-        let share = (after[node] - before[node]) as f64 / total as f64;
-        if share < fair / 2.0 {
-            let at = SAMPLE_EVERY * index as u32;
-            return Some(millis(at.saturating_sub(event.at.get())));
-        }
-    }
-    None
+    after_event(run, event.at.get(), &[node], |share| share < fair / 2.0)
 }
 
 /// The invariants every run must keep; an error names the seed and how to replay it.
@@ -447,6 +439,38 @@ pub fn table(report: &Report) -> String {
             mode.ejections
         );
     }
+    let _ = writeln!(
+        out,
+        "\n{:<24} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>5} {:>5}  errors by class",
+        "mode", "ttfb p99", "wb ttfb", "upl p99", "divert", "disrupt", "failback", "cut", "100s"
+    );
+    let optional = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |value| format!("{value:.0}"));
+    for mode in &report.modes {
+        let errors = mode
+            .client_errors
+            .iter()
+            .map(|(class, count)| format!("{class}:{count}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = writeln!(
+            out,
+            "{:<24} {:>9.0} {:>9.0} {:>9.0} {:>9} {:>9} {:>9} {:>5} {:>5}  {}",
+            mode.mode,
+            mode.ttfb_ms.p99,
+            mode.well_behaved_ttfb_ms.p99,
+            mode.upload_ms.p99,
+            optional(mode.divert_ms),
+            optional(mode.disrupted_ms),
+            optional(mode.failback_ms),
+            mode.slow_readers_cut,
+            mode.local_continues,
+            if errors.is_empty() { "-" } else { &errors }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "(ms; wb: clients that read at full speed; cut: slow readers cut off; 100s: 100 Continue sent by the proxy)"
+    );
     let _ = writeln!(
         out,
         "replay: cargo run --release -p sim -- --scenario {} --seed {}",

@@ -9,7 +9,7 @@ use s3_mock::{CapacityConfig, ClusterConfig, MockCluster, NodeHandle, run_node};
 use storefront::App;
 use storefront::proxy::ProxyCounters;
 use storefront_core::balance::AlgorithmKind;
-use storefront_core::config::Config;
+use storefront_core::config::{Config, ConfigDuration};
 
 use crate::client::{self, BUCKET, ClientSpec, DnsModel, Record, Target};
 use crate::scenario::{Action, Event, Scenario};
@@ -94,8 +94,18 @@ fn proxy_name(zone: Option<&str>) -> String {
     }
 }
 
-/// How long the world keeps running after the last client finished, for connections to close.
-const WIND_DOWN: Duration = Duration::from_secs(3);
+/// Nodes close keep-alive connections idle this long (as S3 servers do, after tens of
+/// seconds; shorter here to keep runs short). This also closes connections a partition
+/// orphaned: their FIN was lost, so only the node's idle timeout ends them.
+const NODE_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The proxy closes idle backend connections before the nodes do (as the proxy's default, 60
+/// s, is below the usual keep-alive of S3 servers), so it never reuses one a node is closing.
+const PROXY_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// How long the world keeps running after the last client finished, for connections to close
+/// (past the nodes' idle timeout).
+const WIND_DOWN: Duration = Duration::from_secs(6);
 
 type AppSlots = Arc<Mutex<Vec<Arc<App<SimConnector>>>>>;
 
@@ -120,6 +130,7 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
             base: scenario.cluster.base_latency.get(),
             bandwidth_bytes_per_second: scenario.cluster.bandwidth_mib * 1024 * 1024,
             hold_while_sending: true,
+            idle_timeout: Some(NODE_IDLE_TIMEOUT),
         },
         seed,
         // Small parts keep multipart uploads cheap to simulate.
@@ -357,7 +368,7 @@ fn preload(cluster: &MockCluster, scenario: &Scenario) {
         .max(1);
     for index in 0..scenario.workload.objects {
         // Sizes spread over the range deterministically (no RNG needed for the catalogue).
-        let size = scenario.workload.size_min + (index * 7919) % span;
+        let size = scenario.workload.size_min + (index * 7919 % 1009) * span / 1008;
         let data = Bytes::from(vec![(index % 251) as u8; size]);
         store
             .put_object(
@@ -373,15 +384,10 @@ fn preload(cluster: &MockCluster, scenario: &Scenario) {
 
 /// The proxy's configuration: the scenario's extra TOML, trust mode (no identities in the
 /// simulation yet), the mode's algorithm, and the cluster's nodes as one pool — or, with
-/// zones, one pool per zone, this proxy's own zone first and the others as failover. Active
-/// probes are off unless the scenario turns them on, so node counters count client traffic
-/// only.
+/// zones, one pool per zone, this proxy's own zone first and the others as failover.
+/// Everything else is the proxy's defaults (active probes too: they add a request per node
+/// every five seconds to the node counters, a negligible share).
 fn proxy_config(scenario: &Scenario, algorithm: AlgorithmKind, zone: Option<&str>) -> Result<Config, String> {
-    let probes = if scenario.proxy_config.contains("[health.active]") {
-        ""
-    } else {
-        "[health.active]\nenabled = false\n"
-    };
     let backends = |zone: Option<&str>| -> String {
         (0..scenario.cluster.nodes)
             .filter(|&index| zone.is_none() || scenario.cluster.zone_of(index) == zone)
@@ -411,9 +417,12 @@ fn proxy_config(scenario: &Scenario, algorithm: AlgorithmKind, zone: Option<&str
             text
         }
     };
-    let text = format!("[auth]\nmode = \"trust\"\n{probes}{}\n\n{pools}", scenario.proxy_config);
+    let text = format!("[auth]\nmode = \"trust\"\n{}\n\n{pools}", scenario.proxy_config);
     let mut config = Config::from_toml(&text, &format!("scenario {} proxy_config", scenario.name))
         .map_err(|error| error.to_string())?;
     config.balance.algorithm = algorithm;
+    for pool in &mut config.pools {
+        pool.connections.idle_timeout = ConfigDuration(PROXY_IDLE_TIMEOUT);
+    }
     Ok(config)
 }

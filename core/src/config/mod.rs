@@ -219,6 +219,11 @@ pub struct PassiveSection {
     /// Default 50 %: a cluster-wide brown-out must not eject the whole pool (at least one
     /// backend may always be ejected, so three-node pools still eject).
     pub max_ejected_percent: u8,
+    /// Default on (Envoy's `successful_active_health_check_uneject_host`): when active probes
+    /// pass `healthy_threshold` times in a row after an ejection, the ejection ends, so a
+    /// restarted node is back within seconds. Off: only the ejection time ends it, for nodes
+    /// that answer probes while failing real requests.
+    pub probes_end_ejection: bool,
 }
 
 impl Default for PassiveSection {
@@ -229,6 +234,7 @@ impl Default for PassiveSection {
             base_ejection_time: ConfigDuration::from_secs(30),
             max_ejection_time: ConfigDuration::from_secs(300),
             max_ejected_percent: 50,
+            probes_end_ejection: true,
         }
     }
 }
@@ -313,6 +319,11 @@ pub struct TimeoutsSection {
     /// Opening a backend connection. Default 2 s: loopback and LAN connects take
     /// milliseconds; a node that has not accepted in two seconds is down, try another.
     pub backend_connect: ConfigDuration,
+    /// A backend not accepting request-body bytes (nginx's `proxy_send_timeout`). Default
+    /// 30 s: a node that has taken nothing for that long is stuck, and without this limit
+    /// an upload to it would wait forever (the first-byte timeout only starts once the whole
+    /// body is sent).
+    pub backend_send_idle: ConfigDuration,
     /// From request sent to response head. Default 60 s: S3 nodes answer a large
     /// CompleteMultipartUpload or a copy only when done, which can take tens of seconds.
     pub backend_first_byte: ConfigDuration,
@@ -329,6 +340,7 @@ impl Default for TimeoutsSection {
             client_body_idle: ConfigDuration::from_secs(30),
             response_write_idle: ConfigDuration::from_secs(30),
             backend_connect: ConfigDuration::from_secs(2),
+            backend_send_idle: ConfigDuration::from_secs(30),
             backend_first_byte: ConfigDuration::from_secs(60),
             backend_body_idle: ConfigDuration::from_secs(30),
             total: None,

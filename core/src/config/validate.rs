@@ -201,6 +201,7 @@ impl Config {
             ("timeouts.client_body_idle", timeouts.client_body_idle),
             ("timeouts.response_write_idle", timeouts.response_write_idle),
             ("timeouts.backend_connect", timeouts.backend_connect),
+            ("timeouts.backend_send_idle", timeouts.backend_send_idle),
             ("timeouts.backend_first_byte", timeouts.backend_first_byte),
             ("timeouts.backend_body_idle", timeouts.backend_body_idle),
         ] {

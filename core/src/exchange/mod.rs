@@ -452,6 +452,14 @@ impl Exchange {
                 ErrorCode::GatewayTimeout,
                 "the storage node did not answer in time; please retry",
             ),
+            (State::Attempt { .. }, Phase::BackendSendIdle) => self.attempt_failed(
+                cluster,
+                now,
+                rng,
+                outcome,
+                ErrorCode::GatewayTimeout,
+                "the storage node stopped accepting the request body; please retry",
+            ),
             (State::Attempt { .. }, Phase::Total) => self.attempt_failed(
                 cluster,
                 now,

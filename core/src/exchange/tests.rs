@@ -428,7 +428,7 @@ fn pick_event(rng: &mut SmallRng, responding: bool) -> Event {
             _ => Event::ClientGone,
         }
     } else {
-        match rng.random_range(0..14) {
+        match rng.random_range(0..15) {
             0 => Event::Connected,
             1 => Event::BodyStarted,
             2 => Event::RequestSent,
@@ -438,6 +438,7 @@ fn pick_event(rng: &mut SmallRng, responding: bool) -> Event {
             10 => Event::Timeout(Phase::BackendConnect),
             11 => Event::Timeout(Phase::BackendFirstByte),
             12 => Event::Timeout(Phase::ClientBodyIdle),
+            13 => Event::Timeout(Phase::BackendSendIdle),
             _ => Event::ClientGone,
         }
     }

@@ -13,6 +13,7 @@ const PASSIVE: PassiveParameters = PassiveParameters {
     base_ejection_time: Duration::from_secs(10),
     max_ejection_time: Duration::from_secs(25),
     max_ejected_percent: 50,
+    probes_end_ejection: false,
 };
 
 const ACTIVE: ActiveParameters = ActiveParameters {
@@ -205,23 +206,67 @@ fn probes_are_scheduled_timed_out_and_counted() {
     assert!(now > second);
 }
 
-#[test]
-fn probe_success_does_not_end_a_passive_ejection() {
-    // Proves that a node failing real requests stays out although it answers probes.
-    let mut health = machine(Some(PASSIVE), Some(ACTIVE), 2);
+/// Eject backend 0 of two at the epoch, then answer every probe with `healthy` until `until`;
+/// returns the transitions of backend 0.
+fn eject_then_probe(passive: PassiveParameters, healthy: bool, until: Instant) -> (Health, Vec<HealthEvent>) {
+    let mut health = machine(Some(passive), Some(ACTIVE), 2);
     let backend = BackendId(0);
-    for _ in 0..3 {
+    for _ in 0..passive.consecutive_failures {
         health.handle_outcome(Instant::EPOCH, backend, FAIL);
     }
+    let mut transitions = Vec::new();
     let mut rng = SmallRng::seed_from_u64(2);
-    let due = health.poll_timeout().expect("probe due");
-    health.handle_timeout(due, &mut rng);
-    for event in drain(&mut health) {
-        if let HealthEvent::Probe { backend: probed, probe } = event {
-            health.handle_probe_result(due, probed, probe, true);
+    while let Some(due) = health.poll_timeout().filter(|due| *due <= until) {
+        health.handle_timeout(due, &mut rng);
+        for event in drain(&mut health) {
+            match event {
+                HealthEvent::Probe { backend: probed, probe } => {
+                    health.handle_probe_result(due, probed, probe, healthy)
+                }
+                HealthEvent::Transition { backend: moved, .. } if moved == backend => transitions.push(event),
+                HealthEvent::Transition { .. } => {}
+            }
         }
+        transitions.extend(
+            drain(&mut health)
+                .into_iter()
+                .filter(|event| matches!(event, HealthEvent::Transition { backend: moved, .. } if *moved == backend)),
+        );
     }
-    assert!(!health.is_available(backend));
+    (health, transitions)
+}
+
+#[test]
+fn probe_success_ends_a_passive_ejection_only_when_configured() {
+    // Proves both settings: with probes_end_ejection off, a node failing real requests stays
+    // out for its ejection time although it answers probes; on, two passing probes (the
+    // healthy threshold, about two intervals) end the ejection early; failing probes never do.
+    let backend = BackendId(0);
+    let within = Instant::EPOCH + (PASSIVE.base_ejection_time - Duration::from_millis(1));
+    let (health, transitions) = eject_then_probe(PASSIVE, true, within);
+    assert!(!health.is_available(backend), "{transitions:?}");
+
+    let ending = PassiveParameters {
+        probes_end_ejection: true,
+        ..PASSIVE
+    };
+    let (health, transitions) = eject_then_probe(ending, false, within);
+    assert!(!health.is_available(backend), "failing probes: {transitions:?}");
+
+    let (health, transitions) = eject_then_probe(ending, true, within);
+    assert!(health.is_available(backend), "{transitions:?}");
+    assert!(
+        matches!(
+            transitions.last(),
+            Some(HealthEvent::Transition {
+                available: true,
+                reason: TransitionReason::EjectionEnded,
+                ..
+            })
+        ),
+        "{transitions:?}"
+    );
+    assert_eq!(health.get(backend).map(|h| h.consecutive_failures), Some(0));
 }
 
 #[derive(Clone, Debug)]
@@ -249,8 +294,13 @@ proptest! {
     /// The ejected share never exceeds the cap; after handle_timeout(now) nothing is overdue;
     /// transitions agree with is_available; probe ids are unique.
     #[test]
-    fn health_invariants(seed in any::<u64>(), steps in prop::collection::vec(step(), 0..150)) {
-        let mut health = machine(Some(PASSIVE), Some(ACTIVE), 4);
+    fn health_invariants(
+        seed in any::<u64>(),
+        probes_end_ejection in any::<bool>(),
+        steps in prop::collection::vec(step(), 0..150),
+    ) {
+        let passive = PassiveParameters { probes_end_ejection, ..PASSIVE };
+        let mut health = machine(Some(passive), Some(ACTIVE), 4);
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut now = Instant::EPOCH;
         let mut next_id = 4;
