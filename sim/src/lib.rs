@@ -11,6 +11,7 @@ pub mod plot;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod swarm;
 pub mod transport;
 
 use report::{ModeReport, Report};
@@ -40,11 +41,38 @@ pub fn load(name_or_path: &str) -> Result<Scenario, ScenarioError> {
     }
 }
 
+/// Like [`load`], and `swarm` is the scenario generated from `seed` ([`swarm::scenario`]).
+pub fn load_seeded(name_or_path: &str, seed: u64) -> Result<Scenario, ScenarioError> {
+    if name_or_path == "swarm" {
+        swarm::scenario(seed)
+    } else {
+        load(name_or_path)
+    }
+}
+
 /// Run `scenario` in every mode of `modes` from `seed`; check the invariants of each.
 pub fn run(scenario: &Scenario, seed: u64, modes: &[Mode]) -> Result<Report, String> {
     let mut reports = Vec::with_capacity(modes.len());
     for &mode in modes {
-        let run = run::run_mode(scenario, mode, seed)?;
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run::run_mode(scenario, mode, seed)))
+            .map_err(|panic| {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("(no message)");
+                let hint = if message.contains("server socket buffer full") {
+                    " (turmoil's listen backlog is cluster.tcp_window connections: raise it)"
+                } else {
+                    ""
+                };
+                format!(
+                    "the simulation panicked in mode {} of scenario {}, seed {seed}: {message}{hint}\nreplay: cargo run --release -p sim -- --scenario {} --seed {seed}",
+                    mode.name(),
+                    scenario.name,
+                    scenario.name
+                )
+            })??;
         report::check_invariants(&run, scenario, seed)?;
         reports.push(ModeReport::from_run(&run, scenario));
     }

@@ -28,6 +28,9 @@ struct Args {
     /// List the built-in scenarios.
     #[arg(long)]
     list: bool,
+    /// Print the scenario file (for `swarm`, the one generated from the seed) and exit.
+    #[arg(long)]
+    show_scenario: bool,
 }
 
 fn main() -> ExitCode {
@@ -49,9 +52,30 @@ fn main() -> ExitCode {
                 Err(error) => println!("{name:<16} (invalid: {error})"),
             }
         }
+        println!(
+            "{:<16} Generated from --seed: faults switched on and off at random (swarm testing)",
+            "swarm"
+        );
         return ExitCode::SUCCESS;
     }
-    let scenario = match sim::load(&args.scenario) {
+    if args.show_scenario {
+        match (
+            args.scenario.as_str(),
+            sim::BUILT_IN.iter().find(|(name, _)| *name == args.scenario),
+        ) {
+            ("swarm", _) => print!("{}", sim::swarm::text(args.seed)),
+            (_, Some((_, text))) => print!("{text}"),
+            (path, None) => match std::fs::read_to_string(path) {
+                Ok(text) => print!("{text}"),
+                Err(error) => {
+                    eprintln!("sim: cannot read {path}: {error}");
+                    return ExitCode::from(2);
+                }
+            },
+        }
+        return ExitCode::SUCCESS;
+    }
+    let scenario = match sim::load_seeded(&args.scenario, args.seed) {
         Ok(scenario) => scenario,
         Err(error) => {
             eprintln!("sim: {error}");

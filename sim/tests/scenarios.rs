@@ -1,0 +1,127 @@
+//! The other built-in scenarios' targets, and the swarm of random seeds.
+
+use std::time::Duration;
+
+use sim::report::ModeReport;
+use sim::run::Mode;
+use storefront_core::balance::AlgorithmKind;
+use storefront_core::config::ConfigDuration;
+
+const P2C: Mode = Mode::Proxy(AlgorithmKind::P2cPeakEwma);
+
+fn run_one(scenario: &sim::scenario::Scenario, seed: u64, mode: Mode) -> ModeReport {
+    match sim::run(scenario, seed, &[mode]) {
+        Ok(mut report) => report.modes.remove(0),
+        Err(error) => panic!("{error}"),
+    }
+}
+
+#[test]
+fn slow_readers_do_not_slow_the_well_behaved_clients_down() {
+    // Proves the slow-reader target: with clients that read at a trickle or stop reading, the
+    // well-behaved clients' p99 time to first byte through the proxy stays within 10% of the
+    // same run without the slow groups, and the proxy cut the stalled readers off.
+    let mut scenario = sim::load("slow-reader").expect("built-in scenario");
+    scenario.duration = ConfigDuration(Duration::from_secs(5));
+    let mut baseline = scenario.clone();
+    baseline.clients.retain(|group| group.read_rate.is_none());
+    assert_eq!(
+        baseline.clients.len(),
+        1,
+        "the slow groups are the ones with a read rate"
+    );
+    let with_slow = run_one(&scenario, 7, P2C);
+    let without = run_one(&baseline, 7, P2C);
+    assert!(
+        with_slow.well_behaved_ttfb_ms.p99 <= 1.1 * without.well_behaved_ttfb_ms.p99,
+        "p99 TTFB {} ms with slow readers against {} ms without",
+        with_slow.well_behaved_ttfb_ms.p99,
+        without.well_behaved_ttfb_ms.p99
+    );
+    assert!(with_slow.slow_readers_cut > 0, "{with_slow:?}");
+}
+
+#[test]
+fn uploads_expecting_100_continue_never_wait_for_the_fallback() {
+    // Proves that the proxy answers `100 Continue` itself: every upload through it finishes
+    // far below the clients' one-second fallback wait.
+    let mut scenario = sim::load("expect-continue").expect("built-in scenario");
+    scenario.duration = ConfigDuration(Duration::from_secs(3));
+    let p2c = run_one(&scenario, 7, P2C);
+    assert!(p2c.local_continues > 0, "{p2c:?}");
+    assert!(p2c.upload_ms.p99 < 500.0, "upload p99 {} ms", p2c.upload_ms.p99);
+    assert!(p2c.client_errors.is_empty(), "{:?}", p2c.client_errors);
+}
+
+#[test]
+fn a_partitioned_data_centre_fails_over_and_back() {
+    // Proves failover and fail-back: through the per-zone proxies, clients of the partitioned
+    // data centre fail far less than direct ones, and the healed zone gets its share back
+    // within a second.
+    let scenario = sim::load("dc-partition").expect("built-in scenario");
+    let report = sim::run(&scenario, 7, &[Mode::Direct, P2C]).unwrap_or_else(|error| panic!("{error}"));
+    let (direct, p2c) = (&report.modes[0], &report.modes[1]);
+    let errors = |mode: &ModeReport| mode.client_errors.values().sum::<u64>();
+    assert!(
+        errors(p2c) * 2 < errors(direct),
+        "proxy {:?} against direct {:?}",
+        p2c.client_errors,
+        direct.client_errors
+    );
+    let failback = p2c.failback_ms.expect("the healed zone came back");
+    assert!(failback <= 1000.0, "fail-back after {failback} ms");
+}
+
+#[test]
+fn a_rolling_restart_fails_no_idempotent_request_and_every_node_comes_back() {
+    // Proves the rolling restart through p2c: no client error, and the load ends up spread
+    // over all four nodes (each restarted node was taken back).
+    let scenario = sim::load("rolling-restart").expect("built-in scenario");
+    let p2c = run_one(&scenario, 7, P2C);
+    assert!(p2c.client_errors.is_empty(), "{:?}", p2c.client_errors);
+    assert!(p2c.jain >= 0.9, "{:?}", p2c.node_requests);
+}
+
+#[test]
+fn a_burst_is_spread_from_a_cold_start() {
+    // Proves the burst scenario: the step to eight times the load lands on one node directly
+    // (DNS pinning) and is spread evenly by p2c from a cold start.
+    let mut scenario = sim::load("burst").expect("built-in scenario");
+    scenario.duration = ConfigDuration(Duration::from_secs(6));
+    let report = sim::run(&scenario, 7, &[Mode::Direct, P2C]).unwrap_or_else(|error| panic!("{error}"));
+    let (direct, p2c) = (&report.modes[0], &report.modes[1]);
+    assert!(direct.imbalance_max_over_mean >= 2.0, "{direct:?}");
+    assert!(p2c.imbalance_max_over_mean <= 1.10, "{p2c:?}");
+    assert!(p2c.client_errors.is_empty(), "{:?}", p2c.client_errors);
+}
+
+/// Seeds of the swarm test (each a different mix of faults; a failure names its seed and the
+/// command that replays it).
+const SWARM_SEEDS: std::ops::RangeInclusive<u64> = 1..=12;
+
+#[test]
+fn a_swarm_of_random_faults_keeps_every_invariant_and_fires_every_fault_path() {
+    // Proves, over seeds whose scenarios switch crashes, slow nodes, partitions, slow readers
+    // and Expect: 100-continue on and off at random: every invariant holds in every mode
+    // (sim::run checks them and fails with the seed's replay command), and over the batch
+    // each fault path of the proxy fired at least once (coverage).
+    let mut ejections = 0;
+    let mut retries = 0;
+    let mut cut = 0;
+    let mut continues = 0;
+    for seed in SWARM_SEEDS {
+        let scenario = sim::swarm::scenario(seed).expect("the generator writes valid scenarios");
+        let report = sim::run(&scenario, seed, &Mode::ALL)
+            .unwrap_or_else(|error| panic!("swarm seed {seed}:\n{error}\n{}", sim::swarm::text(seed)));
+        for mode in &report.modes {
+            ejections += mode.ejections;
+            retries += mode.retries;
+            cut += mode.slow_readers_cut;
+            continues += mode.local_continues;
+        }
+    }
+    assert!(ejections > 0, "no seed ejected a backend");
+    assert!(retries > 0, "no seed retried");
+    assert!(cut > 0, "no seed cut a slow reader off");
+    assert!(continues > 0, "no seed answered 100 Continue locally");
+}
