@@ -543,3 +543,77 @@ async fn a_body_cut_short_in_the_same_read_is_still_an_error() {
         body.map(|b| b.into_bytes().len())
     );
 }
+
+fn in_flight(harness: &common::Harness) -> u64 {
+    harness.app.proxy.current().with(|state| {
+        state
+            .cluster
+            .pools()
+            .iter()
+            .map(|pool| pool.balancer().in_flight_total())
+            .sum()
+    })
+}
+
+#[tokio::test]
+async fn a_client_leaving_before_the_response_head_leaves_nothing_in_flight() {
+    // Proves that an attempt ends when the client's connection closes while the proxy waits
+    // for the backend's answer: the balancer must not count it in flight forever.
+    let harness = harness(1, "").await;
+    let s3 = bucket_with_object(&harness, 10).await;
+    drop(s3);
+    harness.nodes[0].set_slow_factor(1500.0); // 2 ms × 1500: the answer takes 3 s.
+    let mut stream = tokio::net::TcpStream::connect(harness.endpoint).await.expect("connect");
+    stream
+        .write_all(b"GET /data/object HTTP/1.1\r\nhost: proxy\r\n\r\n")
+        .await
+        .expect("request");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(in_flight(&harness), 1, "the request is with the backend");
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(in_flight(&harness), 0, "the abandoned attempt still counts in flight");
+}
+
+#[tokio::test]
+async fn an_upload_to_a_backend_that_stops_reading_times_out() {
+    // Proves timeouts.backend_send_idle: a backend that accepts a PUT and then reads no more
+    // of its body (its receive window fills) no longer holds the upload forever; the client
+    // gets 504 soon after the idle time. Found by the simulation's one-way partition.
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = backend.local_addr().expect("address");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut socket, _)) = backend.accept().await {
+            let mut head = vec![0u8; 4096];
+            let _ = socket.read(&mut head).await;
+            held.push(socket); // never read again, never answer
+        }
+    });
+    let text = format!(
+        "[auth]\nmode = \"trust\"\n[health.active]\nenabled = false\n[timeouts]\nbackend_send_idle = \"500ms\"\n\n\
+         [[pools]]\nname = \"dc1\"\nbackends = [\"{address}\"]\n"
+    );
+    let config = storefront_core::config::Config::from_toml(&text, "test.toml").expect("config");
+    let credentials = storefront::settings::resolve_credentials(&config, "test.toml").expect("credentials");
+    let (listener, endpoint) = storefront::App::<storefront::transport::TcpConnector>::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let app = storefront::App::new(config, credentials, None, storefront::transport::TcpConnector).expect("app");
+    tokio::spawn(async move { app.serve(listener).await });
+    let s3 = common::client(endpoint, "caller-key", "caller-secret");
+    let started = tokio::time::Instant::now();
+    let put = tokio::time::timeout(
+        Duration::from_secs(20),
+        s3.put_object()
+            .bucket("data")
+            .key("stuck")
+            .body(ByteStream::from(vec![1u8; 32 * 1024 * 1024]))
+            .send(),
+    )
+    .await
+    .expect("the proxy answers instead of waiting forever");
+    let error = put.expect_err("the upload cannot succeed");
+    assert_eq!(common::status_of(&error), Some(504), "{error:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}
