@@ -154,30 +154,9 @@ impl Router {
     }
 }
 
-/// Glob match where `*` matches any (possibly empty) run of characters and everything else
-/// matches itself. Iterative with one backtrack point, so it is linear-ish and cannot blow
-/// up on patterns like `*a*a*a*b`.
+/// Bucket-rule globs (see [`crate::auth::policy::glob`]: `*` any run, `?` one character).
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let pattern = pattern.as_bytes();
-    let text = text.as_bytes();
-    let (mut p, mut t) = (0usize, 0usize);
-    let mut backtrack: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && pattern[p] == b'*' {
-            backtrack = Some((p, t));
-            p += 1;
-        } else if p < pattern.len() && pattern[p] == text[t] {
-            p += 1;
-            t += 1;
-        } else if let Some((star, matched)) = backtrack {
-            p = star + 1;
-            t = matched + 1;
-            backtrack = Some((star, matched + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|&byte| byte == b'*')
+    crate::auth::policy::glob(pattern, text)
 }
 
 #[cfg(test)]

@@ -24,9 +24,22 @@ listen = "{listen}"
 [admin]
 listen = "{admin}"
 
-# INSECURE: every caller is trusted. The demo listens on loopback only.
+# Callers are identified by source address: this machine (loopback) is identity `cidr:demo`,
+# which the rule below allows everything. Anyone else is anonymous and denied.
 [auth]
-mode = "trust"
+mode = "policy"
+
+[[auth.cidrs]]
+name = "demo"
+networks = ["127.0.0.0/8", "::1/128"]
+zone = "local"
+
+[[policy.rules]]
+name = "demo-may-do-anything"
+effect = "allow"
+identity = {{ cidr = "demo" }}
+actions = ["read", "list", "write", "delete", "multipart", "bucket-admin"]
+buckets = ["*"]
 
 [[pools]]
 name = "local"
@@ -54,7 +67,7 @@ pub async fn start_cluster() -> std::io::Result<Vec<s3_mock::NodeHandle>> {
 pub fn banner(endpoint: &str, admin: &str, backends: &[String]) -> String {
     format!(
         "storefront demo is up.\n\
-         \n  S3 endpoint:  http://{endpoint}   (path-style; any access key works: auth mode is `trust`, insecure)\
+         \n  S3 endpoint:  http://{endpoint}   (path-style; this machine is identity `cidr:demo`, allowed everything; any access key works as signatures are not checked yet)\
          \n  admin:        http://{admin}/admin/backends   /healthz   /readyz\
          \n  storage:      3 s3-mock nodes at {nodes}\n\
          \naws-cli:\

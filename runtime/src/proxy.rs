@@ -20,6 +20,8 @@ use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use storefront_core::auth::cidr::CidrMap;
+use storefront_core::auth::policy::Policy;
 use storefront_core::auth::{Caller, Identity};
 use storefront_core::cluster::{Cluster, Timeouts};
 use storefront_core::config::{AuthMode, Config};
@@ -48,6 +50,7 @@ pub struct Generation {
     signers: Vec<Signer>,
     pool_settings: Vec<PoolSettings>,
     timeouts: Timeouts,
+    cidrs: CidrMap,
     retired: AtomicBool,
 }
 
@@ -67,7 +70,9 @@ impl Generation {
         match config.auth.mode {
             AuthMode::Trust => cluster.set_authorizer(Box::new(storefront_core::auth::TrustAll)),
             AuthMode::Deny => cluster.set_authorizer(Box::new(storefront_core::auth::DenyAll)),
+            AuthMode::Policy => cluster.set_authorizer(Box::new(Policy::new(&config.policy))),
         }
+        let cidrs = CidrMap::new(&config.auth.cidrs);
         let timeouts = *cluster.timeouts();
         let signers = config
             .pools
@@ -97,8 +102,26 @@ impl Generation {
             signers,
             pool_settings,
             timeouts,
+            cidrs,
             retired: AtomicBool::new(false),
         })
+    }
+
+    /// Who a caller from `peer` is, by this generation's identity sources.
+    pub fn identify(&self, peer: std::net::IpAddr) -> Caller {
+        let principal = match self.config.auth.mode {
+            AuthMode::Policy => self.cidrs.lookup(peer),
+            AuthMode::Trust | AuthMode::Deny => None,
+        };
+        Caller {
+            peer: Some(peer),
+            zone: principal.as_ref().and_then(|principal| principal.zone.clone()),
+            identity: match (self.config.auth.mode, principal) {
+                (AuthMode::Trust, _) => Identity::Trusted,
+                (_, Some(principal)) => Identity::Named(Box::new(principal)),
+                (_, None) => Identity::Anonymous,
+            },
+        }
     }
 
     /// Run `f` with the cluster locked. Keep `f` short: every request passes here.
@@ -214,14 +237,7 @@ impl<C: Connect> Proxy<C> {
         let request_id = self.request_id();
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let (parts, incoming) = request.into_parts();
-        let caller = Caller {
-            peer: Some(peer.ip()),
-            zone: None,
-            identity: match generation.config.auth.mode {
-                AuthMode::Trust => Identity::Trusted,
-                AuthMode::Deny => Identity::Anonymous,
-            },
-        };
+        let caller = generation.identify(peer.ip());
         let now = self.clock.now();
         let (exchange, step) =
             generation.with(|state| Exchange::start(&mut state.cluster, now, &parts, &caller, &mut state.rng));

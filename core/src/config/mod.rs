@@ -53,6 +53,90 @@ pub struct Config {
     /// Backend pools, one per data centre or cluster.
     #[serde(default)]
     pub pools: Vec<PoolSection>,
+    /// Who may do what (`[[policy.rules]]`); deny by default.
+    #[serde(default)]
+    pub policy: PolicySection,
+}
+
+/// `[policy]`: rules matching identities to actions on buckets and keys. A request is allowed
+/// when some `allow` rule matches it and no `deny` rule does; nothing matching means denied.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySection {
+    /// The rules, in any order (explicit deny wins regardless of order).
+    pub rules: Vec<PolicyRule>,
+}
+
+/// `[[policy.rules]]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRule {
+    /// Unique name, quoted in every decision this rule makes.
+    pub name: String,
+    /// `allow` or `deny`.
+    pub effect: Effect,
+    /// Whom the rule is for (every field given must match).
+    pub identity: IdentityMatch,
+    /// `read`, `list`, `write`, `delete`, `multipart`, `bucket-admin`.
+    pub actions: Vec<crate::s3::Action>,
+    /// Bucket names or globs (`*` any run of characters, `?` one character).
+    pub buckets: Vec<String>,
+    /// Object key globs, matched against the exact (percent-decoded) key. Default `["*"]`.
+    /// Keys with `.` or `..` segments are only ever matched by `"*"`: a backend or a client
+    /// library that resolves them would escape the prefix.
+    #[serde(default = "all_keys")]
+    pub keys: Vec<String>,
+}
+
+fn all_keys() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+/// A rule's effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Effect {
+    /// Grant.
+    Allow,
+    /// Refuse, whatever else allows.
+    Deny,
+}
+
+/// `[policy.rules.identity]`: which callers a rule is for. Every field given must match; at
+/// least one must be given (`any = true` for every authenticated caller).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityMatch {
+    /// Every authenticated caller (not anonymous ones).
+    pub any: bool,
+    /// Callers with no identity at all.
+    pub anonymous: bool,
+    /// Identity name glob (`pod:spark/*`, `key:AKIA*`, `cidr:office`).
+    pub name: Option<String>,
+    /// Kubernetes namespace glob.
+    pub namespace: Option<String>,
+    /// Kubernetes service account glob.
+    pub service_account: Option<String>,
+    /// Pod labels that must all be present with these values.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Access key id.
+    pub access_key: Option<String>,
+    /// Name of a CIDR map entry.
+    pub cidr: Option<String>,
+}
+
+impl IdentityMatch {
+    /// True when no field narrows the match (and `any`/`anonymous` are off).
+    pub fn is_empty(&self) -> bool {
+        !self.any
+            && !self.anonymous
+            && self.name.is_none()
+            && self.namespace.is_none()
+            && self.service_account.is_none()
+            && self.labels.is_empty()
+            && self.access_key.is_none()
+            && self.cidr.is_none()
+    }
 }
 
 /// `[server]`
@@ -135,9 +219,27 @@ impl Default for AdminSection {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
-    /// `deny` (default: every request is refused until a policy exists) or `trust` (INSECURE:
-    /// every caller may do anything the backend credentials allow).
+    /// `deny` (default: every request is refused), `policy` (identities from the sources
+    /// below, decisions from `[[policy.rules]]`, anonymous callers denied unless a rule says
+    /// otherwise) or `trust` (INSECURE: every caller may do anything the backend credentials
+    /// allow).
     pub mode: AuthMode,
+    /// Static source-address identities (`[[auth.cidrs]]`), for hosts outside Kubernetes and
+    /// the demo. The most specific network containing the peer address wins.
+    pub cidrs: Vec<CidrIdentity>,
+}
+
+/// `[[auth.cidrs]]`: callers from these networks are identity `cidr:<name>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CidrIdentity {
+    /// The identity's name (rules match it with `identity.cidr`).
+    pub name: String,
+    /// Networks, such as `"10.1.0.0/16"` or `"fd00::/8"`.
+    pub networks: Vec<ipnet::IpNet>,
+    /// The callers' zone / data centre, which routing prefers.
+    #[serde(default)]
+    pub zone: Option<String>,
 }
 
 /// How callers are authenticated.
@@ -147,6 +249,8 @@ pub enum AuthMode {
     /// Refuse everything.
     #[default]
     Deny,
+    /// Identify callers and apply `[[policy.rules]]`.
+    Policy,
     /// Accept everything (insecure; for trusted networks and the demo).
     Trust,
 }

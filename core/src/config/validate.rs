@@ -327,6 +327,61 @@ impl Config {
                 format!("unknown pool `{default}` (pools: {})", allowed()),
             );
         }
+        let mut cidr_names = HashSet::new();
+        for (index, entry) in self.auth.cidrs.iter().enumerate() {
+            if entry.name.is_empty() || !cidr_names.insert(entry.name.as_str()) {
+                report(
+                    format!("auth.cidrs[{index}].name"),
+                    format!("`{}` must be a unique, non-empty name", entry.name),
+                );
+            }
+            if entry.networks.is_empty() {
+                report(
+                    format!("auth.cidrs[{index}].networks"),
+                    "must list at least one network such as \"10.0.0.0/8\"".into(),
+                );
+            }
+        }
+        let mut rule_names = HashSet::new();
+        for (index, rule) in self.policy.rules.iter().enumerate() {
+            let key = |field: &str| format!("policy.rules[{index}].{field}");
+            if rule.name.is_empty() {
+                report(key("name"), "must not be empty: decisions quote it".into());
+            } else if !rule_names.insert(rule.name.as_str()) {
+                report(key("name"), format!("`{}` names two rules", rule.name));
+            }
+            if rule.identity.is_empty() {
+                report(
+                    key("identity"),
+                    "says whom the rule is for: give a field (namespace, labels, access_key, cidr, name) or `any = true`".into(),
+                );
+            }
+            if rule.identity.anonymous
+                && (rule.identity.any || {
+                    let mut named = rule.identity.clone();
+                    named.anonymous = false;
+                    !named.is_empty()
+                })
+            {
+                report(
+                    key("identity"),
+                    "`anonymous = true` matches callers with no identity: it cannot be combined with other fields"
+                        .into(),
+                );
+            }
+            if rule.actions.is_empty() {
+                report(
+                    key("actions"),
+                    "must list at least one of read, list, write, delete, multipart, bucket-admin".into(),
+                );
+            }
+            if rule.buckets.is_empty() || rule.buckets.iter().any(String::is_empty) {
+                report(key("buckets"), "must list bucket names or globs (\"*\" for all)".into());
+            }
+            if rule.keys.is_empty() || rule.keys.iter().any(String::is_empty) {
+                report(key("keys"), "must list key globs (\"*\" for all, the default)".into());
+            }
+        }
         for (index, rule) in self.routing.rules.iter().enumerate() {
             if !known(&rule.pool) {
                 report(

@@ -196,7 +196,10 @@ impl Exchange {
         let decision = cluster.authorizer().decide(caller, &request);
         let denied = match &decision {
             Decision::Deny { reason } => Some(reason.clone()),
-            Decision::Allow { .. } => None,
+            Decision::Allow { reason } => {
+                tracing::debug!(exchange = exchange.id, identity = %caller.identity, %reason, "allowed");
+                None
+            }
         };
         exchange.request = Some(request);
         exchange.decision = Some(decision);

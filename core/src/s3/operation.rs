@@ -71,7 +71,8 @@ pub enum Operation {
 }
 
 /// The kind of access an operation needs; the policy engine grants these per bucket/prefix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum Action {
     /// Read object data or metadata.

@@ -13,6 +13,9 @@ use std::net::IpAddr;
 
 use crate::s3::S3Request;
 
+pub mod cidr;
+pub mod policy;
+
 /// Who the caller is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -22,10 +25,57 @@ pub enum Identity {
     /// Accepted without proof because the proxy runs in trust mode.
     Trusted,
     /// An identity established by an identity source (a CIDR map entry, a pod, an access key).
-    Named {
-        /// The identity's name, as policy and logs refer to it.
-        name: String,
-    },
+    Named(Box<Principal>),
+}
+
+/// Where an identity came from: how much the proxy verified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A static CIDR → identity map entry (the peer address alone).
+    Cidr,
+    /// A Kubernetes pod found by its IP (the peer address, checked against the pod watch).
+    Pod,
+    /// A SigV4 signature verified with an access key the proxy holds.
+    AccessKey,
+    /// A session issued by the proxy's token exchange.
+    Session,
+}
+
+/// An established identity and the attributes policy rules match on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// The identity's name, as logs refer to it (`pod:ns/name`, `key:AKIA...`, `cidr:office`).
+    pub name: String,
+    /// How it was established.
+    pub source: Source,
+    /// Kubernetes namespace (pods and sessions).
+    pub namespace: Option<String>,
+    /// Kubernetes service account (pods and sessions).
+    pub service_account: Option<String>,
+    /// Pod labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The access key the request was signed with.
+    pub access_key: Option<String>,
+    /// The name of the CIDR map entry the peer address fell in.
+    pub cidr: Option<String>,
+    /// The identity's zone / data centre, which routing prefers.
+    pub zone: Option<String>,
+}
+
+impl Principal {
+    /// A principal named `name` from `source`, with no attributes yet.
+    pub fn new(name: impl Into<String>, source: Source) -> Self {
+        Principal {
+            name: name.into(),
+            source,
+            namespace: None,
+            service_account: None,
+            labels: std::collections::BTreeMap::new(),
+            access_key: None,
+            cidr: None,
+            zone: None,
+        }
+    }
 }
 
 impl fmt::Display for Identity {
@@ -33,7 +83,7 @@ impl fmt::Display for Identity {
         match self {
             Identity::Anonymous => f.write_str("anonymous"),
             Identity::Trusted => f.write_str("trusted"),
-            Identity::Named { name } => f.write_str(name),
+            Identity::Named(principal) => f.write_str(&principal.name),
         }
     }
 }

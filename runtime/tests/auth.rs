@@ -1,0 +1,202 @@
+//! `[auth] mode = "policy"`: identities from the static CIDR map, decisions from the rules,
+//! end to end through the proxy with raw HTTP from chosen loopback source addresses.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use aws_sdk_s3::primitives::ByteStream;
+use s3_mock::{ClusterConfig, MockCluster};
+use storefront::App;
+use storefront::transport::TcpConnector;
+use storefront_core::config::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const RULES: &str = r#"
+[auth]
+mode = "policy"
+
+[[auth.cidrs]]
+name = "app"
+networks = ["127.0.0.1/32"]
+
+[health.active]
+enabled = false
+
+[[policy.rules]]
+name = "app-reads-public"
+effect = "allow"
+identity = { cidr = "app" }
+actions = ["read", "list"]
+buckets = ["data"]
+keys = ["public/*"]
+
+[[policy.rules]]
+name = "app-writes-uploads"
+effect = "allow"
+identity = { cidr = "app" }
+actions = ["write"]
+buckets = ["data"]
+keys = ["uploads/*"]
+"#;
+
+struct Proxy {
+    endpoint: SocketAddr,
+    nodes: Vec<s3_mock::NodeHandle>,
+}
+
+async fn proxy() -> Proxy {
+    let cluster = ClusterConfig {
+        nodes: 2,
+        credentials: Some((common::BACKEND_KEY.into(), common::BACKEND_SECRET.into())),
+        ..ClusterConfig::default()
+    };
+    let nodes = MockCluster::start_tcp(&cluster, IpAddr::V4(Ipv4Addr::LOCALHOST), 0)
+        .await
+        .expect("cluster");
+    let text = common::config_text(&nodes, "").replace("[auth]\nmode = \"trust\"\n", RULES);
+    let config = Config::from_toml(&text, "auth.toml").unwrap_or_else(|error| panic!("{error}\n{text}"));
+    let credentials = storefront::settings::resolve_credentials(&config, "auth.toml").expect("credentials");
+    let (listener, endpoint) = App::<TcpConnector>::bind("127.0.0.1:0").await.expect("bind");
+    let app = App::new(config, credentials, None, TcpConnector).expect("app");
+    tokio::spawn(async move { app.serve(listener).await });
+    // Data written straight to the nodes (the backend credentials), not through the proxy.
+    let direct = common::client(
+        nodes[0].address().expect("bound"),
+        common::BACKEND_KEY,
+        common::BACKEND_SECRET,
+    );
+    direct.create_bucket().bucket("data").send().await.expect("create");
+    for key in ["public/a.txt", "secret/b.txt"] {
+        direct
+            .put_object()
+            .bucket("data")
+            .key(key)
+            .body(ByteStream::from_static(b"payload"))
+            .send()
+            .await
+            .expect("put");
+    }
+    Proxy { endpoint, nodes }
+}
+
+/// Send `request` from source address `from` and read the whole answer (the proxy closes
+/// nothing: read until the head and a short body arrived, or 5 s).
+async fn send_from(from: Ipv4Addr, endpoint: SocketAddr, request: &[u8]) -> String {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(SocketAddr::new(IpAddr::V4(from), 0)).expect("bind source");
+    let mut stream = socket.connect(endpoint).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while let Ok(Ok(read)) = tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+        if read == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buffer[..read]);
+        let text = String::from_utf8_lossy(&answer);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|line| {
+                    line.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .and_then(|value| value.trim().parse::<usize>().ok());
+            if length.is_some_and(|length| body.len() >= length) {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn status(answer: &str) -> &str {
+    answer.split(' ').nth(1).unwrap_or("")
+}
+
+#[tokio::test]
+async fn the_policy_allows_what_its_rules_name_for_the_identity_of_the_source_address() {
+    // Proves policy mode end to end: the caller at 127.0.0.1 is `cidr:app` and may read
+    // `public/*` only; the same request from 127.0.0.2 (no identity: anonymous) is denied, and
+    // a forged X-Forwarded-For does not change who the caller is. Denials are S3 XML.
+    let proxy = proxy().await;
+    let app = Ipv4Addr::new(127, 0, 0, 1);
+    let stranger = Ipv4Addr::new(127, 0, 0, 2);
+    let get = |key: &str, extra: &str| format!("GET /data/{key} HTTP/1.1\r\nhost: proxy\r\n{extra}\r\n").into_bytes();
+
+    let answer = send_from(app, proxy.endpoint, &get("public/a.txt", "")).await;
+    assert_eq!(status(&answer), "200", "{answer}");
+    assert!(answer.ends_with("payload"), "{answer}");
+
+    let answer = send_from(app, proxy.endpoint, &get("secret/b.txt", "")).await;
+    assert_eq!(status(&answer), "403", "{answer}");
+    assert!(answer.contains("<Code>AccessDenied</Code>"), "{answer}");
+
+    for path in ["public/../secret/b.txt", "public%2F..%2Fsecret%2Fb.txt"] {
+        let answer = send_from(app, proxy.endpoint, &get(path, "")).await;
+        assert_eq!(status(&answer), "403", "{path}: {answer}");
+    }
+
+    let answer = send_from(stranger, proxy.endpoint, &get("public/a.txt", "")).await;
+    assert_eq!(status(&answer), "403", "anonymous: {answer}");
+    let forged = "x-forwarded-for: 127.0.0.1\r\nx-real-ip: 127.0.0.1\r\nforwarded: for=127.0.0.1\r\n";
+    let answer = send_from(stranger, proxy.endpoint, &get("public/a.txt", forged)).await;
+    assert_eq!(status(&answer), "403", "forged headers: {answer}");
+    assert_eq!(proxy.nodes.len(), 2);
+}
+
+#[tokio::test]
+async fn a_denied_upload_is_refused_from_its_head_and_an_allowed_one_continues() {
+    // Proves the decision is made from the head: a denied PUT with Expect: 100-continue gets
+    // 403 without a 100 (its body is never asked for), an allowed one gets 100 Continue at once
+    // and is stored; nothing reaches a node for the denied one.
+    let proxy = proxy().await;
+    let app = Ipv4Addr::new(127, 0, 0, 1);
+    let head = |key: &str| {
+        format!("PUT /data/{key} HTTP/1.1\r\nhost: proxy\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n")
+            .into_bytes()
+    };
+    let answer = send_from(app, proxy.endpoint, &head("secret/new.txt")).await;
+    assert_eq!(status(&answer), "403", "{answer}");
+    assert!(!answer.contains("100 Continue"), "{answer}");
+    let puts_before: u64 = proxy
+        .nodes
+        .iter()
+        .map(|node| {
+            node.stats()
+                .requests_by_operation
+                .get("PutObject")
+                .copied()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(puts_before, 2, "only the setup's two PUTs reached the nodes");
+
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(SocketAddr::new(IpAddr::V4(app), 0)).expect("bind");
+    let mut stream = socket.connect(proxy.endpoint).await.expect("connect");
+    stream.write_all(&head("uploads/new.txt")).await.expect("head");
+    let mut buffer = [0u8; 1024];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut buffer))
+        .await
+        .expect("an interim answer at once")
+        .expect("read");
+    assert!(
+        String::from_utf8_lossy(&buffer[..read]).starts_with("HTTP/1.1 100 Continue"),
+        "{}",
+        String::from_utf8_lossy(&buffer[..read])
+    );
+    stream.write_all(b"hello").await.expect("body");
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buffer))
+        .await
+        .expect("the final answer")
+        .expect("read");
+    assert!(
+        String::from_utf8_lossy(&buffer[..read]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buffer[..read])
+    );
+}
