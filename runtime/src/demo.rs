@@ -24,10 +24,16 @@ listen = "{listen}"
 [admin]
 listen = "{admin}"
 
-# Callers are identified by source address: this machine (loopback) is identity `cidr:demo`,
-# which the rule below allows everything. Anyone else is anonymous and denied.
+# Callers are identified by their SigV4 signature (the demo key pair below: signatures are
+# verified) or, unsigned, by source address: this machine (loopback) is identity `cidr:demo`.
+# The rule below allows both everything. Anyone else is anonymous and denied.
 [auth]
 mode = "policy"
+
+[[auth.keys]]
+access_key = "demo"
+secret_key = "demo"
+name = "demo"
 
 [[auth.cidrs]]
 name = "demo"
@@ -38,6 +44,13 @@ zone = "local"
 name = "demo-may-do-anything"
 effect = "allow"
 identity = {{ cidr = "demo" }}
+actions = ["read", "list", "write", "delete", "multipart", "bucket-admin"]
+buckets = ["*"]
+
+[[policy.rules]]
+name = "demo-key-may-do-anything"
+effect = "allow"
+identity = {{ access_key = "demo" }}
 actions = ["read", "list", "write", "delete", "multipart", "bucket-admin"]
 buckets = ["*"]
 
@@ -67,7 +80,7 @@ pub async fn start_cluster() -> std::io::Result<Vec<s3_mock::NodeHandle>> {
 pub fn banner(endpoint: &str, admin: &str, backends: &[String]) -> String {
     format!(
         "storefront demo is up.\n\
-         \n  S3 endpoint:  http://{endpoint}   (path-style; this machine is identity `cidr:demo`, allowed everything; any access key works as signatures are not checked yet)\
+         \n  S3 endpoint:  http://{endpoint}   (path-style; demo access key pair: demo / demo, verified; unsigned requests from this machine are identity `cidr:demo`)\
          \n  admin:        http://{admin}/admin/backends   /healthz   /readyz\
          \n  storage:      3 s3-mock nodes at {nodes}\n\
          \naws-cli:\

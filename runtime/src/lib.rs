@@ -18,5 +18,6 @@ pub mod settings;
 pub mod sign;
 pub mod tls;
 pub mod transport;
+pub mod verify;
 
 pub use app::App;

@@ -23,6 +23,9 @@ use rand::rngs::StdRng;
 use storefront_core::auth::cidr::CidrMap;
 use storefront_core::auth::policy::Policy;
 use storefront_core::auth::{Caller, Identity};
+use storefront_core::config::AuthSection;
+
+use crate::verify::{KeyStore, Rejection};
 use storefront_core::cluster::{Cluster, Timeouts};
 use storefront_core::config::{AuthMode, Config};
 use storefront_core::exchange::{Dispatch, Exchange, Step};
@@ -51,6 +54,7 @@ pub struct Generation {
     pool_settings: Vec<PoolSettings>,
     timeouts: Timeouts,
     cidrs: CidrMap,
+    keys: KeyStore,
     retired: AtomicBool,
 }
 
@@ -73,6 +77,7 @@ impl Generation {
             AuthMode::Policy => cluster.set_authorizer(Box::new(Policy::new(&config.policy))),
         }
         let cidrs = CidrMap::new(&config.auth.cidrs);
+        let keys = load_keys(&config.auth)?;
         let timeouts = *cluster.timeouts();
         let signers = config
             .pools
@@ -103,17 +108,28 @@ impl Generation {
             pool_settings,
             timeouts,
             cidrs,
+            keys,
             retired: AtomicBool::new(false),
         })
     }
 
-    /// Who a caller from `peer` is, by this generation's identity sources.
-    pub fn identify(&self, peer: std::net::IpAddr) -> Caller {
+    /// Who the caller of `parts` from `peer` is, by this generation's identity sources: a
+    /// SigV4 signature if the request carries one (it must verify), else the CIDR map, else
+    /// anonymous. Only in `policy` mode; `trust` trusts, `deny` needs no identity.
+    pub fn identify(&self, parts: &http::request::Parts, peer: std::net::IpAddr) -> Result<Caller, Rejection> {
         let principal = match self.config.auth.mode {
-            AuthMode::Policy => self.cidrs.lookup(peer),
+            AuthMode::Policy => {
+                match self
+                    .keys
+                    .verify(parts, SystemTime::now(), self.config.auth.max_clock_skew.get())?
+                {
+                    Some(principal) => Some(principal),
+                    None => self.cidrs.lookup(peer),
+                }
+            }
             AuthMode::Trust | AuthMode::Deny => None,
         };
-        Caller {
+        Ok(Caller {
             peer: Some(peer),
             zone: principal.as_ref().and_then(|principal| principal.zone.clone()),
             identity: match (self.config.auth.mode, principal) {
@@ -121,7 +137,7 @@ impl Generation {
                 (_, Some(principal)) => Identity::Named(Box::new(principal)),
                 (_, None) => Identity::Anonymous,
             },
-        }
+        })
     }
 
     /// Run `f` with the cluster locked. Keep `f` short: every request passes here.
@@ -237,7 +253,20 @@ impl<C: Connect> Proxy<C> {
         let request_id = self.request_id();
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let (parts, incoming) = request.into_parts();
-        let caller = generation.identify(peer.ip());
+        let caller = match generation.identify(&parts, peer.ip()) {
+            Ok(caller) => caller,
+            Err(rejection) => {
+                tracing::info!(%peer, code = rejection.code.as_str(), message = %rejection.message, "signature refused");
+                let has_body = parts.headers.contains_key(header::CONTENT_LENGTH)
+                    || parts.headers.contains_key(header::TRANSFER_ENCODING);
+                return error_response(
+                    &S3ErrorResponse::new(rejection.code, rejection.message),
+                    parts.uri.path(),
+                    &request_id,
+                    has_body,
+                );
+            }
+        };
         let now = self.clock.now();
         let (exchange, step) =
             generation.with(|state| Exchange::start(&mut state.cluster, now, &parts, &caller, &mut state.rng));
@@ -725,7 +754,22 @@ fn backend_request(
     address: &str,
     source: Arc<BodySource>,
 ) -> Result<http::Request<ForwardBody>, S3ErrorResponse> {
-    let path_and_query = client.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    // A presigned caller's signature parameters are not the backend's business (the proxy signs
+    // for the backend itself; both at once would be refused).
+    let path_and_query = match client.uri.query() {
+        Some(query) if request.presigned => {
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|pair| !pair.is_empty() && !pair.starts_with("X-Amz-"))
+                .collect();
+            if kept.is_empty() {
+                client.uri.path().to_owned()
+            } else {
+                format!("{}?{}", client.uri.path(), kept.join("&"))
+            }
+        }
+        _ => client.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_owned(),
+    };
     let path_and_query = match (request.addressing, request.bucket.as_deref()) {
         (Addressing::VirtualHost, Some(bucket)) => format!("/{bucket}{path_and_query}"),
         _ => path_and_query.to_owned(),
@@ -863,4 +907,21 @@ pub fn error_response(
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
+}
+
+/// The access keys of `auth`: inline ones, then those of its keys file.
+fn load_keys(auth: &AuthSection) -> Result<KeyStore, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct KeysFile {
+        #[serde(default)]
+        keys: Vec<storefront_core::config::AccessKey>,
+    }
+    let mut keys = auth.keys.clone();
+    if let Some(path) = &auth.keys_file {
+        let text = std::fs::read_to_string(path).map_err(|error| format!("auth.keys_file `{path}`: {error}"))?;
+        let file: KeysFile = toml::from_str(&text).map_err(|error| format!("auth.keys_file `{path}`: {error}"))?;
+        keys.extend(file.keys);
+    }
+    Ok(KeyStore::new(keys))
 }

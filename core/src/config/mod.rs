@@ -216,7 +216,7 @@ impl Default for AdminSection {
 }
 
 /// `[auth]`
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
     /// `deny` (default: every request is refused), `policy` (identities from the sources
@@ -227,6 +227,53 @@ pub struct AuthSection {
     /// Static source-address identities (`[[auth.cidrs]]`), for hosts outside Kubernetes and
     /// the demo. The most specific network containing the peer address wins.
     pub cidrs: Vec<CidrIdentity>,
+    /// SigV4 access keys the proxy verifies signatures with (`[[auth.keys]]`); for production
+    /// put them in `keys_file` instead, which is read again on every reload.
+    pub keys: Vec<AccessKey>,
+    /// A TOML file of `[[keys]]` entries shaped like `[[auth.keys]]`, read at start and on
+    /// every reload (a file that does not parse keeps the running configuration).
+    pub keys_file: Option<String>,
+    /// Largest accepted difference between a signature's time and the proxy's clock. Default
+    /// 15 min (S3's): past it, `RequestTimeTooSkewed`.
+    pub max_clock_skew: ConfigDuration,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            mode: AuthMode::default(),
+            cidrs: Vec::new(),
+            keys: Vec::new(),
+            keys_file: None,
+            max_clock_skew: ConfigDuration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// `[[auth.keys]]`: a caller's SigV4 key pair.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKey {
+    /// Access key id.
+    pub access_key: String,
+    /// Secret key.
+    pub secret_key: String,
+    /// Identity name (`key:<name>` in logs); default the access key id.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The callers' zone / data centre, which routing prefers.
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+impl std::fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKey")
+            .field("access_key", &self.access_key)
+            .field("secret_key", &"<redacted>")
+            .field("name", &self.name)
+            .finish()
+    }
 }
 
 /// `[[auth.cidrs]]`: callers from these networks are identity `cidr:<name>`.

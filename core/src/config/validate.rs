@@ -342,6 +342,21 @@ impl Config {
                 );
             }
         }
+        let mut access_keys = HashSet::new();
+        for (index, key) in self.auth.keys.iter().enumerate() {
+            if key.access_key.is_empty() || key.secret_key.is_empty() {
+                report(
+                    format!("auth.keys[{index}]"),
+                    "needs a non-empty access_key and secret_key".into(),
+                );
+            } else if !access_keys.insert(key.access_key.as_str()) {
+                report(
+                    format!("auth.keys[{index}].access_key"),
+                    format!("`{}` is listed twice", key.access_key),
+                );
+            }
+        }
+        positive(&mut report, "auth.max_clock_skew", self.auth.max_clock_skew.get());
         let mut rule_names = HashSet::new();
         for (index, rule) in self.policy.rules.iter().enumerate() {
             let key = |field: &str| format!("policy.rules[{index}].{field}");

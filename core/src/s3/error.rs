@@ -25,6 +25,8 @@ pub enum ErrorCode {
     InvalidAccessKeyId,
     /// 403: the request time is too far from the proxy's clock.
     RequestTimeTooSkewed,
+    /// 400: the Authorization header or credential scope is malformed.
+    AuthorizationHeaderMalformed,
     /// 400: the URI cannot be parsed.
     InvalidUri,
     /// 400: the bucket name is malformed.
@@ -55,6 +57,7 @@ impl ErrorCode {
             ErrorCode::SignatureDoesNotMatch => "SignatureDoesNotMatch",
             ErrorCode::InvalidAccessKeyId => "InvalidAccessKeyId",
             ErrorCode::RequestTimeTooSkewed => "RequestTimeTooSkewed",
+            ErrorCode::AuthorizationHeaderMalformed => "AuthorizationHeaderMalformed",
             ErrorCode::InvalidUri => "InvalidURI",
             ErrorCode::InvalidBucketName => "InvalidBucketName",
             ErrorCode::KeyTooLongError => "KeyTooLongError",
@@ -78,6 +81,7 @@ impl ErrorCode {
             | ErrorCode::InvalidAccessKeyId
             | ErrorCode::RequestTimeTooSkewed => 403,
             ErrorCode::RequestTimeout
+            | ErrorCode::AuthorizationHeaderMalformed
             | ErrorCode::InvalidUri
             | ErrorCode::InvalidBucketName
             | ErrorCode::KeyTooLongError
