@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use crate::s3::S3Request;
 
 pub mod cidr;
+pub mod pods;
 pub mod policy;
 
 /// Who the caller is.
