@@ -200,9 +200,9 @@ proptest! {
             if count > 0 {
                 pods.apply(delivered[count - 1].clone());
             }
-            for slot in 0..IPS.len() {
+            for (slot, address) in IPS.iter().enumerate() {
                 let claim = claimants(&delivered[..count], slot);
-                match pods.lookup(ip(IPS[slot])) {
+                match pods.lookup(ip(address)) {
                     PodLookup::Pod(principal) => {
                         prop_assert_eq!(claim.len(), 1, "named {} while {:?} claim it", principal.name, claim);
                         prop_assert_eq!(&principal.name, &format!("pod:etl/pod-{}", claim[0]));
@@ -213,13 +213,13 @@ proptest! {
                 }
             }
         }
-        for slot in 0..IPS.len() {
+        for (slot, address) in IPS.iter().enumerate() {
             let truth: Vec<&String> = live
                 .iter()
                 .filter(|(_, state)| state.0 == slot && state.1)
                 .map(|(uid, _)| uid)
                 .collect();
-            let named = name(pods.lookup(ip(IPS[slot])));
+            let named = name(pods.lookup(ip(address)));
             prop_assert_eq!(named, truth.first().map(|uid| format!("pod:etl/pod-{uid}")));
         }
     }
