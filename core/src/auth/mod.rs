@@ -1,11 +1,11 @@
-//! Who is calling, and may they do this: the seam where authentication plugs in.
+//! Who is calling, and may they do this.
 //!
-//! This module holds the types the exchange needs today: a [`Caller`] (peer address, zone,
-//! identity) and an [`Authorize`] step that returns a [`Decision`] from the request head
-//! alone, before any body byte is read. The authentication issue fills in identity sources
-//! (pod by source IP, token exchange, SigV4 keys) and a policy engine behind the same trait;
-//! until then the runtime offers [`TrustAll`] (`[auth] mode = "trust"`), which is insecure and
-//! says so in its decisions.
+//! The exchange needs a [`Caller`] (peer address, zone, identity) and an [`Authorize`] step
+//! that returns a [`Decision`] from the request head alone, before any body byte is read.
+//! Identity sources fill in the caller: [`cidr`] (static networks), [`pods`] (the pod table a
+//! Kubernetes watch feeds), and in the runtime SigV4 verification of access keys. [`policy`]
+//! decides. [`TrustAll`] (`[auth] mode = "trust"`) is insecure and says so in its decisions;
+//! [`DenyAll`] is the default.
 
 use std::borrow::Cow;
 use std::fmt;
