@@ -26,6 +26,8 @@ use storefront_core::s3::chunked::{
 };
 use tokio::sync::Notify;
 
+use crate::verify::ChunkVerifier;
+
 /// How the client's body is transformed on its way to the backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyMode {
@@ -50,6 +52,8 @@ pub enum BodyEnd {
     IdleTimeout,
     /// The client's aws-chunked framing was broken.
     Malformed,
+    /// A chunk signature of the client's signed aws-chunked upload did not verify.
+    BadSignature,
 }
 
 /// Errors a forwarded body yields to hyper (which then aborts the backend request).
@@ -80,6 +84,8 @@ struct SourceState {
     trailers: Vec<(String, String)>,
     /// The source ended and its last output is queued.
     finished: bool,
+    /// Checks the chunk signatures of a verified signed upload.
+    verifier: Option<ChunkVerifier>,
 }
 
 /// The client's request body, shared by the attempts of one exchange.
@@ -117,6 +123,7 @@ impl BodySource {
                 queue: VecDeque::new(),
                 trailers: Vec::new(),
                 finished: false,
+                verifier: None,
             })),
             started: AtomicBool::new(false),
             end: Mutex::new(empty.then_some(BodyEnd::Complete)),
@@ -142,6 +149,13 @@ impl BodySource {
             length: Some(0),
             idle_timeout,
         })
+    }
+
+    /// Verify the chunk signatures of this (signed aws-chunked) body as it streams.
+    pub fn verify_chunks(&self, verifier: ChunkVerifier) {
+        if let Some(state) = self.slot.lock().expect("slot lock is never poisoned").as_mut() {
+            state.verifier = Some(verifier);
+        }
     }
 
     /// True once some body byte was handed to a backend attempt.
@@ -250,6 +264,9 @@ fn transform(state: &mut SourceState, data: Bytes) -> Result<(), ChunkedError> {
     let mut events = Vec::new();
     state.decoder.feed(data, &mut events)?;
     for event in events {
+        if let Some(verifier) = state.verifier.as_mut() {
+            verifier.observe(&event)?;
+        }
         match (event, state.mode) {
             (ChunkedEvent::Data(data), BodyMode::DecodeSigned) => state.queue.push_back(data),
             (ChunkedEvent::Data(data), BodyMode::ReframeSigned) => state.queue.push_back(encode_unsigned_chunk(&data)),
@@ -330,7 +347,11 @@ impl ForwardBody {
                         && let Err(error) = transform(state, data)
                     {
                         this.done = true;
-                        this.source.finish(BodyEnd::Malformed);
+                        this.source.finish(if error == ChunkedError::BadSignature {
+                            BodyEnd::BadSignature
+                        } else {
+                            BodyEnd::Malformed
+                        });
                         return Poll::Ready(Some(Err(ForwardError::Malformed(error))));
                     }
                 }

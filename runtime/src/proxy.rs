@@ -25,7 +25,7 @@ use storefront_core::auth::policy::Policy;
 use storefront_core::auth::{Caller, Identity};
 use storefront_core::config::AuthSection;
 
-use crate::verify::{KeyStore, Rejection};
+use crate::verify::{ChunkVerifier, KeyStore, Rejection};
 use storefront_core::cluster::{Cluster, Timeouts};
 use storefront_core::config::{AuthMode, Config};
 use storefront_core::exchange::{Dispatch, Exchange, Step};
@@ -116,20 +116,28 @@ impl Generation {
     /// Who the caller of `parts` from `peer` is, by this generation's identity sources: a
     /// SigV4 signature if the request carries one (it must verify), else the CIDR map, else
     /// anonymous. Only in `policy` mode; `trust` trusts, `deny` needs no identity.
-    pub fn identify(&self, parts: &http::request::Parts, peer: std::net::IpAddr) -> Result<Caller, Rejection> {
+    pub fn identify(
+        &self,
+        parts: &http::request::Parts,
+        peer: std::net::IpAddr,
+    ) -> Result<(Caller, Option<ChunkVerifier>), Rejection> {
+        let mut chunks = None;
         let principal = match self.config.auth.mode {
             AuthMode::Policy => {
                 match self
                     .keys
                     .verify(parts, SystemTime::now(), self.config.auth.max_clock_skew.get())?
                 {
-                    Some(principal) => Some(principal),
+                    Some(verified) => {
+                        chunks = verified.chunks;
+                        Some(verified.principal)
+                    }
                     None => self.cidrs.lookup(peer),
                 }
             }
             AuthMode::Trust | AuthMode::Deny => None,
         };
-        Ok(Caller {
+        let caller = Caller {
             peer: Some(peer),
             zone: principal.as_ref().and_then(|principal| principal.zone.clone()),
             identity: match (self.config.auth.mode, principal) {
@@ -137,7 +145,8 @@ impl Generation {
                 (_, Some(principal)) => Identity::Named(Box::new(principal)),
                 (_, None) => Identity::Anonymous,
             },
-        })
+        };
+        Ok((caller, chunks))
     }
 
     /// Run `f` with the cluster locked. Keep `f` short: every request passes here.
@@ -253,8 +262,8 @@ impl<C: Connect> Proxy<C> {
         let request_id = self.request_id();
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let (parts, incoming) = request.into_parts();
-        let caller = match generation.identify(&parts, peer.ip()) {
-            Ok(caller) => caller,
+        let (caller, chunks) = match generation.identify(&parts, peer.ip()) {
+            Ok(identified) => identified,
             Err(rejection) => {
                 tracing::info!(%peer, code = rejection.code.as_str(), message = %rejection.message, "signature refused");
                 let has_body = parts.headers.contains_key(header::CONTENT_LENGTH)
@@ -272,6 +281,9 @@ impl<C: Connect> Proxy<C> {
             generation.with(|state| Exchange::start(&mut state.cluster, now, &parts, &caller, &mut state.rng));
         let (empty, length, mode) = body_plan(&parts, exchange.request());
         let source = BodySource::new(incoming, empty, length, mode, generation.timeouts().client_body_idle);
+        if let Some(chunks) = chunks {
+            source.verify_chunks(chunks);
+        }
         let expects_continue = exchange.request().is_some_and(|request| request.expect_continue);
         if expects_continue && matches!(step, Step::Forward(_)) {
             // Decided from the head alone: let hyper answer 100 Continue now, before any
@@ -534,6 +546,19 @@ impl<C: Connect> Attempt<'_, C> {
                     AttemptResult::Next(
                         self.step(|exchange, state, now| exchange.handle_client_gone(&mut state.cluster, now)),
                     )
+                }
+                Some(BodyEnd::BadSignature) => {
+                    tracing::info!("a chunk signature did not verify: upload aborted");
+                    self.step(|exchange, state, now| exchange.handle_client_gone(&mut state.cluster, now));
+                    AttemptResult::Respond(error_response(
+                        &S3ErrorResponse::new(
+                            ErrorCode::SignatureDoesNotMatch,
+                            "a chunk signature of the upload does not match",
+                        ),
+                        self.parts.uri.path(),
+                        self.request_id,
+                        true,
+                    ))
                 }
                 Some(BodyEnd::Malformed) => {
                     self.step(|exchange, state, now| exchange.handle_client_gone(&mut state.cluster, now));

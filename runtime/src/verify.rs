@@ -7,8 +7,10 @@
 //! with the date of `x-amz-date`; the signature over the signed headers, the method, the exact
 //! path and query and the declared payload hash. Payload integrity itself (a body matching its
 //! declared SHA-256) is left to the backend, which receives the declared hash in the proxy's own
-//! signature and refuses a body that does not match it; streaming chunk signatures
-//! (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD`) are not verified yet.
+//! signature and refuses a body that does not match it. Signed aws-chunked uploads
+//! (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER]`) get a [`ChunkVerifier`] that checks every
+//! chunk's signature, and the trailers', as the body streams: a bad one ends the body with an
+//! error before its end, so the backend never commits the upload.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,9 +22,11 @@ use aws_sigv4::http_request::{
 };
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity as SigningIdentity;
+use sha2::{Digest, Sha256};
 use storefront_core::auth::{Principal, Source};
 use storefront_core::config::AccessKey;
 use storefront_core::s3::ErrorCode;
+use storefront_core::s3::chunked::{ChunkedError, ChunkedEvent};
 use subtle::ConstantTimeEq;
 
 /// Presigned URLs live at most this long (S3's limit).
@@ -83,13 +87,13 @@ impl KeyStore {
     }
 
     /// Verify `parts` if it carries a SigV4 signature: `Ok(None)` when it is not signed,
-    /// `Ok(Some(principal))` for a valid signature, `Err` otherwise.
+    /// `Ok(Some(verified))` for a valid signature, `Err` otherwise.
     pub fn verify(
         &self,
         parts: &http::request::Parts,
         now: SystemTime,
         max_skew: Duration,
-    ) -> Result<Option<Principal>, Rejection> {
+    ) -> Result<Option<Verified>, Rejection> {
         let Some(signature) = parse(parts)? else {
             return Ok(None);
         };
@@ -155,7 +159,120 @@ impl KeyStore {
         let mut principal = Principal::new(format!("key:{name}"), Source::AccessKey);
         principal.access_key = Some(key.access_key.clone());
         principal.zone = key.zone.clone();
-        Ok(Some(principal))
+        let streaming = parts
+            .headers
+            .get("x-amz-content-sha256")
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|declared| declared.starts_with("STREAMING-AWS4-HMAC-SHA256-PAYLOAD"));
+        let chunks = (streaming && signature.expires.is_none()).then(|| ChunkVerifier {
+            key: v4::generate_signing_key(&key.secret_key, signed_at, signature.region, "s3")
+                .as_ref()
+                .to_vec(),
+            scope: format!(
+                "{}\n{}/{}/s3/aws4_request\n",
+                signature.amz_date, signature.scope_date, signature.region
+            ),
+            previous: signature.signature.to_owned(),
+            pending: None,
+            trailers: Vec::new(),
+        });
+        Ok(Some(Verified { principal, chunks }))
+    }
+}
+
+/// A verified signature: who signed, and for a signed aws-chunked body, its chunk verifier.
+#[derive(Debug)]
+pub struct Verified {
+    /// The key's identity.
+    pub principal: Principal,
+    /// Checks the body's chunk signatures (signed aws-chunked uploads only).
+    pub chunks: Option<ChunkVerifier>,
+}
+
+/// SHA-256 of nothing, hex (every chunk's string to sign quotes it).
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// Checks the signatures of a signed aws-chunked body, chained from the request's signature.
+pub struct ChunkVerifier {
+    key: Vec<u8>,
+    /// `<x-amz-date>\n<scope>\n`.
+    scope: String,
+    previous: String,
+    /// The signature announced for the chunk being read, and the hash of its data so far.
+    pending: Option<(String, Sha256)>,
+    trailers: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for ChunkVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkVerifier")
+            .field("previous", &self.previous)
+            .finish()
+    }
+}
+
+impl ChunkVerifier {
+    /// Take the decoder's next event; an error as soon as a signature is known to be wrong.
+    pub fn observe(&mut self, event: &ChunkedEvent) -> Result<(), ChunkedError> {
+        match event {
+            ChunkedEvent::Chunk { signature, .. } => {
+                self.close_chunk()?;
+                let announced = signature.clone().ok_or(ChunkedError::BadSignature)?;
+                self.pending = Some((announced, Sha256::new()));
+            }
+            ChunkedEvent::Data(data) => match self.pending.as_mut() {
+                Some((_, hasher)) => hasher.update(data),
+                None => return Err(ChunkedError::BadSignature),
+            },
+            ChunkedEvent::Trailer { name, value } => {
+                self.close_chunk()?;
+                if name == "x-amz-trailer-signature" {
+                    let mut sorted = self.trailers.clone();
+                    sorted.sort();
+                    let canonical: String = sorted.iter().map(|(name, value)| format!("{name}:{value}\n")).collect();
+                    let string_to_sign = format!(
+                        "AWS4-HMAC-SHA256-TRAILER\n{}{}\n{}",
+                        self.scope,
+                        self.previous,
+                        hex::encode(Sha256::digest(canonical.as_bytes()))
+                    );
+                    self.check(&string_to_sign, value)?;
+                    self.trailers.clear();
+                } else {
+                    self.trailers.push((name.clone(), value.clone()));
+                }
+            }
+            ChunkedEvent::End => {
+                self.close_chunk()?;
+                if !self.trailers.is_empty() {
+                    // Trailers a signed stream carries must be signed.
+                    return Err(ChunkedError::BadSignature);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn close_chunk(&mut self) -> Result<(), ChunkedError> {
+        if let Some((announced, hasher)) = self.pending.take() {
+            let string_to_sign = format!(
+                "AWS4-HMAC-SHA256-PAYLOAD\n{}{}\n{EMPTY_SHA256}\n{}",
+                self.scope,
+                self.previous,
+                hex::encode(hasher.finalize())
+            );
+            self.check(&string_to_sign, &announced)?;
+        }
+        Ok(())
+    }
+
+    fn check(&mut self, string_to_sign: &str, announced: &str) -> Result<(), ChunkedError> {
+        let expected = v4::calculate_signature(&self.key, string_to_sign.as_bytes());
+        if !bool::from(expected.as_bytes().ct_eq(announced.as_bytes())) {
+            return Err(ChunkedError::BadSignature);
+        }
+        self.previous = announced.to_owned();
+        Ok(())
     }
 }
 

@@ -43,6 +43,9 @@ pub enum ChunkedEvent {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ChunkedError {
+    /// A chunk's or the trailers' signature does not match (checked by the caller's verifier).
+    #[error("aws-chunked chunk signature does not match")]
+    BadSignature,
     /// A chunk header is not `hex-size[;ext]`.
     #[error("malformed aws-chunked chunk header")]
     BadChunkHeader,
