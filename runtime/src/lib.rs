@@ -16,6 +16,7 @@ pub mod proxy;
 pub mod server;
 pub mod settings;
 pub mod sign;
+pub mod sts;
 pub mod tls;
 pub mod transport;
 pub mod verify;

@@ -23,9 +23,10 @@ use rand::rngs::StdRng;
 use storefront_core::auth::cidr::CidrMap;
 use storefront_core::auth::policy::Policy;
 use storefront_core::auth::{Caller, Identity};
-use storefront_core::config::AuthSection;
+use storefront_core::config::{AuthSection, StsSection};
 
-use crate::verify::{ChunkVerifier, KeyStore, Rejection};
+use crate::sts::Sts;
+use crate::verify::{ChunkVerifier, KeyStore, Rejection, Sessions};
 use storefront_core::cluster::{Cluster, Timeouts};
 use storefront_core::config::{AuthMode, Config};
 use storefront_core::exchange::{Dispatch, Exchange, Step};
@@ -55,6 +56,7 @@ pub struct Generation {
     timeouts: Timeouts,
     cidrs: CidrMap,
     keys: KeyStore,
+    sts: Option<Arc<Sts>>,
     retired: AtomicBool,
 }
 
@@ -77,7 +79,15 @@ impl Generation {
             AuthMode::Policy => cluster.set_authorizer(Box::new(Policy::new(&config.policy))),
         }
         let cidrs = CidrMap::new(&config.auth.cidrs);
-        let keys = load_keys(&config.auth)?;
+        let mut keys = load_keys(&config.auth)?;
+        let sts = match &config.auth.sts {
+            Some(section) => {
+                let sessions = Sessions::new(master_key(section)?)?;
+                keys = keys.with_sessions(sessions.clone());
+                Some(Arc::new(Sts::new(section, sessions)?))
+            }
+            None => None,
+        };
         let timeouts = *cluster.timeouts();
         let signers = config
             .pools
@@ -109,6 +119,7 @@ impl Generation {
             timeouts,
             cidrs,
             keys,
+            sts,
             retired: AtomicBool::new(false),
         })
     }
@@ -262,6 +273,32 @@ impl<C: Connect> Proxy<C> {
         let request_id = self.request_id();
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let (parts, incoming) = request.into_parts();
+        if let Some(sts) = generation.sts.clone()
+            && crate::sts::is_sts_request(&parts)
+        {
+            let body = match http_body_util::Limited::new(incoming, crate::sts::BODY_MAX)
+                .collect()
+                .await
+            {
+                Ok(collected) => collected.to_bytes(),
+                Err(_) => {
+                    return error_response(
+                        &S3ErrorResponse::new(ErrorCode::InvalidRequest, "the token exchange request is too large"),
+                        "/",
+                        &request_id,
+                        true,
+                    );
+                }
+            };
+            let answer = sts.handle(parts.uri.query(), &body, &request_id).await;
+            let mut response =
+                http::Response::new(Full::new(answer.body).map_err(|never| match never {}).boxed_unsync());
+            *response.status_mut() = http::StatusCode::from_u16(answer.status).unwrap_or(http::StatusCode::BAD_REQUEST);
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+            return response;
+        }
         let (caller, chunks) = match generation.identify(&parts, peer.ip()) {
             Ok(identified) => identified,
             Err(rejection) => {
@@ -949,4 +986,16 @@ fn load_keys(auth: &AuthSection) -> Result<KeyStore, String> {
         keys.extend(file.keys);
     }
     Ok(KeyStore::new(keys))
+}
+
+/// The session master key of `section`: its file's bytes (surrounding whitespace trimmed) or
+/// the inline key.
+fn master_key(section: &StsSection) -> Result<Vec<u8>, String> {
+    match (&section.master_key_file, &section.master_key) {
+        (Some(path), _) => std::fs::read(path)
+            .map(|bytes| bytes.trim_ascii().to_vec())
+            .map_err(|error| format!("auth.sts.master_key_file `{path}`: {error}")),
+        (None, Some(key)) => Ok(key.as_bytes().to_vec()),
+        (None, None) => Err("auth.sts needs master_key_file or master_key".to_owned()),
+    }
 }

@@ -6,10 +6,6 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use aws_sdk_s3::primitives::ByteStream;
-use s3_mock::{ClusterConfig, MockCluster};
-use storefront::App;
-use storefront::transport::TcpConnector;
-use storefront_core::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const RULES: &str = r#"
@@ -59,27 +55,13 @@ struct Proxy {
 }
 
 async fn proxy() -> Proxy {
-    let cluster = ClusterConfig {
-        nodes: 2,
-        credentials: Some((common::BACKEND_KEY.into(), common::BACKEND_SECRET.into())),
-        ..ClusterConfig::default()
-    };
-    let nodes = MockCluster::start_tcp(&cluster, IpAddr::V4(Ipv4Addr::LOCALHOST), 0)
-        .await
-        .expect("cluster");
-    let text = common::config_text(&nodes, "").replace("[auth]\nmode = \"trust\"\n", RULES);
-    let config = Config::from_toml(&text, "auth.toml").unwrap_or_else(|error| panic!("{error}\n{text}"));
-    let credentials = storefront::settings::resolve_credentials(&config, "auth.toml").expect("credentials");
-    let (listener, endpoint) = App::<TcpConnector>::bind("127.0.0.1:0").await.expect("bind");
-    let app = App::new(config, credentials, None, TcpConnector).expect("app");
-    tokio::spawn(async move { app.serve(listener).await });
+    let (endpoint, nodes) = common::policy_proxy(RULES).await;
     // Data written straight to the nodes (the backend credentials), not through the proxy.
     let direct = common::client(
         nodes[0].address().expect("bound"),
         common::BACKEND_KEY,
         common::BACKEND_SECRET,
     );
-    direct.create_bucket().bucket("data").send().await.expect("create");
     for key in ["public/a.txt", "secret/b.txt"] {
         direct
             .put_object()

@@ -236,6 +236,49 @@ pub struct AuthSection {
     /// Largest accepted difference between a signature's time and the proxy's clock. Default
     /// 15 min (S3's): past it, `RequestTimeTooSkewed`.
     pub max_clock_skew: ConfigDuration,
+    /// The token exchange (`[auth.sts]`): pods trade their ServiceAccount token for session
+    /// credentials. Off unless given.
+    pub sts: Option<StsSection>,
+}
+
+/// `[auth.sts]`: an STS-compatible `AssumeRoleWithWebIdentity` endpoint on the proxy's own
+/// listener (`POST /`). Tokens are checked with a Kubernetes TokenReview; sessions are
+/// stateless (their claims travel in the session token, sealed with the master key), so every
+/// replica with the same master key accepts them.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StsSection {
+    /// The audience ServiceAccount tokens must be issued for (the projected volume's
+    /// `audience`).
+    pub audience: String,
+    /// Session lifetime. Default 1 h (AWS's default for web-identity sessions).
+    #[serde(default = "default_session")]
+    pub duration: ConfigDuration,
+    /// A file holding the master key (at least 32 bytes); every replica needs the same.
+    #[serde(default)]
+    pub master_key_file: Option<String>,
+    /// The master key itself (tests and demos; prefer `master_key_file`).
+    #[serde(default)]
+    pub master_key: Option<String>,
+    /// The Kubernetes API server; default: the in-cluster service account's.
+    #[serde(default)]
+    pub kubernetes_url: Option<String>,
+}
+
+fn default_session() -> ConfigDuration {
+    ConfigDuration::from_secs(3600)
+}
+
+impl std::fmt::Debug for StsSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StsSection")
+            .field("audience", &self.audience)
+            .field("duration", &self.duration)
+            .field("master_key_file", &self.master_key_file)
+            .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
+            .field("kubernetes_url", &self.kubernetes_url)
+            .finish()
+    }
 }
 
 impl Default for AuthSection {
@@ -246,6 +289,7 @@ impl Default for AuthSection {
             keys: Vec::new(),
             keys_file: None,
             max_clock_skew: ConfigDuration::from_secs(15 * 60),
+            sts: None,
         }
     }
 }

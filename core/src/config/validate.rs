@@ -357,6 +357,21 @@ impl Config {
             }
         }
         positive(&mut report, "auth.max_clock_skew", self.auth.max_clock_skew.get());
+        if let Some(sts) = &self.auth.sts {
+            if sts.audience.is_empty() {
+                report("auth.sts.audience".into(), "must name the token audience".into());
+            }
+            if sts.master_key.is_some() == sts.master_key_file.is_some() {
+                report(
+                    "auth.sts".into(),
+                    "needs exactly one of master_key_file and master_key".into(),
+                );
+            }
+            if sts.master_key.as_ref().is_some_and(|key| key.len() < 32) {
+                report("auth.sts.master_key".into(), "must be at least 32 bytes".into());
+            }
+            positive(&mut report, "auth.sts.duration", sts.duration.get());
+        }
         let mut rule_names = HashSet::new();
         for (index, rule) in self.policy.rules.iter().enumerate() {
             let key = |field: &str| format!("policy.rules[{index}].{field}");

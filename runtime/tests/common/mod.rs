@@ -126,3 +126,25 @@ pub async fn send_raw(endpoint: SocketAddr, request: &[u8]) -> (tokio::net::TcpS
     let text = String::from_utf8_lossy(&buffer[..read]).to_string();
     (stream, text)
 }
+
+/// Two nodes with a bucket `data`, and a proxy whose `[auth]` (and policy) sections are
+/// `auth` instead of trust mode. Returns the proxy's endpoint and the nodes.
+pub async fn policy_proxy(auth: &str) -> (SocketAddr, Vec<NodeHandle>) {
+    let cluster = ClusterConfig {
+        nodes: 2,
+        credentials: Some((BACKEND_KEY.into(), BACKEND_SECRET.into())),
+        ..ClusterConfig::default()
+    };
+    let nodes = MockCluster::start_tcp(&cluster, IpAddr::V4(Ipv4Addr::LOCALHOST), 0)
+        .await
+        .expect("mock cluster");
+    let text = config_text(&nodes, "").replace("[auth]\nmode = \"trust\"\n", auth);
+    let config = Config::from_toml(&text, "auth.toml").unwrap_or_else(|error| panic!("{error}\n{text}"));
+    let credentials = storefront::settings::resolve_credentials(&config, "auth.toml").expect("credentials");
+    let (listener, endpoint) = App::<TcpConnector>::bind("127.0.0.1:0").await.expect("bind");
+    let app = App::new(config, credentials, None, TcpConnector).expect("app");
+    tokio::spawn(async move { app.serve(listener).await });
+    let direct = client(nodes[0].address().expect("bound"), BACKEND_KEY, BACKEND_SECRET);
+    direct.create_bucket().bucket("data").send().await.expect("create");
+    (endpoint, nodes)
+}
