@@ -21,10 +21,12 @@ use hyper::body::Incoming;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use storefront_core::auth::cidr::CidrMap;
+use storefront_core::auth::pods::PodLookup;
 use storefront_core::auth::policy::Policy;
 use storefront_core::auth::{Caller, Identity};
-use storefront_core::config::{AuthSection, StsSection};
+use storefront_core::config::{AuthSection, IdentitySource, StsSection};
 
+use crate::pods::PodWatch;
 use crate::sts::Sts;
 use crate::verify::{ChunkVerifier, KeyStore, Rejection, Sessions};
 use storefront_core::cluster::{Cluster, Timeouts};
@@ -57,6 +59,7 @@ pub struct Generation {
     cidrs: CidrMap,
     keys: KeyStore,
     sts: Option<Arc<Sts>>,
+    pods: Option<PodWatch>,
     retired: AtomicBool,
 }
 
@@ -87,6 +90,10 @@ impl Generation {
                 Some(Arc::new(Sts::new(section, sessions)?))
             }
             None => None,
+        };
+        let pods = match &config.auth.pods {
+            Some(section) if config.auth.mode == AuthMode::Policy => Some(PodWatch::start(section)?),
+            _ => None,
         };
         let timeouts = *cluster.timeouts();
         let signers = config
@@ -120,6 +127,7 @@ impl Generation {
             cidrs,
             keys,
             sts,
+            pods,
             retired: AtomicBool::new(false),
         })
     }
@@ -133,21 +141,37 @@ impl Generation {
         peer: std::net::IpAddr,
     ) -> Result<(Caller, Option<ChunkVerifier>), Rejection> {
         let mut chunks = None;
-        let principal = match self.config.auth.mode {
-            AuthMode::Policy => {
-                match self
-                    .keys
-                    .verify(parts, SystemTime::now(), self.config.auth.max_clock_skew.get())?
-                {
-                    Some(verified) => {
-                        chunks = verified.chunks;
-                        Some(verified.principal)
+        let mut principal = None;
+        if self.config.auth.mode == AuthMode::Policy {
+            for source in &self.config.auth.sources {
+                principal = match source {
+                    IdentitySource::Sigv4 => {
+                        match self
+                            .keys
+                            .verify(parts, SystemTime::now(), self.config.auth.max_clock_skew.get())?
+                        {
+                            Some(verified) => {
+                                chunks = verified.chunks;
+                                Some(verified.principal)
+                            }
+                            None => None,
+                        }
                     }
-                    None => self.cidrs.lookup(peer),
+                    IdentitySource::Pods => match self.pods.as_ref().map(|pods| pods.lookup(peer)) {
+                        Some(PodLookup::Pod(pod)) => Some(*pod),
+                        Some(PodLookup::Ambiguous) => {
+                            tracing::warn!(%peer, "two pods claim this address: caller treated as anonymous");
+                            break;
+                        }
+                        _ => None,
+                    },
+                    IdentitySource::Cidrs => self.cidrs.lookup(peer),
+                };
+                if principal.is_some() {
+                    break;
                 }
             }
-            AuthMode::Trust | AuthMode::Deny => None,
-        };
+        }
         let caller = Caller {
             peer: Some(peer),
             zone: principal.as_ref().and_then(|principal| principal.zone.clone()),

@@ -75,63 +75,6 @@ async fn proxy() -> Proxy {
     Proxy { endpoint, nodes }
 }
 
-/// Send `request` from source address `from` and read the whole answer (the proxy closes
-/// nothing: read until the head and a short body arrived, or 5 s).
-async fn send_from(from: Ipv4Addr, endpoint: SocketAddr, request: &[u8]) -> String {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.bind(SocketAddr::new(IpAddr::V4(from), 0)).expect("bind source");
-    let mut stream = socket.connect(endpoint).await.expect("connect");
-    stream.write_all(request).await.expect("write");
-    let mut answer = Vec::new();
-    let mut buffer = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while let Ok(Ok(read)) = tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
-        if read == 0 {
-            break;
-        }
-        answer.extend_from_slice(&buffer[..read]);
-        let text = String::from_utf8_lossy(&answer);
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length = head
-                .lines()
-                .find_map(|line| {
-                    line.to_ascii_lowercase()
-                        .strip_prefix("content-length: ")
-                        .map(str::to_owned)
-                })
-                .and_then(|value| value.trim().parse::<usize>().ok());
-            if length.is_some_and(|length| body.len() >= length) {
-                break;
-            }
-        }
-    }
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
-/// `GET /data/public/a.txt` signed with the app key at `time`, as raw HTTP.
-fn signed_get(endpoint: SocketAddr, time: std::time::SystemTime) -> Vec<u8> {
-    let signer = storefront::sign::Signer::new("us-east-1", Some(("AKIDAPP".into(), "app-secret".into())));
-    let mut parts = http::Request::get(format!("http://{endpoint}/data/public/a.txt"))
-        .header("host", endpoint.to_string())
-        .body(())
-        .expect("request")
-        .into_parts()
-        .0;
-    signer
-        .sign(&mut parts, &storefront::sign::PayloadHash::Unsigned, time)
-        .expect("sign");
-    let mut raw = String::from("GET /data/public/a.txt HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        raw.push_str(&format!("{name}: {}\r\n", value.to_str().expect("text")));
-    }
-    raw.push_str("\r\n");
-    raw.into_bytes()
-}
-
-fn status(answer: &str) -> &str {
-    answer.split(' ').nth(1).unwrap_or("")
-}
-
 #[tokio::test]
 async fn the_policy_allows_what_its_rules_name_for_the_identity_of_the_source_address() {
     // Proves policy mode end to end: the caller at 127.0.0.1 is `cidr:app` and may read
@@ -142,24 +85,24 @@ async fn the_policy_allows_what_its_rules_name_for_the_identity_of_the_source_ad
     let stranger = Ipv4Addr::new(127, 0, 0, 2);
     let get = |key: &str, extra: &str| format!("GET /data/{key} HTTP/1.1\r\nhost: proxy\r\n{extra}\r\n").into_bytes();
 
-    let answer = send_from(app, proxy.endpoint, &get("public/a.txt", "")).await;
-    assert_eq!(status(&answer), "200", "{answer}");
+    let answer = common::send_from(app, proxy.endpoint, &get("public/a.txt", "")).await;
+    assert_eq!(common::status(&answer), "200", "{answer}");
     assert!(answer.ends_with("payload"), "{answer}");
 
-    let answer = send_from(app, proxy.endpoint, &get("secret/b.txt", "")).await;
-    assert_eq!(status(&answer), "403", "{answer}");
+    let answer = common::send_from(app, proxy.endpoint, &get("secret/b.txt", "")).await;
+    assert_eq!(common::status(&answer), "403", "{answer}");
     assert!(answer.contains("<Code>AccessDenied</Code>"), "{answer}");
 
     for path in ["public/../secret/b.txt", "public%2F..%2Fsecret%2Fb.txt"] {
-        let answer = send_from(app, proxy.endpoint, &get(path, "")).await;
-        assert_eq!(status(&answer), "403", "{path}: {answer}");
+        let answer = common::send_from(app, proxy.endpoint, &get(path, "")).await;
+        assert_eq!(common::status(&answer), "403", "{path}: {answer}");
     }
 
-    let answer = send_from(stranger, proxy.endpoint, &get("public/a.txt", "")).await;
-    assert_eq!(status(&answer), "403", "anonymous: {answer}");
+    let answer = common::send_from(stranger, proxy.endpoint, &get("public/a.txt", "")).await;
+    assert_eq!(common::status(&answer), "403", "anonymous: {answer}");
     let forged = "x-forwarded-for: 127.0.0.1\r\nx-real-ip: 127.0.0.1\r\nforwarded: for=127.0.0.1\r\n";
-    let answer = send_from(stranger, proxy.endpoint, &get("public/a.txt", forged)).await;
-    assert_eq!(status(&answer), "403", "forged headers: {answer}");
+    let answer = common::send_from(stranger, proxy.endpoint, &get("public/a.txt", forged)).await;
+    assert_eq!(common::status(&answer), "403", "forged headers: {answer}");
     assert_eq!(proxy.nodes.len(), 2);
 }
 
@@ -174,8 +117,8 @@ async fn a_denied_upload_is_refused_from_its_head_and_an_allowed_one_continues()
         format!("PUT /data/{key} HTTP/1.1\r\nhost: proxy\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n")
             .into_bytes()
     };
-    let answer = send_from(app, proxy.endpoint, &head("secret/new.txt")).await;
-    assert_eq!(status(&answer), "403", "{answer}");
+    let answer = common::send_from(app, proxy.endpoint, &head("secret/new.txt")).await;
+    assert_eq!(common::status(&answer), "403", "{answer}");
     assert!(!answer.contains("100 Continue"), "{answer}");
     let puts_before: u64 = proxy
         .nodes
@@ -269,23 +212,23 @@ async fn sigv4_callers_are_verified_and_get_their_own_identity() {
 
     // A request signed 20 minutes ago (past the 15-minute skew S3 allows).
     let old = std::time::SystemTime::now() - std::time::Duration::from_secs(20 * 60);
-    let answer = send_from(
+    let answer = common::send_from(
         Ipv4Addr::new(127, 0, 0, 2),
         proxy.endpoint,
         &signed_get(proxy.endpoint, old),
     )
     .await;
-    assert_eq!(status(&answer), "403", "{answer}");
+    assert_eq!(common::status(&answer), "403", "{answer}");
     assert!(answer.contains("RequestTimeTooSkewed"), "{answer}");
     // The same signed now is accepted (from an address with no identity of its own).
     let now = std::time::SystemTime::now();
-    let answer = send_from(
+    let answer = common::send_from(
         Ipv4Addr::new(127, 0, 0, 2),
         proxy.endpoint,
         &signed_get(proxy.endpoint, now),
     )
     .await;
-    assert_eq!(status(&answer), "200", "{answer}");
+    assert_eq!(common::status(&answer), "200", "{answer}");
 }
 
 #[tokio::test]
@@ -309,16 +252,16 @@ async fn presigned_urls_work_until_they_expire_and_cannot_be_altered() {
     let get =
         |path: &str, method: &str| format!("{method} {path} HTTP/1.1\r\nhost: {}\r\n\r\n", proxy.endpoint).into_bytes();
     let stranger = Ipv4Addr::new(127, 0, 0, 2);
-    let answer = send_from(stranger, proxy.endpoint, &get(&path, "GET")).await;
-    assert_eq!(status(&answer), "200", "{answer}");
+    let answer = common::send_from(stranger, proxy.endpoint, &get(&path, "GET")).await;
+    assert_eq!(common::status(&answer), "200", "{answer}");
     assert!(answer.ends_with("payload"), "{answer}");
 
     let altered = path.replace("secret/b.txt", "public/a.txt");
-    let answer = send_from(stranger, proxy.endpoint, &get(&altered, "GET")).await;
-    assert_eq!(status(&answer), "403", "altered key: {answer}");
+    let answer = common::send_from(stranger, proxy.endpoint, &get(&altered, "GET")).await;
+    assert_eq!(common::status(&answer), "403", "altered key: {answer}");
     assert!(answer.contains("SignatureDoesNotMatch"), "{answer}");
-    let answer = send_from(stranger, proxy.endpoint, &get(&path, "DELETE")).await;
-    assert_eq!(status(&answer), "403", "altered method: {answer}");
+    let answer = common::send_from(stranger, proxy.endpoint, &get(&path, "DELETE")).await;
+    assert_eq!(common::status(&answer), "403", "altered method: {answer}");
 
     let short = s3
         .get_object()
@@ -329,13 +272,13 @@ async fn presigned_urls_work_until_they_expire_and_cannot_be_altered() {
         .expect("presign");
     let url: http::Uri = short.uri().parse().expect("url");
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    let answer = send_from(
+    let answer = common::send_from(
         stranger,
         proxy.endpoint,
         &get(url.path_and_query().expect("path").as_str(), "GET"),
     )
     .await;
-    assert_eq!(status(&answer), "403", "expired: {answer}");
+    assert_eq!(common::status(&answer), "403", "expired: {answer}");
     assert!(answer.contains("Request has expired"), "{answer}");
 }
 
@@ -422,20 +365,20 @@ async fn signed_chunks_are_verified_and_a_bad_chunk_stores_nothing() {
     let proxy = proxy().await;
     let stranger = Ipv4Addr::new(127, 0, 0, 2);
     let data: Vec<u8> = (0..200_000u32).map(|index| (index % 251) as u8).collect();
-    let answer = send_from(
+    let answer = common::send_from(
         stranger,
         proxy.endpoint,
         &signed_chunked_put(proxy.endpoint, "chunked/good", &data, false),
     )
     .await;
-    assert_eq!(status(&answer), "200", "{answer}");
-    let answer = send_from(
+    assert_eq!(common::status(&answer), "200", "{answer}");
+    let answer = common::send_from(
         stranger,
         proxy.endpoint,
         &signed_chunked_put(proxy.endpoint, "chunked/bad", &data, true),
     )
     .await;
-    assert_eq!(status(&answer), "403", "{answer}");
+    assert_eq!(common::status(&answer), "403", "{answer}");
     assert!(answer.contains("SignatureDoesNotMatch"), "{answer}");
     let direct = common::client(
         proxy.nodes[0].address().expect("bound"),
@@ -475,4 +418,24 @@ async fn signed_chunks_are_verified_and_a_bad_chunk_stores_nothing() {
         .await
         .expect("the SDK's signed chunks verify");
     let _ = std::fs::remove_file(&file);
+}
+
+/// `GET /data/public/a.txt` signed with the app key at `time`, as raw HTTP.
+fn signed_get(endpoint: SocketAddr, time: std::time::SystemTime) -> Vec<u8> {
+    let signer = storefront::sign::Signer::new("us-east-1", Some(("AKIDAPP".into(), "app-secret".into())));
+    let mut parts = http::Request::get(format!("http://{endpoint}/data/public/a.txt"))
+        .header("host", endpoint.to_string())
+        .body(())
+        .expect("request")
+        .into_parts()
+        .0;
+    signer
+        .sign(&mut parts, &storefront::sign::PayloadHash::Unsigned, time)
+        .expect("sign");
+    let mut raw = String::from("GET /data/public/a.txt HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        raw.push_str(&format!("{name}: {}\r\n", value.to_str().expect("text")));
+    }
+    raw.push_str("\r\n");
+    raw.into_bytes()
 }

@@ -239,6 +239,37 @@ pub struct AuthSection {
     /// The token exchange (`[auth.sts]`): pods trade their ServiceAccount token for session
     /// credentials. Off unless given.
     pub sts: Option<StsSection>,
+    /// Pod identity by source IP (`[auth.pods]`), from a watch of the cluster's pods. Off
+    /// unless given.
+    pub pods: Option<PodsSection>,
+    /// The identity sources, in the order they are tried: `sigv4` (a signed request must
+    /// verify, and is then its key's or session's identity), `pods`, `cidrs`. Default all
+    /// three in that order. A pod IP claimed by two pods stops the search: anonymous.
+    pub sources: Vec<IdentitySource>,
+}
+
+/// An identity source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdentitySource {
+    /// SigV4 signatures (access keys and sessions).
+    Sigv4,
+    /// The pod holding the peer address.
+    Pods,
+    /// The static CIDR map.
+    Cidrs,
+}
+
+/// `[auth.pods]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodsSection {
+    /// The cluster's pod networks: only peer addresses inside them are looked up (a peer
+    /// outside them is not a pod, whatever the watch says).
+    pub networks: Vec<ipnet::IpNet>,
+    /// The Kubernetes API server; default: the in-cluster service account's.
+    #[serde(default)]
+    pub kubernetes_url: Option<String>,
 }
 
 /// `[auth.sts]`: an STS-compatible `AssumeRoleWithWebIdentity` endpoint on the proxy's own
@@ -290,6 +321,8 @@ impl Default for AuthSection {
             keys_file: None,
             max_clock_skew: ConfigDuration::from_secs(15 * 60),
             sts: None,
+            pods: None,
+            sources: vec![IdentitySource::Sigv4, IdentitySource::Pods, IdentitySource::Cidrs],
         }
     }
 }

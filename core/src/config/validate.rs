@@ -357,6 +357,12 @@ impl Config {
             }
         }
         positive(&mut report, "auth.max_clock_skew", self.auth.max_clock_skew.get());
+        if self.auth.pods.as_ref().is_some_and(|pods| pods.networks.is_empty()) {
+            report(
+                "auth.pods.networks".into(),
+                "must list the cluster's pod networks (for example \"10.244.0.0/16\")".into(),
+            );
+        }
         if let Some(sts) = &self.auth.sts {
             if sts.audience.is_empty() {
                 report("auth.sts.audience".into(), "must name the token audience".into());

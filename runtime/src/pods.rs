@@ -1,0 +1,118 @@
+//! Pod identity by source IP: a kube-rs watch of every Pod feeds core's [`PodTable`]; requests
+//! look their peer address up in it.
+
+use std::sync::{Arc, RwLock};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::runtime::watcher;
+use storefront_core::auth::pods::{PodEvent, PodInfo, PodLookup, PodTable};
+use storefront_core::config::PodsSection;
+
+/// A running pod watch and the table it keeps.
+pub struct PodWatch {
+    table: Arc<RwLock<PodTable>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PodWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl PodWatch {
+    /// Start watching the pods of the cluster `section` names.
+    pub fn start(section: &PodsSection) -> Result<PodWatch, String> {
+        let config = match &section.kubernetes_url {
+            Some(url) => kube::Config::new(
+                url.parse()
+                    .map_err(|error| format!("auth.pods.kubernetes_url `{url}`: {error}"))?,
+            ),
+            None => kube::Config::incluster().map_err(|error| {
+                format!("auth.pods: not in a Kubernetes cluster ({error}); set auth.pods.kubernetes_url")
+            })?,
+        };
+        let client =
+            kube::Client::try_from(config).map_err(|error| format!("auth.pods: Kubernetes client: {error}"))?;
+        let table = Arc::new(RwLock::new(PodTable::new(section.networks.clone())));
+        let feeding = table.clone();
+        let task = tokio::spawn(async move {
+            let mut events = std::pin::pin!(watcher(Api::<Pod>::all(client), watcher::Config::default()));
+            let mut listing: Vec<PodInfo> = Vec::new();
+            while let Some(event) = events.next().await {
+                let event = match event {
+                    Ok(event) => event,
+                    Err(error) => {
+                        // The watcher retries by itself; the table keeps what it knew.
+                        tracing::warn!(%error, "pod watch error");
+                        continue;
+                    }
+                };
+                let mut table = feeding.write().expect("the pod table lock is never poisoned");
+                match event {
+                    watcher::Event::Init => listing.clear(),
+                    watcher::Event::InitApply(pod) => listing.extend(info(&pod)),
+                    watcher::Event::InitDone => {
+                        table.relist(std::mem::take(&mut listing));
+                        tracing::info!(pods = table.len(), "pod table listed");
+                    }
+                    watcher::Event::Apply(pod) => {
+                        if let Some(info) = info(&pod) {
+                            table.apply(PodEvent::Applied(info));
+                        }
+                    }
+                    watcher::Event::Delete(pod) => {
+                        if let Some(uid) = pod.metadata.uid.clone() {
+                            table.apply(PodEvent::Deleted {
+                                uid,
+                                version: version(&pod),
+                            });
+                        }
+                    }
+                }
+            }
+        });
+        Ok(PodWatch { table, task })
+    }
+
+    /// Who holds `peer`.
+    pub fn lookup(&self, peer: std::net::IpAddr) -> PodLookup {
+        self.table
+            .read()
+            .expect("the pod table lock is never poisoned")
+            .lookup(peer)
+    }
+}
+
+fn version(pod: &Pod) -> u64 {
+    pod.metadata
+        .resource_version
+        .as_deref()
+        .and_then(|version| version.parse().ok())
+        .unwrap_or(0)
+}
+
+/// What the table needs of `pod` (none without a uid).
+fn info(pod: &Pod) -> Option<PodInfo> {
+    let spec = pod.spec.as_ref();
+    let status = pod.status.as_ref();
+    Some(PodInfo {
+        uid: pod.metadata.uid.clone()?,
+        version: version(pod),
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        service_account: spec
+            .and_then(|spec| spec.service_account_name.clone())
+            .unwrap_or_else(|| "default".to_owned()),
+        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        node: spec.and_then(|spec| spec.node_name.clone()),
+        zone: None,
+        ip: status
+            .and_then(|status| status.pod_ip.as_deref())
+            .and_then(|ip| ip.parse().ok()),
+        running: status.and_then(|status| status.phase.as_deref()) == Some("Running"),
+        host_network: spec.and_then(|spec| spec.host_network).unwrap_or(false),
+    })
+}

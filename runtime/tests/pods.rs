@@ -1,0 +1,229 @@
+//! Pod identity by source IP, end to end: a fake Kubernetes API server serving the pod list
+//! and watch stream with the real JSON (k8s-openapi types), the proxy's kube-rs watch, and
+//! requests from the pods' (loopback) addresses as pods come and go.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, ObjectMeta};
+use tokio::sync::broadcast;
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn pod(uid: &str, version: u64, namespace: &str, ip: &str) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            uid: Some(uid.to_owned()),
+            name: Some(format!("pod-{uid}")),
+            namespace: Some(namespace.to_owned()),
+            resource_version: Some(version.to_string()),
+            labels: Some(BTreeMap::from([("app".to_owned(), uid.to_owned())])),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            service_account_name: Some("worker".to_owned()),
+            node_name: Some("node-a".to_owned()),
+            ..PodSpec::default()
+        }),
+        status: Some(PodStatus {
+            phase: Some("Running".to_owned()),
+            pod_ip: Some(ip.to_owned()),
+            ..PodStatus::default()
+        }),
+    }
+}
+
+/// The fake API server: `GET /api/v1/pods` lists `initial`; with `watch=true` it streams what
+/// is sent on the returned channel (one watch event JSON per line).
+async fn fake_api_server(initial: Vec<Pod>) -> (SocketAddr, broadcast::Sender<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (events, _) = broadcast::channel::<String>(64);
+    let sender = events.clone();
+    let listed = Arc::new(Mutex::new(initial));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let events = events.clone();
+            let listed = listed.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let events = events.clone();
+                    let listed = listed.clone();
+                    async move {
+                        let watching = request.uri().query().is_some_and(|query| query.contains("watch=true"));
+                        let body: Body = if request.uri().path() != "/api/v1/pods" {
+                            Full::new(Bytes::new()).boxed()
+                        } else if watching {
+                            let receiver = events.subscribe();
+                            let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+                                match receiver.recv().await {
+                                    Ok(line) => Some((
+                                        Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(line + "\n"))),
+                                        receiver,
+                                    )),
+                                    Err(_) => None,
+                                }
+                            });
+                            StreamBody::new(stream).boxed()
+                        } else {
+                            let list = k8s_openapi::List::<Pod> {
+                                items: listed.lock().expect("list").clone(),
+                                metadata: ListMeta {
+                                    resource_version: Some("1".to_owned()),
+                                    ..ListMeta::default()
+                                },
+                            };
+                            Full::new(Bytes::from(serde_json::to_vec(&list).expect("json"))).boxed()
+                        };
+                        Ok::<_, Infallible>(
+                            http::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(body)
+                                .expect("response"),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (address, sender)
+}
+
+fn event(kind: &str, pod: &Pod) -> String {
+    serde_json::json!({ "type": kind, "object": pod }).to_string()
+}
+
+/// Ask from `from` until the status is `want` (the watch is asynchronous) or 5 s pass.
+async fn status_becomes(from: Ipv4Addr, endpoint: SocketAddr, key: &str, want: &str) -> String {
+    let request = format!("GET /data/{key} HTTP/1.1\r\nhost: proxy\r\n\r\n");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = common::send_from(from, endpoint, request.as_bytes()).await;
+        if common::status(&answer) == want || tokio::time::Instant::now() > deadline {
+            return common::status(&answer).to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_pod_holding_an_address_is_the_caller_as_pods_come_and_go() {
+    // Proves pod identity from a kube-rs watch: a request from a pod's IP is that pod
+    // (namespace rules apply); after the pod's deletion its IP is nobody; a new pod with the
+    // same IP is the new pod, not the old one; two pods claiming one IP are nobody; an address
+    // outside the pod networks is not a pod.
+    let (api, events) = fake_api_server(vec![pod("a", 1, "etl", "127.0.0.2")]).await;
+    let auth = format!(
+        r#"[auth]
+mode = "policy"
+
+[auth.pods]
+networks = ["127.0.0.2/32"]
+kubernetes_url = "http://{api}"
+
+[health.active]
+enabled = false
+
+[[policy.rules]]
+name = "etl-reads-etl"
+effect = "allow"
+identity = {{ namespace = "etl" }}
+actions = ["read"]
+buckets = ["data"]
+keys = ["etl/*"]
+
+[[policy.rules]]
+name = "web-reads-web"
+effect = "allow"
+identity = {{ namespace = "web" }}
+actions = ["read"]
+buckets = ["data"]
+keys = ["web/*"]
+"#
+    );
+    let (endpoint, nodes) = common::policy_proxy(&auth).await;
+    let direct = common::client(
+        nodes[0].address().expect("bound"),
+        common::BACKEND_KEY,
+        common::BACKEND_SECRET,
+    );
+    for key in ["etl/x", "web/x"] {
+        direct
+            .put_object()
+            .bucket("data")
+            .key(key)
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .expect("put");
+    }
+    let pod_ip = Ipv4Addr::new(127, 0, 0, 2);
+    assert_eq!(
+        status_becomes(pod_ip, endpoint, "etl/x", "200").await,
+        "200",
+        "pod a (etl)"
+    );
+    assert_eq!(
+        status_becomes(pod_ip, endpoint, "web/x", "403").await,
+        "403",
+        "pod a is not web"
+    );
+    let other = Ipv4Addr::new(127, 0, 0, 1);
+    assert_eq!(
+        status_becomes(other, endpoint, "etl/x", "403").await,
+        "403",
+        "not a pod address"
+    );
+
+    events
+        .send(event("DELETED", &pod("a", 2, "etl", "127.0.0.2")))
+        .expect("watching");
+    assert_eq!(
+        status_becomes(pod_ip, endpoint, "etl/x", "403").await,
+        "403",
+        "deleted pod's IP"
+    );
+
+    events
+        .send(event("ADDED", &pod("b", 3, "web", "127.0.0.2")))
+        .expect("watching");
+    assert_eq!(
+        status_becomes(pod_ip, endpoint, "web/x", "200").await,
+        "200",
+        "pod b (web)"
+    );
+    assert_eq!(
+        status_becomes(pod_ip, endpoint, "etl/x", "403").await,
+        "403",
+        "not the old pod"
+    );
+
+    events
+        .send(event("ADDED", &pod("c", 4, "etl", "127.0.0.2")))
+        .expect("watching");
+    assert_eq!(
+        status_becomes(pod_ip, endpoint, "web/x", "403").await,
+        "403",
+        "two pods, one IP"
+    );
+    assert_eq!(
+        status_becomes(pod_ip, endpoint, "etl/x", "403").await,
+        "403",
+        "two pods, one IP"
+    );
+}
