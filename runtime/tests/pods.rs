@@ -173,57 +173,43 @@ keys = ["web/*"]
             .expect("put");
     }
     let pod_ip = Ipv4Addr::new(127, 0, 0, 2);
-    assert_eq!(
-        status_becomes(pod_ip, endpoint, "etl/x", "200").await,
-        "200",
-        "pod a (etl)"
-    );
-    assert_eq!(
-        status_becomes(pod_ip, endpoint, "web/x", "403").await,
-        "403",
-        "pod a is not web"
-    );
     let other = Ipv4Addr::new(127, 0, 0, 1);
     assert_eq!(
         status_becomes(other, endpoint, "etl/x", "403").await,
         "403",
         "not a pod address"
     );
-
-    events
-        .send(event("DELETED", &pod("a", 2, "etl", "127.0.0.2")))
-        .expect("watching");
-    assert_eq!(
-        status_becomes(pod_ip, endpoint, "etl/x", "403").await,
-        "403",
-        "deleted pod's IP"
-    );
-
-    events
-        .send(event("ADDED", &pod("b", 3, "web", "127.0.0.2")))
-        .expect("watching");
-    assert_eq!(
-        status_becomes(pod_ip, endpoint, "web/x", "200").await,
-        "200",
-        "pod b (web)"
-    );
-    assert_eq!(
-        status_becomes(pod_ip, endpoint, "etl/x", "403").await,
-        "403",
-        "not the old pod"
-    );
-
-    events
-        .send(event("ADDED", &pod("c", 4, "etl", "127.0.0.2")))
-        .expect("watching");
-    assert_eq!(
-        status_becomes(pod_ip, endpoint, "web/x", "403").await,
-        "403",
-        "two pods, one IP"
-    );
-    assert_eq!(
-        status_becomes(pod_ip, endpoint, "etl/x", "403").await,
-        "403",
-        "two pods, one IP"
-    );
+    // Each step: a watch event (none for the initial list), then (key, expected status, why).
+    let steps = [
+        (
+            None,
+            [("etl/x", "200", "pod a (etl)"), ("web/x", "403", "pod a is not web")],
+        ),
+        (
+            Some(event("DELETED", &pod("a", 2, "etl", "127.0.0.2"))),
+            [
+                ("etl/x", "403", "deleted pod's IP"),
+                ("web/x", "403", "deleted pod's IP"),
+            ],
+        ),
+        (
+            Some(event("ADDED", &pod("b", 3, "web", "127.0.0.2"))),
+            [("web/x", "200", "pod b (web)"), ("etl/x", "403", "not the old pod")],
+        ),
+        (
+            Some(event("ADDED", &pod("c", 4, "etl", "127.0.0.2"))),
+            [
+                ("web/x", "403", "two pods, one IP"),
+                ("etl/x", "403", "two pods, one IP"),
+            ],
+        ),
+    ];
+    for (event, checks) in steps {
+        if let Some(event) = event {
+            events.send(event).expect("the proxy is watching");
+        }
+        for (key, want, why) in checks {
+            assert_eq!(status_becomes(pod_ip, endpoint, key, want).await, want, "{why}");
+        }
+    }
 }
