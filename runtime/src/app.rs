@@ -85,6 +85,7 @@ impl<C: Connect> App<C> {
             header_read_timeout: timeouts.client_header,
             write_idle_timeout: timeouts.response_write_idle,
             shutdown_grace: config.server.shutdown_grace.get(),
+            proxy_protocol_from: config.server.proxy_protocol_from.clone(),
         };
         server::serve(
             listener,

@@ -14,6 +14,7 @@ pub mod driver;
 pub mod pods;
 pub mod pool;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod server;
 pub mod settings;
 pub mod sign;

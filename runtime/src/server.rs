@@ -16,11 +16,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Semaphore, watch};
 
 use crate::proxy::{ConnState, Proxy};
+use crate::proxy_protocol::{Rewind, read_header};
 use crate::tls::MaybeTls;
 use crate::transport::{Accept, Connect};
 
 /// Server limits, from `[server]` and `[timeouts]`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ServerLimits {
     /// Client connections at once.
     pub max_connections: usize,
@@ -34,6 +35,8 @@ pub struct ServerLimits {
     pub write_idle_timeout: Duration,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
+    /// Load balancers that send a PROXY v2 header first.
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
 }
 
 /// How long a client may take to complete the TLS handshake (bounded like the header read).
@@ -166,11 +169,32 @@ pub async fn serve<A: Accept, C: Connect>(
             },
             _ = shutdown.changed() => break,
         };
+        let from_load_balancer = limits
+            .proxy_protocol_from
+            .iter()
+            .any(|network| network.contains(&peer.ip()));
         let conn = Arc::new(ConnState::default());
         let proxy = proxy.clone();
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            // A trusted load balancer says who the client is, before anything else (TLS too).
+            let (io, peer) = if from_load_balancer {
+                let mut io = io;
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, read_header(&mut io)).await {
+                    Ok(Ok((source, rest))) => (Rewind::new(io, rest), source.unwrap_or(peer)),
+                    Ok(Err(error)) => {
+                        tracing::info!(%error, %peer, "closing a load balancer's connection");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!(%peer, "no PROXY header in time from a load balancer");
+                        return;
+                    }
+                }
+            } else {
+                (Rewind::new(io, bytes::Bytes::new()), peer)
+            };
             // The TLS handshake runs here, not in the accept loop: a slow client must not hold
             // up everyone else's accepts.
             let io = match acceptor {

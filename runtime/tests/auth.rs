@@ -439,3 +439,71 @@ fn signed_get(endpoint: SocketAddr, time: std::time::SystemTime) -> Vec<u8> {
     raw.push_str("\r\n");
     raw.into_bytes()
 }
+
+#[tokio::test]
+async fn a_trusted_load_balancer_says_who_the_client_is_and_nobody_else_can() {
+    // Proves PROXY protocol v2: behind the load balancer at 127.0.0.1, the client address its
+    // header gives (192.0.2.7, the `office` network) is the caller; the load balancer's
+    // connection without a header is closed; a PROXY header from anyone else is not honoured.
+    let auth = r#"[server]
+proxy_protocol_from = ["127.0.0.1/32"]
+
+[auth]
+mode = "policy"
+
+[[auth.cidrs]]
+name = "office"
+networks = ["192.0.2.0/24"]
+
+[health.active]
+enabled = false
+
+[[policy.rules]]
+name = "office-reads-public"
+effect = "allow"
+identity = { cidr = "office" }
+actions = ["read"]
+buckets = ["data"]
+keys = ["public/*"]
+"#;
+    let (endpoint, nodes) = common::policy_proxy(auth).await;
+    let direct = common::client(
+        nodes[0].address().expect("bound"),
+        common::BACKEND_KEY,
+        common::BACKEND_SECRET,
+    );
+    direct
+        .put_object()
+        .bucket("data")
+        .key("public/a.txt")
+        .body(ByteStream::from_static(b"payload"))
+        .send()
+        .await
+        .expect("put");
+    let header = |source: &str| {
+        let addresses: (SocketAddr, SocketAddr) = (source.parse().expect("source"), endpoint);
+        ppp::v2::Builder::with_addresses(
+            ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+            ppp::v2::Protocol::Stream,
+            addresses,
+        )
+        .build()
+        .expect("header")
+    };
+    let get = b"GET /data/public/a.txt HTTP/1.1\r\nhost: proxy\r\n\r\n";
+    let balancer = Ipv4Addr::new(127, 0, 0, 1);
+    let mut request = header("192.0.2.7:40000");
+    request.extend_from_slice(get);
+    let answer = common::send_from(balancer, endpoint, &request).await;
+    assert_eq!(common::status(&answer), "200", "{answer}");
+    let mut request = header("198.51.100.1:40000");
+    request.extend_from_slice(get);
+    let answer = common::send_from(balancer, endpoint, &request).await;
+    assert_eq!(common::status(&answer), "403", "a client outside the office: {answer}");
+    let answer = common::send_from(balancer, endpoint, get).await;
+    assert_eq!(answer, "", "a load balancer's connection without a header is closed");
+    let mut request = header("192.0.2.7:40000");
+    request.extend_from_slice(get);
+    let answer = common::send_from(Ipv4Addr::new(127, 0, 0, 2), endpoint, &request).await;
+    assert_ne!(common::status(&answer), "200", "a PROXY header from a client: {answer}");
+}

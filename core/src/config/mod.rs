@@ -160,6 +160,10 @@ pub struct ServerSection {
     pub shutdown_grace: ConfigDuration,
     /// Serve HTTPS with this certificate (none: plain HTTP).
     pub tls: Option<ServerTlsSection>,
+    /// Load balancers whose connections start with a PROXY protocol v2 header giving the real
+    /// client address (which identity and logs then use). Default none: nobody can claim an
+    /// address. A connection from these networks without a valid header is closed.
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
 }
 
 /// `[server.tls]`
@@ -194,6 +198,7 @@ impl Default for ServerSection {
             max_headers: 100,
             shutdown_grace: ConfigDuration::from_secs(30),
             tls: None,
+            proxy_protocol_from: Vec::new(),
         }
     }
 }
