@@ -507,3 +507,69 @@ keys = ["public/*"]
     let answer = common::send_from(Ipv4Addr::new(127, 0, 0, 2), endpoint, &request).await;
     assert_ne!(common::status(&answer), "200", "a PROXY header from a client: {answer}");
 }
+
+#[tokio::test]
+async fn a_reload_picks_up_a_changed_keys_file() {
+    // Proves that access keys are reloadable: after the keys file is rewritten (a new key
+    // added, the old one removed) and the configuration reloaded, the new key works and the
+    // old one is refused, with no restart.
+    let cluster = s3_mock::ClusterConfig {
+        nodes: 1,
+        credentials: Some((common::BACKEND_KEY.into(), common::BACKEND_SECRET.into())),
+        ..s3_mock::ClusterConfig::default()
+    };
+    let nodes = s3_mock::MockCluster::start_tcp(&cluster, common::local(), 0)
+        .await
+        .expect("cluster");
+    let directory = std::env::temp_dir().join(format!("storefront-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("dir");
+    let keys = directory.join("keys.toml");
+    let write_keys = |access_key: &str| {
+        std::fs::write(
+            &keys,
+            format!("[[keys]]\naccess_key = \"{access_key}\"\nsecret_key = \"the-secret\"\n"),
+        )
+        .expect("keys file");
+    };
+    write_keys("AKIDOLD");
+    let auth = format!(
+        "[auth]\nmode = \"policy\"\nkeys_file = \"{}\"\n\n[health.active]\nenabled = false\n\n\
+         [[policy.rules]]\nname = \"keys-list\"\neffect = \"allow\"\nidentity = {{ name = \"key:*\" }}\n\
+         actions = [\"list\", \"bucket-admin\"]\nbuckets = [\"*\"]\n",
+        keys.display()
+    );
+    let path = directory.join("storefront.toml");
+    std::fs::write(
+        &path,
+        common::config_text(&nodes, "").replace("[auth]\nmode = \"trust\"\n", &auth),
+    )
+    .expect("config");
+    let (config, credentials) = storefront::settings::load(&path).expect("valid file");
+    let app = storefront::App::new(
+        config,
+        credentials,
+        Some(path.clone()),
+        storefront::transport::TcpConnector,
+    )
+    .expect("app");
+    let (listener, endpoint) = storefront::App::<storefront::transport::TcpConnector>::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let serving = app.clone();
+    tokio::spawn(async move { serving.serve(listener).await });
+    let old = common::client(endpoint, "AKIDOLD", "the-secret");
+    let new = common::client(endpoint, "AKIDNEW", "the-secret");
+    old.list_buckets().send().await.expect("the old key works");
+    let error = new.list_buckets().send().await.expect_err("not yet");
+    assert_eq!(common::code(&error).as_deref(), Some("InvalidAccessKeyId"), "{error:?}");
+
+    write_keys("AKIDNEW");
+    app.reload().expect("reload");
+    new.list_buckets()
+        .send()
+        .await
+        .expect("the new key works after the reload");
+    let error = old.list_buckets().send().await.expect_err("the old key is revoked");
+    assert_eq!(common::code(&error).as_deref(), Some("InvalidAccessKeyId"), "{error:?}");
+    let _ = std::fs::remove_dir_all(&directory);
+}
