@@ -15,8 +15,9 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewStatus, UserI
 
 const AUDIENCE: &str = "storefront";
 
-/// A Kubernetes API server that knows two tokens: `pod-token` (ServiceAccount etl/spark, for
-/// our audience) and `vault-token` (a valid token, but issued for another audience).
+/// A Kubernetes API server that authenticates one token, `pod-token` (ServiceAccount
+/// etl/spark, for our audience); every other token (another audience, expired, garbage) is
+/// unauthenticated, as the real one answers.
 async fn fake_api_server() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
@@ -197,9 +198,12 @@ async fn tokens_for_another_audience_and_expired_or_forged_sessions_are_refused(
     // session credentials work until they expire (then AccessDenied), and a session token
     // whose claims were altered, or used with another access key, is invalid.
     let setup = setup().await;
-    let (status, answer) = exchange(setup.endpoint, "vault-token", "").await;
-    assert_eq!(status, 403, "{answer}");
-    assert!(answer.contains("InvalidIdentityToken"), "{answer}");
+    for token in ["vault-token", "expired-token", "not-a-token"] {
+        let (status, answer) = exchange(setup.endpoint, token, "").await;
+        assert_eq!(status, 403, "{token}: {answer}");
+        assert!(answer.contains("InvalidIdentityToken"), "{answer}");
+        assert!(!answer.contains("AccessKeyId"), "{answer}");
+    }
 
     let (status, answer) = exchange(setup.endpoint, "pod-token", "&DurationSeconds=2").await;
     assert_eq!(status, 200, "{answer}");
