@@ -1,24 +1,65 @@
 //! Pod identity by source IP: a kube-rs watch of every Pod feeds core's [`PodTable`]; requests
 //! look their peer address up in it.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::runtime::watcher;
 use storefront_core::auth::pods::{PodEvent, PodInfo, PodLookup, PodTable};
 use storefront_core::config::PodsSection;
 
-/// A running pod watch and the table it keeps.
+/// The node label naming its zone (and the deprecated one older clusters still set).
+const ZONE_LABELS: [&str; 2] = ["topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/zone"];
+
+/// A running pod watch (and node watch, for the pods' zones) and the tables they keep.
 pub struct PodWatch {
     table: Arc<RwLock<PodTable>>,
-    task: tokio::task::JoinHandle<()>,
+    zones: Arc<RwLock<HashMap<String, String>>>,
+    tasks: [tokio::task::JoinHandle<()>; 2],
 }
 
 impl Drop for PodWatch {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Keep `zones` (node name → zone) from a watch of the cluster's nodes.
+async fn watch_zones(client: kube::Client, zones: Arc<RwLock<HashMap<String, String>>>) {
+    let mut events = std::pin::pin!(watcher(Api::<Node>::all(client), watcher::Config::default()));
+    let mut listing = HashMap::new();
+    while let Some(event) = events.next().await {
+        let zone_of = |node: &Node| {
+            let labels = node.metadata.labels.as_ref()?;
+            let zone = ZONE_LABELS.iter().find_map(|label| labels.get(*label))?;
+            Some((node.metadata.name.clone()?, zone.clone()))
+        };
+        match event {
+            Ok(watcher::Event::Init) => listing.clear(),
+            Ok(watcher::Event::InitApply(node)) => listing.extend(zone_of(&node)),
+            Ok(watcher::Event::InitDone) => {
+                *zones.write().expect("the zone map lock is never poisoned") = std::mem::take(&mut listing);
+            }
+            Ok(watcher::Event::Apply(node)) => {
+                if let Some((name, zone)) = zone_of(&node) {
+                    zones
+                        .write()
+                        .expect("the zone map lock is never poisoned")
+                        .insert(name, zone);
+                }
+            }
+            Ok(watcher::Event::Delete(node)) => {
+                if let Some(name) = &node.metadata.name {
+                    zones.write().expect("the zone map lock is never poisoned").remove(name);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "node watch error"),
+        }
     }
 }
 
@@ -37,6 +78,8 @@ impl PodWatch {
         let client =
             kube::Client::try_from(config).map_err(|error| format!("auth.pods: Kubernetes client: {error}"))?;
         let table = Arc::new(RwLock::new(PodTable::new(section.networks.clone())));
+        let zones = Arc::new(RwLock::new(HashMap::new()));
+        let zone_task = tokio::spawn(watch_zones(client.clone(), zones.clone()));
         let feeding = table.clone();
         let task = tokio::spawn(async move {
             let mut events = std::pin::pin!(watcher(Api::<Pod>::all(client), watcher::Config::default()));
@@ -74,15 +117,36 @@ impl PodWatch {
                 }
             }
         });
-        Ok(PodWatch { table, task })
+        Ok(PodWatch {
+            table,
+            zones,
+            tasks: [task, zone_task],
+        })
     }
 
-    /// Who holds `peer`.
+    /// Who holds `peer` (with the zone of the pod's node).
     pub fn lookup(&self, peer: std::net::IpAddr) -> PodLookup {
-        self.table
+        let found = self
+            .table
             .read()
             .expect("the pod table lock is never poisoned")
-            .lookup(peer)
+            .lookup(peer);
+        match found {
+            PodLookup::Pod(mut principal) => {
+                if principal.zone.is_none()
+                    && let Some(node) = &principal.node
+                {
+                    principal.zone = self
+                        .zones
+                        .read()
+                        .expect("the zone map lock is never poisoned")
+                        .get(node)
+                        .cloned();
+                }
+                PodLookup::Pod(principal)
+            }
+            other => other,
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
-use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, ObjectMeta};
 use tokio::sync::broadcast;
 
@@ -63,7 +63,24 @@ async fn fake_api_server(initial: Vec<Pod>) -> (SocketAddr, broadcast::Sender<St
                     let listed = listed.clone();
                     async move {
                         let watching = request.uri().query().is_some_and(|query| query.contains("watch=true"));
-                        let body: Body = if request.uri().path() != "/api/v1/pods" {
+                        let body: Body = if request.uri().path() == "/api/v1/nodes" {
+                            if watching {
+                                // No node changes: the watch stays open and quiet.
+                                StreamBody::new(
+                                    futures::stream::pending::<Result<hyper::body::Frame<Bytes>, Infallible>>(),
+                                )
+                                .boxed()
+                            } else {
+                                let list = k8s_openapi::List::<Node> {
+                                    items: vec![node("node-a", "dc2")],
+                                    metadata: ListMeta {
+                                        resource_version: Some("1".to_owned()),
+                                        ..ListMeta::default()
+                                    },
+                                };
+                                Full::new(Bytes::from(serde_json::to_vec(&list).expect("json"))).boxed()
+                            }
+                        } else if request.uri().path() != "/api/v1/pods" {
                             Full::new(Bytes::new()).boxed()
                         } else if watching {
                             let receiver = events.subscribe();
@@ -102,6 +119,21 @@ async fn fake_api_server(initial: Vec<Pod>) -> (SocketAddr, broadcast::Sender<St
         }
     });
     (address, sender)
+}
+
+fn node(name: &str, zone: &str) -> Node {
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            resource_version: Some("1".to_owned()),
+            labels: Some(BTreeMap::from([(
+                "topology.kubernetes.io/zone".to_owned(),
+                zone.to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        ..Node::default()
+    }
 }
 
 fn event(kind: &str, pod: &Pod) -> String {
@@ -212,4 +244,85 @@ keys = ["web/*"]
             assert_eq!(status_becomes(pod_ip, endpoint, key, want).await, want, "{why}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_pods_zone_comes_from_its_node_and_routes_its_requests() {
+    // Proves that a pod's zone (its node's topology label, from the node watch) feeds routing:
+    // with one pool per data centre, the pod on a dc2 node is served by the dc2 pool's node.
+    let (api, _events) = fake_api_server(vec![pod("a", 1, "etl", "127.0.0.2")]).await;
+    let cluster = s3_mock::ClusterConfig {
+        nodes: 2,
+        credentials: Some((common::BACKEND_KEY.into(), common::BACKEND_SECRET.into())),
+        ..s3_mock::ClusterConfig::default()
+    };
+    let nodes = s3_mock::MockCluster::start_tcp(&cluster, common::local(), 0)
+        .await
+        .expect("cluster");
+    let pool = |name: &str, node: &s3_mock::NodeHandle| {
+        format!(
+            "[[pools]]\nname = \"{name}\"\nzone = \"{name}\"\nbackends = [\"{}\"]\n\n[pools.credentials]\naccess_key = \"{}\"\nsecret_key = \"{}\"\n\n",
+            node.address().expect("bound"),
+            common::BACKEND_KEY,
+            common::BACKEND_SECRET
+        )
+    };
+    let text = format!(
+        "[auth]\nmode = \"policy\"\n\n[auth.pods]\nnetworks = [\"127.0.0.2/32\"]\nkubernetes_url = \"http://{api}\"\n\n\
+         [health.active]\nenabled = false\n\n[routing]\ndefault_pool = \"dc1\"\n\n\
+         [[policy.rules]]\nname = \"etl\"\neffect = \"allow\"\nidentity = {{ namespace = \"etl\" }}\nactions = [\"read\"]\nbuckets = [\"data\"]\n\n{}{}",
+        pool("dc1", &nodes[0]),
+        pool("dc2", &nodes[1])
+    );
+    let config = storefront_core::config::Config::from_toml(&text, "zones.toml")
+        .unwrap_or_else(|error| panic!("{error}\n{text}"));
+    let credentials = storefront::settings::resolve_credentials(&config, "zones.toml").expect("credentials");
+    let (listener, endpoint) = storefront::App::<storefront::transport::TcpConnector>::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let app = storefront::App::new(config, credentials, None, storefront::transport::TcpConnector).expect("app");
+    tokio::spawn(async move { app.serve(listener).await });
+    let direct = common::client(
+        nodes[0].address().expect("bound"),
+        common::BACKEND_KEY,
+        common::BACKEND_SECRET,
+    );
+    direct.create_bucket().bucket("data").send().await.expect("create");
+    direct
+        .put_object()
+        .bucket("data")
+        .key("x")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect("put");
+    let gets = |index: usize| {
+        nodes[index]
+            .stats()
+            .requests_by_operation
+            .get("GetObject")
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        status_becomes(Ipv4Addr::new(127, 0, 0, 2), endpoint, "x", "200").await,
+        "200"
+    );
+    // The zone map may fill after the pod table: ask until the dc2 node serves.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while gets(1) == 0 && tokio::time::Instant::now() < deadline {
+        status_becomes(Ipv4Addr::new(127, 0, 0, 2), endpoint, "x", "200").await;
+    }
+    let before = (gets(0), gets(1));
+    for _ in 0..5 {
+        assert_eq!(
+            status_becomes(Ipv4Addr::new(127, 0, 0, 2), endpoint, "x", "200").await,
+            "200"
+        );
+    }
+    assert_eq!(
+        (gets(0), gets(1)),
+        (before.0, before.1 + 5),
+        "the pod's requests go to its zone's pool"
+    );
 }

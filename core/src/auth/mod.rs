@@ -61,6 +61,8 @@ pub struct Principal {
     pub cidr: Option<String>,
     /// The identity's zone / data centre, which routing prefers.
     pub zone: Option<String>,
+    /// The Kubernetes node a pod runs on.
+    pub node: Option<String>,
 }
 
 impl Principal {
@@ -75,6 +77,7 @@ impl Principal {
             access_key: None,
             cidr: None,
             zone: None,
+            node: None,
         }
     }
 }

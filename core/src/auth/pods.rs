@@ -198,6 +198,7 @@ fn principal(pod: &PodInfo) -> Principal {
     principal.service_account = Some(pod.service_account.clone());
     principal.labels = pod.labels.clone();
     principal.zone = pod.zone.clone();
+    principal.node = pod.node.clone();
     principal
 }
 
