@@ -123,7 +123,13 @@ async fn a_dead_node_costs_idempotent_requests_nothing() {
     let harness = harness(3, "").await;
     let s3 = bucket_with_object(&harness, 1000).await;
     harness.nodes[1].crash();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The crash takes effect in the node's own task: wait until it refuses connections, so no
+    // GET below can still reach it (under a loaded test run, 50 ms was not always enough).
+    let address = harness.nodes[1].address().expect("bound");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(address).await.is_ok() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     for _ in 0..200 {
         let response = s3
             .get_object()
