@@ -26,7 +26,7 @@ listen = "{admin}"
 
 # Callers are identified by their SigV4 signature (the demo key pair below: signatures are
 # verified) or, unsigned, by source address: this machine (loopback) is identity `cidr:demo`.
-# The rule below allows both everything. Anyone else is anonymous and denied.
+# Anyone else is anonymous and denied.
 [auth]
 mode = "policy"
 
@@ -40,17 +40,11 @@ name = "demo"
 networks = ["127.0.0.0/8", "::1/128"]
 zone = "local"
 
+# Both demo identities (the only ones this configuration establishes) may do anything.
 [[policy.rules]]
 name = "demo-may-do-anything"
 effect = "allow"
-identity = {{ cidr = "demo" }}
-actions = ["read", "list", "write", "delete", "multipart", "bucket-admin"]
-buckets = ["*"]
-
-[[policy.rules]]
-name = "demo-key-may-do-anything"
-effect = "allow"
-identity = {{ access_key = "demo" }}
+identity = {{ any = true }}
 actions = ["read", "list", "write", "delete", "multipart", "bucket-admin"]
 buckets = ["*"]
 

@@ -263,15 +263,20 @@ async fn presigned_urls_work_until_they_expire_and_cannot_be_altered() {
     let answer = common::send_from(stranger, proxy.endpoint, &get(&path, "DELETE")).await;
     assert_eq!(common::status(&answer), "403", "altered method: {answer}");
 
+    // Signed ten seconds ago for one second: expired already, no waiting.
+    let expired = aws_sdk_s3::presigning::PresigningConfig::builder()
+        .start_time(std::time::SystemTime::now() - std::time::Duration::from_secs(10))
+        .expires_in(std::time::Duration::from_secs(1))
+        .build()
+        .expect("config");
     let short = s3
         .get_object()
         .bucket("data")
         .key("secret/b.txt")
-        .presigned(presign(1))
+        .presigned(expired)
         .await
         .expect("presign");
     let url: http::Uri = short.uri().parse().expect("url");
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let answer = common::send_from(
         stranger,
         proxy.endpoint,
@@ -545,18 +550,7 @@ async fn a_reload_picks_up_a_changed_keys_file() {
     )
     .expect("config");
     let (config, credentials) = storefront::settings::load(&path).expect("valid file");
-    let app = storefront::App::new(
-        config,
-        credentials,
-        Some(path.clone()),
-        storefront::transport::TcpConnector,
-    )
-    .expect("app");
-    let (listener, endpoint) = storefront::App::<storefront::transport::TcpConnector>::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let serving = app.clone();
-    tokio::spawn(async move { serving.serve(listener).await });
+    let (app, endpoint) = common::serve(config, credentials, Some(path.clone())).await;
     let old = common::client(endpoint, "AKIDOLD", "the-secret");
     let new = common::client(endpoint, "AKIDNEW", "the-secret");
     old.list_buckets().send().await.expect("the old key works");

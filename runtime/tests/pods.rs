@@ -274,14 +274,7 @@ async fn a_pods_zone_comes_from_its_node_and_routes_its_requests() {
         pool("dc1", &nodes[0]),
         pool("dc2", &nodes[1])
     );
-    let config = storefront_core::config::Config::from_toml(&text, "zones.toml")
-        .unwrap_or_else(|error| panic!("{error}\n{text}"));
-    let credentials = storefront::settings::resolve_credentials(&config, "zones.toml").expect("credentials");
-    let (listener, endpoint) = storefront::App::<storefront::transport::TcpConnector>::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let app = storefront::App::new(config, credentials, None, storefront::transport::TcpConnector).expect("app");
-    tokio::spawn(async move { app.serve(listener).await });
+    let (_, endpoint) = common::serve_text(&text).await;
     let direct = common::client(
         nodes[0].address().expect("bound"),
         common::BACKEND_KEY,

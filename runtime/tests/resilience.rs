@@ -600,13 +600,7 @@ async fn an_upload_to_a_backend_that_stops_reading_times_out() {
         "[auth]\nmode = \"trust\"\n[health.active]\nenabled = false\n[timeouts]\nbackend_send_idle = \"500ms\"\n\n\
          [[pools]]\nname = \"dc1\"\nbackends = [\"{address}\"]\n"
     );
-    let config = storefront_core::config::Config::from_toml(&text, "test.toml").expect("config");
-    let credentials = storefront::settings::resolve_credentials(&config, "test.toml").expect("credentials");
-    let (listener, endpoint) = storefront::App::<storefront::transport::TcpConnector>::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let app = storefront::App::new(config, credentials, None, storefront::transport::TcpConnector).expect("app");
-    tokio::spawn(async move { app.serve(listener).await });
+    let (_, endpoint) = common::serve_text(&text).await;
     let s3 = common::client(endpoint, "caller-key", "caller-secret");
     let started = tokio::time::Instant::now();
     let put = tokio::time::timeout(

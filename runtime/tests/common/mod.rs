@@ -63,14 +63,28 @@ pub async fn harness_with(count: usize, mut cluster: ClusterConfig, extra: &str)
     } else {
         format!("[health.active]\nenabled = false\n{extra}")
     };
-    let text = config_text(&nodes, &extra);
-    let config = Config::from_toml(&text, "test.toml").unwrap_or_else(|error| panic!("{error}\n{text}"));
+    let (app, endpoint) = serve_text(&config_text(&nodes, &extra)).await;
+    Harness { nodes, app, endpoint }
+}
+
+/// A proxy configured by `text`, serving on a free loopback port.
+pub async fn serve_text(text: &str) -> (Arc<App<TcpConnector>>, SocketAddr) {
+    let config = Config::from_toml(text, "test.toml").unwrap_or_else(|error| panic!("{error}\n{text}"));
     let credentials = storefront::settings::resolve_credentials(&config, "test.toml").expect("credentials");
+    serve(config, credentials, None).await
+}
+
+/// A proxy of `config`, serving on a free loopback port; reloadable from `path` if given.
+pub async fn serve(
+    config: Config,
+    credentials: Vec<Option<storefront::settings::KeyPair>>,
+    path: Option<std::path::PathBuf>,
+) -> (Arc<App<TcpConnector>>, SocketAddr) {
     let (listener, endpoint) = App::<TcpConnector>::bind("127.0.0.1:0").await.expect("bind");
-    let app = App::new(config, credentials, None, TcpConnector).expect("app");
+    let app = App::new(config, credentials, path, TcpConnector).expect("app");
     let serving = app.clone();
     tokio::spawn(async move { serving.serve(listener).await });
-    Harness { nodes, app, endpoint }
+    (app, endpoint)
 }
 
 /// An aws-sdk-s3 client for `address` (path style, no SDK retries).
@@ -138,12 +152,7 @@ pub async fn policy_proxy(auth: &str) -> (SocketAddr, Vec<NodeHandle>) {
     let nodes = MockCluster::start_tcp(&cluster, IpAddr::V4(Ipv4Addr::LOCALHOST), 0)
         .await
         .expect("mock cluster");
-    let text = config_text(&nodes, "").replace("[auth]\nmode = \"trust\"\n", auth);
-    let config = Config::from_toml(&text, "auth.toml").unwrap_or_else(|error| panic!("{error}\n{text}"));
-    let credentials = storefront::settings::resolve_credentials(&config, "auth.toml").expect("credentials");
-    let (listener, endpoint) = App::<TcpConnector>::bind("127.0.0.1:0").await.expect("bind");
-    let app = App::new(config, credentials, None, TcpConnector).expect("app");
-    tokio::spawn(async move { app.serve(listener).await });
+    let (_, endpoint) = serve_text(&config_text(&nodes, "").replace("[auth]\nmode = \"trust\"\n", auth)).await;
     let direct = client(nodes[0].address().expect("bound"), BACKEND_KEY, BACKEND_SECRET);
     direct.create_bucket().bucket("data").send().await.expect("create");
     (endpoint, nodes)
