@@ -13,6 +13,9 @@
 //!   [`Cluster::handle_probe_result`];
 //! - replaces a pool's backends on DNS re-resolution with [`Cluster::update_backends`].
 //!
+//! - drains [`Cluster::poll_event`] after each of those calls and after every exchange step
+//!   (health changes, panic mode, probe results, refused retries; see [`crate::event`]).
+//!
 //! Time never goes backwards across calls; randomness comes from the caller's RNG.
 
 use std::collections::VecDeque;
@@ -25,6 +28,7 @@ use crate::balance::{
     BackendId, BackendSpec, BalanceError, BalanceParameters, Balancer, EwmaParameters, UpdateSummary,
 };
 use crate::config::{Config, PoolSection};
+use crate::event::{Event, HealthChange, POOL_EVENTS_MAX};
 use crate::health::{ActiveParameters, Health, HealthEvent, HealthParameters, PassiveParameters, ProbeId};
 use crate::outcome::AttemptOutcome;
 use crate::retry::{BudgetParameters, RetryBudget, RetryPolicy};
@@ -75,6 +79,8 @@ pub struct Pool {
     balancer: Balancer,
     health: Health,
     budget: RetryBudget,
+    events: VecDeque<Event>,
+    events_dropped: u64,
 }
 
 impl Pool {
@@ -95,6 +101,8 @@ impl Pool {
             balancer: Balancer::new(parameters.balance, Vec::new(), now)?,
             health: Health::new(parameters.health),
             budget: RetryBudget::new(parameters.budget),
+            events: VecDeque::new(),
+            events_dropped: 0,
         };
         pool.update_backends(specs, now, rng)?;
         Ok(pool)
@@ -155,6 +163,20 @@ impl Pool {
         &mut self.budget
     }
 
+    /// Queue an event for the driver, dropping the oldest past [`POOL_EVENTS_MAX`].
+    pub(crate) fn push_event(&mut self, event: Event) {
+        if self.events.len() >= POOL_EVENTS_MAX {
+            self.events.pop_front();
+            self.events_dropped += 1;
+        }
+        self.events.push_back(event);
+    }
+
+    /// The next queued event of this pool.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
     /// Record the end of an attempt in the balancer and in health, and apply any transition.
     pub(crate) fn end_attempt(&mut self, id: BackendId, outcome: AttemptOutcome, latency: Duration, now: Instant) {
         self.balancer.on_end(id, outcome, latency, now);
@@ -171,7 +193,27 @@ impl Pool {
                     reason,
                 } => {
                     tracing::info!(pool = %self.name, %backend, available, ?reason, "backend health changed");
+                    let panic_before = self.balancer.is_panic_mode();
                     self.balancer.set_available(backend, available);
+                    let address = self
+                        .balancer
+                        .get(backend)
+                        .map(|known| known.spec().address.clone())
+                        .unwrap_or_default();
+                    self.push_event(Event::Health(HealthChange {
+                        pool: self.id,
+                        backend,
+                        address,
+                        available,
+                        reason,
+                    }));
+                    let panic_after = self.balancer.is_panic_mode();
+                    if panic_before != panic_after {
+                        self.push_event(Event::PanicMode {
+                            pool: self.id,
+                            entered: panic_after,
+                        });
+                    }
                 }
                 HealthEvent::Probe { backend, probe } => {
                     let Some(address) = self.balancer.get(backend).map(|b| b.spec().address.clone()) else {
@@ -268,7 +310,7 @@ pub struct Cluster {
     timeouts: Timeouts,
     authorizer: Box<dyn Authorize>,
     probes: VecDeque<ProbeRequest>,
-    next_exchange: u64,
+    events: VecDeque<Event>,
 }
 
 impl Cluster {
@@ -345,7 +387,10 @@ impl Cluster {
             },
             authorizer: Box::new(DenyAll),
             probes: VecDeque::new(),
-            next_exchange: 0,
+            events: VecDeque::from([Event::ConfigApplied {
+                pools: config.pools.len(),
+                backends: config.pools.iter().map(|pool| pool.backends.len()).sum(),
+            }]),
         })
     }
 
@@ -450,9 +495,32 @@ impl Cluster {
         healthy: bool,
     ) {
         if let Some(target) = self.pools.get_mut(pool.0) {
+            if let Some(known) = target.balancer.get(backend) {
+                let address = known.spec().address.clone();
+                target.push_event(Event::Probe {
+                    pool,
+                    backend,
+                    address,
+                    healthy,
+                });
+            }
             target.health.handle_probe_result(now, backend, probe, healthy);
             target.apply_health_events(Some(&mut self.probes));
         }
+    }
+
+    /// The next queued event: the cluster's own first, then each pool's in id order. Drain it
+    /// until `None` after every call into the cluster or an exchange.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some(event) = self.events.pop_front() {
+            return Some(event);
+        }
+        self.pools.iter_mut().find_map(Pool::poll_event)
+    }
+
+    /// Events dropped because nobody drained them (see [`POOL_EVENTS_MAX`]).
+    pub fn events_dropped(&self) -> u64 {
+        self.pools.iter().map(|pool| pool.events_dropped).sum()
     }
 
     pub(crate) fn authorizer(&self) -> &dyn Authorize {
@@ -461,11 +529,6 @@ impl Cluster {
 
     pub(crate) fn pool_mut(&mut self, id: PoolId) -> Option<&mut Pool> {
         self.pools.get_mut(id.0)
-    }
-
-    pub(crate) fn next_exchange_id(&mut self) -> u64 {
-        self.next_exchange += 1;
-        self.next_exchange
     }
 }
 

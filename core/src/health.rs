@@ -163,6 +163,7 @@ pub struct Health {
     next_probe: u64,
     last_now: Instant,
     ejections_total: u64,
+    outcomes_total: u64,
 }
 
 impl Health {
@@ -175,7 +176,13 @@ impl Health {
             next_probe: 0,
             last_now: Instant::EPOCH,
             ejections_total: 0,
+            outcomes_total: 0,
         }
+    }
+
+    /// Attempt outcomes handled so far (each attempt is reported exactly once).
+    pub fn outcomes_total(&self) -> u64 {
+        self.outcomes_total
     }
 
     /// The machine's parameters.
@@ -245,6 +252,7 @@ impl Health {
     /// Record how an attempt on `id` ended.
     pub fn handle_outcome(&mut self, now: Instant, id: BackendId, outcome: AttemptOutcome) {
         let now = self.advance(now);
+        self.outcomes_total += 1;
         let Some(index) = self.find(id) else {
             return;
         };

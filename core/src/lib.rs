@@ -17,6 +17,7 @@
 //! - [`retry`]: whether a failed attempt may be retried, and the retry budget.
 //! - [`exchange`]: one request's life as a state machine the runtime drives.
 //! - [`cluster`]: the state all exchanges share (pools, router, settings).
+//! - [`event`]: what core did, as records the driver drains for telemetry and reports.
 //! - [`config`]: the TOML schema, defaults with their reasons, validation.
 //! - [`outcome`]: how an attempt ended, and whose fault it was.
 //!
@@ -29,6 +30,7 @@ pub mod auth;
 pub mod balance;
 pub mod cluster;
 pub mod config;
+pub mod event;
 pub mod exchange;
 pub mod health;
 pub mod outcome;

@@ -81,8 +81,11 @@ pub enum AttemptOutcome {
     },
     /// A phase timed out.
     Timeout(Phase),
-    /// The client went away or stalled; the backend is not to blame.
+    /// The client went away, stalled or sent something bad; the backend is not to blame.
     Abandoned,
+    /// The proxy itself failed the attempt (signing, building the backend request); the
+    /// backend is not to blame and another backend would fare no better.
+    ProxyFault,
 }
 
 impl AttemptOutcome {
@@ -94,6 +97,7 @@ impl AttemptOutcome {
             }
             AttemptOutcome::Timeout(phase) => phase.side(),
             AttemptOutcome::Abandoned => Side::Client,
+            AttemptOutcome::ProxyFault => Side::Proxy,
         }
     }
 
@@ -105,7 +109,7 @@ impl AttemptOutcome {
             AttemptOutcome::Response { status } => is_failure_status(status),
             AttemptOutcome::ConnectFailed | AttemptOutcome::Reset { .. } => true,
             AttemptOutcome::Timeout(phase) => phase.side() == Side::Backend,
-            AttemptOutcome::Abandoned => false,
+            AttemptOutcome::Abandoned | AttemptOutcome::ProxyFault => false,
         }
     }
 
@@ -134,6 +138,7 @@ impl AttemptOutcome {
             AttemptOutcome::Reset { response_started: true } => "reset_mid_body",
             AttemptOutcome::Timeout(_) => "timeout",
             AttemptOutcome::Abandoned => "abandoned",
+            AttemptOutcome::ProxyFault => "proxy_fault",
         }
     }
 }
@@ -159,6 +164,8 @@ mod tests {
         assert!(!AttemptOutcome::Timeout(Phase::ResponseWriteIdle).is_backend_failure());
         assert!(!AttemptOutcome::Timeout(Phase::ClientBodyIdle).is_backend_failure());
         assert!(!AttemptOutcome::Abandoned.is_backend_failure());
+        assert!(!AttemptOutcome::ProxyFault.is_backend_failure());
+        assert_eq!(AttemptOutcome::ProxyFault.side(), Side::Proxy);
         assert_eq!(
             AttemptOutcome::Reset { response_started: true }.class(),
             "reset_mid_body"

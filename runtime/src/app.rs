@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::driver;
+use crate::events::Events;
 use crate::proxy::{Generation, Proxy};
 use crate::server::{self, ServerLimits};
 use crate::settings;
@@ -26,18 +27,22 @@ pub struct App<C: Connect> {
 }
 
 impl<C: Connect> App<C> {
-    /// A proxy for `config` (already validated, credentials resolved), not yet serving.
+    /// A proxy for `config` (already validated, credentials resolved), not yet serving. Its
+    /// RNG is seeded from the operating system's entropy, so that replicas of a fleet do not
+    /// draw the same picks and probe jitter in lockstep; the seed is logged for replay.
     pub fn new(
         config: Config,
         credentials: Vec<Option<KeyPair>>,
         config_path: Option<PathBuf>,
         connector: C,
     ) -> Result<Arc<Self>, String> {
-        Self::with_seed(config, credentials, config_path, connector, 1)
+        let seed = os_seed();
+        tracing::info!(seed, "random seed from OS entropy (replay with --seed {seed})");
+        Self::with_seed(config, credentials, config_path, connector, seed)
     }
 
-    /// [`App::new`] with the seed of the balancer's RNG given (the simulation derives it from
-    /// its run's seed, so that every random choice replays).
+    /// [`App::new`] with the seed of the balancer's RNG given (`--seed`, and the simulation,
+    /// which derives it from its run's seed so that every random choice replays).
     pub fn with_seed(
         config: Config,
         credentials: Vec<Option<KeyPair>>,
@@ -50,8 +55,9 @@ impl<C: Connect> App<C> {
             None => None,
         };
         let clock = Clock::start();
-        let generation = Generation::new(config, credentials, &clock, seed)?;
-        let proxy = Arc::new(Proxy::new(generation, connector, clock));
+        let events = Arc::new(Events::default());
+        let generation = Generation::new(config, credentials, &clock, seed, events.clone())?;
+        let proxy = Arc::new(Proxy::new(generation, connector, clock, seed, events));
         let (stop, _) = watch::channel(false);
         let app = Arc::new(App {
             proxy,
@@ -108,7 +114,7 @@ impl<C: Connect> App<C> {
             .ok_or("this proxy was not started from a configuration file")?;
         let (config, credentials) = settings::load(path).map_err(|error| error.to_string())?;
         let seed = self.seed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let generation = Generation::new(config, credentials, &self.proxy.clock, seed)?;
+        let generation = Generation::new(config, credentials, &self.proxy.clock, seed, self.proxy.events.clone())?;
         let next = self.proxy.swap(generation);
         self.start_drivers(next);
         tracing::info!(file = %path.display(), "configuration reloaded");
@@ -126,4 +132,18 @@ impl<C: Connect> App<C> {
         let local = listener.local_addr()?;
         Ok((listener, local))
     }
+}
+
+/// A seed from the operating system's entropy source. Should the source fail (it does not on
+/// Linux after boot), the seed falls back to the process id mixed with the wall clock: still
+/// distinct per replica, which is what matters here; nothing cryptographic uses it.
+pub fn os_seed() -> u64 {
+    use rand::TryRng as _;
+    rand::rngs::SysRng.try_next_u64().unwrap_or_else(|error| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+        tracing::warn!(%error, "no OS entropy: seeding from the process id and the clock");
+        nanos ^ (u64::from(std::process::id()) << 32)
+    })
 }

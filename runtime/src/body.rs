@@ -11,7 +11,7 @@
 //! and the backend sees a broken connection instead of a complete (truncated) upload.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -92,6 +92,8 @@ struct SourceState {
 pub struct BodySource {
     slot: Mutex<Option<SourceState>>,
     started: AtomicBool,
+    /// Body bytes taken from the client, as they arrived (before any decoding).
+    received: AtomicU64,
     end: Mutex<Option<BodyEnd>>,
     completed_at: Mutex<Option<tokio::time::Instant>>,
     sent: Notify,
@@ -126,6 +128,7 @@ impl BodySource {
                 verifier: None,
             })),
             started: AtomicBool::new(false),
+            received: AtomicU64::new(0),
             end: Mutex::new(empty.then_some(BodyEnd::Complete)),
             completed_at: Mutex::new(empty.then(tokio::time::Instant::now)),
             sent: Notify::new(),
@@ -141,6 +144,7 @@ impl BodySource {
         Arc::new(BodySource {
             slot: Mutex::new(None),
             started: AtomicBool::new(false),
+            received: AtomicU64::new(0),
             end: Mutex::new(Some(BodyEnd::Complete)),
             completed_at: Mutex::new(Some(tokio::time::Instant::now())),
             sent: Notify::new(),
@@ -161,6 +165,11 @@ impl BodySource {
     /// True once some body byte was handed to a backend attempt.
     pub fn started(&self) -> bool {
         self.started.load(Ordering::Acquire)
+    }
+
+    /// Body bytes taken from the client so far, as sent (aws-chunked framing included).
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
     }
 
     /// How the body ended, if it has.
@@ -340,6 +349,9 @@ impl ForwardBody {
             match polled {
                 Poll::Ready(Some(Ok(frame))) => {
                     this.idle = None;
+                    if let Some(data) = frame.data_ref() {
+                        this.source.received.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
                     if state.mode == BodyMode::Raw {
                         return Poll::Ready(Some(Ok(frame)));
                     }

@@ -11,6 +11,7 @@ pub mod body;
 pub mod clock;
 pub mod demo;
 pub mod driver;
+pub mod events;
 pub mod pods;
 pub mod pool;
 pub mod proxy;

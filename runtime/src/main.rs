@@ -24,6 +24,9 @@ enum Command {
         /// The TOML configuration file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Seed the balancer's RNG with this (to replay a run); default: OS entropy.
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// Validate a configuration file and exit (status 0 if valid).
     CheckConfig {
@@ -38,6 +41,9 @@ enum Command {
         /// Where the admin endpoints listen.
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin: String,
+        /// Seed the balancer's RNG with this (to replay a run); default: OS entropy.
+        #[arg(long)]
+        seed: Option<u64>,
     },
 }
 
@@ -47,9 +53,9 @@ async fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let result = match Cli::parse().command {
-        Command::Run { config } => run(config).await,
+        Command::Run { config, seed } => run(config, seed).await,
         Command::CheckConfig { file } => check(&file),
-        Command::Demo { listen, admin } => run_demo(&listen, &admin).await,
+        Command::Demo { listen, admin, seed } => run_demo(&listen, &admin, seed).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,12 +83,12 @@ fn check(file: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
-async fn run(path: PathBuf) -> Result<(), String> {
+async fn run(path: PathBuf, seed: Option<u64>) -> Result<(), String> {
     let (config, credentials) = settings::load(&path).map_err(|error| error.to_string())?;
-    start(config, credentials, Some(path), None).await
+    start(config, credentials, Some(path), None, seed).await
 }
 
-async fn run_demo(listen: &str, admin_listen: &str) -> Result<(), String> {
+async fn run_demo(listen: &str, admin_listen: &str, seed: Option<u64>) -> Result<(), String> {
     let nodes = demo::start_cluster()
         .await
         .map_err(|error| format!("cannot start the demo cluster: {error}"))?;
@@ -93,7 +99,7 @@ async fn run_demo(listen: &str, admin_listen: &str) -> Result<(), String> {
     let text = demo::config_text(listen, admin_listen, &backends);
     let config = Config::from_toml(&text, "<demo>").map_err(|error| error.to_string())?;
     let credentials = settings::resolve_credentials(&config, "<demo>").map_err(|error| error.to_string())?;
-    start(config, credentials, None, Some(backends)).await
+    start(config, credentials, None, Some(backends), seed).await
 }
 
 async fn start(
@@ -101,6 +107,7 @@ async fn start(
     credentials: Vec<Option<KeyPair>>,
     path: Option<PathBuf>,
     demo_backends: Option<Vec<String>>,
+    seed: Option<u64>,
 ) -> Result<(), String> {
     if config.auth.mode == AuthMode::Trust {
         tracing::warn!("auth mode `trust` is INSECURE: every caller may do anything the backend credentials allow");
@@ -113,7 +120,13 @@ async fn start(
     let (admin_listener, admin_local) = App::<TcpConnector>::bind(&admin_listen)
         .await
         .map_err(|error| format!("cannot listen on {admin_listen} (admin): {error}"))?;
-    let app = App::new(config, credentials, path, TcpConnector)?;
+    let app = match seed {
+        Some(seed) => {
+            tracing::info!(seed, "random seed given on the command line");
+            App::with_seed(config, credentials, path, TcpConnector, seed)?
+        }
+        None => App::new(config, credentials, path, TcpConnector)?,
+    };
     tokio::spawn(admin::serve(admin_listener, app.clone()));
     match &demo_backends {
         Some(backends) => println!(

@@ -26,13 +26,15 @@ use storefront_core::auth::policy::Policy;
 use storefront_core::auth::{Caller, Identity};
 use storefront_core::config::{AuthSection, IdentitySource, StsSection};
 
+use crate::events::Events;
 use crate::pods::PodWatch;
 use crate::sts::Sts;
 use crate::verify::{ChunkVerifier, KeyStore, Rejection, Sessions};
 use storefront_core::cluster::{Cluster, Timeouts};
 use storefront_core::config::{AuthMode, Config};
+use storefront_core::event::Event;
 use storefront_core::exchange::{Dispatch, Exchange, Step};
-use storefront_core::outcome::Phase;
+use storefront_core::outcome::{Phase, Side};
 use storefront_core::s3::{self, Addressing, ErrorCode, Payload, S3ErrorResponse, S3Request};
 
 use crate::body::{BodyEnd, BodyMode, BodySource, Coalescing, ForwardBody};
@@ -61,6 +63,7 @@ pub struct Generation {
     sts: Option<Arc<Sts>>,
     pods: Option<PodWatch>,
     retired: AtomicBool,
+    events: Arc<Events>,
 }
 
 /// Core's cluster with the RNG its decisions draw from.
@@ -73,7 +76,13 @@ pub struct ClusterState {
 
 impl Generation {
     /// Build a generation from a validated configuration and resolved pool credentials.
-    pub fn new(config: Config, credentials: Vec<Option<KeyPair>>, clock: &Clock, seed: u64) -> Result<Self, String> {
+    pub fn new(
+        config: Config,
+        credentials: Vec<Option<KeyPair>>,
+        clock: &Clock,
+        seed: u64,
+        events: Arc<Events>,
+    ) -> Result<Self, String> {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut cluster = Cluster::from_config(&config, clock.now(), &mut rng).map_err(|error| error.to_string())?;
         match config.auth.mode {
@@ -129,6 +138,7 @@ impl Generation {
             sts,
             pods,
             retired: AtomicBool::new(false),
+            events,
         })
     }
 
@@ -184,12 +194,46 @@ impl Generation {
         Ok((caller, chunks))
     }
 
-    /// Run `f` with the cluster locked. Keep `f` short: every request passes here.
+    /// Run `f` with the cluster locked, then hand the events it queued to the observers
+    /// (after the lock is released). Keep `f` short: every request passes here.
     pub fn with<T>(&self, f: impl FnOnce(&mut ClusterState) -> T) -> T {
-        f(&mut self
-            .state
-            .lock()
-            .expect("the cluster lock is never poisoned: core does not panic"))
+        let mut events = Vec::new();
+        let result = {
+            let mut state = self
+                .state
+                .lock()
+                .expect("the cluster lock is never poisoned: core does not panic");
+            let result = f(&mut state);
+            events.extend(std::iter::from_fn(|| state.cluster.poll_event()));
+            result
+        };
+        self.events.emit(events);
+        result
+    }
+
+    /// Run one step of `exchange` with the cluster locked; then hand its record (once it has
+    /// ended) and the cluster's events to the observers.
+    pub fn step(&self, exchange: &mut Exchange, f: impl FnOnce(&mut Exchange, &mut ClusterState) -> Step) -> Step {
+        let mut events = Vec::new();
+        let step = {
+            let mut state = self
+                .state
+                .lock()
+                .expect("the cluster lock is never poisoned: core does not panic");
+            let step = f(exchange, &mut state);
+            events.extend(std::iter::from_fn(|| exchange.poll_event()));
+            events.extend(std::iter::from_fn(|| state.cluster.poll_event()));
+            step
+        };
+        self.events.emit(events);
+        step
+    }
+
+    /// Hand an exchange's record to the observers, if it has ended (for exchanges ended
+    /// without the cluster lock).
+    fn drain(&self, exchange: &mut Exchange) {
+        let events: Vec<Event> = std::iter::from_fn(|| exchange.poll_event()).collect();
+        self.events.emit(events);
     }
 
     /// The per-phase timeouts.
@@ -220,23 +264,34 @@ pub struct ConnState {
     pub write_timed_out: AtomicBool,
 }
 
-/// Counts of what the proxy did, since it started (for the simulation's report and coverage
-/// checks now, for metrics later).
-#[derive(Debug, Default)]
-pub struct ProxyCounters {
-    /// Client requests handled.
-    pub requests: AtomicU64,
-    /// Attempts retried on another backend.
-    pub retries: AtomicU64,
-    /// `100 Continue` answered by the proxy itself from the head alone.
-    pub local_continues: AtomicU64,
-    /// Client connections closed because the client stopped reading.
-    pub slow_readers_cut: AtomicU64,
-    /// Requests that failed after the retry budget refused a safe retry.
-    pub budget_refusals: AtomicU64,
-    /// Attempts sent to a backend its health marked unavailable while the pool was not in
-    /// panic mode: must stay 0 (a cross-check of the balancer against health).
-    pub dispatched_to_unavailable: AtomicU64,
+/// Exchange ids: one space per process, kept across reloads. The top 24 bits are drawn from
+/// the process's seed, so that the request ids of a fleet's replicas do not collide in a log
+/// that gathers them all; the low 40 bits count requests (a trillion before they wrap).
+#[derive(Debug)]
+pub struct ExchangeIds {
+    tag: u64,
+    next: AtomicU64,
+}
+
+impl ExchangeIds {
+    /// Ids tagged from `seed`.
+    pub fn new(seed: u64) -> Self {
+        ExchangeIds {
+            tag: (seed >> 40) << 40,
+            next: AtomicU64::new(1),
+        }
+    }
+
+    /// The next id.
+    pub fn next(&self) -> u64 {
+        self.tag | (self.next.fetch_add(1, Ordering::Relaxed) & ((1 << 40) - 1))
+    }
+}
+
+/// The request id a client sees (`x-amz-request-id`, the S3 error XML) for exchange `id`:
+/// the same id as in core's record and the logs, as S3 spells its ids.
+pub fn request_id(id: u64) -> String {
+    format!("{id:016X}")
 }
 
 /// The proxy: the current generation, the backend connections, the clock.
@@ -246,20 +301,21 @@ pub struct Proxy<C: Connect> {
     pub connections: ConnectionPool<C>,
     /// The clock core sees.
     pub clock: Clock,
-    request_ids: AtomicU64,
-    /// What the proxy did.
-    pub counters: Arc<ProxyCounters>,
+    ids: ExchangeIds,
+    /// The observers of core's and the runtime's events.
+    pub events: Arc<Events>,
 }
 
 impl<C: Connect> Proxy<C> {
-    /// A proxy serving `generation`, dialling backends through `connector`.
-    pub fn new(generation: Generation, connector: C, clock: Clock) -> Self {
+    /// A proxy serving `generation`, dialling backends through `connector`; its exchange ids
+    /// are tagged from `seed`; `events` is what the generations report to.
+    pub fn new(generation: Generation, connector: C, clock: Clock, seed: u64, events: Arc<Events>) -> Self {
         Proxy {
             generation: RwLock::new(Arc::new(generation)),
             connections: ConnectionPool::new(connector),
             clock,
-            request_ids: AtomicU64::new(1),
-            counters: Arc::new(ProxyCounters::default()),
+            ids: ExchangeIds::new(seed),
+            events,
         }
     }
 
@@ -282,10 +338,6 @@ impl<C: Connect> Proxy<C> {
         next
     }
 
-    fn request_id(&self) -> String {
-        format!("sf-{:016x}", self.request_ids.fetch_add(1, Ordering::Relaxed))
-    }
-
     /// Serve one client request.
     pub async fn handle(
         self: Arc<Self>,
@@ -294,27 +346,37 @@ impl<C: Connect> Proxy<C> {
         conn: Arc<ConnState>,
     ) -> http::Response<ProxyBody> {
         let generation = self.current();
-        let request_id = self.request_id();
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let id = self.ids.next();
+        let request_id = request_id(id);
         let (parts, incoming) = request.into_parts();
         if let Some(sts) = generation.sts.clone()
             && crate::sts::is_sts_request(&parts)
         {
+            let mut exchange = generation.with(|state| {
+                Exchange::serve_locally(
+                    &state.cluster,
+                    id,
+                    self.clock.now(),
+                    &Caller::anonymous(Some(peer.ip())),
+                )
+            });
             let body = match http_body_util::Limited::new(incoming, crate::sts::BODY_MAX)
                 .collect()
                 .await
             {
                 Ok(collected) => collected.to_bytes(),
                 Err(_) => {
-                    return error_response(
-                        &S3ErrorResponse::new(ErrorCode::InvalidRequest, "the token exchange request is too large"),
-                        "/",
-                        &request_id,
-                        true,
-                    );
+                    let error =
+                        S3ErrorResponse::new(ErrorCode::InvalidRequest, "the token exchange request is too large");
+                    exchange.handle_served(self.clock.now(), error.status());
+                    generation.drain(&mut exchange);
+                    return error_response(&error, "/", &request_id, true);
                 }
             };
             let answer = sts.handle(parts.uri.query(), &body, &request_id).await;
+            exchange.handle_transferred(body.len() as u64, answer.body.len() as u64);
+            exchange.handle_served(self.clock.now(), answer.status);
+            generation.drain(&mut exchange);
             let mut response =
                 http::Response::new(Full::new(answer.body).map_err(|never| match never {}).boxed_unsync());
             *response.status_mut() = http::StatusCode::from_u16(answer.status).unwrap_or(http::StatusCode::BAD_REQUEST);
@@ -329,28 +391,42 @@ impl<C: Connect> Proxy<C> {
                 tracing::info!(%peer, code = rejection.code.as_str(), message = %rejection.message, "signature refused");
                 let has_body = parts.headers.contains_key(header::CONTENT_LENGTH)
                     || parts.headers.contains_key(header::TRANSFER_ENCODING);
-                return error_response(
-                    &S3ErrorResponse::new(rejection.code, rejection.message),
-                    parts.uri.path(),
-                    &request_id,
-                    has_body,
-                );
+                let now = self.clock.now();
+                let error = S3ErrorResponse::new(rejection.code, rejection.message);
+                let (mut exchange, _) = generation.with(|state| {
+                    Exchange::refuse(
+                        &state.cluster,
+                        id,
+                        now,
+                        &parts,
+                        &Caller::anonymous(Some(peer.ip())),
+                        error.clone(),
+                    )
+                });
+                generation.drain(&mut exchange);
+                return error_response(&error, parts.uri.path(), &request_id, has_body);
             }
         };
         let now = self.clock.now();
-        let (exchange, step) =
-            generation.with(|state| Exchange::start(&mut state.cluster, now, &parts, &caller, &mut state.rng));
+        let mut started = None;
+        let step = generation.with(|state| {
+            let (mut exchange, step) = Exchange::start(&mut state.cluster, id, now, &parts, &caller, &mut state.rng);
+            // Drained here, under the same lock: a rejected exchange has ended already.
+            let events: Vec<Event> = std::iter::from_fn(|| exchange.poll_event()).collect();
+            started = Some((exchange, events));
+            step
+        });
+        let (exchange, events) = started.expect("set inside the closure");
+        generation.events.emit(events);
         let (empty, length, mode) = body_plan(&parts, exchange.request());
         let source = BodySource::new(incoming, empty, length, mode, generation.timeouts().client_body_idle);
         if let Some(chunks) = chunks {
             source.verify_chunks(chunks);
         }
-        let expects_continue = exchange.request().is_some_and(|request| request.expect_continue);
-        if expects_continue && matches!(step, Step::Forward(_)) {
+        if exchange.continues_locally() {
             // Decided from the head alone: let hyper answer 100 Continue now, before any
             // backend round trip.
             source.prime().await;
-            self.counters.local_continues.fetch_add(1, Ordering::Relaxed);
         }
         let mut attempt = Attempt {
             proxy: &self,
@@ -369,9 +445,6 @@ impl<C: Connect> Proxy<C> {
         attempt.deadline = deadline;
         let mut step = step;
         loop {
-            if matches!(step, Step::Retry(_)) {
-                self.counters.retries.fetch_add(1, Ordering::Relaxed);
-            }
             step = match step {
                 Step::Forward(dispatch) | Step::Retry(dispatch) => {
                     let run = attempt.run(dispatch);
@@ -390,9 +463,6 @@ impl<C: Connect> Proxy<C> {
                     }
                 }
                 Step::Reject(error) | Step::Fail(error) => {
-                    if attempt.exchange.as_ref().is_some_and(Exchange::retry_budget_exhausted) {
-                        self.counters.budget_refusals.fetch_add(1, Ordering::Relaxed);
-                    }
                     return error_response(&error, parts.uri.path(), &request_id, !source.started() && !empty);
                 }
                 Step::Return | Step::Abort | Step::Done | Step::Continue => {
@@ -452,23 +522,12 @@ impl<C: Connect> Attempt<'_, C> {
             .exchange
             .as_mut()
             .expect("the exchange lives until the response is handed over");
-        self.generation.with(|state| f(exchange, state, now))
+        exchange.handle_transferred(self.source.received(), 0);
+        self.generation
+            .step(exchange, |exchange, state| f(exchange, state, now))
     }
 
     async fn run(&mut self, dispatch: Dispatch) -> AttemptResult {
-        let unavailable = self.generation.with(|state| {
-            state
-                .cluster
-                .pool(dispatch.pool)
-                .is_some_and(|pool| !pool.health().is_available(dispatch.backend) && !pool.balancer().is_panic_mode())
-        });
-        if unavailable {
-            tracing::error!(backend = %dispatch.address, "dispatched to an unavailable backend outside panic mode");
-            self.proxy
-                .counters
-                .dispatched_to_unavailable
-                .fetch_add(1, Ordering::Relaxed);
-        }
         let pool = dispatch.pool.0;
         let settings = self
             .generation
@@ -506,7 +565,7 @@ impl<C: Connect> Attempt<'_, C> {
             .expect("a dispatched exchange has a classified request");
         let mut request = match backend_request(self.parts, request, &dispatch.address, self.source.clone()) {
             Ok(request) => request,
-            Err(error) => return self.unforwardable(error),
+            Err((side, error)) => return self.unforwardable(side, error),
         };
         let signer = self.generation.signer(pool).expect("every pool has a signer");
         {
@@ -517,9 +576,14 @@ impl<C: Connect> Attempt<'_, C> {
                 SystemTime::now(),
             ) {
                 tracing::error!(%error, "re-signing failed");
-                return AttemptResult::Next(self.step(|exchange, state, now| {
-                    exchange.handle_connect_failed(&mut state.cluster, now, &mut state.rng)
-                }));
+                // The proxy's own failure: it never counts against the backend.
+                return self.unforwardable(
+                    Side::Proxy,
+                    S3ErrorResponse::new(
+                        ErrorCode::InternalError,
+                        "the proxy could not sign the request for the storage node",
+                    ),
+                );
             }
             request = http::Request::from_parts(head, body);
         }
@@ -551,6 +615,10 @@ impl<C: Connect> Attempt<'_, C> {
                     // out: nothing was sent, so send it on a fresh connection.
                     Some(unsent) => match self.proxy.connections.open(&dispatch.address, settings).await {
                         Ok(sender) => {
+                            self.step(|exchange, _, now| {
+                                exchange.handle_stale_connection(now);
+                                Step::Continue
+                            });
                             lease.replace(sender);
                             pending = Some(unsent);
                         }
@@ -610,26 +678,18 @@ impl<C: Connect> Attempt<'_, C> {
                 }
                 Some(BodyEnd::BadSignature) => {
                     tracing::info!("a chunk signature did not verify: upload aborted");
-                    self.step(|exchange, state, now| exchange.handle_client_gone(&mut state.cluster, now));
-                    AttemptResult::Respond(error_response(
-                        &S3ErrorResponse::new(
+                    self.unforwardable(
+                        Side::Client,
+                        S3ErrorResponse::new(
                             ErrorCode::SignatureDoesNotMatch,
                             "a chunk signature of the upload does not match",
                         ),
-                        self.parts.uri.path(),
-                        self.request_id,
-                        true,
-                    ))
+                    )
                 }
-                Some(BodyEnd::Malformed) => {
-                    self.step(|exchange, state, now| exchange.handle_client_gone(&mut state.cluster, now));
-                    AttemptResult::Respond(error_response(
-                        &S3ErrorResponse::new(ErrorCode::InvalidRequest, "malformed aws-chunked request body"),
-                        self.parts.uri.path(),
-                        self.request_id,
-                        true,
-                    ))
-                }
+                Some(BodyEnd::Malformed) => self.unforwardable(
+                    Side::Client,
+                    S3ErrorResponse::new(ErrorCode::InvalidRequest, "malformed aws-chunked request body"),
+                ),
                 Some(BodyEnd::IdleTimeout) => AttemptResult::Next(self.step(|exchange, state, now| {
                     exchange.handle_timeout(&mut state.cluster, now, Phase::ClientBodyIdle, &mut state.rng)
                 })),
@@ -643,10 +703,20 @@ impl<C: Connect> Attempt<'_, C> {
         }
     }
 
-    /// A request the proxy cannot forward (yet): end the attempt without blaming the backend.
-    fn unforwardable(&mut self, error: S3ErrorResponse) -> AttemptResult {
-        self.step(|exchange, state, now| exchange.handle_client_gone(&mut state.cluster, now));
-        AttemptResult::Respond(error_response(&error, self.parts.uri.path(), self.request_id, true))
+    /// An attempt that failed on this side of the backend (`side` is the client or the proxy):
+    /// end it without blaming the backend and answer `error`, closing the connection (the
+    /// request body may be left unread).
+    fn unforwardable(&mut self, side: Side, error: S3ErrorResponse) -> AttemptResult {
+        let step = self.step(|exchange, state, now| match side {
+            Side::Proxy => exchange.handle_proxy_error(&mut state.cluster, now, error),
+            _ => exchange.handle_client_error(&mut state.cluster, now, error),
+        });
+        match step {
+            Step::Fail(error) => {
+                AttemptResult::Respond(error_response(&error, self.parts.uri.path(), self.request_id, true))
+            }
+            other => AttemptResult::Next(other),
+        }
     }
 
     /// Hand the backend's response to the client, streaming its body.
@@ -656,6 +726,8 @@ impl<C: Connect> Attempt<'_, C> {
         strip_hop_by_hop(&mut head.headers);
         let body = ResponseBody {
             incoming: Coalescing::new(incoming),
+            request_bytes: self.source.received(),
+            response_bytes: 0,
             exchange: Some(exchange),
             lease: Some(lease),
             generation: self.generation.clone(),
@@ -681,6 +753,10 @@ impl<C: Connect> Attempt<'_, C> {
 /// passed off as whole), backend idle, or, when dropped early, client gone or too slow.
 pub struct ResponseBody {
     incoming: Coalescing<Incoming>,
+    /// Request body bytes the client sent (for the record).
+    request_bytes: u64,
+    /// Response body bytes handed to hyper so far.
+    response_bytes: u64,
     exchange: Option<Exchange>,
     lease: Option<Lease>,
     generation: Arc<Generation>,
@@ -710,7 +786,9 @@ impl ResponseBody {
     fn finish(&mut self, f: impl FnOnce(&mut Exchange, &mut ClusterState, storefront_core::time::Instant) -> Step) {
         if let Some(mut exchange) = self.exchange.take() {
             let now = self.clock.now();
-            self.generation.with(|state| f(&mut exchange, state, now));
+            exchange.handle_transferred(self.request_bytes, self.response_bytes);
+            self.generation
+                .step(&mut exchange, |exchange, state| f(exchange, state, now));
         }
     }
 
@@ -743,6 +821,9 @@ impl Body for ResponseBody {
         match this.incoming.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.idle = None;
+                if let Some(data) = frame.data_ref() {
+                    this.response_bytes += data.len() as u64;
+                }
                 if this.incoming.is_end_stream() {
                     // The last frame: hyper will not poll again once `is_end_stream` says so,
                     // so the exchange completes (and the connection goes back to the pool) now.
@@ -839,7 +920,7 @@ fn backend_request(
     request: &S3Request,
     address: &str,
     source: Arc<BodySource>,
-) -> Result<http::Request<ForwardBody>, S3ErrorResponse> {
+) -> Result<http::Request<ForwardBody>, (Side, S3ErrorResponse)> {
     // A presigned caller's signature parameters are not the backend's business (the proxy signs
     // for the backend itself; both at once would be refused).
     let path_and_query = match client.uri.query() {
@@ -860,9 +941,12 @@ fn backend_request(
         (Addressing::VirtualHost, Some(bucket)) => format!("/{bucket}{path_and_query}"),
         _ => path_and_query.to_owned(),
     };
-    let uri: http::Uri = path_and_query
-        .parse()
-        .map_err(|_| S3ErrorResponse::new(ErrorCode::InvalidUri, "the request URI cannot be forwarded"))?;
+    let uri: http::Uri = path_and_query.parse().map_err(|_| {
+        (
+            Side::Client,
+            S3ErrorResponse::new(ErrorCode::InvalidUri, "the request URI cannot be forwarded"),
+        )
+    })?;
     let mut headers = client.headers.clone();
     strip_hop_by_hop(&mut headers);
     for name in CALLER_AUTH_HEADERS.iter().copied().chain(["expect", "host"]) {
@@ -876,9 +960,12 @@ fn backend_request(
             match decoded {
                 Some(length) => headers.insert(header::CONTENT_LENGTH, length),
                 None => {
-                    return Err(S3ErrorResponse::new(
-                        ErrorCode::InvalidRequest,
-                        "a signed aws-chunked upload needs x-amz-decoded-content-length",
+                    return Err((
+                        Side::Client,
+                        S3ErrorResponse::new(
+                            ErrorCode::InvalidRequest,
+                            "a signed aws-chunked upload needs x-amz-decoded-content-length",
+                        ),
                     ));
                 }
             };
@@ -891,17 +978,24 @@ fn backend_request(
     }
     headers.insert(
         header::HOST,
-        HeaderValue::from_str(address)
-            .map_err(|_| S3ErrorResponse::new(ErrorCode::InternalError, "invalid backend address"))?,
+        HeaderValue::from_str(address).map_err(|_| {
+            (
+                Side::Proxy,
+                S3ErrorResponse::new(ErrorCode::InternalError, "invalid backend address"),
+            )
+        })?,
     );
     let mut builder = http::Request::builder()
         .method(client.method.clone())
         .uri(uri)
         .version(http::Version::HTTP_11);
     *builder.headers_mut().expect("builder is valid") = headers;
-    builder
-        .body(ForwardBody::new(source))
-        .map_err(|_| S3ErrorResponse::new(ErrorCode::InternalError, "cannot build the backend request"))
+    builder.body(ForwardBody::new(source)).map_err(|_| {
+        (
+            Side::Proxy,
+            S3ErrorResponse::new(ErrorCode::InternalError, "cannot build the backend request"),
+        )
+    })
 }
 
 /// Drop the `aws-chunked` token from Content-Encoding (keeping any other coding).

@@ -212,7 +212,7 @@ pub async fn serve<A: Accept, C: Connect>(
                 None => MaybeTls::Plain(io),
             };
             let io = TokioIo::new(WriteTimeoutIo::new(io, limits.write_idle_timeout, conn.clone()));
-            let counters = proxy.counters.clone();
+            let events = proxy.events.clone();
             let cut = conn.clone();
             let service = hyper::service::service_fn(move |request| {
                 let proxy = proxy.clone();
@@ -235,7 +235,7 @@ pub async fn serve<A: Accept, C: Connect>(
                 tracing::debug!(%error, "client connection ended with an error");
             }
             if cut.write_timed_out.load(Ordering::Acquire) {
-                counters.slow_readers_cut.fetch_add(1, Ordering::Relaxed);
+                events.runtime(crate::events::RuntimeEvent::SlowReaderCut);
             }
             drop(permit);
         });

@@ -347,8 +347,14 @@ async fn a_denied_upload_gets_its_final_status_without_its_body_being_read() {
         .replace("mode = \"trust\"", "mode = \"deny\"");
     let config = storefront_core::config::Config::from_toml(&text, "deny.toml").expect("valid");
     let credentials = storefront::settings::resolve_credentials(&config, "deny.toml").expect("credentials");
-    let generation =
-        storefront::proxy::Generation::new(config, credentials, &harness.app.proxy.clock, 9).expect("generation");
+    let generation = storefront::proxy::Generation::new(
+        config,
+        credentials,
+        &harness.app.proxy.clock,
+        9,
+        harness.app.proxy.events.clone(),
+    )
+    .expect("generation");
     harness.app.proxy.swap(generation);
     let (_stream, text) = common::send_raw(
         harness.endpoint,

@@ -7,9 +7,11 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::Bytes;
 use s3_mock::{CapacityConfig, ClusterConfig, MockCluster, NodeHandle, run_node};
 use storefront::App;
-use storefront::proxy::ProxyCounters;
+use storefront::events::{Observer, RuntimeEvent};
 use storefront_core::balance::AlgorithmKind;
 use storefront_core::config::{Config, ConfigDuration};
+use storefront_core::event::Event as CoreEvent;
+use storefront_core::exchange::ExchangeOutcome;
 
 use crate::client::{self, BUCKET, ClientSpec, DnsModel, Record, Target};
 use crate::scenario::{Action, Event, Scenario};
@@ -109,6 +111,49 @@ const WIND_DOWN: Duration = Duration::from_secs(6);
 
 type AppSlots = Arc<Mutex<Vec<Arc<App<SimConnector>>>>>;
 
+/// What the proxies did, tallied from their events (the same records telemetry reads).
+#[derive(Debug, Default)]
+struct Tally {
+    retries: AtomicU64,
+    slow_readers_cut: AtomicU64,
+    local_continues: AtomicU64,
+    budget_refusals: AtomicU64,
+    dispatched_to_unavailable: AtomicU64,
+}
+
+impl Observer for Tally {
+    fn core_event(&self, event: &CoreEvent) {
+        let CoreEvent::Exchange(record) = event else {
+            return;
+        };
+        self.retries.fetch_add(record.retries() as u64, Ordering::Relaxed);
+        if record.continued_locally {
+            self.local_continues.fetch_add(1, Ordering::Relaxed);
+        }
+        if record.retry_budget_exhausted
+            && matches!(
+                record.outcome,
+                ExchangeOutcome::Failed { .. } | ExchangeOutcome::Rejected { .. }
+            )
+        {
+            self.budget_refusals.fetch_add(1, Ordering::Relaxed);
+        }
+        let unavailable = record
+            .attempts
+            .iter()
+            .filter(|attempt| attempt.dispatched_unavailable && !attempt.panic_mode)
+            .count();
+        self.dispatched_to_unavailable
+            .fetch_add(unavailable as u64, Ordering::Relaxed);
+    }
+
+    fn runtime_event(&self, event: &RuntimeEvent) {
+        if *event == RuntimeEvent::SlowReaderCut {
+            self.slow_readers_cut.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Run `scenario` in `mode` from `seed`.
 pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, String> {
     let duration = scenario.duration.get();
@@ -163,16 +208,23 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
             .collect()
     };
     let apps: AppSlots = Arc::new(Mutex::new(Vec::new()));
+    let tally = Arc::new(Tally::default());
     if let Mode::Proxy(algorithm) = mode {
-        for zone in &zones {
+        for (index, zone) in zones.iter().enumerate() {
             let config = proxy_config(scenario, algorithm, zone.as_deref())?;
+            // Every proxy draws from its own seed, derived from the run's: replicas of a fleet
+            // must not pick and probe in lockstep, and the run must still replay exactly.
+            let proxy_seed = seed ^ (index as u64).wrapping_mul(0xa076_1d64_78bd_642f);
             let pools = config.pools.len();
             let slot = apps.clone();
+            let tally = tally.clone();
             sim.host(proxy_name(zone.as_deref()), move || {
                 let config = config.clone();
                 let slot = slot.clone();
+                let tally = tally.clone();
                 async move {
-                    let app = App::with_seed(config, vec![None; pools], None, SimConnector, seed)?;
+                    let app = App::with_seed(config, vec![None; pools], None, SimConnector, proxy_seed)?;
+                    app.proxy.events.subscribe(tally);
                     slot.lock().expect("single-threaded simulation").push(app.clone());
                     let listener = turmoil::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, PORT)).await?;
                     app.serve(ProxyListener(listener)).await;
@@ -280,11 +332,7 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
             .collect()
     };
     let apps = apps.lock().expect("single-threaded simulation").clone();
-    let counter = |read: fn(&ProxyCounters) -> &AtomicU64| -> u64 {
-        apps.iter()
-            .map(|app| read(&app.proxy.counters).load(Ordering::Relaxed))
-            .sum()
-    };
+    let counter = |read: fn(&Tally) -> &AtomicU64| -> u64 { read(&tally).load(Ordering::Relaxed) };
     let (ejections, proxy_in_flight_at_end) = apps.iter().fold((0, 0), |(ejections, in_flight), app| {
         app.proxy.current().with(|state| {
             let pools = state.cluster.pools();

@@ -3,8 +3,12 @@
 //! The exchange decides; the runtime does the IO. The call order:
 //!
 //! ```text
-//! start(cluster, now, head, caller, rng) ──> Reject(error)                          [terminal]
-//!                                       └──> Forward(dispatch)
+//! start(cluster, id, now, head, caller, rng) ──> Reject(error)                      [terminal]
+//!                                           └──> Forward(dispatch)
+//! refuse(cluster, id, now, head, caller, error) ─> Reject(error)                    [terminal]
+//!                                           (refused before core saw it: a bad signature)
+//! serve_locally(cluster, id, now, head, caller)   the proxy answers itself (the token
+//!     handle_served(now, status)          ─> Done exchange endpoint)                [terminal]
 //! for each attempt (Forward or Retry):
 //!     handle_connected(now)                 the backend connection is open
 //!     handle_body_started(now)              the first request-body byte left the client
@@ -15,6 +19,11 @@
 //!       handle_backend_reset(..)           ─> Retry(dispatch) | Fail(error)          [terminal]
 //!       handle_timeout(.., phase)          ─> Retry(dispatch) | Fail(error)          [terminal]
 //!       handle_client_gone(..)             ─> Done                                   [terminal]
+//!       handle_client_error(.., error)     ─> Fail(error)                            [terminal]
+//!       handle_proxy_error(.., error)      ─> Fail(error)                            [terminal]
+//!     and, any number of times before that:
+//!       handle_stale_connection(now)        a pooled connection was found closed before the
+//!                                           request went out; the runtime resent it on a new one
 //! after Return (the response head goes to the client, its body streams):
 //!       handle_response_done(..)           ─> Done                                   [terminal]
 //!       handle_backend_reset(..) / handle_timeout(..)  ─> Abort                     [terminal]
@@ -32,7 +41,15 @@
 //!
 //! Every attempt is recorded exactly once in its pool's balancer and health machine, and
 //! every exchange ends in exactly one terminal outcome ([`Exchange::outcome`]); after it,
-//! further events change nothing. `now` must not go backwards.
+//! further events change nothing. `now` must not go backwards. Once ended, the exchange yields
+//! its [`ExchangeRecord`] once from [`Exchange::poll_event`]: the driver drains it after every
+//! call (see [`crate::event`]). The runtime reports the bytes it moved with
+//! [`Exchange::handle_transferred`] before the terminal event, so that the record carries them.
+//!
+//! Faults are attributed to the side that caused them, as Pingora's error source does: a
+//! client that sends a bad chunk signature or a malformed body fails with its own error
+//! (`handle_client_error`), the proxy failing to sign or build the backend request fails as the
+//! proxy's (`handle_proxy_error`), and neither counts against the backend's health or latency.
 //!
 //! [`Exchange::poll_timeout`] gives the deadline of the current phase that core tracks
 //! (backend connect, backend first byte, total); the idle timeouts of streaming phases (client
@@ -47,7 +64,8 @@ use rand::Rng;
 use crate::auth::{Caller, Decision};
 use crate::balance::BackendId;
 use crate::cluster::{Cluster, Timeouts};
-use crate::outcome::{AttemptOutcome, Phase, is_failure_status};
+use crate::event::{AttemptRecord, Event, ExchangeRecord};
+use crate::outcome::{AttemptOutcome, Phase, Side, is_failure_status};
 use crate::retry::{RetryContext, RetryVerdict};
 use crate::route::{PoolId, RouteDecision};
 use crate::s3::{ErrorCode, S3ErrorResponse, S3Request, classify};
@@ -120,6 +138,11 @@ pub enum ExchangeOutcome {
     },
     /// The client went away.
     ClientGone,
+    /// The proxy answered the request itself (the token exchange endpoint).
+    Served {
+        /// The status answered.
+        status: u16,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +156,8 @@ enum AttemptPhase {
 enum State {
     /// Inside `start`, before the first decision.
     Starting,
+    /// Served by the proxy itself, awaiting its answer.
+    Local,
     Attempt {
         backend: BackendId,
         started_at: Instant,
@@ -146,10 +171,23 @@ enum State {
     Finished(ExchangeOutcome),
 }
 
+/// The attempt in progress, as it will be recorded.
+#[derive(Clone, Debug)]
+struct OpenAttempt {
+    record: AttemptRecord,
+}
+
 /// One request's life. See the module docs for the call order.
 #[derive(Debug)]
 pub struct Exchange {
     id: u64,
+    caller: Caller,
+    attempt_records: Vec<AttemptRecord>,
+    open: Option<OpenAttempt>,
+    continued_locally: bool,
+    request_body_bytes: u64,
+    response_body_bytes: u64,
+    record: Option<Box<ExchangeRecord>>,
     request: Option<S3Request>,
     decision: Option<Decision>,
     route: Option<RouteDecision>,
@@ -165,17 +203,75 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// Begin an exchange for the request head `head` from `caller`: classify, authorise, route
-    /// and pick the first backend.
+    /// Begin exchange `id` for the request head `head` from `caller`: classify, authorise,
+    /// route and pick the first backend. Ids are the driver's (one space per process, so that
+    /// the record, the logs and the client's request id agree across reloads).
     pub fn start<R: Rng + ?Sized>(
         cluster: &mut Cluster,
+        id: u64,
         now: Instant,
         head: &http::request::Parts,
         caller: &Caller,
         rng: &mut R,
     ) -> (Exchange, Step) {
-        let mut exchange = Exchange {
-            id: cluster.next_exchange_id(),
+        let exchange = Exchange::new(cluster, id, now, caller);
+        let request = match classify(head, cluster.classify_config()) {
+            Ok(request) => request,
+            Err(error) => return exchange.reject(now, error.to_response(), Side::Client),
+        };
+        exchange.admit(cluster, now, request, caller, rng)
+    }
+
+    /// Exchange `id`, refused with `error` before core could decide anything (its signature
+    /// did not verify): it ends at once, as the client's fault, and is recorded like any other.
+    pub fn refuse(
+        cluster: &Cluster,
+        id: u64,
+        now: Instant,
+        head: &http::request::Parts,
+        caller: &Caller,
+        error: S3ErrorResponse,
+    ) -> (Exchange, Step) {
+        let mut exchange = Exchange::new(cluster, id, now, caller);
+        exchange.request = classify(head, cluster.classify_config()).ok();
+        exchange.reject(now, error, Side::Client)
+    }
+
+    /// Exchange `id`, which the proxy serves itself (the token exchange): no backend is
+    /// involved. The driver answers, then reports the status with [`Exchange::handle_served`].
+    pub fn serve_locally(cluster: &Cluster, id: u64, now: Instant, caller: &Caller) -> Exchange {
+        let mut exchange = Exchange::new(cluster, id, now, caller);
+        exchange.state = State::Local;
+        exchange
+    }
+
+    /// The proxy answered a locally served exchange with `status`.
+    pub fn handle_served(&mut self, now: Instant, status: u16) -> Step {
+        match self.state {
+            State::Local => {
+                let fault = match status {
+                    _ if is_failure_status(status) => Some(Side::Proxy),
+                    400..=499 => Some(Side::Client),
+                    _ => None,
+                };
+                self.finish(now, ExchangeOutcome::Served { status }, fault);
+                Step::Done
+            }
+            State::Finished(_) => Step::Continue,
+            _ => self.contract_violation("served, but not a local exchange"),
+        }
+    }
+
+    fn new(cluster: &Cluster, id: u64, now: Instant, caller: &Caller) -> Exchange {
+        Exchange {
+            id,
+            caller: caller.clone(),
+            attempt_records: Vec::new(),
+            open: None,
+            continued_locally: false,
+            request_body_bytes: 0,
+            response_body_bytes: 0,
+            record: None,
             request: None,
             decision: None,
             route: None,
@@ -188,11 +284,19 @@ impl Exchange {
             body_started: false,
             last_retry_verdict: None,
             retry_budget_exhausted: false,
-        };
-        let request = match classify(head, cluster.classify_config()) {
-            Ok(request) => request,
-            Err(error) => return exchange.reject(error.to_response()),
-        };
+        }
+    }
+
+    /// Authorise, route and dispatch a classified request.
+    fn admit<R: Rng + ?Sized>(
+        self,
+        cluster: &mut Cluster,
+        now: Instant,
+        request: S3Request,
+        caller: &Caller,
+        rng: &mut R,
+    ) -> (Exchange, Step) {
+        let mut exchange = self;
         let decision = cluster.authorizer().decide(caller, &request);
         let denied = match &decision {
             Decision::Deny { reason } => Some(reason.clone()),
@@ -205,7 +309,11 @@ impl Exchange {
         exchange.decision = Some(decision);
         if let Some(reason) = denied {
             tracing::info!(exchange = exchange.id, identity = %caller.identity, %reason, "denied");
-            return exchange.reject(S3ErrorResponse::new(ErrorCode::AccessDenied, "Access Denied"));
+            return exchange.reject(
+                now,
+                S3ErrorResponse::new(ErrorCode::AccessDenied, "Access Denied"),
+                Side::Client,
+            );
         }
         let request = exchange.request.as_ref().expect("set above");
         let route = cluster.router().route(request, caller.zone.as_deref(), |pool| {
@@ -213,19 +321,92 @@ impl Exchange {
         });
         exchange.route = Some(route);
         let Some(pool) = cluster.pool_mut(route.pool) else {
-            return exchange.reject(S3ErrorResponse::new(
-                ErrorCode::ServiceUnavailable,
-                "no pool serves this request",
-            ));
+            return exchange.reject(
+                now,
+                S3ErrorResponse::new(ErrorCode::ServiceUnavailable, "no pool serves this request"),
+                Side::Proxy,
+            );
         };
         pool.budget_mut().record_request(now);
         match exchange.dispatch(cluster, now, rng) {
-            Some(dispatch) => (exchange, Step::Forward(dispatch)),
-            None => exchange.reject(S3ErrorResponse::new(
-                ErrorCode::ServiceUnavailable,
-                "no backend is available; please retry",
-            )),
+            Some(dispatch) => {
+                // Authorised from the head alone: the proxy answers `100 Continue` itself
+                // instead of paying a backend round trip for the handshake.
+                exchange.continued_locally = exchange.request.as_ref().is_some_and(|request| request.expect_continue);
+                (exchange, Step::Forward(dispatch))
+            }
+            None => exchange.reject(
+                now,
+                S3ErrorResponse::new(ErrorCode::ServiceUnavailable, "no backend is available; please retry"),
+                Side::Backend,
+            ),
         }
+    }
+
+    /// The exchange's record, once it has ended; `None` before, and after it was taken once.
+    /// Drain it after every call, with [`Cluster::poll_event`].
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.record.take().map(Event::Exchange)
+    }
+
+    /// True when the runtime must answer the client's `Expect: 100-continue` itself, now,
+    /// before any backend is contacted (the request was authorised from its head).
+    pub fn continues_locally(&self) -> bool {
+        self.continued_locally
+    }
+
+    /// The bytes moved so far: request body bytes taken from the client and response body
+    /// bytes handed to it (totals, not increments). Report them before the terminal event so
+    /// that the record carries them; this decides nothing.
+    pub fn handle_transferred(&mut self, request_body_bytes: u64, response_body_bytes: u64) {
+        self.request_body_bytes = self.request_body_bytes.max(request_body_bytes);
+        self.response_body_bytes = self.response_body_bytes.max(response_body_bytes);
+    }
+
+    /// A pooled backend connection turned out to be closed by the backend before the request
+    /// went out, and the runtime is resending on a fresh one within the same attempt (nothing
+    /// was sent, so nothing is repeated). Counted in the attempt's record; decides nothing.
+    pub fn handle_stale_connection(&mut self, _now: Instant) {
+        if let Some(open) = self.open.as_mut() {
+            open.record.stale_connections += 1;
+        }
+    }
+
+    /// The client's request turned out to be bad after it was forwarded (a chunk signature
+    /// that does not verify, a malformed aws-chunked body): the attempt ends as the client's
+    /// doing, never the backend's, and the client gets `error`. The runtime drops the backend
+    /// connection, so the backend commits nothing.
+    pub fn handle_client_error(&mut self, cluster: &mut Cluster, now: Instant, error: S3ErrorResponse) -> Step {
+        self.local_failure(cluster, now, error, AttemptOutcome::Abandoned, Side::Client)
+    }
+
+    /// The proxy itself failed the attempt (it could not sign or build the backend request):
+    /// the attempt ends as the proxy's fault, never the backend's, and is not retried (another
+    /// backend would meet the same failure). The client gets `error`.
+    pub fn handle_proxy_error(&mut self, cluster: &mut Cluster, now: Instant, error: S3ErrorResponse) -> Step {
+        self.local_failure(cluster, now, error, AttemptOutcome::ProxyFault, Side::Proxy)
+    }
+
+    fn local_failure(
+        &mut self,
+        cluster: &mut Cluster,
+        now: Instant,
+        error: S3ErrorResponse,
+        outcome: AttemptOutcome,
+        side: Side,
+    ) -> Step {
+        let State::Attempt {
+            backend, started_at, ..
+        } = self.state
+        else {
+            return match self.state {
+                State::Starting | State::Local | State::Finished(_) => Step::Continue,
+                _ => self.contract_violation("a local failure while responding"),
+            };
+        };
+        self.end_attempt(cluster, backend, outcome, now - started_at, now);
+        self.finish(now, ExchangeOutcome::Failed { code: error.code }, Some(side));
+        Step::Fail(error)
     }
 
     /// The exchange's id (unique within its cluster), for logs and S3 request ids.
@@ -275,7 +456,7 @@ impl Exchange {
     pub fn backend(&self) -> Option<BackendId> {
         match self.state {
             State::Attempt { backend, .. } | State::Responding { backend, .. } => Some(backend),
-            State::Starting | State::Finished(_) => None,
+            State::Starting | State::Local | State::Finished(_) => None,
         }
     }
 
@@ -296,7 +477,7 @@ impl Exchange {
                 ..
             }
             | State::Responding { .. } => None,
-            State::Starting | State::Finished(_) => return None,
+            State::Starting | State::Local | State::Finished(_) => return None,
         };
         let total = self.timeouts.total.map(|total| (self.started_at + total, Phase::Total));
         match (phase_deadline, total) {
@@ -306,7 +487,10 @@ impl Exchange {
     }
 
     /// The backend connection of the current attempt is open.
-    pub fn handle_connected(&mut self, _now: Instant) {
+    pub fn handle_connected(&mut self, now: Instant) {
+        if let Some(open) = self.open.as_mut() {
+            open.record.connected_at.get_or_insert(now);
+        }
         if let State::Attempt {
             phase: phase @ AttemptPhase::Connecting,
             ..
@@ -330,6 +514,9 @@ impl Exchange {
             && !matches!(phase, AttemptPhase::AwaitingHead { .. })
         {
             *phase = AttemptPhase::AwaitingHead { since: now };
+            if let Some(open) = self.open.as_mut() {
+                open.record.sent_at = Some(now);
+            }
         }
     }
 
@@ -345,7 +532,7 @@ impl Exchange {
                 "no backend could be reached; please retry",
             ),
             State::Responding { .. } => self.contract_violation("connect failure while responding"),
-            State::Starting | State::Finished(_) => Step::Continue,
+            State::Starting | State::Local | State::Finished(_) => Step::Continue,
         }
     }
 
@@ -364,7 +551,7 @@ impl Exchange {
         } = self.state
         else {
             return match self.state {
-                State::Starting | State::Finished(_) => Step::Continue,
+                State::Starting | State::Local | State::Finished(_) => Step::Continue,
                 _ => self.contract_violation("a second response head"),
             };
         };
@@ -380,10 +567,14 @@ impl Exchange {
         {
             return step;
         }
+        let first_byte = now - waited_since;
+        if let Some(open) = self.open.as_mut() {
+            open.record.first_byte = Some(first_byte);
+        }
         self.state = State::Responding {
             backend,
             status,
-            first_byte: now - waited_since,
+            first_byte,
         };
         Step::Return
     }
@@ -397,11 +588,16 @@ impl Exchange {
                 first_byte,
             } => {
                 self.end_attempt(cluster, backend, AttemptOutcome::Response { status }, first_byte, now);
-                self.finish(ExchangeOutcome::Completed { status });
+                let fault = match status {
+                    _ if is_failure_status(status) => Some(Side::Backend),
+                    400..=499 => Some(Side::Client),
+                    _ => None,
+                };
+                self.finish(now, ExchangeOutcome::Completed { status }, fault);
                 Step::Done
             }
             State::Attempt { .. } => self.contract_violation("response done before its head"),
-            State::Starting | State::Finished(_) => Step::Continue,
+            State::Starting | State::Local | State::Finished(_) => Step::Continue,
         }
     }
 
@@ -423,7 +619,7 @@ impl Exchange {
                 "the storage node closed the connection before answering; please retry",
             ),
             State::Responding { .. } => self.abort(cluster, now, AttemptOutcome::Reset { response_started: true }),
-            State::Starting | State::Finished(_) => Step::Continue,
+            State::Starting | State::Local | State::Finished(_) => Step::Continue,
         }
     }
 
@@ -438,7 +634,7 @@ impl Exchange {
     ) -> Step {
         let outcome = AttemptOutcome::Timeout(phase);
         match (&self.state, phase) {
-            (State::Starting | State::Finished(_), _) => Step::Continue,
+            (State::Starting | State::Local | State::Finished(_), _) => Step::Continue,
             (State::Attempt { .. }, Phase::BackendConnect) => self.attempt_failed(
                 cluster,
                 now,
@@ -497,14 +693,18 @@ impl Exchange {
         } = self.state
         else {
             return match self.state {
-                State::Starting | State::Finished(_) => Step::Continue,
+                State::Starting | State::Local | State::Finished(_) => Step::Continue,
                 _ => self.contract_violation("local limit while responding"),
             };
         };
         self.end_attempt(cluster, backend, AttemptOutcome::Abandoned, now - started_at, now);
-        self.finish(ExchangeOutcome::Failed {
-            code: ErrorCode::SlowDown,
-        });
+        self.finish(
+            now,
+            ExchangeOutcome::Failed {
+                code: ErrorCode::SlowDown,
+            },
+            Some(Side::Proxy),
+        );
         Step::Fail(S3ErrorResponse::new(
             ErrorCode::SlowDown,
             "Please reduce your request rate: the proxy's connection limit for the storage node is reached.",
@@ -524,9 +724,9 @@ impl Exchange {
             } => {
                 self.end_attempt(cluster, backend, AttemptOutcome::Abandoned, first_byte, now);
             }
-            State::Starting | State::Finished(_) => return Step::Continue,
+            State::Starting | State::Local | State::Finished(_) => return Step::Continue,
         }
-        self.finish(ExchangeOutcome::ClientGone);
+        self.finish(now, ExchangeOutcome::ClientGone, Some(Side::Client));
         Step::Done
     }
 
@@ -550,7 +750,7 @@ impl Exchange {
             unreachable!("attempt_failed is only called in the attempt state");
         };
         self.end_attempt(cluster, backend, outcome, now - started_at, now);
-        self.finish(ExchangeOutcome::Failed { code });
+        self.finish(now, ExchangeOutcome::Failed { code }, Some(outcome.side()));
         Step::Fail(S3ErrorResponse::new(code, Cow::Borrowed(message)))
     }
 
@@ -585,6 +785,10 @@ impl Exchange {
         let pool_id = self.route?.pool;
         if !cluster.pool_mut(pool_id)?.budget_mut().try_withdraw(now) {
             self.retry_budget_exhausted = true;
+            cluster.pool_mut(pool_id)?.push_event(Event::RetryRefused {
+                pool: pool_id,
+                exchange: self.id,
+            });
             tracing::debug!(exchange = self.id, "retry refused: budget exhausted");
             return None;
         }
@@ -595,9 +799,13 @@ impl Exchange {
                 Some(Step::Retry(dispatch))
             }
             None => {
-                self.finish(ExchangeOutcome::Failed {
-                    code: ErrorCode::ServiceUnavailable,
-                });
+                self.finish(
+                    now,
+                    ExchangeOutcome::Failed {
+                        code: ErrorCode::ServiceUnavailable,
+                    },
+                    Some(Side::Backend),
+                );
                 Some(Step::Fail(S3ErrorResponse::new(
                     ErrorCode::ServiceUnavailable,
                     "no backend is available; please retry",
@@ -612,7 +820,10 @@ impl Exchange {
         let pool = cluster.pool_mut(pool_id)?;
         let balancer = pool.balancer_mut();
         let backend = balancer.pick_excluding(now, rng, &self.tried)?;
-        let address = balancer.get(backend)?.spec().address.clone();
+        let picked = balancer.get(backend)?;
+        let address = picked.spec().address.clone();
+        let dispatched_unavailable = !picked.is_available();
+        let panic_mode = balancer.is_panic_mode();
         let started = balancer.on_start(backend, now);
         debug_assert!(started, "a picked backend exists");
         self.attempts += 1;
@@ -625,6 +836,23 @@ impl Exchange {
             started_at: now,
             phase: AttemptPhase::Connecting,
         };
+        self.open = Some(OpenAttempt {
+            record: AttemptRecord {
+                pool: pool_id,
+                backend,
+                address: address.clone(),
+                number: self.attempts,
+                started_at: now,
+                connected_at: None,
+                sent_at: None,
+                first_byte: None,
+                ended_at: now,
+                outcome: AttemptOutcome::Abandoned,
+                stale_connections: 0,
+                dispatched_unavailable,
+                panic_mode,
+            },
+        });
         Some(Dispatch {
             pool: pool_id,
             backend,
@@ -641,7 +869,7 @@ impl Exchange {
             unreachable!("abort is only called while responding");
         };
         self.end_attempt(cluster, backend, outcome, first_byte.max(now - self.started_at), now);
-        self.finish(ExchangeOutcome::Aborted { outcome });
+        self.finish(now, ExchangeOutcome::Aborted { outcome }, Some(outcome.side()));
         Step::Abort
     }
 
@@ -656,21 +884,59 @@ impl Exchange {
         if let Some(pool) = self.route.and_then(|route| cluster.pool_mut(route.pool)) {
             pool.end_attempt(backend, outcome, latency, now);
         }
+        if let Some(open) = self.open.take() {
+            debug_assert_eq!(open.record.backend, backend, "the open attempt is the one ending");
+            let mut record = open.record;
+            record.ended_at = now;
+            record.outcome = outcome;
+            self.attempt_records.push(record);
+        }
     }
 
-    fn reject(mut self, response: S3ErrorResponse) -> (Exchange, Step) {
-        self.finish(ExchangeOutcome::Rejected { code: response.code });
+    fn reject(mut self, now: Instant, response: S3ErrorResponse, fault: Side) -> (Exchange, Step) {
+        self.finish(now, ExchangeOutcome::Rejected { code: response.code }, Some(fault));
         (self, Step::Reject(response))
     }
 
-    fn finish(&mut self, outcome: ExchangeOutcome) {
+    fn finish(&mut self, now: Instant, outcome: ExchangeOutcome, fault: Option<Side>) {
         debug_assert!(!matches!(self.state, State::Finished(_)), "an exchange ends once");
+        debug_assert!(self.open.is_none(), "every attempt ends before its exchange");
         tracing::debug!(
             exchange = self.id,
             attempts = self.attempts,
             ?outcome,
             "exchange finished"
         );
+        let status = match outcome {
+            ExchangeOutcome::Completed { status } | ExchangeOutcome::Served { status } => Some(status),
+            ExchangeOutcome::Rejected { code } | ExchangeOutcome::Failed { code } => Some(code.status()),
+            // The head went out before the body broke or the client left: the client saw the
+            // backend's status.
+            ExchangeOutcome::Aborted { .. } | ExchangeOutcome::ClientGone => match self.state {
+                State::Responding { status, .. } => Some(status),
+                _ => None,
+            },
+        };
+        let request = self.request.as_ref();
+        self.record = Some(Box::new(ExchangeRecord {
+            id: self.id,
+            started_at: self.started_at,
+            ended_at: now.max(self.started_at),
+            operation: request.map(|request| request.operation),
+            bucket: request.and_then(|request| request.bucket.clone()),
+            key: request.and_then(|request| request.key.clone()),
+            caller: self.caller.clone(),
+            decision: self.decision.clone(),
+            route: self.route,
+            attempts: std::mem::take(&mut self.attempt_records),
+            outcome: outcome.clone(),
+            status,
+            fault,
+            retry_budget_exhausted: self.retry_budget_exhausted,
+            continued_locally: self.continued_locally,
+            request_body_bytes: self.request_body_bytes,
+            response_body_bytes: self.response_body_bytes,
+        }));
         self.state = State::Finished(outcome);
     }
 

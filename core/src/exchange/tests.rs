@@ -34,6 +34,13 @@ fn head(method: &str, uri: &str, headers: &[(&str, &str)]) -> http::request::Par
     builder.body(()).expect("valid test request").into_parts().0
 }
 
+/// A fresh exchange id (the driver's job in the runtime).
+fn next_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 fn caller() -> Caller {
     Caller::anonymous(None)
 }
@@ -47,7 +54,7 @@ fn start(
     headers: &[(&str, &str)],
     rng: &mut SmallRng,
 ) -> (Exchange, Step) {
-    Exchange::start(cluster, now, &head(method, path, headers), &caller(), rng)
+    Exchange::start(cluster, next_id(), now, &head(method, path, headers), &caller(), rng)
 }
 
 fn in_flight(cluster: &Cluster) -> u64 {
@@ -142,7 +149,7 @@ fn slow_down_is_retried_even_when_not_idempotent_but_a_500_is_not() {
     let mut rng = SmallRng::seed_from_u64(3);
     let now = Instant::from_millis(1);
     let create = head("POST", "/b/k?uploads", &[]);
-    let (mut exchange, _) = Exchange::start(&mut cluster, now, &create, &caller(), &mut rng);
+    let (mut exchange, _) = Exchange::start(&mut cluster, next_id(), now, &create, &caller(), &mut rng);
     exchange.handle_request_sent(now);
     assert!(matches!(
         exchange.handle_response_head(&mut cluster, now, 503, &mut rng),
@@ -166,7 +173,7 @@ fn an_upload_whose_body_started_is_never_retried() {
     let mut rng = SmallRng::seed_from_u64(4);
     let now = Instant::from_millis(1);
     let put = head("PUT", "/b/k", &[("content-length", "1048576")]);
-    let (mut exchange, _) = Exchange::start(&mut cluster, now, &put, &caller(), &mut rng);
+    let (mut exchange, _) = Exchange::start(&mut cluster, next_id(), now, &put, &caller(), &mut rng);
     exchange.handle_connected(now);
     exchange.handle_body_started(now);
     let step = exchange.handle_backend_reset(&mut cluster, now, &mut rng);
@@ -183,7 +190,7 @@ fn an_upload_whose_body_started_is_never_retried() {
         "/b/k",
         &[("content-length", "1048576"), ("expect", "100-continue")],
     );
-    let (mut exchange, _) = Exchange::start(&mut cluster, now, &put, &caller(), &mut rng);
+    let (mut exchange, _) = Exchange::start(&mut cluster, next_id(), now, &put, &caller(), &mut rng);
     assert!(matches!(
         exchange.handle_connect_failed(&mut cluster, now, &mut rng),
         Step::Retry(_)
@@ -231,7 +238,7 @@ fn slow_clients_do_not_count_against_backends() {
     );
 
     let put = head("PUT", "/b/k", &[("content-length", "10")]);
-    let (mut writer, _) = Exchange::start(&mut cluster, now, &put, &caller(), &mut rng);
+    let (mut writer, _) = Exchange::start(&mut cluster, next_id(), now, &put, &caller(), &mut rng);
     writer.handle_connected(now);
     writer.handle_body_started(now);
     let step = writer.handle_timeout(&mut cluster, now, Phase::ClientBodyIdle, &mut rng);
@@ -251,6 +258,112 @@ fn slow_clients_do_not_count_against_backends() {
 }
 
 #[test]
+fn local_failures_are_attributed_to_their_side() {
+    // Proves that a signing failure is the proxy's fault and a bad chunk signature the
+    // client's: neither ejects the backend (one failure would, here), neither is retried, and
+    // each record says whose fault it was and what the client got.
+    let mut cluster = cluster_with(2, "[health.passive]\nconsecutive_failures = 1\n");
+    let mut rng = SmallRng::seed_from_u64(9);
+    let now = Instant::from_millis(1);
+    let cases = [
+        (
+            "proxy",
+            S3ErrorResponse::new(ErrorCode::InternalError, "cannot sign"),
+            Side::Proxy,
+            AttemptOutcome::ProxyFault,
+        ),
+        (
+            "client",
+            S3ErrorResponse::new(ErrorCode::SignatureDoesNotMatch, "bad chunk"),
+            Side::Client,
+            AttemptOutcome::Abandoned,
+        ),
+    ];
+    for (side_name, error, side, attempt_outcome) in cases {
+        let put = head("PUT", "/b/k", &[("content-length", "10")]);
+        let (mut exchange, step) = Exchange::start(&mut cluster, next_id(), now, &put, &caller(), &mut rng);
+        let backend = dispatch_of(&step).backend;
+        exchange.handle_connected(now);
+        exchange.handle_stale_connection(now);
+        exchange.handle_transferred(4, 0);
+        let step = match side {
+            Side::Proxy => exchange.handle_proxy_error(&mut cluster, now, error.clone()),
+            _ => exchange.handle_client_error(&mut cluster, now, error.clone()),
+        };
+        assert_eq!(step, Step::Fail(error.clone()), "{side_name}");
+        let Some(crate::event::Event::Exchange(record)) = exchange.poll_event() else {
+            panic!("{side_name}: an ended exchange yields its record");
+        };
+        assert_eq!(exchange.poll_event(), None, "{side_name}: the record is yielded once");
+        assert_eq!(record.fault, Some(side), "{side_name}");
+        assert_eq!(record.status, Some(error.status()), "{side_name}");
+        assert_eq!(
+            record.outcome,
+            ExchangeOutcome::Failed { code: error.code },
+            "{side_name}"
+        );
+        assert_eq!(record.request_body_bytes, 4, "{side_name}");
+        assert_eq!(record.attempts.len(), 1, "{side_name}: not retried");
+        assert_eq!(record.attempts[0].outcome, attempt_outcome, "{side_name}");
+        assert_eq!(record.attempts[0].stale_connections, 1, "{side_name}");
+        let health = cluster.pools()[0].health().get(backend).expect("tracked");
+        assert_eq!(health.consecutive_failures, 0, "{side_name}");
+        assert!(health.is_available(), "{side_name}: the backend is not ejected");
+    }
+    assert_eq!(in_flight(&cluster), 0);
+}
+
+#[test]
+fn a_completed_exchange_records_what_the_access_log_needs() {
+    // Proves that the record of a forwarded upload carries the operation, bucket, key, route,
+    // the local 100 Continue, the attempt's phase times, the status and the bytes.
+    let mut cluster = cluster_with(1, "");
+    let mut rng = SmallRng::seed_from_u64(10);
+    let put = head("PUT", "/b/k", &[("content-length", "10"), ("expect", "100-continue")]);
+    let (mut exchange, step) = Exchange::start(
+        &mut cluster,
+        next_id(),
+        Instant::from_millis(1),
+        &put,
+        &caller(),
+        &mut rng,
+    );
+    assert!(matches!(step, Step::Forward(_)));
+    assert!(
+        exchange.continues_locally(),
+        "authorised from the head: 100 Continue at once"
+    );
+    exchange.handle_connected(Instant::from_millis(2));
+    exchange.handle_body_started(Instant::from_millis(3));
+    exchange.handle_request_sent(Instant::from_millis(5));
+    exchange.handle_response_head(&mut cluster, Instant::from_millis(9), 200, &mut rng);
+    exchange.handle_transferred(10, 0);
+    assert_eq!(exchange.poll_event(), None, "no record before the end");
+    assert_eq!(
+        exchange.handle_response_done(&mut cluster, Instant::from_millis(10)),
+        Step::Done
+    );
+    let Some(crate::event::Event::Exchange(record)) = exchange.poll_event() else {
+        panic!("an ended exchange yields its record");
+    };
+    assert_eq!(record.operation, Some(crate::s3::Operation::PutObject));
+    assert_eq!(record.bucket.as_deref(), Some("b"));
+    assert_eq!(record.key.as_deref(), Some("k"));
+    assert_eq!(record.route.map(|route| route.pool), Some(crate::route::PoolId(0)));
+    assert!(record.continued_locally);
+    assert_eq!(record.status, Some(200));
+    assert_eq!(record.fault, None);
+    assert_eq!(record.request_body_bytes, 10);
+    assert_eq!(record.duration(), Duration::from_millis(9));
+    let attempt = &record.attempts[0];
+    assert_eq!(attempt.connected_at, Some(Instant::from_millis(2)));
+    assert_eq!(attempt.sent_at, Some(Instant::from_millis(5)));
+    assert_eq!(attempt.first_byte, Some(Duration::from_millis(4)), "from sent to head");
+    assert_eq!(attempt.outcome, AttemptOutcome::Response { status: 200 });
+    assert_eq!(record.retries(), 0);
+}
+
+#[test]
 fn denied_and_malformed_requests_are_rejected_without_a_backend() {
     // Proves the auth seam decides from the head alone, and bad input gets a 4xx.
     let mut cluster = cluster_with(2, "");
@@ -258,14 +371,14 @@ fn denied_and_malformed_requests_are_rejected_without_a_backend() {
     let mut rng = SmallRng::seed_from_u64(7);
     let now = Instant::from_millis(1);
     let put = head("PUT", "/b/k", &[("content-length", "5"), ("expect", "100-continue")]);
-    let (exchange, step) = Exchange::start(&mut cluster, now, &put, &caller(), &mut rng);
+    let (exchange, step) = Exchange::start(&mut cluster, next_id(), now, &put, &caller(), &mut rng);
     assert!(matches!(&step, Step::Reject(error) if error.code == ErrorCode::AccessDenied && error.status() == 403));
     assert!(exchange.decision().is_some_and(|decision| !decision.is_allowed()));
     assert_eq!(exchange.attempts(), 0);
 
     cluster.set_authorizer(Box::new(TrustAll));
     let bad = head("GET", "/b/a%zz", &[]);
-    let (exchange, step) = Exchange::start(&mut cluster, now, &bad, &caller(), &mut rng);
+    let (exchange, step) = Exchange::start(&mut cluster, next_id(), now, &bad, &caller(), &mut rng);
     assert!(matches!(&step, Step::Reject(error) if error.status() == 400));
     assert_eq!(
         exchange.outcome(),
@@ -344,7 +457,7 @@ fn upload_time_does_not_count_as_node_latency() {
     let mut rng = SmallRng::seed_from_u64(12);
     let start_at = Instant::from_millis(1_000);
     let put = head("PUT", "/b/k", &[("content-length", "1000000000")]);
-    let (mut exchange, step) = Exchange::start(&mut cluster, start_at, &put, &caller(), &mut rng);
+    let (mut exchange, step) = Exchange::start(&mut cluster, next_id(), start_at, &put, &caller(), &mut rng);
     let backend = dispatch_of(&step).backend;
     exchange.handle_connected(start_at);
     exchange.handle_body_started(start_at);
@@ -414,6 +527,10 @@ enum Event {
     Reset,
     Timeout(Phase),
     ClientGone,
+    ClientError,
+    ProxyError,
+    StaleConnection,
+    Served(u16),
 }
 
 fn pick_event(rng: &mut SmallRng, responding: bool) -> Event {
@@ -428,7 +545,7 @@ fn pick_event(rng: &mut SmallRng, responding: bool) -> Event {
             _ => Event::ClientGone,
         }
     } else {
-        match rng.random_range(0..15) {
+        match rng.random_range(0..18) {
             0 => Event::Connected,
             1 => Event::BodyStarted,
             2 => Event::RequestSent,
@@ -439,6 +556,9 @@ fn pick_event(rng: &mut SmallRng, responding: bool) -> Event {
             11 => Event::Timeout(Phase::BackendFirstByte),
             12 => Event::Timeout(Phase::ClientBodyIdle),
             13 => Event::Timeout(Phase::BackendSendIdle),
+            14 => Event::ClientError,
+            15 => Event::ProxyError,
+            16 => Event::StaleConnection,
             _ => Event::ClientGone,
         }
     }
@@ -450,6 +570,8 @@ struct Live {
     terminal_steps: u32,
     has_body: bool,
     body_started: bool,
+    local: bool,
+    records: Vec<crate::event::ExchangeRecord>,
 }
 
 /// Runs `count` interleaved exchanges from `seed`; returns a trace for determinism checks.
@@ -472,7 +594,10 @@ fn swarm(seed: u64, backends: usize, count: usize, failures: u32) -> Result<Vec<
         ("POST", "/b/k?uploads", None),
         ("POST", "/b/k?uploadId=u", Some("300")),
         ("DELETE", "/b/k", None),
+        // Malformed (a part number out of range): rejected by classification, no attempt.
+        ("PUT", "/b/k?partNumber=0&uploadId=u", Some("10")),
     ];
+    let mut attempts_recorded = 0u64;
     while finished < count {
         now = now + Duration::from_millis(driver.random_range(0..50));
         if cluster.poll_timeout().is_some_and(|due| due <= now) {
@@ -486,19 +611,42 @@ fn swarm(seed: u64, backends: usize, count: usize, failures: u32) -> Result<Vec<
                 Some(length) => head(method, uri, &[("content-length", length)]),
                 None => head(method, uri, &[]),
             };
-            let (exchange, step) = Exchange::start(&mut cluster, now, &parts, &caller(), &mut rng);
+            // Most requests go to core whole; some were refused by signature verification before
+            // core saw them, some are token-exchange calls the proxy serves itself.
+            let kind = driver.random_range(0..10);
+            let (exchange, step) = match kind {
+                0 => Exchange::refuse(
+                    &cluster,
+                    next_id(),
+                    now,
+                    &parts,
+                    &caller(),
+                    S3ErrorResponse::new(ErrorCode::SignatureDoesNotMatch, "refused"),
+                ),
+                1 => (
+                    Exchange::serve_locally(&cluster, next_id(), now, &caller()),
+                    Step::Continue,
+                ),
+                _ => Exchange::start(&mut cluster, next_id(), now, &parts, &caller(), &mut rng),
+            };
             live.push(Live {
                 exchange,
                 responding: false,
                 terminal_steps: 0,
                 has_body: length.is_some(),
                 body_started: false,
+                local: kind == 1,
+                records: Vec::new(),
             });
             (live.len() - 1, step)
         } else {
             let index = driver.random_range(0..live.len());
             let entry = &mut live[index];
-            let event = pick_event(&mut driver, entry.responding);
+            let event = if entry.local {
+                Event::Served([200u16, 400, 403, 500][driver.random_range(0..4)])
+            } else {
+                pick_event(&mut driver, entry.responding)
+            };
             let exchange = &mut entry.exchange;
             let step = match event {
                 Event::Connected => {
@@ -520,12 +668,34 @@ fn swarm(seed: u64, backends: usize, count: usize, failures: u32) -> Result<Vec<
                 Event::Reset => exchange.handle_backend_reset(&mut cluster, now, &mut rng),
                 Event::Timeout(phase) => exchange.handle_timeout(&mut cluster, now, phase, &mut rng),
                 Event::ClientGone => exchange.handle_client_gone(&mut cluster, now),
+                Event::ClientError => exchange.handle_client_error(
+                    &mut cluster,
+                    now,
+                    S3ErrorResponse::new(ErrorCode::SignatureDoesNotMatch, "bad chunk"),
+                ),
+                Event::ProxyError => exchange.handle_proxy_error(
+                    &mut cluster,
+                    now,
+                    S3ErrorResponse::new(ErrorCode::InternalError, "cannot sign"),
+                ),
+                Event::StaleConnection => {
+                    exchange.handle_stale_connection(now);
+                    Step::Continue
+                }
+                Event::Served(status) => exchange.handle_served(now, status),
             };
             trace.push(format!("{index}:{event:?}->{step:?}"));
             (index, step)
         };
         let (index, step) = step;
         let entry = &mut live[index];
+        while let Some(event) = entry.exchange.poll_event() {
+            match event {
+                crate::event::Event::Exchange(record) => entry.records.push(*record),
+                other => prop_assert!(false, "an exchange yields only its record, got {other:?}"),
+            }
+        }
+        while cluster.poll_event().is_some() {}
         match &step {
             Step::Forward(dispatch) | Step::Retry(dispatch) => {
                 prop_assert!(!entry.responding, "dispatch after the response started");
@@ -557,10 +727,39 @@ fn swarm(seed: u64, backends: usize, count: usize, failures: u32) -> Result<Vec<
         }
         if entry.exchange.outcome().is_some() {
             prop_assert_eq!(entry.terminal_steps, 1, "an exchange must end exactly once");
+            prop_assert_eq!(entry.records.len(), 1, "an ended exchange yields exactly one record");
+            let record = &entry.records[0];
+            prop_assert_eq!(Some(&record.outcome), entry.exchange.outcome());
+            prop_assert_eq!(
+                record.attempts.len(),
+                entry.exchange.attempts() as usize,
+                "every attempt is in the record"
+            );
+            for (number, attempt) in record.attempts.iter().enumerate() {
+                prop_assert_eq!(attempt.number as usize, number + 1);
+                prop_assert!(attempt.started_at <= attempt.ended_at);
+            }
+            if matches!(record.outcome, ExchangeOutcome::Completed { .. }) {
+                prop_assert!(record.status.is_some(), "a completed exchange answered a status");
+            }
+            attempts_recorded += record.attempts.len() as u64;
             live.swap_remove(index);
             finished += 1;
         }
     }
+    prop_assert!(
+        live.iter().all(|entry| entry.records.is_empty()),
+        "no record before the end"
+    );
+    let pools = cluster.pools();
+    let dispatched: u64 = pools
+        .iter()
+        .flat_map(|pool| pool.balancer().backends())
+        .map(|backend| backend.requests_total())
+        .sum();
+    let health_updates: u64 = pools.iter().map(|pool| pool.health().outcomes_total()).sum();
+    prop_assert_eq!(dispatched, attempts_recorded, "every dispatch is one recorded attempt");
+    prop_assert_eq!(health_updates, attempts_recorded, "every attempt is one health update");
     prop_assert_eq!(
         in_flight(&cluster),
         0,
@@ -572,9 +771,11 @@ fn swarm(seed: u64, backends: usize, count: usize, failures: u32) -> Result<Vec<
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
-    /// Every exchange ends in exactly one terminal outcome; no retry after the response
-    /// started or after a body was consumed; attempts bounded; no dispatch to an unavailable
-    /// backend outside panic mode; in-flight returns to zero.
+    /// Every exchange, rejected ones included, ends in exactly one terminal outcome and yields
+    /// exactly one record listing every attempt; every attempt is exactly one balancer
+    /// start/end pair and one health update; no retry after the response started or after a
+    /// body was consumed; attempts bounded; no dispatch to an unavailable backend outside panic
+    /// mode; in-flight returns to zero.
     #[test]
     fn exchanges_end_exactly_once(seed in any::<u64>(), backends in 1usize..5, failures in 1u32..4) {
         swarm(seed, backends, 40, failures)?;

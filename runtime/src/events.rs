@@ -1,0 +1,78 @@
+//! The event seam: core's events (exchange records, health changes, panic mode, probes,
+//! refused retries, configurations applied) and the few the runtime adds from what only it
+//! sees (connections), handed to every observer of the proxy.
+//!
+//! The runtime drains core's queues after every call into core (see `proxy::Generation`) and
+//! emits what it drained once the pool lock is released, so an observer never runs under a
+//! lock the request path needs. Observers are the simulation's report today, and telemetry
+//! (metrics, traces, the access log) next: none of them reaches into core's state.
+
+use std::sync::{Arc, RwLock};
+
+use storefront_core::event::Event;
+
+/// What the runtime saw that core cannot: core has no notion of a client connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RuntimeEvent {
+    /// A client connection was closed because the client stopped reading its response for
+    /// longer than the write-idle timeout.
+    SlowReaderCut,
+}
+
+/// A reader of the proxy's events. Called on the request path: keep it short, never block.
+pub trait Observer: Send + Sync {
+    /// One of core's events.
+    fn core_event(&self, event: &Event);
+    /// One of the runtime's own.
+    fn runtime_event(&self, _event: &RuntimeEvent) {}
+}
+
+/// The observers of one proxy.
+#[derive(Default)]
+pub struct Events {
+    observers: RwLock<Vec<Arc<dyn Observer>>>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events").finish_non_exhaustive()
+    }
+}
+
+impl Events {
+    /// Add an observer; it sees every event from now on.
+    pub fn subscribe(&self, observer: Arc<dyn Observer>) {
+        self.observers
+            .write()
+            .expect("the observer list is never poisoned: observers do not panic")
+            .push(observer);
+    }
+
+    /// Hand core's `events` to every observer, in order.
+    pub fn emit(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let observers = self.read();
+        for event in &events {
+            for observer in observers.iter() {
+                observer.core_event(event);
+            }
+        }
+    }
+
+    /// Hand one of the runtime's own events to every observer.
+    pub fn runtime(&self, event: RuntimeEvent) {
+        for observer in self.read().iter() {
+            observer.runtime_event(&event);
+        }
+    }
+
+    /// The observers, read-locked: subscribing is rare (at start), so readers never wait.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<dyn Observer>>> {
+        self.observers
+            .read()
+            .expect("the observer list is never poisoned: observers do not panic")
+    }
+}
