@@ -21,5 +21,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "storefront-core depends on no IO crate"
 bash ci/core-is-sans-io.sh
 
+step "storefront without the demo feature names no s3s"
+bash ci/runtime-without-demo.sh
+
 step "bash ci/test.sh (the README's test command)"
 bash ci/test.sh

@@ -18,7 +18,9 @@
 //! - [`exchange`]: one request's life as a state machine the runtime drives.
 //! - [`cluster`]: the state all exchanges share (pools, router, settings).
 //! - [`event`]: what core did, as records the driver drains for telemetry and reports.
-//! - [`config`]: the TOML schema, defaults with their reasons, validation.
+//! - [`config`]: the TOML schema, defaults with their reasons, validation: a leaf that the
+//!   modules above compile their own types from.
+//! - [`glob`]: the one pattern matcher of policy and routing rules.
 //! - [`outcome`]: how an attempt ended, and whose fault it was.
 //!
 //! Conventions, after quinn-proto: input arrives through `handle_*(now, ...)` methods, output
@@ -32,6 +34,7 @@ pub mod cluster;
 pub mod config;
 pub mod event;
 pub mod exchange;
+pub mod glob;
 pub mod health;
 pub mod outcome;
 pub mod retry;

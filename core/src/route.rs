@@ -14,24 +14,13 @@
 //! pool of its `failover_to` list that has one. Failover never crosses over when the local
 //! pool is merely slow: keeping data centres apart is the point, and crossing is the exception.
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::config::Failover;
+use crate::glob::glob_match;
 use crate::s3::S3Request;
 
 /// Index of a pool in the router's (and the configuration's) pool list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PoolId(pub usize);
-
-/// When a request may leave its pool.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Failover {
-    /// Never: the chosen pool serves or fails.
-    #[default]
-    Never,
-    /// Only when the chosen pool has no available backend.
-    WhenUnavailable,
-}
 
 /// What the router knows of a pool.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,11 +141,6 @@ impl Router {
         }
         (self.default_pool, RouteReason::Default)
     }
-}
-
-/// Bucket-rule globs (see [`crate::auth::policy::glob`]: `*` any run, `?` one character).
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    crate::auth::policy::glob(pattern, text)
 }
 
 #[cfg(test)]

@@ -88,13 +88,10 @@ pub fn handle<C: Connect>(app: &App<C>, method: &http::Method, path: &str) -> ht
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method.as_str(), segments.as_slice()) {
         ("GET", ["healthz"]) => respond(200, "text/plain", "ok\n".into()),
-        ("GET", ["readyz"]) => {
-            if app.proxy.current().with(|state| state.cluster.is_ready()) {
-                respond(200, "text/plain", "ready\n".into())
-            } else {
-                respond(503, "text/plain", "not ready: a pool has no available backend\n".into())
-            }
-        }
+        ("GET", ["readyz"]) => match app.proxy.current().readiness() {
+            Ok(()) => respond(200, "text/plain", "ready\n".into()),
+            Err(missing) => respond(503, "text/plain", format!("not ready: {missing}\n")),
+        },
         ("GET", ["admin", "backends"]) => {
             let body = serde_json::to_string_pretty(&backends(app)).expect("backend views serialise");
             respond(200, "application/json", body)

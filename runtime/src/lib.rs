@@ -9,6 +9,7 @@ pub mod admin;
 pub mod app;
 pub mod body;
 pub mod clock;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod driver;
 pub mod events;

@@ -4,9 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+#[cfg(feature = "demo")]
+use storefront::demo;
 use storefront::settings::KeyPair;
 use storefront::transport::TcpConnector;
-use storefront::{App, admin, demo, settings};
+use storefront::{App, admin, settings};
 use storefront_core::config::{AuthMode, Config};
 
 /// Storefront: an S3 load-balancing reverse proxy.
@@ -34,6 +36,7 @@ enum Command {
         file: PathBuf,
     },
     /// Start a local 3-node S3 cluster and the proxy in front of it: no setup needed.
+    #[cfg(feature = "demo")]
     Demo {
         /// Where the proxy listens.
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -55,6 +58,7 @@ async fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Run { config, seed } => run(config, seed).await,
         Command::CheckConfig { file } => check(&file),
+        #[cfg(feature = "demo")]
         Command::Demo { listen, admin, seed } => run_demo(&listen, &admin, seed).await,
     };
     match result {
@@ -88,6 +92,7 @@ async fn run(path: PathBuf, seed: Option<u64>) -> Result<(), String> {
     start(config, credentials, Some(path), None, seed).await
 }
 
+#[cfg(feature = "demo")]
 async fn run_demo(listen: &str, admin_listen: &str, seed: Option<u64>) -> Result<(), String> {
     let nodes = demo::start_cluster()
         .await
@@ -99,14 +104,18 @@ async fn run_demo(listen: &str, admin_listen: &str, seed: Option<u64>) -> Result
     let text = demo::config_text(listen, admin_listen, &backends);
     let config = Config::from_toml(&text, "<demo>").map_err(|error| error.to_string())?;
     let credentials = settings::resolve_credentials(&config, "<demo>").map_err(|error| error.to_string())?;
-    start(config, credentials, None, Some(backends), seed).await
+    let banner = |local: &str, admin: &str| demo::banner(local, admin, &backends);
+    start(config, credentials, None, Some(&banner), seed).await
 }
+
+/// What `storefront demo` prints once listening, from the proxy's and the admin's addresses.
+type Banner<'a> = dyn Fn(&str, &str) -> String + 'a;
 
 async fn start(
     config: Config,
     credentials: Vec<Option<KeyPair>>,
     path: Option<PathBuf>,
-    demo_backends: Option<Vec<String>>,
+    banner: Option<&Banner<'_>>,
     seed: Option<u64>,
 ) -> Result<(), String> {
     if config.auth.mode == AuthMode::Trust {
@@ -128,11 +137,8 @@ async fn start(
         None => App::new(config, credentials, path, TcpConnector)?,
     };
     tokio::spawn(admin::serve(admin_listener, app.clone()));
-    match &demo_backends {
-        Some(backends) => println!(
-            "{}",
-            demo::banner(&local.to_string(), &admin_local.to_string(), backends)
-        ),
+    match banner {
+        Some(banner) => println!("{}", banner(&local.to_string(), &admin_local.to_string())),
         None => tracing::info!(%local, admin = %admin_local, "storefront listening"),
     }
     let signals = app.clone();

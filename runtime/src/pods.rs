@@ -2,6 +2,7 @@
 //! look their peer address up in it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
@@ -18,6 +19,9 @@ const ZONE_LABELS: [&str; 2] = ["topology.kubernetes.io/zone", "failure-domain.b
 pub struct PodWatch {
     table: Arc<RwLock<PodTable>>,
     zones: Arc<RwLock<HashMap<String, String>>>,
+    /// Set once the first full listing is in the table: before it, every pod caller would be
+    /// nobody, so the proxy is not ready.
+    synced: Arc<AtomicBool>,
     tasks: [tokio::task::JoinHandle<()>; 2],
 }
 
@@ -81,6 +85,8 @@ impl PodWatch {
         let zones = Arc::new(RwLock::new(HashMap::new()));
         let zone_task = tokio::spawn(watch_zones(client.clone(), zones.clone()));
         let feeding = table.clone();
+        let synced = Arc::new(AtomicBool::new(false));
+        let listed = synced.clone();
         let task = tokio::spawn(async move {
             let mut events = std::pin::pin!(watcher(Api::<Pod>::all(client), watcher::Config::default()));
             let mut listing: Vec<PodInfo> = Vec::new();
@@ -99,6 +105,7 @@ impl PodWatch {
                     watcher::Event::InitApply(pod) => listing.extend(info(&pod)),
                     watcher::Event::InitDone => {
                         table.relist(std::mem::take(&mut listing));
+                        listed.store(true, Ordering::Release);
                         tracing::info!(pods = table.len(), "pod table listed");
                     }
                     watcher::Event::Apply(pod) => {
@@ -120,8 +127,14 @@ impl PodWatch {
         Ok(PodWatch {
             table,
             zones,
+            synced,
             tasks: [task, zone_task],
         })
+    }
+
+    /// True once the pod table holds a first full listing of the cluster's pods.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
     }
 
     /// Who holds `peer` (with the zone of the pod's node).

@@ -20,10 +20,10 @@ use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use storefront_core::auth::Caller;
 use storefront_core::auth::cidr::CidrMap;
-use storefront_core::auth::pods::PodLookup;
+use storefront_core::auth::identify::{self, IdentityFacts};
 use storefront_core::auth::policy::Policy;
-use storefront_core::auth::{Caller, Identity};
 use storefront_core::config::{AuthSection, IdentitySource, StsSection};
 
 use crate::events::Events;
@@ -142,56 +142,40 @@ impl Generation {
         })
     }
 
-    /// Who the caller of `parts` from `peer` is, by this generation's identity sources: a
-    /// SigV4 signature if the request carries one (it must verify), else the CIDR map, else
-    /// anonymous. Only in `policy` mode; `trust` trusts, `deny` needs no identity.
+    /// Who the caller of `parts` from `peer` is: the runtime looks up what the configured
+    /// identity sources say (verifying a signature, asking the pod table and the CIDR map) and
+    /// core decides (`auth::identify`). A signed upload that won by its signature comes with
+    /// the verifier of its chunk signatures.
     pub fn identify(
         &self,
         parts: &http::request::Parts,
         peer: std::net::IpAddr,
     ) -> Result<(Caller, Option<ChunkVerifier>), Rejection> {
+        let auth = &self.config.auth;
+        let mut facts = IdentityFacts::default();
         let mut chunks = None;
-        let mut principal = None;
-        if self.config.auth.mode == AuthMode::Policy {
-            for source in &self.config.auth.sources {
-                principal = match source {
-                    IdentitySource::Sigv4 => {
-                        match self
-                            .keys
-                            .verify(parts, SystemTime::now(), self.config.auth.max_clock_skew.get())?
-                        {
-                            Some(verified) => {
-                                chunks = verified.chunks;
-                                Some(verified.principal)
-                            }
-                            None => None,
+        for source in identify::consulted(auth.mode, &auth.sources) {
+            match source {
+                IdentitySource::Sigv4 => {
+                    facts.signature = match self.keys.verify(parts, SystemTime::now(), auth.max_clock_skew.get()) {
+                        Ok(Some(verified)) => {
+                            chunks = verified.chunks;
+                            Some(Ok(verified.principal))
                         }
+                        Ok(None) => None,
+                        Err(rejection) => Some(Err(S3ErrorResponse::new(rejection.code, rejection.message))),
                     }
-                    IdentitySource::Pods => match self.pods.as_ref().map(|pods| pods.lookup(peer)) {
-                        Some(PodLookup::Pod(pod)) => Some(*pod),
-                        Some(PodLookup::Ambiguous) => {
-                            tracing::warn!(%peer, "two pods claim this address: caller treated as anonymous");
-                            break;
-                        }
-                        _ => None,
-                    },
-                    IdentitySource::Cidrs => self.cidrs.lookup(peer),
-                };
-                if principal.is_some() {
-                    break;
                 }
+                IdentitySource::Pods => facts.pod = self.pods.as_ref().map(|pods| pods.lookup(peer)),
+                IdentitySource::Cidrs => facts.cidr = self.cidrs.lookup(peer),
             }
         }
-        let caller = Caller {
-            peer: Some(peer),
-            zone: principal.as_ref().and_then(|principal| principal.zone.clone()),
-            identity: match (self.config.auth.mode, principal) {
-                (AuthMode::Trust, _) => Identity::Trusted,
-                (_, Some(principal)) => Identity::Named(Box::new(principal)),
-                (_, None) => Identity::Anonymous,
-            },
-        };
-        Ok((caller, chunks))
+        let identified = identify::identify(auth.mode, &auth.sources, peer, facts).map_err(|error| Rejection {
+            code: error.code,
+            message: error.message.into_owned(),
+        })?;
+        let chunks = chunks.filter(|_| identified.source == Some(IdentitySource::Sigv4));
+        Ok((identified.caller, chunks))
     }
 
     /// Run `f` with the cluster locked, then hand the events it queued to the observers
@@ -234,6 +218,20 @@ impl Generation {
     fn drain(&self, exchange: &mut Exchange) {
         let events: Vec<Event> = std::iter::from_fn(|| exchange.poll_event()).collect();
         self.events.emit(events);
+    }
+
+    /// Whether this generation can serve what it is configured for (the `/readyz` rule): the
+    /// pod table has its first listing where pods are an identity source, and every pool has
+    /// an available backend (which a DNS pool has only once its name first resolved). `Err`
+    /// says what is missing.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if self.pods.as_ref().is_some_and(|pods| !pods.is_synced()) {
+            return Err("the pod table has not listed the cluster's pods yet");
+        }
+        if !self.with(|state| state.cluster.is_ready()) {
+            return Err("a pool has no available backend");
+        }
+        Ok(())
     }
 
     /// The per-phase timeouts.

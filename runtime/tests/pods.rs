@@ -319,3 +319,51 @@ async fn a_pods_zone_comes_from_its_node_and_routes_its_requests() {
         "the pod's requests go to its zone's pool"
     );
 }
+
+#[tokio::test]
+async fn readiness_waits_for_the_pod_table() {
+    // Proves that where pods are an identity source, the proxy is not ready until the pod table
+    // has its first listing (before it every pod caller would be denied), and is once it has.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let silent_address = silent.local_addr().expect("address");
+    // Accepts and never answers: the watch's first list never completes.
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let (api, _events) = fake_api_server(vec![pod("a", 1, "etl", "127.0.0.2")]).await;
+    let cluster = s3_mock::ClusterConfig {
+        nodes: 1,
+        credentials: Some((common::BACKEND_KEY.into(), common::BACKEND_SECRET.into())),
+        ..s3_mock::ClusterConfig::default()
+    };
+    let nodes = s3_mock::MockCluster::start_tcp(&cluster, common::local(), 0)
+        .await
+        .expect("mock cluster");
+    let proxy_for = |api: SocketAddr| {
+        common::config_text(&nodes, "[health.active]\nenabled = false\n").replace(
+            "[auth]\nmode = \"trust\"\n",
+            &format!(
+                "[auth]\nmode = \"policy\"\n\n[auth.pods]\nnetworks = [\"127.0.0.2/32\"]\nkubernetes_url = \"http://{api}\"\n"
+            ),
+        )
+    };
+    let (waiting, _) = common::serve_text(&proxy_for(silent_address)).await;
+    let (listed, _) = common::serve_text(&proxy_for(api)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while listed.proxy.current().readiness().is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the proxy whose pod table listed never became ready: {:?}",
+            listed.proxy.current().readiness()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let not_ready = waiting.proxy.current().readiness();
+    assert!(
+        not_ready.is_err_and(|missing| missing.contains("pod table")),
+        "a proxy whose pod table never listed is not ready"
+    );
+}

@@ -3,8 +3,8 @@
 //! The exchange needs a [`Caller`] (peer address, zone, identity) and an [`Authorize`] step
 //! that returns a [`Decision`] from the request head alone, before any body byte is read.
 //! Identity sources fill in the caller: [`cidr`] (static networks), [`pods`] (the pod table a
-//! Kubernetes watch feeds), and in the runtime SigV4 verification of access keys. [`policy`]
-//! decides. [`TrustAll`] (`[auth] mode = "trust"`) is insecure and says so in its decisions;
+//! Kubernetes watch feeds), and in the runtime SigV4 verification of access keys; [`identify`]
+//! decides which of them names the caller. [`policy`] decides what the caller may do. [`TrustAll`] (`[auth] mode = "trust"`) is insecure and says so in its decisions;
 //! [`DenyAll`] is the default.
 
 use std::borrow::Cow;
@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use crate::s3::S3Request;
 
 pub mod cidr;
+pub mod identify;
 pub mod pods;
 pub mod policy;
 

@@ -27,6 +27,7 @@ use std::fmt::Write as _;
 
 use crate::auth::{Authorize, Caller, Decision, Identity, Principal};
 use crate::config::{Effect, IdentityMatch, PolicyRule, PolicySection};
+use crate::glob::glob_match;
 use crate::s3::{Action, Operation, S3Request};
 
 /// The configured rules.
@@ -159,7 +160,7 @@ fn rule_covers(rule: &PolicyRule, access: &Access<'_>) -> bool {
         return false;
     }
     let bucket_ok = match access.bucket {
-        Some(bucket) => rule.buckets.iter().any(|pattern| glob(pattern, bucket)),
+        Some(bucket) => rule.buckets.iter().any(|pattern| glob_match(pattern, bucket)),
         None => rule.buckets.iter().any(|pattern| pattern == "*"),
     };
     if !bucket_ok {
@@ -174,7 +175,7 @@ fn rule_covers(rule: &PolicyRule, access: &Access<'_>) -> bool {
         // rule of the bucket applies.
         None => everything || rule.effect == Effect::Deny,
         Some(key) if has_dot_segment(key) => everything || rule.effect == Effect::Deny,
-        Some(key) => rule.keys.iter().any(|pattern| glob(pattern, key)),
+        Some(key) => rule.keys.iter().any(|pattern| glob_match(pattern, key)),
     }
 }
 
@@ -197,14 +198,14 @@ fn identity_matches(matcher: &IdentityMatch, identity: &Identity) -> bool {
 fn principal_matches(matcher: &IdentityMatch, principal: &Principal) -> bool {
     let optional_glob = |pattern: &Option<String>, value: &Option<String>| match (pattern, value) {
         (None, _) => true,
-        (Some(pattern), Some(value)) => glob(pattern, value),
+        (Some(pattern), Some(value)) => glob_match(pattern, value),
         (Some(_), None) => false,
     };
     let exact = |wanted: &Option<String>, value: &Option<String>| wanted.is_none() || wanted == value;
     matcher
         .name
         .as_ref()
-        .is_none_or(|pattern| glob(pattern, &principal.name))
+        .is_none_or(|pattern| glob_match(pattern, &principal.name))
         && optional_glob(&matcher.namespace, &principal.namespace)
         && optional_glob(&matcher.service_account, &principal.service_account)
         && matcher
@@ -213,33 +214,6 @@ fn principal_matches(matcher: &IdentityMatch, principal: &Principal) -> bool {
             .all(|(label, value)| principal.labels.get(label) == Some(value))
         && exact(&matcher.access_key, &principal.access_key)
         && exact(&matcher.cidr, &principal.cidr)
-}
-
-/// `*` matches any run of characters, `?` one character; everything else matches itself.
-/// Iterative with one backtrack point, so patterns like `*a*a*a*b` cannot blow up.
-pub fn glob(pattern: &str, text: &str) -> bool {
-    let pattern: Vec<char> = pattern.chars().collect();
-    let text: Vec<char> = text.chars().collect();
-    let (mut p, mut t) = (0, 0);
-    // Where the last `*` was, and the text position it is currently taken to end at.
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
-            p += 1;
-            t += 1;
-        } else if p < pattern.len() && pattern[p] == '*' {
-            star = Some((p, t));
-            p += 1;
-        } else if let Some((star_p, star_t)) = star {
-            // Let the last `*` swallow one more character and try again.
-            p = star_p + 1;
-            t = star_t + 1;
-            star = Some((star_p, star_t + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|&c| c == '*')
 }
 
 #[cfg(test)]

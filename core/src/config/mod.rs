@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 pub use duration::{ConfigDuration, DurationError, parse_duration};
 
 use crate::balance::AlgorithmKind;
-use crate::route::Failover;
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -579,6 +578,17 @@ impl Default for TimeoutsSection {
             total: None,
         }
     }
+}
+
+/// When a request may leave its pool (`routing.failover`; see [`crate::route`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Failover {
+    /// Never: the chosen pool serves or fails.
+    #[default]
+    Never,
+    /// Only when the chosen pool has no available backend.
+    WhenUnavailable,
 }
 
 /// `[routing]`

@@ -258,28 +258,6 @@ fn a_copy_needs_read_on_its_source() {
 }
 
 #[test]
-fn globs() {
-    // Proves the glob rules: `*` any run (slashes too), `?` one character, literal otherwise.
-    for (pattern, text, expected) in [
-        ("*", "", true),
-        ("*", "a/b/c", true),
-        ("logs/*", "logs/", true),
-        ("logs/*", "logs", false),
-        ("logs/*", "logsx/a", false),
-        ("a?c", "abc", true),
-        ("a?c", "ac", false),
-        ("*.parquet", "x/y.parquet", true),
-        ("*.parquet", "x/y.parquet.tmp", false),
-        ("a*b*c", "aXbYbZc", true),
-        ("a*b*c", "aXbYbZ", false),
-        ("données/*", "données/é", true),
-        ("[a]", "a", false),
-    ] {
-        assert_eq!(glob(pattern, text), expected, "{pattern} vs {text}");
-    }
-}
-
-#[test]
 fn the_configuration_names_bad_rules() {
     // Proves validation: a rule for nobody, without actions or buckets, an unknown action, a
     // duplicate name, anonymous mixed with attributes: each named by its key path.
