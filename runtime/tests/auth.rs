@@ -518,14 +518,7 @@ async fn a_reload_picks_up_a_changed_keys_file() {
     // Proves that access keys are reloadable: after the keys file is rewritten (a new key
     // added, the old one removed) and the configuration reloaded, the new key works and the
     // old one is refused, with no restart.
-    let cluster = s3_mock::ClusterConfig {
-        nodes: 1,
-        credentials: Some((common::BACKEND_KEY.into(), common::BACKEND_SECRET.into())),
-        ..s3_mock::ClusterConfig::default()
-    };
-    let nodes = s3_mock::MockCluster::start_tcp(&cluster, common::local(), 0)
-        .await
-        .expect("cluster");
+    let nodes = common::nodes(1).await;
     let directory = std::env::temp_dir().join(format!("storefront-keys-{}", std::process::id()));
     std::fs::create_dir_all(&directory).expect("dir");
     let keys = directory.join("keys.toml");

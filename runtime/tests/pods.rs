@@ -334,14 +334,7 @@ async fn readiness_waits_for_the_pod_table() {
         }
     });
     let (api, _events) = fake_api_server(vec![pod("a", 1, "etl", "127.0.0.2")]).await;
-    let cluster = s3_mock::ClusterConfig {
-        nodes: 1,
-        credentials: Some((common::BACKEND_KEY.into(), common::BACKEND_SECRET.into())),
-        ..s3_mock::ClusterConfig::default()
-    };
-    let nodes = s3_mock::MockCluster::start_tcp(&cluster, common::local(), 0)
-        .await
-        .expect("mock cluster");
+    let nodes = common::nodes(1).await;
     let proxy_for = |api: SocketAddr| {
         common::config_text(&nodes, "[health.active]\nenabled = false\n").replace(
             "[auth]\nmode = \"trust\"\n",

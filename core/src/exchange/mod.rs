@@ -177,6 +177,16 @@ struct OpenAttempt {
     record: AttemptRecord,
 }
 
+/// Whose fault an answered `status` is: a server failure is `server`'s (the backend, or the
+/// proxy for what it serves itself), any other 4xx the client's, a success nobody's.
+fn fault_of(status: u16, server: Side) -> Option<Side> {
+    match status {
+        _ if is_failure_status(status) => Some(server),
+        400..=499 => Some(Side::Client),
+        _ => None,
+    }
+}
+
 /// One request's life. See the module docs for the call order.
 #[derive(Debug)]
 pub struct Exchange {
@@ -249,12 +259,7 @@ impl Exchange {
     pub fn handle_served(&mut self, now: Instant, status: u16) -> Step {
         match self.state {
             State::Local => {
-                let fault = match status {
-                    _ if is_failure_status(status) => Some(Side::Proxy),
-                    400..=499 => Some(Side::Client),
-                    _ => None,
-                };
-                self.finish(now, ExchangeOutcome::Served { status }, fault);
+                self.finish(now, ExchangeOutcome::Served { status }, fault_of(status, Side::Proxy));
                 Step::Done
             }
             State::Finished(_) => Step::Continue,
@@ -588,12 +593,11 @@ impl Exchange {
                 first_byte,
             } => {
                 self.end_attempt(cluster, backend, AttemptOutcome::Response { status }, first_byte, now);
-                let fault = match status {
-                    _ if is_failure_status(status) => Some(Side::Backend),
-                    400..=499 => Some(Side::Client),
-                    _ => None,
-                };
-                self.finish(now, ExchangeOutcome::Completed { status }, fault);
+                self.finish(
+                    now,
+                    ExchangeOutcome::Completed { status },
+                    fault_of(status, Side::Backend),
+                );
                 Step::Done
             }
             State::Attempt { .. } => self.contract_violation("response done before its head"),

@@ -141,17 +141,22 @@ pub async fn send_raw(endpoint: SocketAddr, request: &[u8]) -> (tokio::net::TcpS
     (stream, text)
 }
 
-/// Two nodes with a bucket `data`, and a proxy whose `[auth]` (and policy) sections are
-/// `auth` instead of trust mode. Returns the proxy's endpoint and the nodes.
-pub async fn policy_proxy(auth: &str) -> (SocketAddr, Vec<NodeHandle>) {
+/// A cluster of `count` nodes on loopback that accept the proxy's backend key.
+pub async fn nodes(count: usize) -> Vec<NodeHandle> {
     let cluster = ClusterConfig {
-        nodes: 2,
+        nodes: count,
         credentials: Some((BACKEND_KEY.into(), BACKEND_SECRET.into())),
         ..ClusterConfig::default()
     };
-    let nodes = MockCluster::start_tcp(&cluster, IpAddr::V4(Ipv4Addr::LOCALHOST), 0)
+    MockCluster::start_tcp(&cluster, IpAddr::V4(Ipv4Addr::LOCALHOST), 0)
         .await
-        .expect("mock cluster");
+        .expect("mock cluster")
+}
+
+/// Two nodes with a bucket `data`, and a proxy whose `[auth]` (and policy) sections are
+/// `auth` instead of trust mode. Returns the proxy's endpoint and the nodes.
+pub async fn policy_proxy(auth: &str) -> (SocketAddr, Vec<NodeHandle>) {
+    let nodes = nodes(2).await;
     let (_, endpoint) = serve_text(&config_text(&nodes, "").replace("[auth]\nmode = \"trust\"\n", auth)).await;
     let direct = client(nodes[0].address().expect("bound"), BACKEND_KEY, BACKEND_SECRET);
     direct.create_bucket().bucket("data").send().await.expect("create");
