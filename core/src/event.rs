@@ -13,11 +13,11 @@
 //! - A pool queues its backends' health changes, panic mode entered and left, active-probe
 //!   results and retries its budget refused. The queue is bounded ([`POOL_EVENTS_MAX`]): a
 //!   driver that stops draining loses the oldest events, counted in
-//!   [`Cluster::events_dropped`], never memory.
+//!   [`ProxyState::events_dropped`], never memory.
 //!
 //! [`Exchange::poll_event`]: crate::exchange::Exchange::poll_event
-//! [`Cluster::poll_event`]: crate::cluster::Cluster::poll_event
-//! [`Cluster::events_dropped`]: crate::cluster::Cluster::events_dropped
+//! [`ProxyState::poll_event`]: crate::state::ProxyState::poll_event
+//! [`ProxyState::events_dropped`]: crate::state::ProxyState::events_dropped
 
 use std::time::Duration;
 

@@ -190,6 +190,36 @@ impl Health {
         &self.parameters
     }
 
+    /// Take new parameters (a reload), keeping every backend's ejection state and history.
+    /// Probes switched off end their schedule and their verdict (a backend that only probes
+    /// called unhealthy becomes available); probes switched on start for every backend at a
+    /// random point of the first interval, as for a backend that joins.
+    pub fn set_parameters<R: Rng + ?Sized>(&mut self, parameters: HealthParameters, now: Instant, rng: &mut R) {
+        let now = self.advance(now);
+        self.parameters = parameters;
+        for index in 0..self.backends.len() {
+            match parameters.active {
+                None => {
+                    let before = self.backends[index].health.is_available();
+                    let tracked = &mut self.backends[index];
+                    tracked.next_probe_at = None;
+                    tracked.outstanding = None;
+                    tracked.probe_successes = 0;
+                    tracked.probe_failures = 0;
+                    tracked.health.probe_healthy = true;
+                    self.emit_if_changed(index, before, TransitionReason::ProbesRecovered);
+                }
+                Some(active) => {
+                    let tracked = &mut self.backends[index];
+                    if tracked.next_probe_at.is_none() {
+                        let spread = active.interval.as_nanos().min(u128::from(u64::MAX)) as u64;
+                        tracked.next_probe_at = Some(now + Duration::from_nanos(rng.random_range(0..=spread)));
+                    }
+                }
+            }
+        }
+    }
+
     /// Start tracking `id` (healthy, not ejected). Its first probe is due at a random point in
     /// the first interval, so the probes of many backends spread out.
     pub fn add<R: Rng + ?Sized>(&mut self, id: BackendId, now: Instant, rng: &mut R) {

@@ -16,7 +16,9 @@
 //! - [`health`]: passive ejection and active probes, as a timer-driven state machine.
 //! - [`retry`]: whether a failed attempt may be retried, and the retry budget.
 //! - [`exchange`]: one request's life as a state machine the runtime drives.
-//! - [`cluster`]: the state all exchanges share (pools, router, settings).
+//! - [`pool`]: one pool's balancer, health, retry budget, RNG and events, kept consistent.
+//! - [`state`]: what all exchanges share: every pool behind its own lock, and the settings;
+//!   reconfigured in place on reload.
 //! - [`event`]: what core did, as records the driver drains for telemetry and reports.
 //! - [`config`]: the TOML schema, defaults with their reasons, validation: a leaf that the
 //!   modules above compile their own types from.
@@ -30,14 +32,15 @@
 
 pub mod auth;
 pub mod balance;
-pub mod cluster;
 pub mod config;
 pub mod event;
 pub mod exchange;
 pub mod glob;
 pub mod health;
 pub mod outcome;
+pub mod pool;
 pub mod retry;
 pub mod route;
 pub mod s3;
+pub mod state;
 pub mod time;

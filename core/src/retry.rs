@@ -155,6 +155,16 @@ impl RetryBudget {
         &self.parameters
     }
 
+    /// Take new parameters (a reload). The counts carry over when the window's length stays;
+    /// a new window length starts an empty window, since the old buckets no longer line up.
+    pub fn set_parameters(&mut self, parameters: BudgetParameters) {
+        if parameters.window == self.parameters.window {
+            self.parameters = parameters;
+        } else {
+            *self = RetryBudget::new(parameters);
+        }
+    }
+
     /// Count one original request (not a retry).
     pub fn record_request(&mut self, now: Instant) {
         self.bucket(now).requests += 1;

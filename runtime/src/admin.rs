@@ -45,29 +45,35 @@ pub struct BackendView {
 pub fn backends<C: Connect>(app: &App<C>) -> Vec<BackendView> {
     let generation = app.proxy.current();
     let now = app.proxy.clock.now();
-    generation.with(|state| {
-        let mut views = Vec::new();
-        for pool in state.cluster.pools() {
-            let ewma = pool.balancer().parameters().ewma;
-            for backend in pool.balancer().backends() {
-                let health = pool.health().get(backend.id());
-                views.push(BackendView {
-                    id: format!("{}.{}", pool.id().0, backend.id().0),
-                    address: backend.spec().address.clone(),
-                    pool: pool.name().to_owned(),
-                    zone: backend.spec().zone.clone(),
-                    healthy: health.is_none_or(|h| h.probe_healthy),
-                    ejected: health.is_some_and(|h| h.ejected_until.is_some()),
-                    draining: backend.is_draining(),
-                    in_flight: backend.in_flight(),
-                    requests_total: backend.requests_total(),
-                    errors_total: backend.errors_total(),
-                    latency_ewma_ms: backend.latency_estimate(now, &ewma).as_secs_f64() * 1000.0,
-                });
-            }
+    let mut views = Vec::new();
+    for cell in generation.state().pools() {
+        let pool = cell.lock();
+        let ewma = pool.balancer().parameters().ewma;
+        // Backends that left the configuration are finishing their last attempts, no longer
+        // part of the pool.
+        for backend in pool
+            .balancer()
+            .backends()
+            .iter()
+            .filter(|backend| !backend.is_removed())
+        {
+            let health = pool.health().get(backend.id());
+            views.push(BackendView {
+                id: format!("{}.{}", pool.id().0, backend.id().0),
+                address: backend.spec().address.clone(),
+                pool: pool.name().to_owned(),
+                zone: backend.spec().zone.clone(),
+                healthy: health.is_none_or(|h| h.probe_healthy),
+                ejected: health.is_some_and(|h| h.ejected_until.is_some()),
+                draining: backend.is_draining(),
+                in_flight: backend.in_flight(),
+                requests_total: backend.requests_total(),
+                errors_total: backend.errors_total(),
+                latency_ewma_ms: backend.latency_estimate(now, &ewma).as_secs_f64() * 1000.0,
+            });
         }
-        views
-    })
+    }
+    views
 }
 
 fn respond(status: u16, content_type: &'static str, body: String) -> http::Response<ProxyBody> {
@@ -108,10 +114,11 @@ pub fn handle<C: Connect>(app: &App<C>, method: &http::Method, path: &str) -> ht
                 );
             };
             let draining = *action == "drain";
-            let found = app
-                .proxy
-                .current()
-                .with(|state| state.cluster.set_draining(PoolId(pool), BackendId(backend), draining));
+            let generation = app.proxy.current();
+            let found = generation
+                .state()
+                .set_draining(PoolId(pool), BackendId(backend), draining);
+            generation.emit_state_events();
             if found {
                 respond(200, "text/plain", format!("{action}ed {id}\n"))
             } else {

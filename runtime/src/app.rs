@@ -22,7 +22,6 @@ pub struct App<C: Connect> {
     pub proxy: Arc<Proxy<C>>,
     config_path: Option<PathBuf>,
     stop: watch::Sender<bool>,
-    seed: std::sync::atomic::AtomicU64,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -63,7 +62,6 @@ impl<C: Connect> App<C> {
             proxy,
             config_path,
             stop,
-            seed: std::sync::atomic::AtomicU64::new(seed.wrapping_add(1)),
             tls,
         });
         app.start_drivers(app.proxy.current());
@@ -105,7 +103,9 @@ impl<C: Connect> App<C> {
         self.proxy.connections.close_idle();
     }
 
-    /// Re-read the configuration file and swap it in; a bad file is refused and the running
+    /// Re-read the configuration file and apply it in place (backends that stay keep their
+    /// health, ejections, latency estimates, in-flight counts and connections; the pod watch
+    /// survives unless its settings changed); a bad file is refused and the running
     /// configuration stays. Server limits and listen addresses take effect at restart only.
     pub fn reload(&self) -> Result<(), String> {
         let path = self
@@ -113,8 +113,7 @@ impl<C: Connect> App<C> {
             .as_ref()
             .ok_or("this proxy was not started from a configuration file")?;
         let (config, credentials) = settings::load(path).map_err(|error| error.to_string())?;
-        let seed = self.seed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let generation = Generation::new(config, credentials, &self.proxy.clock, seed, self.proxy.events.clone())?;
+        let generation = self.proxy.current().next(config, credentials, &self.proxy.clock)?;
         let next = self.proxy.swap(generation);
         self.start_drivers(next);
         tracing::info!(file = %path.display(), "configuration reloaded");

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use storefront_core::balance::BackendSpec;
-use storefront_core::cluster::ProbeRequest;
 use storefront_core::route::PoolId;
+use storefront_core::state::ProbeRequest;
 use tokio::sync::watch;
 
 use crate::body::{BodySource, ForwardBody};
@@ -25,11 +25,11 @@ pub async fn drive_health<C: Connect>(
 ) {
     while !generation.is_retired() && !*stop.borrow() {
         let now = proxy.clock.now();
-        let (probes, next) = generation.with(|state| {
-            state.cluster.handle_timeout(now, &mut state.rng);
-            let probes: Vec<ProbeRequest> = std::iter::from_fn(|| state.cluster.poll_probe()).collect();
-            (probes, state.cluster.poll_timeout())
-        });
+        let state = generation.state();
+        state.handle_timeout(now);
+        let probes: Vec<ProbeRequest> = std::iter::from_fn(|| state.poll_probe()).collect();
+        let next = state.poll_timeout();
+        generation.emit_state_events();
         for probe in probes {
             tokio::spawn(run_probe(proxy.clone(), generation.clone(), probe));
         }
@@ -53,11 +53,10 @@ async fn run_probe<C: Connect>(proxy: Arc<Proxy<C>>, generation: Arc<Generation>
         .await
         .unwrap_or(false);
     let now = proxy.clock.now();
-    generation.with(|state| {
-        state
-            .cluster
-            .handle_probe_result(now, probe.pool, probe.backend, probe.probe, healthy)
-    });
+    generation
+        .state()
+        .handle_probe_result(now, probe.pool, probe.backend, probe.probe, healthy);
+    generation.emit_state_events();
     tracing::debug!(backend = %probe.address, healthy, "probe");
 }
 
@@ -128,8 +127,8 @@ pub async fn drive_dns<C: Connect>(proxy: Arc<Proxy<C>>, generation: Arc<Generat
                     specs.sort_by(|a, b| a.name.cmp(&b.name));
                     specs.dedup_by(|a, b| a.name == b.name);
                     let now = proxy.clock.now();
-                    let result =
-                        generation.with(|state| state.cluster.update_backends(*pool, specs, now, &mut state.rng));
+                    let result = generation.state().update_backends(*pool, specs, now);
+                    generation.emit_state_events();
                     match result {
                         Ok(summary) if !summary.added.is_empty() || !summary.removed.is_empty() => {
                             tracing::info!(name = %dns.name, added = summary.added.len(), removed = summary.removed.len(), "DNS backends changed");

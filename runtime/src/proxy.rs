@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -18,24 +18,22 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-use storefront_core::auth::Caller;
 use storefront_core::auth::cidr::CidrMap;
 use storefront_core::auth::identify::{self, IdentityFacts};
 use storefront_core::auth::policy::Policy;
+use storefront_core::auth::{Authorize, Caller};
 use storefront_core::config::{AuthSection, IdentitySource, StsSection};
 
 use crate::events::Events;
 use crate::pods::PodWatch;
 use crate::sts::Sts;
 use crate::verify::{ChunkVerifier, KeyStore, Rejection, Sessions};
-use storefront_core::cluster::{Cluster, Timeouts};
 use storefront_core::config::{AuthMode, Config};
 use storefront_core::event::Event;
 use storefront_core::exchange::{Dispatch, Exchange, Step};
 use storefront_core::outcome::{Phase, Side};
 use storefront_core::s3::{self, Addressing, ErrorCode, Payload, S3ErrorResponse, S3Request};
+use storefront_core::state::{ProxyState, Timeouts};
 
 use crate::body::{BodyEnd, BodyMode, BodySource, Coalescing, ForwardBody};
 use crate::clock::Clock;
@@ -50,32 +48,35 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every response body the proxy sends.
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
-/// Core's state for one configuration generation, and what the runtime derived from it.
+/// One configuration generation: what the runtime derived from a configuration, over core's
+/// state, which generations share (a reload reconfigures it in place).
 pub struct Generation {
     /// The configuration.
     pub config: Arc<Config>,
-    state: Mutex<ClusterState>,
+    state: Arc<ProxyState>,
     signers: Vec<Signer>,
     pool_settings: Vec<PoolSettings>,
     timeouts: Timeouts,
     cidrs: CidrMap,
     keys: KeyStore,
     sts: Option<Arc<Sts>>,
-    pods: Option<PodWatch>,
+    pods: Option<Arc<PodWatch>>,
     retired: AtomicBool,
     events: Arc<Events>,
 }
 
-/// Core's cluster with the RNG its decisions draw from.
-pub struct ClusterState {
-    /// Pools, router, settings.
-    pub cluster: Cluster,
-    /// The RNG for picks and jitter.
-    pub rng: StdRng,
+/// The authoriser `config` asks for.
+fn authorizer(config: &Config) -> Box<dyn Authorize> {
+    match config.auth.mode {
+        AuthMode::Trust => Box::new(storefront_core::auth::TrustAll),
+        AuthMode::Deny => Box::new(storefront_core::auth::DenyAll),
+        AuthMode::Policy => Box::new(Policy::new(&config.policy)),
+    }
 }
 
 impl Generation {
-    /// Build a generation from a validated configuration and resolved pool credentials.
+    /// Build a first generation from a validated configuration and resolved pool
+    /// credentials, with core's state fresh (its pools' RNGs derive from `seed`).
     pub fn new(
         config: Config,
         credentials: Vec<Option<KeyPair>>,
@@ -83,13 +84,35 @@ impl Generation {
         seed: u64,
         events: Arc<Events>,
     ) -> Result<Self, String> {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut cluster = Cluster::from_config(&config, clock.now(), &mut rng).map_err(|error| error.to_string())?;
-        match config.auth.mode {
-            AuthMode::Trust => cluster.set_authorizer(Box::new(storefront_core::auth::TrustAll)),
-            AuthMode::Deny => cluster.set_authorizer(Box::new(storefront_core::auth::DenyAll)),
-            AuthMode::Policy => cluster.set_authorizer(Box::new(Policy::new(&config.policy))),
-        }
+        let state = ProxyState::from_config(&config, clock.now(), seed).map_err(|error| error.to_string())?;
+        state.set_authorizer(authorizer(&config));
+        Self::build(config, credentials, Arc::new(state), None, events)
+    }
+
+    /// The generation that follows this one for `config`: core's state is reconfigured in
+    /// place (backends that stay keep their health, ejections, latency estimates, in-flight
+    /// counts), and the pod watch carries over unless its settings changed. On error nothing
+    /// changed and this generation stays in force.
+    pub fn next(&self, config: Config, credentials: Vec<Option<KeyPair>>, clock: &Clock) -> Result<Self, String> {
+        let pods = (config.auth.pods == self.config.auth.pods && config.auth.mode == self.config.auth.mode)
+            .then(|| self.pods.clone())
+            .flatten();
+        let next = Self::build(config, credentials, self.state.clone(), pods, self.events.clone())?;
+        // Last, once everything fallible on the runtime's side is built: reconfigure core.
+        next.state
+            .reconfigure(&next.config, authorizer(&next.config), clock.now())
+            .map_err(|error| error.to_string())?;
+        next.emit_state_events();
+        Ok(next)
+    }
+
+    fn build(
+        config: Config,
+        credentials: Vec<Option<KeyPair>>,
+        state: Arc<ProxyState>,
+        pods: Option<Arc<PodWatch>>,
+        events: Arc<Events>,
+    ) -> Result<Self, String> {
         let cidrs = CidrMap::new(&config.auth.cidrs);
         let mut keys = load_keys(&config.auth)?;
         let sts = match &config.auth.sts {
@@ -100,11 +123,12 @@ impl Generation {
             }
             None => None,
         };
-        let pods = match &config.auth.pods {
-            Some(section) if config.auth.mode == AuthMode::Policy => Some(PodWatch::start(section)?),
+        let pods = match (&config.auth.pods, pods) {
+            (Some(_), Some(kept)) => Some(kept),
+            (Some(section), None) if config.auth.mode == AuthMode::Policy => Some(Arc::new(PodWatch::start(section)?)),
             _ => None,
         };
-        let timeouts = *cluster.timeouts();
+        let timeouts = Timeouts::from_config(&config);
         let signers = config
             .pools
             .iter()
@@ -129,7 +153,7 @@ impl Generation {
         }
         Ok(Generation {
             config: Arc::new(config),
-            state: Mutex::new(ClusterState { cluster, rng }),
+            state,
             signers,
             pool_settings,
             timeouts,
@@ -178,43 +202,27 @@ impl Generation {
         Ok((identified.caller, chunks))
     }
 
-    /// Run `f` with the cluster locked, then hand the events it queued to the observers
-    /// (after the lock is released). Keep `f` short: every request passes here.
-    pub fn with<T>(&self, f: impl FnOnce(&mut ClusterState) -> T) -> T {
-        let mut events = Vec::new();
-        let result = {
-            let mut state = self
-                .state
-                .lock()
-                .expect("the cluster lock is never poisoned: core does not panic");
-            let result = f(&mut state);
-            events.extend(std::iter::from_fn(|| state.cluster.poll_event()));
-            result
-        };
-        self.events.emit(events);
-        result
+    /// Core's state (shared with the generations before and after this one). Drain its
+    /// events with [`Generation::emit_state_events`] after calling into it.
+    pub fn state(&self) -> &ProxyState {
+        &self.state
     }
 
-    /// Run one step of `exchange` with the cluster locked; then hand its record (once it has
-    /// ended) and the cluster's events to the observers.
-    pub fn step(&self, exchange: &mut Exchange, f: impl FnOnce(&mut Exchange, &mut ClusterState) -> Step) -> Step {
-        let mut events = Vec::new();
-        let step = {
-            let mut state = self
-                .state
-                .lock()
-                .expect("the cluster lock is never poisoned: core does not panic");
-            let step = f(exchange, &mut state);
-            events.extend(std::iter::from_fn(|| exchange.poll_event()));
-            events.extend(std::iter::from_fn(|| state.cluster.poll_event()));
-            step
-        };
+    /// Hand the events core's state queued to the observers.
+    pub fn emit_state_events(&self) {
+        let events: Vec<Event> = std::iter::from_fn(|| self.state.poll_event()).collect();
         self.events.emit(events);
+    }
+
+    /// Run one step of `exchange` (core locks its pool for the call), then hand what the
+    /// exchange queued (its pool's events, and its record once it has ended) to the observers.
+    pub fn step(&self, exchange: &mut Exchange, f: impl FnOnce(&mut Exchange) -> Step) -> Step {
+        let step = f(exchange);
+        self.drain(exchange);
         step
     }
 
-    /// Hand an exchange's record to the observers, if it has ended (for exchanges ended
-    /// without the cluster lock).
+    /// Hand what an exchange queued to the observers.
     fn drain(&self, exchange: &mut Exchange) {
         let events: Vec<Event> = std::iter::from_fn(|| exchange.poll_event()).collect();
         self.events.emit(events);
@@ -228,7 +236,7 @@ impl Generation {
         if self.pods.as_ref().is_some_and(|pods| !pods.is_synced()) {
             return Err("the pod table has not listed the cluster's pods yet");
         }
-        if !self.with(|state| state.cluster.is_ready()) {
+        if !self.state.is_ready() {
             return Err("a pool has no available backend");
         }
         Ok(())
@@ -350,14 +358,12 @@ impl<C: Connect> Proxy<C> {
         if let Some(sts) = generation.sts.clone()
             && crate::sts::is_sts_request(&parts)
         {
-            let mut exchange = generation.with(|state| {
-                Exchange::serve_locally(
-                    &state.cluster,
-                    id,
-                    self.clock.now(),
-                    &Caller::anonymous(Some(peer.ip())),
-                )
-            });
+            let mut exchange = Exchange::serve_locally(
+                generation.state(),
+                id,
+                self.clock.now(),
+                &Caller::anonymous(Some(peer.ip())),
+            );
             let body = match http_body_util::Limited::new(incoming, crate::sts::BODY_MAX)
                 .collect()
                 .await
@@ -391,31 +397,22 @@ impl<C: Connect> Proxy<C> {
                     || parts.headers.contains_key(header::TRANSFER_ENCODING);
                 let now = self.clock.now();
                 let error = S3ErrorResponse::new(rejection.code, rejection.message);
-                let (mut exchange, _) = generation.with(|state| {
-                    Exchange::refuse(
-                        &state.cluster,
-                        id,
-                        now,
-                        &parts,
-                        &Caller::anonymous(Some(peer.ip())),
-                        error.clone(),
-                    )
-                });
+                let (mut exchange, _) = Exchange::refuse(
+                    generation.state(),
+                    id,
+                    now,
+                    &parts,
+                    &Caller::anonymous(Some(peer.ip())),
+                    error.clone(),
+                );
                 generation.drain(&mut exchange);
                 return error_response(&error, parts.uri.path(), &request_id, has_body);
             }
         };
         let now = self.clock.now();
-        let mut started = None;
-        let step = generation.with(|state| {
-            let (mut exchange, step) = Exchange::start(&mut state.cluster, id, now, &parts, &caller, &mut state.rng);
-            // Drained here, under the same lock: a rejected exchange has ended already.
-            let events: Vec<Event> = std::iter::from_fn(|| exchange.poll_event()).collect();
-            started = Some((exchange, events));
-            step
-        });
-        let (exchange, events) = started.expect("set inside the closure");
-        generation.events.emit(events);
+        let (mut exchange, step) = Exchange::start(generation.state(), id, now, &parts, &caller);
+        // A rejected exchange has ended already: its record goes out now.
+        generation.drain(&mut exchange);
         let (empty, length, mode) = body_plan(&parts, exchange.request());
         let source = BodySource::new(incoming, empty, length, mode, generation.timeouts().client_body_idle);
         if let Some(chunks) = chunks {
@@ -455,9 +452,7 @@ impl<C: Connect> Proxy<C> {
                         Some(AttemptResult::Respond(response)) => return response,
                         // The whole exchange's deadline passed: the attempt (and its backend
                         // connection) is dropped.
-                        None => attempt.step(|exchange, state, now| {
-                            exchange.handle_timeout(&mut state.cluster, now, Phase::Total, &mut state.rng)
-                        }),
+                        None => attempt.step(|exchange, now| exchange.handle_timeout(now, Phase::Total)),
                     }
                 }
                 Step::Reject(error) | Step::Fail(error) => {
@@ -504,25 +499,21 @@ impl<C: Connect> Drop for Attempt<'_, C> {
             .is_some_and(|exchange| exchange.outcome().is_none())
         {
             tracing::debug!("client left before the response head; attempt abandoned");
-            self.step(|exchange, state, now| exchange.handle_client_gone(&mut state.cluster, now));
+            self.step(|exchange, now| exchange.handle_client_gone(now));
         }
     }
 }
 
 impl<C: Connect> Attempt<'_, C> {
     /// Run `f` on the exchange with the cluster locked and the current time.
-    fn step(
-        &mut self,
-        f: impl FnOnce(&mut Exchange, &mut ClusterState, storefront_core::time::Instant) -> Step,
-    ) -> Step {
+    fn step(&mut self, f: impl FnOnce(&mut Exchange, storefront_core::time::Instant) -> Step) -> Step {
         let now = self.proxy.clock.now();
         let exchange = self
             .exchange
             .as_mut()
             .expect("the exchange lives until the response is handed over");
         exchange.handle_transferred(self.source.received(), 0);
-        self.generation
-            .step(exchange, |exchange, state| f(exchange, state, now))
+        self.generation.step(exchange, |exchange| f(exchange, now))
     }
 
     async fn run(&mut self, dispatch: Dispatch) -> AttemptResult {
@@ -535,25 +526,21 @@ impl<C: Connect> Attempt<'_, C> {
             Ok(lease) => lease,
             Err(CheckoutError::Saturated(limit)) => {
                 tracing::warn!(backend = %dispatch.address, limit, "backend connection limit reached");
-                return AttemptResult::Next(
-                    self.step(|exchange, state, now| exchange.handle_local_limit(&mut state.cluster, now)),
-                );
+                return AttemptResult::Next(self.step(|exchange, now| exchange.handle_local_limit(now)));
             }
             Err(CheckoutError::ConnectTimeout) => {
                 tracing::info!(backend = %dispatch.address, "backend connect timed out");
-                return AttemptResult::Next(self.step(|exchange, state, now| {
-                    exchange.handle_timeout(&mut state.cluster, now, Phase::BackendConnect, &mut state.rng)
-                }));
+                return AttemptResult::Next(
+                    self.step(|exchange, now| exchange.handle_timeout(now, Phase::BackendConnect)),
+                );
             }
             Err(error) => {
                 tracing::info!(backend = %dispatch.address, %error, "backend connect failed");
-                return AttemptResult::Next(self.step(|exchange, state, now| {
-                    exchange.handle_connect_failed(&mut state.cluster, now, &mut state.rng)
-                }));
+                return AttemptResult::Next(self.step(|exchange, now| exchange.handle_connect_failed(now)));
             }
         };
         let connected_at = tokio::time::Instant::now();
-        self.step(|exchange, _, now| {
+        self.step(|exchange, now| {
             exchange.handle_connected(now);
             Step::Continue
         });
@@ -613,7 +600,7 @@ impl<C: Connect> Attempt<'_, C> {
                     // out: nothing was sent, so send it on a fresh connection.
                     Some(unsent) => match self.proxy.connections.open(&dispatch.address, settings).await {
                         Ok(sender) => {
-                            self.step(|exchange, _, now| {
+                            self.step(|exchange, now| {
                                 exchange.handle_stale_connection(now);
                                 Step::Continue
                             });
@@ -629,7 +616,7 @@ impl<C: Connect> Attempt<'_, C> {
         };
         let now = self.proxy.clock.now();
         if self.source.started() {
-            self.step(|exchange, _, _| {
+            self.step(|exchange, _| {
                 exchange.handle_body_started(now);
                 Step::Continue
             });
@@ -638,30 +625,22 @@ impl<C: Connect> Attempt<'_, C> {
             // Sent on an open connection: a new connection's setup is a one-off cost, not the
             // node's latency, and must not leave a peak in its estimate.
             let sent_at = self.proxy.clock.at(completed.max(connected_at));
-            self.step(|exchange, _, _| {
+            self.step(|exchange, _| {
                 exchange.handle_request_sent(sent_at);
                 Step::Continue
             });
         }
         let result = match outcome {
             Err(_) => {
-                return AttemptResult::Next(self.step(|exchange, state, now| {
-                    exchange.handle_connect_failed(&mut state.cluster, now, &mut state.rng)
-                }));
+                return AttemptResult::Next(self.step(|exchange, now| exchange.handle_connect_failed(now)));
             }
             Ok(result) => result,
         };
         match result {
-            Err(phase) => {
-                AttemptResult::Next(self.step(|exchange, state, now| {
-                    exchange.handle_timeout(&mut state.cluster, now, phase, &mut state.rng)
-                }))
-            }
+            Err(phase) => AttemptResult::Next(self.step(|exchange, now| exchange.handle_timeout(now, phase))),
             Ok(Ok(response)) => {
                 let status = response.status().as_u16();
-                let step = self.step(|exchange, state, now| {
-                    exchange.handle_response_head(&mut state.cluster, now, status, &mut state.rng)
-                });
+                let step = self.step(|exchange, now| exchange.handle_response_head(now, status));
                 match step {
                     Step::Return => AttemptResult::Respond(self.respond(response, lease)),
                     other => AttemptResult::Next(other),
@@ -670,9 +649,7 @@ impl<C: Connect> Attempt<'_, C> {
             Ok(Err(error)) => match self.source.end() {
                 Some(BodyEnd::ClientGone) => {
                     tracing::debug!(error = %error.error(), "client left mid-upload; backend request aborted");
-                    AttemptResult::Next(
-                        self.step(|exchange, state, now| exchange.handle_client_gone(&mut state.cluster, now)),
-                    )
+                    AttemptResult::Next(self.step(|exchange, now| exchange.handle_client_gone(now)))
                 }
                 Some(BodyEnd::BadSignature) => {
                     tracing::info!("a chunk signature did not verify: upload aborted");
@@ -688,14 +665,12 @@ impl<C: Connect> Attempt<'_, C> {
                     Side::Client,
                     S3ErrorResponse::new(ErrorCode::InvalidRequest, "malformed aws-chunked request body"),
                 ),
-                Some(BodyEnd::IdleTimeout) => AttemptResult::Next(self.step(|exchange, state, now| {
-                    exchange.handle_timeout(&mut state.cluster, now, Phase::ClientBodyIdle, &mut state.rng)
-                })),
+                Some(BodyEnd::IdleTimeout) => {
+                    AttemptResult::Next(self.step(|exchange, now| exchange.handle_timeout(now, Phase::ClientBodyIdle)))
+                }
                 _ => {
                     tracing::info!(backend = %dispatch.address, error = %error.error(), "backend request failed");
-                    AttemptResult::Next(self.step(|exchange, state, now| {
-                        exchange.handle_backend_reset(&mut state.cluster, now, &mut state.rng)
-                    }))
+                    AttemptResult::Next(self.step(|exchange, now| exchange.handle_backend_reset(now)))
                 }
             },
         }
@@ -705,9 +680,9 @@ impl<C: Connect> Attempt<'_, C> {
     /// end it without blaming the backend and answer `error`, closing the connection (the
     /// request body may be left unread).
     fn unforwardable(&mut self, side: Side, error: S3ErrorResponse) -> AttemptResult {
-        let step = self.step(|exchange, state, now| match side {
-            Side::Proxy => exchange.handle_proxy_error(&mut state.cluster, now, error),
-            _ => exchange.handle_client_error(&mut state.cluster, now, error),
+        let step = self.step(|exchange, now| match side {
+            Side::Proxy => exchange.handle_proxy_error(now, error),
+            _ => exchange.handle_client_error(now, error),
         });
         match step {
             Step::Fail(error) => {
@@ -781,12 +756,11 @@ pub enum ResponseError {
 }
 
 impl ResponseBody {
-    fn finish(&mut self, f: impl FnOnce(&mut Exchange, &mut ClusterState, storefront_core::time::Instant) -> Step) {
+    fn finish(&mut self, f: impl FnOnce(&mut Exchange, storefront_core::time::Instant) -> Step) {
         if let Some(mut exchange) = self.exchange.take() {
             let now = self.clock.now();
             exchange.handle_transferred(self.request_bytes, self.response_bytes);
-            self.generation
-                .step(&mut exchange, |exchange, state| f(exchange, state, now));
+            self.generation.step(&mut exchange, |exchange| f(exchange, now));
         }
     }
 
@@ -794,7 +768,7 @@ impl ResponseBody {
         if let Some(lease) = self.lease.take() {
             lease.release();
         }
-        self.finish(|exchange, state, now| exchange.handle_response_done(&mut state.cluster, now));
+        self.finish(|exchange, now| exchange.handle_response_done(now));
     }
 }
 
@@ -811,9 +785,7 @@ impl Body for ResponseBody {
             && deadline.as_mut().poll(cx).is_ready()
         {
             this.lease = None;
-            this.finish(|exchange, state, now| {
-                exchange.handle_timeout(&mut state.cluster, now, Phase::Total, &mut state.rng)
-            });
+            this.finish(|exchange, now| exchange.handle_timeout(now, Phase::Total));
             return Poll::Ready(Some(Err(Box::new(ResponseError::Deadline))));
         }
         match this.incoming.poll_frame(cx) {
@@ -835,9 +807,7 @@ impl Body for ResponseBody {
             }
             Poll::Ready(Some(Err(error))) => {
                 this.lease = None;
-                this.finish(|exchange, state, now| {
-                    exchange.handle_backend_reset(&mut state.cluster, now, &mut state.rng)
-                });
+                this.finish(|exchange, now| exchange.handle_backend_reset(now));
                 Poll::Ready(Some(Err(Box::new(ResponseError::Backend(error)))))
             }
             Poll::Pending => {
@@ -845,9 +815,7 @@ impl Body for ResponseBody {
                 let sleep = this.idle.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 if sleep.as_mut().poll(cx).is_ready() {
                     this.lease = None;
-                    this.finish(|exchange, state, now| {
-                        exchange.handle_timeout(&mut state.cluster, now, Phase::BackendBodyIdle, &mut state.rng)
-                    });
+                    this.finish(|exchange, now| exchange.handle_timeout(now, Phase::BackendBodyIdle));
                     return Poll::Ready(Some(Err(Box::new(ResponseError::BackendIdle(timeout)))));
                 }
                 Poll::Pending
@@ -872,11 +840,9 @@ impl Drop for ResponseBody {
             // is closed, never pooled.
             self.lease = None;
             if self.conn.write_timed_out.load(Ordering::Acquire) {
-                self.finish(|exchange, state, now| {
-                    exchange.handle_timeout(&mut state.cluster, now, Phase::ResponseWriteIdle, &mut state.rng)
-                });
+                self.finish(|exchange, now| exchange.handle_timeout(now, Phase::ResponseWriteIdle));
             } else {
-                self.finish(|exchange, state, now| exchange.handle_client_gone(&mut state.cluster, now));
+                self.finish(|exchange, now| exchange.handle_client_gone(now));
             }
         }
     }

@@ -332,3 +332,74 @@ async fn a_dns_name_becomes_one_backend_per_address() {
         .await
         .expect("served through a DNS-discovered backend");
 }
+
+#[tokio::test]
+async fn a_reload_keeps_an_ejected_backend_ejected() {
+    // Proves that a reload applies in place: a backend ejected before it is still ejected
+    // after it (and gets no request), where a rebuild would have forgotten the ejection.
+    let mut harness = harness(2, "").await;
+    let directory = std::env::temp_dir().join(format!("storefront-reload-ejected-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("temp dir");
+    let path = directory.join("storefront.toml");
+    let text = |budget: &str| {
+        common::config_text(
+            &harness.nodes,
+            &format!(
+                "[health.active]\nenabled = false\n[health.passive]\nconsecutive_failures = 1\nbase_ejection_time = \"60s\"\n[balance]\nalgorithm = \"round-robin\"\n[retry]\nbudget_ratio = {budget}\n"
+            ),
+        )
+    };
+    std::fs::write(&path, text("0.2")).expect("write");
+    let (config, credentials) = storefront::settings::load(&path).expect("valid file");
+    let app = App::new(config, credentials, Some(path.clone()), TcpConnector).expect("app");
+    let (listener, endpoint) = App::<TcpConnector>::bind("127.0.0.1:0").await.expect("bind");
+    let serving = app.clone();
+    tokio::spawn(async move { serving.serve(listener).await });
+    harness.app = app;
+    harness.endpoint = endpoint;
+    let admin = admin(&harness).await;
+    let s3 = harness.client();
+    s3.create_bucket().bucket("data").send().await.expect("create");
+    s3.put_object()
+        .bucket("data")
+        .key("k")
+        .body(ByteStream::from(vec![1u8; 10]))
+        .send()
+        .await
+        .expect("put");
+    harness.nodes[0].set_faults(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    });
+    let failing = harness.nodes[0].address().expect("bound").to_string();
+    let ejected = |backends: &serde_json::Value| {
+        backends
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|backend| backend["address"] == failing.as_str() && backend["ejected"] == true)
+    };
+    for _ in 0..4 {
+        let _ = s3.get_object().bucket("data").key("k").send().await;
+    }
+    let (_, body) = call(admin, "GET", "/admin/backends").await;
+    assert!(ejected(&serde_json::from_str(&body).expect("JSON")), "{body}");
+    harness.nodes[0].set_faults(Faults::default());
+
+    std::fs::write(&path, text("0.3")).expect("write");
+    harness.app.reload().expect("reload");
+    let (_, body) = call(admin, "GET", "/admin/backends").await;
+    assert!(
+        ejected(&serde_json::from_str(&body).expect("JSON")),
+        "the ejection survives the reload: {body}"
+    );
+    let before = harness.nodes[0].stats().requests_total;
+    for _ in 0..10 {
+        s3.get_object().bucket("data").key("k").send().await.expect("get");
+    }
+    assert_eq!(
+        harness.nodes[0].stats().requests_total,
+        before,
+        "the ejected backend got no request after the reload"
+    );
+}

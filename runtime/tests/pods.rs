@@ -360,3 +360,46 @@ async fn readiness_waits_for_the_pod_table() {
         "a proxy whose pod table never listed is not ready"
     );
 }
+
+#[tokio::test]
+async fn pod_callers_are_not_denied_across_a_reload() {
+    // Proves that the pod watch survives a reload that leaves its settings alone: right after
+    // the reload the pod is still known (a fresh watch would start with an empty table and
+    // deny it until it relisted), and the proxy stays ready.
+    let (api, _events) = fake_api_server(vec![pod("a", 1, "etl", "127.0.0.2")]).await;
+    let nodes = common::nodes(1).await;
+    let text = |budget: &str| {
+        common::config_text(&nodes, &format!("[health.active]\nenabled = false\n[retry]\nbudget_ratio = {budget}\n"))
+            .replace(
+                "[auth]\nmode = \"trust\"\n",
+                &format!(
+                    "[auth]\nmode = \"policy\"\n\n[auth.pods]\nnetworks = [\"127.0.0.2/32\"]\nkubernetes_url = \"http://{api}\"\n\n[[policy.rules]]\nname = \"etl-reads\"\neffect = \"allow\"\nidentity = {{ namespace = \"etl\" }}\nactions = [\"read\"]\nbuckets = [\"data\"]\n"
+                ),
+            )
+    };
+    let directory = std::env::temp_dir().join(format!("storefront-pods-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("temp dir");
+    let path = directory.join("storefront.toml");
+    std::fs::write(&path, text("0.2")).expect("write");
+    let (config, credentials) = storefront::settings::load(&path).expect("valid file");
+    let (app, endpoint) = common::serve(config, credentials, Some(path.clone())).await;
+    let pod_ip = Ipv4Addr::new(127, 0, 0, 2);
+    // The object does not exist: an allowed pod gets 404, a denied caller 403.
+    assert_eq!(
+        status_becomes(pod_ip, endpoint, "etl/x", "404").await,
+        "404",
+        "the pod is known"
+    );
+    for round in 0..5 {
+        std::fs::write(&path, text(if round % 2 == 0 { "0.3" } else { "0.2" })).expect("write");
+        app.reload().expect("reload");
+        let request = b"GET /data/etl/x HTTP/1.1\r\nhost: proxy\r\n\r\n";
+        let answer = common::send_from(pod_ip, endpoint, request).await;
+        assert_eq!(
+            common::status(&answer),
+            "404",
+            "round {round}: the pod stays known: {answer}"
+        );
+        assert!(app.proxy.current().readiness().is_ok(), "round {round}: still ready");
+    }
+}

@@ -557,14 +557,15 @@ async fn a_body_cut_short_in_the_same_read_is_still_an_error() {
 }
 
 fn in_flight(harness: &common::Harness) -> u64 {
-    harness.app.proxy.current().with(|state| {
-        state
-            .cluster
-            .pools()
-            .iter()
-            .map(|pool| pool.balancer().in_flight_total())
-            .sum()
-    })
+    harness
+        .app
+        .proxy
+        .current()
+        .state()
+        .pools()
+        .iter()
+        .map(|pool| pool.lock().balancer().in_flight_total())
+        .sum()
 }
 
 #[tokio::test]

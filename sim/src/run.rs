@@ -334,13 +334,19 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
     let apps = apps.lock().expect("single-threaded simulation").clone();
     let counter = |read: fn(&Tally) -> &AtomicU64| -> u64 { read(&tally).load(Ordering::Relaxed) };
     let (ejections, proxy_in_flight_at_end) = apps.iter().fold((0, 0), |(ejections, in_flight), app| {
-        app.proxy.current().with(|state| {
-            let pools = state.cluster.pools();
-            (
-                ejections + pools.iter().map(|pool| pool.health().ejections_total()).sum::<u64>(),
-                in_flight + pools.iter().map(|pool| pool.balancer().in_flight_total()).sum::<u64>(),
-            )
-        })
+        let pools = app.proxy.current().state().pools();
+        (
+            ejections
+                + pools
+                    .iter()
+                    .map(|pool| pool.lock().health().ejections_total())
+                    .sum::<u64>(),
+            in_flight
+                + pools
+                    .iter()
+                    .map(|pool| pool.lock().balancer().in_flight_total())
+                    .sum::<u64>(),
+        )
     });
     Ok(ModeRun {
         mode,

@@ -133,6 +133,11 @@ impl Backend {
     pub fn is_draining(&self) -> bool {
         self.draining
     }
+    /// Removed from the pool's configuration or DNS answer; it stays only until its in-flight
+    /// attempts end.
+    pub fn is_removed(&self) -> bool {
+        self.removed
+    }
     /// The peak-EWMA latency estimate as of `now` (the default latency until it answers).
     pub fn latency_estimate(&self, now: Instant, parameters: &EwmaParameters) -> Duration {
         Duration::from_nanos(self.ewma.estimate_ns(now, parameters) as u64)
@@ -250,15 +255,14 @@ impl Balancer {
         self.backends.iter().map(|backend| u64::from(backend.in_flight)).sum()
     }
 
-    /// Replace the backend set. Backends whose name stays keep their live state (their spec is
-    /// refreshed); new names join available with a fresh estimate; missing names leave, at once
-    /// if idle or as soon as their in-flight attempts end.
-    pub fn update(&mut self, specs: Vec<BackendSpec>, now: Instant) -> Result<UpdateSummary, BalanceError> {
+    /// Whether `specs` is a backend set [`Balancer::update`] accepts (bounded, names unique,
+    /// weights positive); checking changes nothing.
+    pub fn check_specs(specs: &[BackendSpec]) -> Result<(), BalanceError> {
         if specs.len() > BACKENDS_PER_POOL_MAX {
             return Err(BalanceError::TooManyBackends { count: specs.len() });
         }
         let mut seen = std::collections::HashSet::with_capacity(specs.len());
-        for spec in &specs {
+        for spec in specs {
             if !seen.insert(spec.name.as_str()) {
                 return Err(BalanceError::DuplicateName {
                     name: spec.name.clone(),
@@ -270,6 +274,29 @@ impl Balancer {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Take new parameters (a reload), keeping every backend's live state: a new algorithm
+    /// starts its own bookkeeping over the same backends, latency estimates carry over.
+    pub fn set_parameters(&mut self, parameters: BalanceParameters) {
+        if parameters == self.parameters {
+            return;
+        }
+        let algorithm_changed = parameters.algorithm != self.parameters.algorithm;
+        self.parameters = parameters;
+        if algorithm_changed {
+            self.algorithm = Algorithm::new(parameters.algorithm);
+            self.rebuild_eligible();
+        }
+    }
+
+    /// Replace the backend set. Backends whose name stays keep their live state (their spec is
+    /// refreshed); new names join available with a fresh estimate; missing names leave, at once
+    /// if idle or as soon as their in-flight attempts end.
+    pub fn update(&mut self, specs: Vec<BackendSpec>, now: Instant) -> Result<UpdateSummary, BalanceError> {
+        Self::check_specs(&specs)?;
+        let seen: std::collections::HashSet<&str> = specs.iter().map(|spec| spec.name.as_str()).collect();
         let mut summary = UpdateSummary::default();
         for backend in &mut self.backends {
             if !backend.removed && !seen.contains(backend.spec.name.as_str()) {

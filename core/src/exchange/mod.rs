@@ -3,11 +3,11 @@
 //! The exchange decides; the runtime does the IO. The call order:
 //!
 //! ```text
-//! start(cluster, id, now, head, caller, rng) ──> Reject(error)                      [terminal]
-//!                                           └──> Forward(dispatch)
-//! refuse(cluster, id, now, head, caller, error) ─> Reject(error)                    [terminal]
+//! start(state, id, now, head, caller) ──> Reject(error)                             [terminal]
+//!                                    └──> Forward(dispatch)
+//! refuse(state, id, now, head, caller, error) ─> Reject(error)                      [terminal]
 //!                                           (refused before core saw it: a bad signature)
-//! serve_locally(cluster, id, now, head, caller)   the proxy answers itself (the token
+//! serve_locally(state, id, now, caller)   the proxy answers itself (the token
 //!     handle_served(now, status)          ─> Done exchange endpoint)                [terminal]
 //! for each attempt (Forward or Retry):
 //!     handle_connected(now)                 the backend connection is open
@@ -54,21 +54,22 @@
 //! [`Exchange::poll_timeout`] gives the deadline of the current phase that core tracks
 //! (backend connect, backend first byte, total); the idle timeouts of streaming phases (client
 //! body, response write, backend body) are per-IO-operation and the runtime enforces them with
-//! the durations in [`Cluster::timeouts`], then reports them with `handle_timeout`.
+//! the durations in [`ProxyState::timeouts`], then reports them with `handle_timeout`.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
-
-use rand::Rng;
 
 use crate::auth::{Caller, Decision};
 use crate::balance::BackendId;
-use crate::cluster::{Cluster, Timeouts};
 use crate::event::{AttemptRecord, Event, ExchangeRecord};
 use crate::outcome::{AttemptOutcome, Phase, Side, is_failure_status};
+use crate::pool::Pool;
 use crate::retry::{RetryContext, RetryVerdict};
 use crate::route::{PoolId, RouteDecision};
 use crate::s3::{ErrorCode, S3ErrorResponse, S3Request, classify};
+use crate::state::{PoolCell, ProxyState, Settings, Timeouts};
 use crate::time::Instant;
 
 /// Where to send an attempt.
@@ -191,6 +192,12 @@ fn fault_of(status: u16, server: Side) -> Option<Side> {
 #[derive(Debug)]
 pub struct Exchange {
     id: u64,
+    /// The settings of the configuration the exchange started under.
+    settings: Arc<Settings>,
+    /// The pool it was routed to (held, not indexed: a reload may renumber pools).
+    pool: Option<Arc<PoolCell>>,
+    /// Events its calls made the pool queue, for [`Exchange::poll_event`].
+    pending: VecDeque<Event>,
     caller: Caller,
     attempt_records: Vec<AttemptRecord>,
     open: Option<OpenAttempt>,
@@ -216,41 +223,40 @@ impl Exchange {
     /// Begin exchange `id` for the request head `head` from `caller`: classify, authorise,
     /// route and pick the first backend. Ids are the driver's (one space per process, so that
     /// the record, the logs and the client's request id agree across reloads).
-    pub fn start<R: Rng + ?Sized>(
-        cluster: &mut Cluster,
+    pub fn start(
+        state: &ProxyState,
         id: u64,
         now: Instant,
         head: &http::request::Parts,
         caller: &Caller,
-        rng: &mut R,
     ) -> (Exchange, Step) {
-        let exchange = Exchange::new(cluster, id, now, caller);
-        let request = match classify(head, cluster.classify_config()) {
+        let exchange = Exchange::new(state.settings(), id, now, caller);
+        let request = match classify(head, exchange.settings.classify_config()) {
             Ok(request) => request,
             Err(error) => return exchange.reject(now, error.to_response(), Side::Client),
         };
-        exchange.admit(cluster, now, request, caller, rng)
+        exchange.admit(state, now, request, caller)
     }
 
     /// Exchange `id`, refused with `error` before core could decide anything (its signature
     /// did not verify): it ends at once, as the client's fault, and is recorded like any other.
     pub fn refuse(
-        cluster: &Cluster,
+        state: &ProxyState,
         id: u64,
         now: Instant,
         head: &http::request::Parts,
         caller: &Caller,
         error: S3ErrorResponse,
     ) -> (Exchange, Step) {
-        let mut exchange = Exchange::new(cluster, id, now, caller);
-        exchange.request = classify(head, cluster.classify_config()).ok();
+        let mut exchange = Exchange::new(state.settings(), id, now, caller);
+        exchange.request = classify(head, exchange.settings.classify_config()).ok();
         exchange.reject(now, error, Side::Client)
     }
 
     /// Exchange `id`, which the proxy serves itself (the token exchange): no backend is
     /// involved. The driver answers, then reports the status with [`Exchange::handle_served`].
-    pub fn serve_locally(cluster: &Cluster, id: u64, now: Instant, caller: &Caller) -> Exchange {
-        let mut exchange = Exchange::new(cluster, id, now, caller);
+    pub fn serve_locally(state: &ProxyState, id: u64, now: Instant, caller: &Caller) -> Exchange {
+        let mut exchange = Exchange::new(state.settings(), id, now, caller);
         exchange.state = State::Local;
         exchange
     }
@@ -267,9 +273,14 @@ impl Exchange {
         }
     }
 
-    fn new(cluster: &Cluster, id: u64, now: Instant, caller: &Caller) -> Exchange {
+    fn new(settings: Arc<Settings>, id: u64, now: Instant, caller: &Caller) -> Exchange {
         Exchange {
             id,
+            timeouts: *settings.timeouts(),
+            max_attempts: settings.retry_policy().max_attempts,
+            settings,
+            pool: None,
+            pending: VecDeque::new(),
             caller: caller.clone(),
             attempt_records: Vec::new(),
             open: None,
@@ -280,8 +291,6 @@ impl Exchange {
             request: None,
             decision: None,
             route: None,
-            timeouts: *cluster.timeouts(),
-            max_attempts: cluster.retry_policy().max_attempts,
             started_at: now,
             state: State::Starting,
             attempts: 0,
@@ -293,16 +302,9 @@ impl Exchange {
     }
 
     /// Authorise, route and dispatch a classified request.
-    fn admit<R: Rng + ?Sized>(
-        self,
-        cluster: &mut Cluster,
-        now: Instant,
-        request: S3Request,
-        caller: &Caller,
-        rng: &mut R,
-    ) -> (Exchange, Step) {
+    fn admit(self, state: &ProxyState, now: Instant, request: S3Request, caller: &Caller) -> (Exchange, Step) {
         let mut exchange = self;
-        let decision = cluster.authorizer().decide(caller, &request);
+        let decision = exchange.settings.authorizer().decide(caller, &request);
         let denied = match &decision {
             Decision::Deny { reason } => Some(reason.clone()),
             Decision::Allow { reason } => {
@@ -321,19 +323,23 @@ impl Exchange {
             );
         }
         let request = exchange.request.as_ref().expect("set above");
-        let route = cluster.router().route(request, caller.zone.as_deref(), |pool| {
-            cluster.pool(pool).is_some_and(|pool| pool.balancer().has_available())
-        });
+        let pools = state.pools();
+        let route = exchange
+            .settings
+            .router()
+            .route(request, caller.zone.as_deref(), |pool| {
+                pools.get(pool.0).is_some_and(|cell| cell.has_available())
+            });
         exchange.route = Some(route);
-        let Some(pool) = cluster.pool_mut(route.pool) else {
+        let Some(cell) = pools.get(route.pool.0).cloned() else {
             return exchange.reject(
                 now,
                 S3ErrorResponse::new(ErrorCode::ServiceUnavailable, "no pool serves this request"),
                 Side::Proxy,
             );
         };
-        pool.budget_mut().record_request(now);
-        match exchange.dispatch(cluster, now, rng) {
+        exchange.pool = Some(cell);
+        match exchange.dispatch_first(now) {
             Some(dispatch) => {
                 // Authorised from the head alone: the proxy answers `100 Continue` itself
                 // instead of paying a backend round trip for the handshake.
@@ -349,8 +355,12 @@ impl Exchange {
     }
 
     /// The exchange's record, once it has ended; `None` before, and after it was taken once.
-    /// Drain it after every call, with [`Cluster::poll_event`].
+    /// Drain it after every call: before the record it yields the pool events the exchange's
+    /// own calls caused (health changes, panic mode, refused retries).
     pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some(event) = self.pending.pop_front() {
+            return Some(event);
+        }
         self.record.take().map(Event::Exchange)
     }
 
@@ -381,25 +391,18 @@ impl Exchange {
     /// that does not verify, a malformed aws-chunked body): the attempt ends as the client's
     /// doing, never the backend's, and the client gets `error`. The runtime drops the backend
     /// connection, so the backend commits nothing.
-    pub fn handle_client_error(&mut self, cluster: &mut Cluster, now: Instant, error: S3ErrorResponse) -> Step {
-        self.local_failure(cluster, now, error, AttemptOutcome::Abandoned, Side::Client)
+    pub fn handle_client_error(&mut self, now: Instant, error: S3ErrorResponse) -> Step {
+        self.local_failure(now, error, AttemptOutcome::Abandoned, Side::Client)
     }
 
     /// The proxy itself failed the attempt (it could not sign or build the backend request):
     /// the attempt ends as the proxy's fault, never the backend's, and is not retried (another
     /// backend would meet the same failure). The client gets `error`.
-    pub fn handle_proxy_error(&mut self, cluster: &mut Cluster, now: Instant, error: S3ErrorResponse) -> Step {
-        self.local_failure(cluster, now, error, AttemptOutcome::ProxyFault, Side::Proxy)
+    pub fn handle_proxy_error(&mut self, now: Instant, error: S3ErrorResponse) -> Step {
+        self.local_failure(now, error, AttemptOutcome::ProxyFault, Side::Proxy)
     }
 
-    fn local_failure(
-        &mut self,
-        cluster: &mut Cluster,
-        now: Instant,
-        error: S3ErrorResponse,
-        outcome: AttemptOutcome,
-        side: Side,
-    ) -> Step {
+    fn local_failure(&mut self, now: Instant, error: S3ErrorResponse, outcome: AttemptOutcome, side: Side) -> Step {
         let State::Attempt {
             backend, started_at, ..
         } = self.state
@@ -409,12 +412,12 @@ impl Exchange {
                 _ => self.contract_violation("a local failure while responding"),
             };
         };
-        self.end_attempt(cluster, backend, outcome, now - started_at, now);
+        self.end_attempt(backend, outcome, now - started_at, now);
         self.finish(now, ExchangeOutcome::Failed { code: error.code }, Some(side));
         Step::Fail(error)
     }
 
-    /// The exchange's id (unique within its cluster), for logs and S3 request ids.
+    /// The exchange's id (the driver's, unique within its process), for logs and S3 request ids.
     pub fn id(&self) -> u64 {
         self.id
     }
@@ -526,12 +529,10 @@ impl Exchange {
     }
 
     /// The backend connection could not be opened.
-    pub fn handle_connect_failed<R: Rng + ?Sized>(&mut self, cluster: &mut Cluster, now: Instant, rng: &mut R) -> Step {
+    pub fn handle_connect_failed(&mut self, now: Instant) -> Step {
         match self.state {
             State::Attempt { .. } => self.attempt_failed(
-                cluster,
                 now,
-                rng,
                 AttemptOutcome::ConnectFailed,
                 ErrorCode::ServiceUnavailable,
                 "no backend could be reached; please retry",
@@ -542,13 +543,7 @@ impl Exchange {
     }
 
     /// The backend's response head arrived with `status`.
-    pub fn handle_response_head<R: Rng + ?Sized>(
-        &mut self,
-        cluster: &mut Cluster,
-        now: Instant,
-        status: u16,
-        rng: &mut R,
-    ) -> Step {
+    pub fn handle_response_head(&mut self, now: Instant, status: u16) -> Step {
         let State::Attempt {
             backend,
             started_at,
@@ -568,7 +563,7 @@ impl Exchange {
         };
         let outcome = AttemptOutcome::Response { status };
         if is_failure_status(status)
-            && let Some(step) = self.try_retry(cluster, now, rng, outcome)
+            && let Some(step) = self.try_retry(now, outcome)
         {
             return step;
         }
@@ -585,14 +580,14 @@ impl Exchange {
     }
 
     /// The response body was delivered whole to the client.
-    pub fn handle_response_done(&mut self, cluster: &mut Cluster, now: Instant) -> Step {
+    pub fn handle_response_done(&mut self, now: Instant) -> Step {
         match self.state {
             State::Responding {
                 backend,
                 status,
                 first_byte,
             } => {
-                self.end_attempt(cluster, backend, AttemptOutcome::Response { status }, first_byte, now);
+                self.end_attempt(backend, AttemptOutcome::Response { status }, first_byte, now);
                 self.finish(
                     now,
                     ExchangeOutcome::Completed { status },
@@ -606,67 +601,51 @@ impl Exchange {
     }
 
     /// The backend connection broke (reset, or closed early).
-    pub fn handle_backend_reset<R: Rng + ?Sized>(&mut self, cluster: &mut Cluster, now: Instant, rng: &mut R) -> Step {
+    pub fn handle_backend_reset(&mut self, now: Instant) -> Step {
         match self.state {
             State::Attempt {
                 phase: AttemptPhase::Connecting,
                 ..
-            } => self.handle_connect_failed(cluster, now, rng),
+            } => self.handle_connect_failed(now),
             State::Attempt { .. } => self.attempt_failed(
-                cluster,
                 now,
-                rng,
                 AttemptOutcome::Reset {
                     response_started: false,
                 },
                 ErrorCode::BadGateway,
                 "the storage node closed the connection before answering; please retry",
             ),
-            State::Responding { .. } => self.abort(cluster, now, AttemptOutcome::Reset { response_started: true }),
+            State::Responding { .. } => self.abort(now, AttemptOutcome::Reset { response_started: true }),
             State::Starting | State::Local | State::Finished(_) => Step::Continue,
         }
     }
 
     /// A phase timed out (core's own deadline from [`Exchange::poll_timeout`], or an idle
     /// timeout the runtime enforces).
-    pub fn handle_timeout<R: Rng + ?Sized>(
-        &mut self,
-        cluster: &mut Cluster,
-        now: Instant,
-        phase: Phase,
-        rng: &mut R,
-    ) -> Step {
+    pub fn handle_timeout(&mut self, now: Instant, phase: Phase) -> Step {
         let outcome = AttemptOutcome::Timeout(phase);
         match (&self.state, phase) {
             (State::Starting | State::Local | State::Finished(_), _) => Step::Continue,
             (State::Attempt { .. }, Phase::BackendConnect) => self.attempt_failed(
-                cluster,
                 now,
-                rng,
                 outcome,
                 ErrorCode::ServiceUnavailable,
                 "no backend accepted a connection in time; please retry",
             ),
             (State::Attempt { .. }, Phase::BackendFirstByte | Phase::BackendBodyIdle) => self.attempt_failed(
-                cluster,
                 now,
-                rng,
                 AttemptOutcome::Timeout(Phase::BackendFirstByte),
                 ErrorCode::GatewayTimeout,
                 "the storage node did not answer in time; please retry",
             ),
             (State::Attempt { .. }, Phase::BackendSendIdle) => self.attempt_failed(
-                cluster,
                 now,
-                rng,
                 outcome,
                 ErrorCode::GatewayTimeout,
                 "the storage node stopped accepting the request body; please retry",
             ),
             (State::Attempt { .. }, Phase::Total) => self.attempt_failed(
-                cluster,
                 now,
-                rng,
                 outcome,
                 ErrorCode::GatewayTimeout,
                 "the request exceeded the proxy's deadline",
@@ -675,15 +654,13 @@ impl Exchange {
                 // The client stalled mid-upload. The attempt ends as the client's doing; the
                 // runtime drops the backend connection so nothing truncated is committed.
                 self.attempt_failed(
-                    cluster,
                     now,
-                    rng,
                     AttemptOutcome::Abandoned,
                     ErrorCode::RequestTimeout,
                     "Your socket connection to the server was not read from or written to within the timeout period.",
                 )
             }
-            (State::Responding { .. }, _) => self.abort(cluster, now, outcome),
+            (State::Responding { .. }, _) => self.abort(now, outcome),
         }
     }
 
@@ -691,7 +668,7 @@ impl Exchange {
     /// per-backend connection cap was full for the whole bounded wait). Nothing reached the
     /// backend and it is not to blame: the attempt ends as abandoned and the client gets
     /// `503 SlowDown`, which SDKs back off from and retry.
-    pub fn handle_local_limit(&mut self, cluster: &mut Cluster, now: Instant) -> Step {
+    pub fn handle_local_limit(&mut self, now: Instant) -> Step {
         let State::Attempt {
             backend, started_at, ..
         } = self.state
@@ -701,7 +678,7 @@ impl Exchange {
                 _ => self.contract_violation("local limit while responding"),
             };
         };
-        self.end_attempt(cluster, backend, AttemptOutcome::Abandoned, now - started_at, now);
+        self.end_attempt(backend, AttemptOutcome::Abandoned, now - started_at, now);
         self.finish(
             now,
             ExchangeOutcome::Failed {
@@ -716,17 +693,17 @@ impl Exchange {
     }
 
     /// The client went away. The runtime drops the backend connection.
-    pub fn handle_client_gone(&mut self, cluster: &mut Cluster, now: Instant) -> Step {
+    pub fn handle_client_gone(&mut self, now: Instant) -> Step {
         match self.state {
             State::Attempt {
                 backend, started_at, ..
             } => {
-                self.end_attempt(cluster, backend, AttemptOutcome::Abandoned, now - started_at, now);
+                self.end_attempt(backend, AttemptOutcome::Abandoned, now - started_at, now);
             }
             State::Responding {
                 backend, first_byte, ..
             } => {
-                self.end_attempt(cluster, backend, AttemptOutcome::Abandoned, first_byte, now);
+                self.end_attempt(backend, AttemptOutcome::Abandoned, first_byte, now);
             }
             State::Starting | State::Local | State::Finished(_) => return Step::Continue,
         }
@@ -735,16 +712,14 @@ impl Exchange {
     }
 
     /// The current attempt failed with `outcome`: retry if safe and affordable, else fail.
-    fn attempt_failed<R: Rng + ?Sized>(
+    fn attempt_failed(
         &mut self,
-        cluster: &mut Cluster,
         now: Instant,
-        rng: &mut R,
         outcome: AttemptOutcome,
         code: ErrorCode,
         message: &'static str,
     ) -> Step {
-        if let Some(step) = self.try_retry(cluster, now, rng, outcome) {
+        if let Some(step) = self.try_retry(now, outcome) {
             return step;
         }
         let State::Attempt {
@@ -753,20 +728,14 @@ impl Exchange {
         else {
             unreachable!("attempt_failed is only called in the attempt state");
         };
-        self.end_attempt(cluster, backend, outcome, now - started_at, now);
+        self.end_attempt(backend, outcome, now - started_at, now);
         self.finish(now, ExchangeOutcome::Failed { code }, Some(outcome.side()));
         Step::Fail(S3ErrorResponse::new(code, Cow::Borrowed(message)))
     }
 
     /// If `outcome` may be retried and the budget allows, end the current attempt and dispatch
     /// the next; `None` leaves the current attempt untouched.
-    fn try_retry<R: Rng + ?Sized>(
-        &mut self,
-        cluster: &mut Cluster,
-        now: Instant,
-        rng: &mut R,
-        outcome: AttemptOutcome,
-    ) -> Option<Step> {
+    fn try_retry(&mut self, now: Instant, outcome: AttemptOutcome) -> Option<Step> {
         let State::Attempt {
             backend, started_at, ..
         } = self.state
@@ -781,23 +750,30 @@ impl Exchange {
             response_started: false,
             attempts: self.attempts,
         };
-        let verdict = cluster.retry_policy().verdict(outcome, context);
+        let verdict = self.settings.retry_policy().verdict(outcome, context);
         self.last_retry_verdict = Some(verdict);
         if verdict != RetryVerdict::Retry {
             return None;
         }
         let pool_id = self.route?.pool;
-        if !cluster.pool_mut(pool_id)?.budget_mut().try_withdraw(now) {
+        let id = self.id;
+        let withdrawn = self.with_pool(|pool| {
+            let withdrawn = pool.budget_mut().try_withdraw(now);
+            if !withdrawn {
+                pool.push_event(Event::RetryRefused {
+                    pool: pool_id,
+                    exchange: id,
+                });
+            }
+            withdrawn
+        })?;
+        if !withdrawn {
             self.retry_budget_exhausted = true;
-            cluster.pool_mut(pool_id)?.push_event(Event::RetryRefused {
-                pool: pool_id,
-                exchange: self.id,
-            });
             tracing::debug!(exchange = self.id, "retry refused: budget exhausted");
             return None;
         }
-        self.end_attempt(cluster, backend, outcome, now - started_at, now);
-        match self.dispatch(cluster, now, rng) {
+        self.end_attempt(backend, outcome, now - started_at, now);
+        match self.dispatch(now) {
             Some(dispatch) => {
                 tracing::debug!(exchange = self.id, attempt = dispatch.attempt, failed = %backend, next = %dispatch.backend, outcome = outcome.class(), "retry");
                 Some(Step::Retry(dispatch))
@@ -818,18 +794,46 @@ impl Exchange {
         }
     }
 
+    /// Run `f` on this exchange's pool under its lock, and keep the events the call queued
+    /// for [`Exchange::poll_event`]. `None` before routing.
+    fn with_pool<T>(&mut self, f: impl FnOnce(&mut Pool) -> T) -> Option<T> {
+        let cell: &PoolCell = self.pool.as_deref()?;
+        let pending = &mut self.pending;
+        Some(cell.with(|pool| {
+            let result = f(pool);
+            pending.extend(std::iter::from_fn(|| pool.poll_event()));
+            result
+        }))
+    }
+
+    /// Count the request in its pool's retry budget and dispatch its first attempt.
+    fn dispatch_first(&mut self, now: Instant) -> Option<Dispatch> {
+        let tried = std::mem::take(&mut self.tried);
+        let picked = self.with_pool(|pool| {
+            pool.budget_mut().record_request(now);
+            pick_and_start(pool, now, &tried)
+        });
+        self.tried = tried;
+        self.start_attempt(now, picked??)
+    }
+
     /// Pick a backend (avoiding those tried) and start an attempt on it.
-    fn dispatch<R: Rng + ?Sized>(&mut self, cluster: &mut Cluster, now: Instant, rng: &mut R) -> Option<Dispatch> {
+    fn dispatch(&mut self, now: Instant) -> Option<Dispatch> {
+        let tried = std::mem::take(&mut self.tried);
+        let picked = self.with_pool(|pool| pick_and_start(pool, now, &tried));
+        self.tried = tried;
+        self.start_attempt(now, picked??)
+    }
+
+    /// The attempt on the backend just picked and started in the balancer.
+    fn start_attempt(&mut self, now: Instant, picked: Picked) -> Option<Dispatch> {
         let pool_id = self.route?.pool;
-        let pool = cluster.pool_mut(pool_id)?;
-        let balancer = pool.balancer_mut();
-        let backend = balancer.pick_excluding(now, rng, &self.tried)?;
-        let picked = balancer.get(backend)?;
-        let address = picked.spec().address.clone();
-        let dispatched_unavailable = !picked.is_available();
-        let panic_mode = balancer.is_panic_mode();
-        let started = balancer.on_start(backend, now);
-        debug_assert!(started, "a picked backend exists");
+        let Picked {
+            backend,
+            address,
+            dispatched_unavailable,
+            panic_mode,
+        } = picked;
         self.attempts += 1;
         debug_assert!(self.attempts <= self.max_attempts, "attempts past the policy's maximum");
         if !self.tried.contains(&backend) {
@@ -865,29 +869,20 @@ impl Exchange {
         })
     }
 
-    fn abort(&mut self, cluster: &mut Cluster, now: Instant, outcome: AttemptOutcome) -> Step {
+    fn abort(&mut self, now: Instant, outcome: AttemptOutcome) -> Step {
         let State::Responding {
             backend, first_byte, ..
         } = self.state
         else {
             unreachable!("abort is only called while responding");
         };
-        self.end_attempt(cluster, backend, outcome, first_byte.max(now - self.started_at), now);
+        self.end_attempt(backend, outcome, first_byte.max(now - self.started_at), now);
         self.finish(now, ExchangeOutcome::Aborted { outcome }, Some(outcome.side()));
         Step::Abort
     }
 
-    fn end_attempt(
-        &mut self,
-        cluster: &mut Cluster,
-        backend: BackendId,
-        outcome: AttemptOutcome,
-        latency: Duration,
-        now: Instant,
-    ) {
-        if let Some(pool) = self.route.and_then(|route| cluster.pool_mut(route.pool)) {
-            pool.end_attempt(backend, outcome, latency, now);
-        }
+    fn end_attempt(&mut self, backend: BackendId, outcome: AttemptOutcome, latency: Duration, now: Instant) {
+        self.with_pool(|pool| pool.end_attempt(backend, outcome, latency, now));
         if let Some(open) = self.open.take() {
             debug_assert_eq!(open.record.backend, backend, "the open attempt is the one ending");
             let mut record = open.record;
@@ -948,6 +943,32 @@ impl Exchange {
         debug_assert!(false, "exchange {}: {what} (state {:?})", self.id, self.state);
         Step::Continue
     }
+}
+
+/// A backend picked and started in its pool's balancer, with what the record needs of it.
+struct Picked {
+    backend: BackendId,
+    address: String,
+    dispatched_unavailable: bool,
+    panic_mode: bool,
+}
+
+/// Pick a backend of `pool` not in `tried` and count the attempt as started on it.
+fn pick_and_start(pool: &mut Pool, now: Instant, tried: &[BackendId]) -> Option<Picked> {
+    let (balancer, rng) = pool.balancer_and_rng();
+    let backend = balancer.pick_excluding(now, rng, tried)?;
+    let picked = balancer.get(backend)?;
+    let address = picked.spec().address.clone();
+    let dispatched_unavailable = !picked.is_available();
+    let panic_mode = balancer.is_panic_mode();
+    let started = balancer.on_start(backend, now);
+    debug_assert!(started, "a picked backend exists");
+    Some(Picked {
+        backend,
+        address,
+        dispatched_unavailable,
+        panic_mode,
+    })
 }
 
 #[cfg(test)]

@@ -10,15 +10,19 @@ use super::*;
 use crate::auth::{DenyAll, TrustAll};
 use crate::config::Config;
 
-fn cluster_with(backends: usize, extra: &str) -> Cluster {
+fn cluster_with(backends: usize, extra: &str) -> ProxyState {
+    cluster_seeded(backends, extra, 0)
+}
+
+/// [`cluster_with`], its pools' RNGs seeded from `seed`.
+fn cluster_seeded(backends: usize, extra: &str, seed: u64) -> ProxyState {
     let list: Vec<String> = (0..backends).map(|index| format!("\"10.0.0.{index}:9000\"")).collect();
     let text = format!(
         "{extra}\n[health.active]\nenabled = false\n\n[[pools]]\nname = \"dc1\"\nbackends = [{}]\n",
         list.join(", ")
     );
     let config = Config::from_toml(&text, "test.toml").expect("valid test config");
-    let mut rng = SmallRng::seed_from_u64(0);
-    let mut cluster = Cluster::from_config(&config, Instant::EPOCH, &mut rng).expect("cluster");
+    let cluster = ProxyState::from_config(&config, Instant::EPOCH, seed).expect("state");
     cluster.set_authorizer(Box::new(TrustAll));
     cluster
 }
@@ -46,22 +50,15 @@ fn caller() -> Caller {
 }
 
 /// Start an exchange for `method path` with `headers` from an anonymous caller.
-fn start(
-    cluster: &mut Cluster,
-    now: Instant,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    rng: &mut SmallRng,
-) -> (Exchange, Step) {
-    Exchange::start(cluster, next_id(), now, &head(method, path, headers), &caller(), rng)
+fn start(cluster: &ProxyState, now: Instant, method: &str, path: &str, headers: &[(&str, &str)]) -> (Exchange, Step) {
+    Exchange::start(cluster, next_id(), now, &head(method, path, headers), &caller())
 }
 
-fn in_flight(cluster: &Cluster) -> u64 {
+fn in_flight(cluster: &ProxyState) -> u64 {
     cluster
         .pools()
         .iter()
-        .map(|pool| pool.balancer().in_flight_total())
+        .map(|pool| pool.lock().balancer().in_flight_total())
         .sum()
 }
 
@@ -75,10 +72,9 @@ fn dispatch_of(step: &Step) -> &Dispatch {
 #[test]
 fn a_get_goes_forward_returns_and_completes() {
     // Proves the happy path and that the attempt is recorded once in the balancer.
-    let mut cluster = cluster_with(3, "");
-    let mut rng = SmallRng::seed_from_u64(1);
+    let cluster = cluster_with(3, "");
     let t0 = Instant::from_millis(10);
-    let (mut exchange, step) = start(&mut cluster, t0, "GET", "/b/k", &[], &mut rng);
+    let (mut exchange, step) = start(&cluster, t0, "GET", "/b/k", &[]);
     let dispatch = dispatch_of(&step).clone();
     assert_eq!(dispatch.attempt, 1);
     assert_eq!(in_flight(&cluster), 1);
@@ -96,47 +92,50 @@ fn a_get_goes_forward_returns_and_completes() {
         ))
     );
     let t1 = t0 + Duration::from_millis(5);
-    assert_eq!(
-        exchange.handle_response_head(&mut cluster, t1, 200, &mut rng),
-        Step::Return
-    );
+    assert_eq!(exchange.handle_response_head(t1, 200), Step::Return);
     assert_eq!(
         exchange.poll_timeout(),
         None,
         "streaming phases are the runtime's idle timers"
     );
     assert_eq!(in_flight(&cluster), 1, "the body still streams");
-    assert_eq!(exchange.handle_response_done(&mut cluster, t1), Step::Done);
+    assert_eq!(exchange.handle_response_done(t1), Step::Done);
     assert_eq!(exchange.outcome(), Some(&ExchangeOutcome::Completed { status: 200 }));
     assert_eq!(in_flight(&cluster), 0);
-    let backend = cluster.pools()[0].balancer().get(dispatch.backend).expect("backend");
+    let backend = cluster.pools()[0]
+        .lock()
+        .balancer()
+        .get(dispatch.backend)
+        .expect("backend")
+        .clone();
     assert_eq!((backend.requests_total(), backend.errors_total()), (1, 0));
     // Events after the end change nothing.
-    assert_eq!(exchange.handle_client_gone(&mut cluster, t1), Step::Continue);
+    assert_eq!(exchange.handle_client_gone(t1), Step::Continue);
     assert_eq!(exchange.outcome(), Some(&ExchangeOutcome::Completed { status: 200 }));
 }
 
 #[test]
 fn a_dead_backend_costs_a_get_nothing() {
     // Proves connect failures are retried on another backend and the client sees success.
-    let mut cluster = cluster_with(3, "");
-    let mut rng = SmallRng::seed_from_u64(2);
+    let cluster = cluster_with(3, "");
     let now = Instant::from_millis(1);
-    let (mut exchange, first) = start(&mut cluster, now, "GET", "/b/k", &[], &mut rng);
+    let (mut exchange, first) = start(&cluster, now, "GET", "/b/k", &[]);
     let first = dispatch_of(&first).clone();
-    let second = exchange.handle_connect_failed(&mut cluster, now, &mut rng);
+    let second = exchange.handle_connect_failed(now);
     let second = dispatch_of(&second).clone();
     assert!(matches!(exchange.last_retry_verdict(), Some(RetryVerdict::Retry)));
     assert_ne!(first.backend, second.backend, "the retry goes elsewhere");
     assert_eq!(second.attempt, 2);
     exchange.handle_connected(now);
     exchange.handle_request_sent(now);
-    assert_eq!(
-        exchange.handle_response_head(&mut cluster, now, 200, &mut rng),
-        Step::Return
-    );
-    assert_eq!(exchange.handle_response_done(&mut cluster, now), Step::Done);
-    let failed = cluster.pools()[0].balancer().get(first.backend).expect("backend");
+    assert_eq!(exchange.handle_response_head(now, 200), Step::Return);
+    assert_eq!(exchange.handle_response_done(now), Step::Done);
+    let failed = cluster.pools()[0]
+        .lock()
+        .balancer()
+        .get(first.backend)
+        .expect("backend")
+        .clone();
     assert_eq!(failed.errors_total(), 1);
     assert_eq!(in_flight(&cluster), 0);
 }
@@ -145,23 +144,16 @@ fn a_dead_backend_costs_a_get_nothing() {
 fn slow_down_is_retried_even_when_not_idempotent_but_a_500_is_not() {
     // Proves the S3 rule: 503 SlowDown means "not processed", so any request may be retried;
     // a 500 on CreateMultipartUpload may have created an upload, so it is passed through.
-    let mut cluster = cluster_with(3, "");
-    let mut rng = SmallRng::seed_from_u64(3);
+    let cluster = cluster_with(3, "");
     let now = Instant::from_millis(1);
     let create = head("POST", "/b/k?uploads", &[]);
-    let (mut exchange, _) = Exchange::start(&mut cluster, next_id(), now, &create, &caller(), &mut rng);
+    let (mut exchange, _) = Exchange::start(&cluster, next_id(), now, &create, &caller());
     exchange.handle_request_sent(now);
-    assert!(matches!(
-        exchange.handle_response_head(&mut cluster, now, 503, &mut rng),
-        Step::Retry(_)
-    ));
+    assert!(matches!(exchange.handle_response_head(now, 503), Step::Retry(_)));
     exchange.handle_request_sent(now);
-    assert_eq!(
-        exchange.handle_response_head(&mut cluster, now, 500, &mut rng),
-        Step::Return
-    );
+    assert_eq!(exchange.handle_response_head(now, 500), Step::Return);
     assert_eq!(exchange.last_retry_verdict(), Some(RetryVerdict::NotIdempotent));
-    assert_eq!(exchange.handle_response_done(&mut cluster, now), Step::Done);
+    assert_eq!(exchange.handle_response_done(now), Step::Done);
     assert_eq!(exchange.outcome(), Some(&ExchangeOutcome::Completed { status: 500 }));
     assert_eq!(in_flight(&cluster), 0);
 }
@@ -169,14 +161,13 @@ fn slow_down_is_retried_even_when_not_idempotent_but_a_500_is_not() {
 #[test]
 fn an_upload_whose_body_started_is_never_retried() {
     // Proves that a streamed body is never replayed: the client gets an error and retries itself.
-    let mut cluster = cluster_with(3, "");
-    let mut rng = SmallRng::seed_from_u64(4);
+    let cluster = cluster_with(3, "");
     let now = Instant::from_millis(1);
     let put = head("PUT", "/b/k", &[("content-length", "1048576")]);
-    let (mut exchange, _) = Exchange::start(&mut cluster, next_id(), now, &put, &caller(), &mut rng);
+    let (mut exchange, _) = Exchange::start(&cluster, next_id(), now, &put, &caller());
     exchange.handle_connected(now);
     exchange.handle_body_started(now);
-    let step = exchange.handle_backend_reset(&mut cluster, now, &mut rng);
+    let step = exchange.handle_backend_reset(now);
     assert!(
         matches!(&step, Step::Fail(error) if error.code == ErrorCode::BadGateway),
         "{step:?}"
@@ -190,28 +181,21 @@ fn an_upload_whose_body_started_is_never_retried() {
         "/b/k",
         &[("content-length", "1048576"), ("expect", "100-continue")],
     );
-    let (mut exchange, _) = Exchange::start(&mut cluster, next_id(), now, &put, &caller(), &mut rng);
-    assert!(matches!(
-        exchange.handle_connect_failed(&mut cluster, now, &mut rng),
-        Step::Retry(_)
-    ));
-    exchange.handle_client_gone(&mut cluster, now);
+    let (mut exchange, _) = Exchange::start(&cluster, next_id(), now, &put, &caller());
+    assert!(matches!(exchange.handle_connect_failed(now), Step::Retry(_)));
+    exchange.handle_client_gone(now);
     assert_eq!(in_flight(&cluster), 0);
 }
 
 #[test]
 fn a_backend_dying_mid_body_aborts_the_client_connection() {
     // Proves that a broken response is never passed off as complete.
-    let mut cluster = cluster_with(2, "");
-    let mut rng = SmallRng::seed_from_u64(5);
+    let cluster = cluster_with(2, "");
     let now = Instant::from_millis(1);
-    let (mut exchange, _) = start(&mut cluster, now, "GET", "/b/big", &[], &mut rng);
+    let (mut exchange, _) = start(&cluster, now, "GET", "/b/big", &[]);
     exchange.handle_request_sent(now);
-    assert_eq!(
-        exchange.handle_response_head(&mut cluster, now, 200, &mut rng),
-        Step::Return
-    );
-    assert_eq!(exchange.handle_backend_reset(&mut cluster, now, &mut rng), Step::Abort);
+    assert_eq!(exchange.handle_response_head(now, 200), Step::Return);
+    assert_eq!(exchange.handle_backend_reset(now), Step::Abort);
     assert_eq!(
         exchange.outcome(),
         Some(&ExchangeOutcome::Aborted {
@@ -225,33 +209,29 @@ fn a_backend_dying_mid_body_aborts_the_client_connection() {
 fn slow_clients_do_not_count_against_backends() {
     // Proves that a slow reader or a stalled uploader ends the exchange without harming the
     // backend's health record.
-    let mut cluster = cluster_with(1, "[health.passive]\nconsecutive_failures = 1\n");
-    let mut rng = SmallRng::seed_from_u64(6);
+    let cluster = cluster_with(1, "[health.passive]\nconsecutive_failures = 1\n");
     let now = Instant::from_millis(1);
-    let (mut reader, step) = start(&mut cluster, now, "GET", "/b/k", &[], &mut rng);
+    let (mut reader, step) = start(&cluster, now, "GET", "/b/k", &[]);
     let backend = dispatch_of(&step).backend;
     reader.handle_request_sent(now);
-    reader.handle_response_head(&mut cluster, now, 200, &mut rng);
-    assert_eq!(
-        reader.handle_timeout(&mut cluster, now, Phase::ResponseWriteIdle, &mut rng),
-        Step::Abort
-    );
+    reader.handle_response_head(now, 200);
+    assert_eq!(reader.handle_timeout(now, Phase::ResponseWriteIdle), Step::Abort);
 
     let put = head("PUT", "/b/k", &[("content-length", "10")]);
-    let (mut writer, _) = Exchange::start(&mut cluster, next_id(), now, &put, &caller(), &mut rng);
+    let (mut writer, _) = Exchange::start(&cluster, next_id(), now, &put, &caller());
     writer.handle_connected(now);
     writer.handle_body_started(now);
-    let step = writer.handle_timeout(&mut cluster, now, Phase::ClientBodyIdle, &mut rng);
+    let step = writer.handle_timeout(now, Phase::ClientBodyIdle);
     assert!(
         matches!(&step, Step::Fail(error) if error.code == ErrorCode::RequestTimeout),
         "{step:?}"
     );
 
-    let (mut leaver, _) = start(&mut cluster, now, "GET", "/b/k", &[], &mut rng);
-    assert_eq!(leaver.handle_client_gone(&mut cluster, now), Step::Done);
+    let (mut leaver, _) = start(&cluster, now, "GET", "/b/k", &[]);
+    assert_eq!(leaver.handle_client_gone(now), Step::Done);
     assert_eq!(leaver.outcome(), Some(&ExchangeOutcome::ClientGone));
 
-    let health = cluster.pools()[0].health().get(backend).expect("tracked");
+    let health = cluster.pools()[0].lock().health().get(backend).expect("tracked");
     assert_eq!(health.consecutive_failures, 0);
     assert!(health.is_available());
     assert_eq!(in_flight(&cluster), 0);
@@ -262,8 +242,7 @@ fn local_failures_are_attributed_to_their_side() {
     // Proves that a signing failure is the proxy's fault and a bad chunk signature the
     // client's: neither ejects the backend (one failure would, here), neither is retried, and
     // each record says whose fault it was and what the client got.
-    let mut cluster = cluster_with(2, "[health.passive]\nconsecutive_failures = 1\n");
-    let mut rng = SmallRng::seed_from_u64(9);
+    let cluster = cluster_with(2, "[health.passive]\nconsecutive_failures = 1\n");
     let now = Instant::from_millis(1);
     let cases = [
         (
@@ -281,14 +260,14 @@ fn local_failures_are_attributed_to_their_side() {
     ];
     for (side_name, error, side, attempt_outcome) in cases {
         let put = head("PUT", "/b/k", &[("content-length", "10")]);
-        let (mut exchange, step) = Exchange::start(&mut cluster, next_id(), now, &put, &caller(), &mut rng);
+        let (mut exchange, step) = Exchange::start(&cluster, next_id(), now, &put, &caller());
         let backend = dispatch_of(&step).backend;
         exchange.handle_connected(now);
         exchange.handle_stale_connection(now);
         exchange.handle_transferred(4, 0);
         let step = match side {
-            Side::Proxy => exchange.handle_proxy_error(&mut cluster, now, error.clone()),
-            _ => exchange.handle_client_error(&mut cluster, now, error.clone()),
+            Side::Proxy => exchange.handle_proxy_error(now, error.clone()),
+            _ => exchange.handle_client_error(now, error.clone()),
         };
         assert_eq!(step, Step::Fail(error.clone()), "{side_name}");
         let Some(crate::event::Event::Exchange(record)) = exchange.poll_event() else {
@@ -306,7 +285,7 @@ fn local_failures_are_attributed_to_their_side() {
         assert_eq!(record.attempts.len(), 1, "{side_name}: not retried");
         assert_eq!(record.attempts[0].outcome, attempt_outcome, "{side_name}");
         assert_eq!(record.attempts[0].stale_connections, 1, "{side_name}");
-        let health = cluster.pools()[0].health().get(backend).expect("tracked");
+        let health = cluster.pools()[0].lock().health().get(backend).expect("tracked");
         assert_eq!(health.consecutive_failures, 0, "{side_name}");
         assert!(health.is_available(), "{side_name}: the backend is not ejected");
     }
@@ -317,17 +296,9 @@ fn local_failures_are_attributed_to_their_side() {
 fn a_completed_exchange_records_what_the_access_log_needs() {
     // Proves that the record of a forwarded upload carries the operation, bucket, key, route,
     // the local 100 Continue, the attempt's phase times, the status and the bytes.
-    let mut cluster = cluster_with(1, "");
-    let mut rng = SmallRng::seed_from_u64(10);
+    let cluster = cluster_with(1, "");
     let put = head("PUT", "/b/k", &[("content-length", "10"), ("expect", "100-continue")]);
-    let (mut exchange, step) = Exchange::start(
-        &mut cluster,
-        next_id(),
-        Instant::from_millis(1),
-        &put,
-        &caller(),
-        &mut rng,
-    );
+    let (mut exchange, step) = Exchange::start(&cluster, next_id(), Instant::from_millis(1), &put, &caller());
     assert!(matches!(step, Step::Forward(_)));
     assert!(
         exchange.continues_locally(),
@@ -336,13 +307,10 @@ fn a_completed_exchange_records_what_the_access_log_needs() {
     exchange.handle_connected(Instant::from_millis(2));
     exchange.handle_body_started(Instant::from_millis(3));
     exchange.handle_request_sent(Instant::from_millis(5));
-    exchange.handle_response_head(&mut cluster, Instant::from_millis(9), 200, &mut rng);
+    exchange.handle_response_head(Instant::from_millis(9), 200);
     exchange.handle_transferred(10, 0);
     assert_eq!(exchange.poll_event(), None, "no record before the end");
-    assert_eq!(
-        exchange.handle_response_done(&mut cluster, Instant::from_millis(10)),
-        Step::Done
-    );
+    assert_eq!(exchange.handle_response_done(Instant::from_millis(10)), Step::Done);
     let Some(crate::event::Event::Exchange(record)) = exchange.poll_event() else {
         panic!("an ended exchange yields its record");
     };
@@ -366,19 +334,18 @@ fn a_completed_exchange_records_what_the_access_log_needs() {
 #[test]
 fn denied_and_malformed_requests_are_rejected_without_a_backend() {
     // Proves the auth seam decides from the head alone, and bad input gets a 4xx.
-    let mut cluster = cluster_with(2, "");
+    let cluster = cluster_with(2, "");
     cluster.set_authorizer(Box::new(DenyAll));
-    let mut rng = SmallRng::seed_from_u64(7);
     let now = Instant::from_millis(1);
     let put = head("PUT", "/b/k", &[("content-length", "5"), ("expect", "100-continue")]);
-    let (exchange, step) = Exchange::start(&mut cluster, next_id(), now, &put, &caller(), &mut rng);
+    let (exchange, step) = Exchange::start(&cluster, next_id(), now, &put, &caller());
     assert!(matches!(&step, Step::Reject(error) if error.code == ErrorCode::AccessDenied && error.status() == 403));
     assert!(exchange.decision().is_some_and(|decision| !decision.is_allowed()));
     assert_eq!(exchange.attempts(), 0);
 
     cluster.set_authorizer(Box::new(TrustAll));
     let bad = head("GET", "/b/a%zz", &[]);
-    let (exchange, step) = Exchange::start(&mut cluster, next_id(), now, &bad, &caller(), &mut rng);
+    let (exchange, step) = Exchange::start(&cluster, next_id(), now, &bad, &caller());
     assert!(matches!(&step, Step::Reject(error) if error.status() == 400));
     assert_eq!(
         exchange.outcome(),
@@ -387,6 +354,7 @@ fn denied_and_malformed_requests_are_rejected_without_a_backend() {
         })
     );
     let requests: u64 = cluster.pools()[0]
+        .lock()
         .balancer()
         .backends()
         .iter()
@@ -400,36 +368,35 @@ fn a_dead_node_is_ejected_and_then_avoided() {
     // Proves the loop balance → health → balance: after enough failures the node gets no picks.
     // Round-robin, because p2c's failure penalty alone already steers around the dead node
     // before it fails twice in a row.
-    let mut cluster = cluster_with(
+    let cluster = cluster_with(
         3,
         "[balance]\nalgorithm = \"round-robin\"\n[health.passive]\nconsecutive_failures = 2\n",
     );
-    let mut rng = SmallRng::seed_from_u64(8);
-    let dead = cluster.pools()[0].balancer().backends()[0].id();
+    let dead = cluster.pools()[0].lock().balancer().backends()[0].id();
     let mut now = Instant::from_millis(1);
     let mut dispatched_to_dead_after_ejection = 0;
     for _ in 0..200 {
         now = now + Duration::from_millis(10);
-        let ejected = !cluster.pools()[0].health().is_available(dead);
-        let (mut exchange, mut step) = start(&mut cluster, now, "GET", "/b/k", &[], &mut rng);
+        let ejected = !cluster.pools()[0].lock().health().is_available(dead);
+        let (mut exchange, mut step) = start(&cluster, now, "GET", "/b/k", &[]);
         loop {
             match &step {
                 Step::Forward(dispatch) | Step::Retry(dispatch) => {
                     if dispatch.backend == dead {
                         dispatched_to_dead_after_ejection += usize::from(ejected);
-                        step = exchange.handle_connect_failed(&mut cluster, now, &mut rng);
+                        step = exchange.handle_connect_failed(now);
                     } else {
                         exchange.handle_request_sent(now);
-                        step = exchange.handle_response_head(&mut cluster, now, 200, &mut rng);
+                        step = exchange.handle_response_head(now, 200);
                     }
                 }
-                Step::Return => step = exchange.handle_response_done(&mut cluster, now),
+                Step::Return => step = exchange.handle_response_done(now),
                 Step::Done => break,
                 other => panic!("a GET failed although two nodes are healthy: {other:?}"),
             }
         }
     }
-    assert!(!cluster.pools()[0].health().is_available(dead));
+    assert!(!cluster.pools()[0].lock().health().is_available(dead));
     assert_eq!(dispatched_to_dead_after_ejection, 0);
     assert_eq!(in_flight(&cluster), 0);
 }
@@ -437,11 +404,10 @@ fn a_dead_node_is_ejected_and_then_avoided() {
 #[test]
 fn an_exhausted_budget_stops_retries() {
     // Proves that a brown-out does not become a retry storm: with no budget, no retry.
-    let mut cluster = cluster_with(3, "[retry]\nbudget_ratio = 0.0\nbudget_min_per_second = 0.0\n");
-    let mut rng = SmallRng::seed_from_u64(9);
+    let cluster = cluster_with(3, "[retry]\nbudget_ratio = 0.0\nbudget_min_per_second = 0.0\n");
     let now = Instant::from_millis(1);
-    let (mut exchange, _) = start(&mut cluster, now, "GET", "/b/k", &[], &mut rng);
-    let step = exchange.handle_connect_failed(&mut cluster, now, &mut rng);
+    let (mut exchange, _) = start(&cluster, now, "GET", "/b/k", &[]);
+    let step = exchange.handle_connect_failed(now);
     assert!(
         matches!(&step, Step::Fail(error) if error.code == ErrorCode::ServiceUnavailable),
         "{step:?}"
@@ -453,11 +419,10 @@ fn an_exhausted_budget_stops_retries() {
 fn upload_time_does_not_count_as_node_latency() {
     // Proves the latency fed to peak-EWMA runs from "request fully sent" to the response
     // head: a 10 s upload answered 5 ms after its last byte is a 5 ms node, not a 10 s one.
-    let mut cluster = cluster_with(1, "");
-    let mut rng = SmallRng::seed_from_u64(12);
+    let cluster = cluster_with(1, "");
     let start_at = Instant::from_millis(1_000);
     let put = head("PUT", "/b/k", &[("content-length", "1000000000")]);
-    let (mut exchange, step) = Exchange::start(&mut cluster, next_id(), start_at, &put, &caller(), &mut rng);
+    let (mut exchange, step) = Exchange::start(&cluster, next_id(), start_at, &put, &caller());
     let backend = dispatch_of(&step).backend;
     exchange.handle_connected(start_at);
     exchange.handle_body_started(start_at);
@@ -465,13 +430,11 @@ fn upload_time_does_not_count_as_node_latency() {
     let answered = sent + Duration::from_millis(5);
     // The runtime learns that the body was sent only when the head arrives.
     exchange.handle_request_sent(sent);
-    assert_eq!(
-        exchange.handle_response_head(&mut cluster, answered, 200, &mut rng),
-        Step::Return
-    );
-    assert_eq!(exchange.handle_response_done(&mut cluster, answered), Step::Done);
-    let ewma = cluster.pools()[0].balancer().parameters().ewma;
+    assert_eq!(exchange.handle_response_head(answered, 200), Step::Return);
+    assert_eq!(exchange.handle_response_done(answered), Step::Done);
+    let ewma = cluster.pools()[0].lock().balancer().parameters().ewma;
     let estimate = cluster.pools()[0]
+        .lock()
         .balancer()
         .get(backend)
         .expect("backend")
@@ -485,16 +448,19 @@ fn upload_time_does_not_count_as_node_latency() {
 #[test]
 fn a_saturated_connection_limit_sheds_without_blaming_the_backend() {
     // Proves the local-limit path: 503 SlowDown to the client, no failure on the backend.
-    let mut cluster = cluster_with(1, "[health.passive]\nconsecutive_failures = 1\n");
-    let mut rng = SmallRng::seed_from_u64(11);
+    let cluster = cluster_with(1, "[health.passive]\nconsecutive_failures = 1\n");
     let now = Instant::from_millis(1);
-    let (mut exchange, step) = start(&mut cluster, now, "GET", "/b/k", &[], &mut rng);
+    let (mut exchange, step) = start(&cluster, now, "GET", "/b/k", &[]);
     let backend = dispatch_of(&step).backend;
-    let step = exchange.handle_local_limit(&mut cluster, now);
+    let step = exchange.handle_local_limit(now);
     assert!(matches!(&step, Step::Fail(error) if error.code == ErrorCode::SlowDown && error.status() == 503));
-    assert!(cluster.pools()[0].health().is_available(backend));
+    assert!(cluster.pools()[0].lock().health().is_available(backend));
     assert_eq!(
-        cluster.pools()[0].balancer().get(backend).map(|b| b.errors_total()),
+        cluster.pools()[0]
+            .lock()
+            .balancer()
+            .get(backend)
+            .map(|b| b.errors_total()),
         Some(0)
     );
     assert_eq!(in_flight(&cluster), 0);
@@ -503,15 +469,14 @@ fn a_saturated_connection_limit_sheds_without_blaming_the_backend() {
 #[test]
 fn the_total_deadline_wins_when_it_is_sooner() {
     // Proves poll_timeout reports the earlier of the phase deadline and the total deadline.
-    let mut cluster = cluster_with(1, "[timeouts]\ntotal = \"1s\"\n");
-    let mut rng = SmallRng::seed_from_u64(10);
+    let cluster = cluster_with(1, "[timeouts]\ntotal = \"1s\"\n");
     let now = Instant::from_millis(0);
-    let (mut exchange, _) = start(&mut cluster, now, "GET", "/b/k", &[], &mut rng);
+    let (mut exchange, _) = start(&cluster, now, "GET", "/b/k", &[]);
     assert_eq!(
         exchange.poll_timeout(),
         Some((now + Duration::from_secs(1), Phase::Total))
     );
-    let step = exchange.handle_timeout(&mut cluster, now + Duration::from_secs(1), Phase::Total, &mut rng);
+    let step = exchange.handle_timeout(now + Duration::from_secs(1), Phase::Total);
     assert!(matches!(&step, Step::Fail(error) if error.code == ErrorCode::GatewayTimeout));
 }
 
@@ -578,9 +543,8 @@ struct Live {
 fn swarm(seed: u64, backends: usize, count: usize, failures: u32) -> Result<Vec<String>, TestCaseError> {
     use rand::RngExt;
     let extra = format!("[health.passive]\nconsecutive_failures = {failures}\nbase_ejection_time = \"1s\"\n");
-    let mut cluster = cluster_with(backends, &extra);
-    let max_attempts = cluster.retry_policy().max_attempts;
-    let mut rng = SmallRng::seed_from_u64(seed);
+    let cluster = cluster_seeded(backends, &extra, seed);
+    let max_attempts = cluster.settings().retry_policy().max_attempts;
     let mut driver = SmallRng::seed_from_u64(seed ^ 0x5eed);
     let mut now = Instant::EPOCH;
     let mut live: Vec<Live> = Vec::new();
@@ -601,7 +565,7 @@ fn swarm(seed: u64, backends: usize, count: usize, failures: u32) -> Result<Vec<
     while finished < count {
         now = now + Duration::from_millis(driver.random_range(0..50));
         if cluster.poll_timeout().is_some_and(|due| due <= now) {
-            cluster.handle_timeout(now, &mut rng);
+            cluster.handle_timeout(now);
         }
         let start_new = started < count && (live.is_empty() || driver.random_range(0..3) == 0);
         let step = if start_new {
@@ -627,7 +591,7 @@ fn swarm(seed: u64, backends: usize, count: usize, failures: u32) -> Result<Vec<
                     Exchange::serve_locally(&cluster, next_id(), now, &caller()),
                     Step::Continue,
                 ),
-                _ => Exchange::start(&mut cluster, next_id(), now, &parts, &caller(), &mut rng),
+                _ => Exchange::start(&cluster, next_id(), now, &parts, &caller()),
             };
             live.push(Live {
                 exchange,
@@ -662,22 +626,17 @@ fn swarm(seed: u64, backends: usize, count: usize, failures: u32) -> Result<Vec<
                     exchange.handle_request_sent(now);
                     Step::Continue
                 }
-                Event::ConnectFailed => exchange.handle_connect_failed(&mut cluster, now, &mut rng),
-                Event::ResponseHead(status) => exchange.handle_response_head(&mut cluster, now, status, &mut rng),
-                Event::ResponseDone => exchange.handle_response_done(&mut cluster, now),
-                Event::Reset => exchange.handle_backend_reset(&mut cluster, now, &mut rng),
-                Event::Timeout(phase) => exchange.handle_timeout(&mut cluster, now, phase, &mut rng),
-                Event::ClientGone => exchange.handle_client_gone(&mut cluster, now),
-                Event::ClientError => exchange.handle_client_error(
-                    &mut cluster,
-                    now,
-                    S3ErrorResponse::new(ErrorCode::SignatureDoesNotMatch, "bad chunk"),
-                ),
-                Event::ProxyError => exchange.handle_proxy_error(
-                    &mut cluster,
-                    now,
-                    S3ErrorResponse::new(ErrorCode::InternalError, "cannot sign"),
-                ),
+                Event::ConnectFailed => exchange.handle_connect_failed(now),
+                Event::ResponseHead(status) => exchange.handle_response_head(now, status),
+                Event::ResponseDone => exchange.handle_response_done(now),
+                Event::Reset => exchange.handle_backend_reset(now),
+                Event::Timeout(phase) => exchange.handle_timeout(now, phase),
+                Event::ClientGone => exchange.handle_client_gone(now),
+                Event::ClientError => exchange
+                    .handle_client_error(now, S3ErrorResponse::new(ErrorCode::SignatureDoesNotMatch, "bad chunk")),
+                Event::ProxyError => {
+                    exchange.handle_proxy_error(now, S3ErrorResponse::new(ErrorCode::InternalError, "cannot sign"))
+                }
                 Event::StaleConnection => {
                     exchange.handle_stale_connection(now);
                     Step::Continue
@@ -690,9 +649,17 @@ fn swarm(seed: u64, backends: usize, count: usize, failures: u32) -> Result<Vec<
         let (index, step) = step;
         let entry = &mut live[index];
         while let Some(event) = entry.exchange.poll_event() {
+            use crate::event::Event as CoreEvent;
             match event {
-                crate::event::Event::Exchange(record) => entry.records.push(*record),
-                other => prop_assert!(false, "an exchange yields only its record, got {other:?}"),
+                CoreEvent::Exchange(record) => entry.records.push(*record),
+                // Pool events its own calls caused, always before its record.
+                CoreEvent::Health(_) | CoreEvent::PanicMode { .. } | CoreEvent::RetryRefused { .. } => {
+                    prop_assert!(entry.records.is_empty(), "a pool event after the record");
+                }
+                other => prop_assert!(
+                    false,
+                    "an exchange yields its record and its pool's events, got {other:?}"
+                ),
             }
         }
         while cluster.poll_event().is_some() {}
@@ -710,7 +677,8 @@ fn swarm(seed: u64, backends: usize, count: usize, failures: u32) -> Result<Vec<
                         "retried a request whose body was consumed"
                     );
                 }
-                let pool = &cluster.pools()[dispatch.pool.0];
+                let cell = cluster.pool(dispatch.pool).expect("dispatch names a pool");
+                let pool = cell.lock();
                 prop_assert!(
                     pool.balancer().get(dispatch.backend).is_some_and(|b| b.is_available())
                         || pool.balancer().is_panic_mode(),
@@ -754,10 +722,16 @@ fn swarm(seed: u64, backends: usize, count: usize, failures: u32) -> Result<Vec<
     let pools = cluster.pools();
     let dispatched: u64 = pools
         .iter()
-        .flat_map(|pool| pool.balancer().backends())
-        .map(|backend| backend.requests_total())
+        .map(|pool| {
+            let pool = pool.lock();
+            pool.balancer()
+                .backends()
+                .iter()
+                .map(|backend| backend.requests_total())
+                .sum::<u64>()
+        })
         .sum();
-    let health_updates: u64 = pools.iter().map(|pool| pool.health().outcomes_total()).sum();
+    let health_updates: u64 = pools.iter().map(|pool| pool.lock().health().outcomes_total()).sum();
     prop_assert_eq!(dispatched, attempts_recorded, "every dispatch is one recorded attempt");
     prop_assert_eq!(health_updates, attempts_recorded, "every attempt is one health update");
     prop_assert_eq!(

@@ -1,0 +1,548 @@
+//! The proxy's decision state: its pools (each behind its own lock) and the request-path
+//! settings (router, classification, retry policy, timeouts, authoriser).
+//!
+//! **Bulkheads.** Each pool is a [`PoolCell`]: a lock of its own around its [`Pool`], and an
+//! atomic copy of "has an available backend" for routing. An exchange takes its pool's lock for
+//! the length of one call (a pick, an attempt's end) and never two locks at once; routing reads
+//! the other pools' atomics only. So one pool's traffic never waits on another's, and since no
+//! call into core awaits anything, no lock is ever held across an `.await` in the runtime.
+//!
+//! **Reconfiguration in place.** [`ProxyState::reconfigure`] applies a new configuration as a
+//! diff: pools are matched by name, and a pool that stays keeps its backends (matched by name
+//! too) with their health, ejection history, latency estimates, in-flight counts and RNG;
+//! removed pools leave the list and are dropped once their last exchange ends (exchanges hold
+//! their pool, not an index); new pools start fresh. The settings are swapped whole.
+//!
+//! The driver (runtime or simulation), besides running exchanges:
+//!
+//! - calls [`ProxyState::handle_timeout`] when [`ProxyState::poll_timeout`] comes due
+//!   (ejections end, probes fall due or time out);
+//! - sends each probe from [`ProxyState::poll_probe`] and reports it with
+//!   [`ProxyState::handle_probe_result`];
+//! - replaces a DNS pool's backends on re-resolution with [`ProxyState::update_backends`];
+//! - drains [`ProxyState::poll_event`] after each of those calls (health changes, panic mode,
+//!   probe results, configuration applied; see [`crate::event`]). Events that an exchange's
+//!   own calls cause come out of [`crate::exchange::Exchange::poll_event`] instead.
+//!
+//! Time never goes backwards across calls. Each pool draws from its own RNG, seeded from the
+//! state's seed and the pool's position, so a run replays exactly from one seed.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use crate::auth::{Authorize, DenyAll};
+use crate::balance::{BackendId, BackendSpec, BalanceError, UpdateSummary};
+use crate::config::Config;
+use crate::event::Event;
+use crate::health::ProbeId;
+use crate::pool::static_backends;
+pub use crate::pool::{Pool, PoolParameters, ProbeRequest};
+use crate::retry::RetryPolicy;
+use crate::route::{BucketRule, PoolId, PoolRoute, Router};
+use crate::s3::ClassifyConfig;
+use crate::time::Instant;
+
+/// The per-phase timeouts, as durations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Reading a request head.
+    pub client_header: Duration,
+    /// Silence between request body chunks.
+    pub client_body_idle: Duration,
+    /// A client not accepting response bytes.
+    pub response_write_idle: Duration,
+    /// Opening a backend connection.
+    pub backend_connect: Duration,
+    /// A backend not accepting request-body bytes.
+    pub backend_send_idle: Duration,
+    /// From request sent to response head.
+    pub backend_first_byte: Duration,
+    /// Silence between backend response body chunks.
+    pub backend_body_idle: Duration,
+    /// Whole-exchange deadline.
+    pub total: Option<Duration>,
+}
+
+impl Timeouts {
+    /// The timeouts `config` sets.
+    pub fn from_config(config: &Config) -> Self {
+        let timeouts = &config.timeouts;
+        Timeouts {
+            client_header: timeouts.client_header.get(),
+            client_body_idle: timeouts.client_body_idle.get(),
+            response_write_idle: timeouts.response_write_idle.get(),
+            backend_connect: timeouts.backend_connect.get(),
+            backend_send_idle: timeouts.backend_send_idle.get(),
+            backend_first_byte: timeouts.backend_first_byte.get(),
+            backend_body_idle: timeouts.backend_body_idle.get(),
+            total: timeouts.total.map(|total| total.get()),
+        }
+    }
+}
+
+/// The request-path settings of one configuration: read-only, shared by the exchanges that
+/// started under it.
+#[derive(Debug)]
+pub struct Settings {
+    router: Router,
+    classify: ClassifyConfig,
+    retry_policy: RetryPolicy,
+    timeouts: Timeouts,
+    authorizer: Box<dyn Authorize>,
+}
+
+impl Settings {
+    /// The router.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+    /// The classification settings.
+    pub fn classify_config(&self) -> &ClassifyConfig {
+        &self.classify
+    }
+    /// The retry policy.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry_policy
+    }
+    /// The per-phase timeouts.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+    /// The authoriser every exchange consults.
+    pub fn authorizer(&self) -> &dyn Authorize {
+        self.authorizer.as_ref()
+    }
+}
+
+/// One pool behind its own lock.
+#[derive(Debug)]
+pub struct PoolCell {
+    pool: Mutex<Pool>,
+    /// A copy of `has_available()`, refreshed after every locked call, so that routing reads
+    /// every pool's availability without taking their locks.
+    available: AtomicBool,
+}
+
+impl PoolCell {
+    fn new(pool: Pool) -> Self {
+        let available = AtomicBool::new(pool.balancer().has_available());
+        PoolCell {
+            pool: Mutex::new(pool),
+            available,
+        }
+    }
+
+    /// Run `f` on the pool under its lock. Keep `f` short: requests to this pool wait on it.
+    pub fn with<T>(&self, f: impl FnOnce(&mut Pool) -> T) -> T {
+        let mut pool = self.lock();
+        let result = f(&mut pool);
+        self.available.store(pool.balancer().has_available(), Ordering::Release);
+        result
+    }
+
+    /// The pool, locked for reading (admin views, tests).
+    pub fn lock(&self) -> MutexGuard<'_, Pool> {
+        self.pool
+            .lock()
+            .expect("a pool lock is never poisoned: core does not panic")
+    }
+
+    /// True when the pool has an available backend (as of its last call).
+    pub fn has_available(&self) -> bool {
+        self.available.load(Ordering::Acquire)
+    }
+}
+
+/// Why a configuration could not be applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// The configuration did not validate (see `Config::validate`).
+    #[error("configuration is invalid: {0}")]
+    InvalidConfig(String),
+    /// A pool's backend set was refused.
+    #[error("pool `{pool}`: {source}")]
+    Backends {
+        /// The pool's name.
+        pool: String,
+        /// The balancer's objection.
+        source: BalanceError,
+    },
+}
+
+/// Every pool, the settings, and what the state queued for its driver.
+#[derive(Debug)]
+pub struct ProxyState {
+    settings: RwLock<Arc<Settings>>,
+    pools: RwLock<Vec<Arc<PoolCell>>>,
+    events: Mutex<VecDeque<Event>>,
+    seed: u64,
+    pools_created: AtomicU64,
+}
+
+impl ProxyState {
+    /// Build from a validated configuration. Static backends are added now; DNS pools start
+    /// empty until the driver resolves them. The authoriser starts as [`DenyAll`] until one is
+    /// installed. Pool RNGs derive from `seed`.
+    pub fn from_config(config: &Config, now: Instant, seed: u64) -> Result<Self, StateError> {
+        let state = ProxyState {
+            settings: RwLock::new(Arc::new(settings(config, Box::new(DenyAll))?)),
+            pools: RwLock::new(Vec::new()),
+            events: Mutex::new(VecDeque::new()),
+            seed,
+            pools_created: AtomicU64::new(0),
+        };
+        let authorizer = Box::new(DenyAll);
+        state.reconfigure(config, authorizer, now)?;
+        Ok(state)
+    }
+
+    /// Apply `config` in place (see the module docs), with `authorizer` for the exchanges that
+    /// start from now on. On error nothing changed.
+    pub fn reconfigure(&self, config: &Config, authorizer: Box<dyn Authorize>, now: Instant) -> Result<(), StateError> {
+        let settings = settings(config, authorizer)?;
+        let parameters = PoolParameters::from_config(config);
+        let current = self.pools();
+        // Check every static backend set first, so that a refused one changes nothing.
+        for section in &config.pools {
+            crate::balance::Balancer::check_specs(&static_backends(section)).map_err(|source| {
+                StateError::Backends {
+                    pool: section.name.clone(),
+                    source,
+                }
+            })?;
+        }
+        let mut next = Vec::with_capacity(config.pools.len());
+        for (index, section) in config.pools.iter().enumerate() {
+            let id = PoolId(index);
+            let specs = static_backends(section);
+            let existing = current.iter().find(|cell| cell.lock().name() == section.name);
+            let cell = match existing {
+                Some(cell) => {
+                    let static_specs = section.dns.is_none().then_some(specs);
+                    cell.with(|pool| pool.reconfigure(id, section.zone.clone(), parameters, static_specs, now))
+                        .map_err(|source| StateError::Backends {
+                            pool: section.name.clone(),
+                            source,
+                        })?;
+                    cell.clone()
+                }
+                None => {
+                    let seed = self.pool_seed();
+                    let pool = Pool::new(
+                        id,
+                        section.name.clone(),
+                        section.zone.clone(),
+                        parameters,
+                        specs,
+                        now,
+                        seed,
+                    )
+                    .map_err(|source| StateError::Backends {
+                        pool: section.name.clone(),
+                        source,
+                    })?;
+                    Arc::new(PoolCell::new(pool))
+                }
+            };
+            next.push(cell);
+        }
+        *self.settings.write().expect("the settings lock is never poisoned") = Arc::new(settings);
+        *self.pools.write().expect("the pool list lock is never poisoned") = next;
+        self.events
+            .lock()
+            .expect("the event lock is never poisoned")
+            .push_back(Event::ConfigApplied {
+                pools: config.pools.len(),
+                backends: config.pools.iter().map(|pool| pool.backends.len()).sum(),
+            });
+        Ok(())
+    }
+
+    /// Install the authoriser consulted by exchanges that start from now on.
+    pub fn set_authorizer(&self, authorizer: Box<dyn Authorize>) {
+        let mut settings = self.settings.write().expect("the settings lock is never poisoned");
+        let current = settings.as_ref();
+        *settings = Arc::new(Settings {
+            router: current.router.clone(),
+            classify: current.classify.clone(),
+            retry_policy: current.retry_policy,
+            timeouts: current.timeouts,
+            authorizer,
+        });
+    }
+
+    /// The current settings.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .expect("the settings lock is never poisoned")
+            .clone()
+    }
+
+    /// Every pool, in id order (a snapshot of the list: cells stay valid across reloads).
+    pub fn pools(&self) -> Vec<Arc<PoolCell>> {
+        self.pools.read().expect("the pool list lock is never poisoned").clone()
+    }
+
+    /// One pool of the current configuration.
+    pub fn pool(&self, id: PoolId) -> Option<Arc<PoolCell>> {
+        self.pools
+            .read()
+            .expect("the pool list lock is never poisoned")
+            .get(id.0)
+            .cloned()
+    }
+
+    /// The per-phase timeouts of the current configuration.
+    pub fn timeouts(&self) -> Timeouts {
+        *self.settings().timeouts()
+    }
+
+    /// True when every pool has an available backend (the `/readyz` rule).
+    pub fn is_ready(&self) -> bool {
+        self.pools
+            .read()
+            .expect("the pool list lock is never poisoned")
+            .iter()
+            .all(|cell| cell.has_available())
+    }
+
+    /// Replace a pool's backends (DNS re-resolution).
+    pub fn update_backends(
+        &self,
+        pool: PoolId,
+        specs: Vec<BackendSpec>,
+        now: Instant,
+    ) -> Result<UpdateSummary, StateError> {
+        let Some(cell) = self.pool(pool) else {
+            return Ok(UpdateSummary::default());
+        };
+        cell.with(|target| {
+            target
+                .update_backends(specs, now)
+                .map_err(|source| StateError::Backends {
+                    pool: target.name().to_owned(),
+                    source,
+                })
+        })
+    }
+
+    /// Drain (or undrain) a backend by pool and id; false if unknown.
+    pub fn set_draining(&self, pool: PoolId, backend: BackendId, draining: bool) -> bool {
+        self.pool(pool)
+            .is_some_and(|cell| cell.with(|target| target.set_draining(backend, draining)))
+    }
+
+    /// Process timers due at `now` in every pool.
+    pub fn handle_timeout(&self, now: Instant) {
+        for cell in self.pools() {
+            cell.with(|pool| pool.handle_timeout(now));
+        }
+    }
+
+    /// The next instant at which [`ProxyState::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.pools().iter().filter_map(|cell| cell.lock().poll_timeout()).min()
+    }
+
+    /// The next probe to send, if any.
+    pub fn poll_probe(&self) -> Option<ProbeRequest> {
+        self.pools().iter().find_map(|cell| cell.with(Pool::poll_probe))
+    }
+
+    /// Report a probe's result.
+    pub fn handle_probe_result(&self, now: Instant, pool: PoolId, backend: BackendId, probe: ProbeId, healthy: bool) {
+        if let Some(cell) = self.pool(pool) {
+            cell.with(|target| target.handle_probe_result(now, backend, probe, healthy));
+        }
+    }
+
+    /// The next queued event: the state's own first, then each pool's in id order. Drain it
+    /// until `None` after every call into the state.
+    pub fn poll_event(&self) -> Option<Event> {
+        if let Some(event) = self
+            .events
+            .lock()
+            .expect("the event lock is never poisoned")
+            .pop_front()
+        {
+            return Some(event);
+        }
+        self.pools().iter().find_map(|cell| cell.with(Pool::poll_event))
+    }
+
+    /// Events dropped because nobody drained them (see [`crate::event::POOL_EVENTS_MAX`]).
+    pub fn events_dropped(&self) -> u64 {
+        self.pools().iter().map(|cell| cell.lock().events_dropped()).sum()
+    }
+
+    /// The seed of the next new pool: the first pool draws from the state's seed itself, the
+    /// others from seeds spread from it (a SplitMix64 step per pool).
+    fn pool_seed(&self) -> u64 {
+        let index = self.pools_created.fetch_add(1, Ordering::Relaxed);
+        self.seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+/// The settings `config` describes, consulting `authorizer`.
+fn settings(config: &Config, authorizer: Box<dyn Authorize>) -> Result<Settings, StateError> {
+    let problems = config.validate();
+    if let Some(first) = problems.first() {
+        return Err(StateError::InvalidConfig(format!("{}: {}", first.key, first.message)));
+    }
+    let index_of = |name: &str| config.pools.iter().position(|pool| pool.name == name).map(PoolId);
+    let routes = config
+        .pools
+        .iter()
+        .map(|section| PoolRoute {
+            name: section.name.clone(),
+            zone: section.zone.clone(),
+            failover_to: section.failover_to.iter().filter_map(|name| index_of(name)).collect(),
+        })
+        .collect();
+    let rules = config
+        .routing
+        .rules
+        .iter()
+        .filter_map(|rule| {
+            index_of(&rule.pool).map(|pool| BucketRule {
+                bucket: rule.bucket.clone(),
+                pool,
+            })
+        })
+        .collect();
+    let default_pool = config
+        .routing
+        .default_pool
+        .as_deref()
+        .and_then(index_of)
+        .unwrap_or(PoolId(0));
+    Ok(Settings {
+        router: Router::new(routes, rules, default_pool, config.routing.failover),
+        classify: ClassifyConfig::with_base_domains(&config.s3.base_domains),
+        retry_policy: RetryPolicy {
+            max_attempts: config.retry.max_attempts,
+        },
+        timeouts: Timeouts::from_config(config),
+        authorizer,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Caller, TrustAll};
+    use crate::exchange::{Exchange, Step};
+
+    fn config(pools: &str) -> Config {
+        let text = format!(
+            "[health.active]\nenabled = false\n[health.passive]\nconsecutive_failures = 1\nbase_ejection_time = \"30s\"\n{pools}"
+        );
+        Config::from_toml(&text, "test.toml").expect("valid test config")
+    }
+
+    fn get(state: &ProxyState, now: Instant, id: u64) -> (Exchange, Step) {
+        let head = http::Request::get("/b/k")
+            .header("host", "127.0.0.1")
+            .body(())
+            .expect("valid request")
+            .into_parts()
+            .0;
+        Exchange::start(state, id, now, &head, &Caller::anonymous(None))
+    }
+
+    const DC1: &str =
+        "[[pools]]\nname = \"dc1\"\nbackends = [\"10.0.0.1:9000\", \"10.0.0.2:9000\", \"10.0.0.3:9000\"]\n";
+
+    #[test]
+    fn a_reload_keeps_what_backends_learned() {
+        // Proves reconfiguration in place: across a reload that adds a pool in front (so ids
+        // shift) and removes one backend, an ejected backend stays ejected, latency estimates
+        // and in-flight counts stay, an exchange in flight on the removed backend ends cleanly
+        // and the backend then leaves, and the new pool starts fresh.
+        let state = ProxyState::from_config(&config(DC1), Instant::EPOCH, 7).expect("state");
+        state.set_authorizer(Box::new(TrustAll));
+        let now = Instant::from_millis(10);
+        // One backend fails once (ejected), one answers slowly and stays in flight.
+        let (mut failing, step) = get(&state, now, 1);
+        let Step::Forward(failed) = step else {
+            panic!("{step:?}")
+        };
+        failing.handle_connect_failed(now);
+        let (mut slow, step) = get(&state, now, 2);
+        let Step::Forward(slow_dispatch) = step else {
+            panic!("{step:?}")
+        };
+        let cell = state.pool(PoolId(0)).expect("dc1");
+        let before = {
+            let pool = cell.lock();
+            assert!(!pool.health().is_available(failed.backend), "ejected before the reload");
+            pool.balancer().in_flight_total()
+        };
+        let kept: Vec<&str> = ["10.0.0.1:9000", "10.0.0.2:9000", "10.0.0.3:9000"]
+            .into_iter()
+            .filter(|address| *address != slow_dispatch.address || *address == failed.address)
+            .collect();
+        let reloaded = format!(
+            "[[pools]]\nname = \"dc0\"\nbackends = [\"10.1.0.1:9000\"]\n[[pools]]\nname = \"dc1\"\nbackends = [{}]\n",
+            kept.iter()
+                .map(|address| format!("\"{address}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        state
+            .reconfigure(&config(&reloaded), Box::new(TrustAll), now)
+            .expect("reload applies");
+        let same = state.pool(PoolId(1)).expect("dc1 moved to index 1");
+        assert!(Arc::ptr_eq(&cell, &same), "the pool that stays is the same pool");
+        {
+            let pool = same.lock();
+            assert_eq!(pool.id(), PoolId(1));
+            assert!(
+                !pool.health().is_available(failed.backend),
+                "still ejected after the reload"
+            );
+            assert_eq!(
+                pool.balancer().in_flight_total(),
+                before,
+                "in-flight counts carried over"
+            );
+        }
+        let fresh = state.pool(PoolId(0)).expect("dc0");
+        assert_eq!(fresh.lock().name(), "dc0");
+        assert_eq!(fresh.lock().balancer().in_flight_total(), 0);
+        // The exchange in flight on the removed backend ends on its pool; the backend leaves.
+        let later = Instant::from_millis(20);
+        slow.handle_request_sent(later);
+        assert_eq!(slow.handle_response_head(later, 200), Step::Return);
+        assert_eq!(slow.handle_response_done(later), Step::Done);
+        // The failed GET was retried elsewhere; let its client leave.
+        failing.handle_client_gone(later);
+        let pool = same.lock();
+        assert_eq!(pool.balancer().in_flight_total(), 0);
+        if slow_dispatch.address != failed.address {
+            assert!(
+                pool.balancer().get(slow_dispatch.backend).is_none(),
+                "a removed backend leaves once idle"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_reload_changes_nothing() {
+        // Proves that a configuration the state cannot apply leaves the running one whole.
+        let state = ProxyState::from_config(&config(DC1), Instant::EPOCH, 7).expect("state");
+        let mut bad = config(&format!(
+            "{DC1}[[pools]]\nname = \"dc2\"\nbackends = [\"10.0.0.9:9000\"]\n"
+        ));
+        // Past parsing, as a caller could build it: two pools of one name.
+        bad.pools[1].name = "dc1".to_owned();
+        assert!(state.reconfigure(&bad, Box::new(TrustAll), Instant::EPOCH).is_err());
+        let pools = state.pools();
+        assert_eq!(pools.len(), 1);
+        assert_eq!(pools[0].lock().balancer().backends().len(), 3);
+    }
+}
