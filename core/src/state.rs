@@ -116,6 +116,26 @@ impl Settings {
     }
 }
 
+/// One configuration's settings and pools, swapped whole on reload. An exchange holds the
+/// snapshot it started under (one reference count per exchange, and no lock after that): its
+/// pool index stays valid for its whole life, whatever reloads come.
+#[derive(Debug)]
+pub struct Snapshot {
+    settings: Settings,
+    pools: Vec<Arc<PoolCell>>,
+}
+
+impl Snapshot {
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+    /// The pools, in id order.
+    pub fn pools(&self) -> &[Arc<PoolCell>] {
+        &self.pools
+    }
+}
+
 /// One pool behind its own lock.
 #[derive(Debug)]
 pub struct PoolCell {
@@ -175,8 +195,7 @@ pub enum StateError {
 /// Every pool, the settings, and what the state queued for its driver.
 #[derive(Debug)]
 pub struct ProxyState {
-    settings: RwLock<Arc<Settings>>,
-    pools: RwLock<Vec<Arc<PoolCell>>>,
+    current: RwLock<Arc<Snapshot>>,
     events: Mutex<VecDeque<Event>>,
     seed: u64,
     pools_created: AtomicU64,
@@ -188,8 +207,10 @@ impl ProxyState {
     /// installed. Pool RNGs derive from `seed`.
     pub fn from_config(config: &Config, now: Instant, seed: u64) -> Result<Self, StateError> {
         let state = ProxyState {
-            settings: RwLock::new(Arc::new(settings(config, Box::new(DenyAll))?)),
-            pools: RwLock::new(Vec::new()),
+            current: RwLock::new(Arc::new(Snapshot {
+                settings: settings(config, Box::new(DenyAll))?,
+                pools: Vec::new(),
+            })),
             events: Mutex::new(VecDeque::new()),
             seed,
             pools_created: AtomicU64::new(0),
@@ -249,8 +270,8 @@ impl ProxyState {
             };
             next.push(cell);
         }
-        *self.settings.write().expect("the settings lock is never poisoned") = Arc::new(settings);
-        *self.pools.write().expect("the pool list lock is never poisoned") = next;
+        *self.current.write().expect("the snapshot lock is never poisoned") =
+            Arc::new(Snapshot { settings, pools: next });
         self.events
             .lock()
             .expect("the event lock is never poisoned")
@@ -263,51 +284,46 @@ impl ProxyState {
 
     /// Install the authoriser consulted by exchanges that start from now on.
     pub fn set_authorizer(&self, authorizer: Box<dyn Authorize>) {
-        let mut settings = self.settings.write().expect("the settings lock is never poisoned");
-        let current = settings.as_ref();
-        *settings = Arc::new(Settings {
-            router: current.router.clone(),
-            classify: current.classify.clone(),
-            retry_policy: current.retry_policy,
-            timeouts: current.timeouts,
-            authorizer,
+        let mut current = self.current.write().expect("the snapshot lock is never poisoned");
+        let settings = &current.settings;
+        *current = Arc::new(Snapshot {
+            settings: Settings {
+                router: settings.router.clone(),
+                classify: settings.classify.clone(),
+                retry_policy: settings.retry_policy,
+                timeouts: settings.timeouts,
+                authorizer,
+            },
+            pools: current.pools.clone(),
         });
     }
 
-    /// The current settings.
-    pub fn settings(&self) -> Arc<Settings> {
-        self.settings
+    /// The current configuration's settings and pools.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current
             .read()
-            .expect("the settings lock is never poisoned")
+            .expect("the snapshot lock is never poisoned")
             .clone()
     }
 
-    /// Every pool, in id order (a snapshot of the list: cells stay valid across reloads).
+    /// Every pool, in id order (cells stay valid across reloads).
     pub fn pools(&self) -> Vec<Arc<PoolCell>> {
-        self.pools.read().expect("the pool list lock is never poisoned").clone()
+        self.snapshot().pools.clone()
     }
 
     /// One pool of the current configuration.
     pub fn pool(&self, id: PoolId) -> Option<Arc<PoolCell>> {
-        self.pools
-            .read()
-            .expect("the pool list lock is never poisoned")
-            .get(id.0)
-            .cloned()
+        self.snapshot().pools.get(id.0).cloned()
     }
 
     /// The per-phase timeouts of the current configuration.
     pub fn timeouts(&self) -> Timeouts {
-        *self.settings().timeouts()
+        *self.snapshot().settings.timeouts()
     }
 
     /// True when every pool has an available backend (the `/readyz` rule).
     pub fn is_ready(&self) -> bool {
-        self.pools
-            .read()
-            .expect("the pool list lock is never poisoned")
-            .iter()
-            .all(|cell| cell.has_available())
+        self.snapshot().pools.iter().all(|cell| cell.has_available())
     }
 
     /// Replace a pool's backends (DNS re-resolution).

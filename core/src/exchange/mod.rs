@@ -69,7 +69,7 @@ use crate::pool::Pool;
 use crate::retry::{RetryContext, RetryVerdict};
 use crate::route::{PoolId, RouteDecision};
 use crate::s3::{ErrorCode, S3ErrorResponse, S3Request, classify};
-use crate::state::{PoolCell, ProxyState, Settings, Timeouts};
+use crate::state::{PoolCell, ProxyState, Snapshot, Timeouts};
 use crate::time::Instant;
 
 /// Where to send an attempt.
@@ -192,10 +192,10 @@ fn fault_of(status: u16, server: Side) -> Option<Side> {
 #[derive(Debug)]
 pub struct Exchange {
     id: u64,
-    /// The settings of the configuration the exchange started under.
-    settings: Arc<Settings>,
-    /// The pool it was routed to (held, not indexed: a reload may renumber pools).
-    pool: Option<Arc<PoolCell>>,
+    /// The configuration the exchange started under (its settings and pools).
+    snapshot: Arc<Snapshot>,
+    /// The index, in that snapshot, of the pool it was routed to.
+    pool: Option<usize>,
     /// Events its calls made the pool queue, for [`Exchange::poll_event`].
     pending: VecDeque<Event>,
     caller: Caller,
@@ -230,12 +230,12 @@ impl Exchange {
         head: &http::request::Parts,
         caller: &Caller,
     ) -> (Exchange, Step) {
-        let exchange = Exchange::new(state.settings(), id, now, caller);
-        let request = match classify(head, exchange.settings.classify_config()) {
+        let exchange = Exchange::new(state.snapshot(), id, now, caller);
+        let request = match classify(head, exchange.snapshot.settings().classify_config()) {
             Ok(request) => request,
             Err(error) => return exchange.reject(now, error.to_response(), Side::Client),
         };
-        exchange.admit(state, now, request, caller)
+        exchange.admit(now, request, caller)
     }
 
     /// Exchange `id`, refused with `error` before core could decide anything (its signature
@@ -248,15 +248,15 @@ impl Exchange {
         caller: &Caller,
         error: S3ErrorResponse,
     ) -> (Exchange, Step) {
-        let mut exchange = Exchange::new(state.settings(), id, now, caller);
-        exchange.request = classify(head, exchange.settings.classify_config()).ok();
+        let mut exchange = Exchange::new(state.snapshot(), id, now, caller);
+        exchange.request = classify(head, exchange.snapshot.settings().classify_config()).ok();
         exchange.reject(now, error, Side::Client)
     }
 
     /// Exchange `id`, which the proxy serves itself (the token exchange): no backend is
     /// involved. The driver answers, then reports the status with [`Exchange::handle_served`].
     pub fn serve_locally(state: &ProxyState, id: u64, now: Instant, caller: &Caller) -> Exchange {
-        let mut exchange = Exchange::new(state.settings(), id, now, caller);
+        let mut exchange = Exchange::new(state.snapshot(), id, now, caller);
         exchange.state = State::Local;
         exchange
     }
@@ -273,12 +273,12 @@ impl Exchange {
         }
     }
 
-    fn new(settings: Arc<Settings>, id: u64, now: Instant, caller: &Caller) -> Exchange {
+    fn new(snapshot: Arc<Snapshot>, id: u64, now: Instant, caller: &Caller) -> Exchange {
         Exchange {
             id,
-            timeouts: *settings.timeouts(),
-            max_attempts: settings.retry_policy().max_attempts,
-            settings,
+            timeouts: *snapshot.settings().timeouts(),
+            max_attempts: snapshot.settings().retry_policy().max_attempts,
+            snapshot,
             pool: None,
             pending: VecDeque::new(),
             caller: caller.clone(),
@@ -302,9 +302,9 @@ impl Exchange {
     }
 
     /// Authorise, route and dispatch a classified request.
-    fn admit(self, state: &ProxyState, now: Instant, request: S3Request, caller: &Caller) -> (Exchange, Step) {
+    fn admit(self, now: Instant, request: S3Request, caller: &Caller) -> (Exchange, Step) {
         let mut exchange = self;
-        let decision = exchange.settings.authorizer().decide(caller, &request);
+        let decision = exchange.snapshot.settings().authorizer().decide(caller, &request);
         let denied = match &decision {
             Decision::Deny { reason } => Some(reason.clone()),
             Decision::Allow { reason } => {
@@ -323,22 +323,22 @@ impl Exchange {
             );
         }
         let request = exchange.request.as_ref().expect("set above");
-        let pools = state.pools();
-        let route = exchange
-            .settings
+        let snapshot = &exchange.snapshot;
+        let route = snapshot
+            .settings()
             .router()
             .route(request, caller.zone.as_deref(), |pool| {
-                pools.get(pool.0).is_some_and(|cell| cell.has_available())
+                snapshot.pools().get(pool.0).is_some_and(|cell| cell.has_available())
             });
         exchange.route = Some(route);
-        let Some(cell) = pools.get(route.pool.0).cloned() else {
+        if route.pool.0 >= snapshot.pools().len() {
             return exchange.reject(
                 now,
                 S3ErrorResponse::new(ErrorCode::ServiceUnavailable, "no pool serves this request"),
                 Side::Proxy,
             );
-        };
-        exchange.pool = Some(cell);
+        }
+        exchange.pool = Some(route.pool.0);
         match exchange.dispatch_first(now) {
             Some(dispatch) => {
                 // Authorised from the head alone: the proxy answers `100 Continue` itself
@@ -750,7 +750,7 @@ impl Exchange {
             response_started: false,
             attempts: self.attempts,
         };
-        let verdict = self.settings.retry_policy().verdict(outcome, context);
+        let verdict = self.snapshot.settings().retry_policy().verdict(outcome, context);
         self.last_retry_verdict = Some(verdict);
         if verdict != RetryVerdict::Retry {
             return None;
@@ -797,7 +797,7 @@ impl Exchange {
     /// Run `f` on this exchange's pool under its lock, and keep the events the call queued
     /// for [`Exchange::poll_event`]. `None` before routing.
     fn with_pool<T>(&mut self, f: impl FnOnce(&mut Pool) -> T) -> Option<T> {
-        let cell: &PoolCell = self.pool.as_deref()?;
+        let cell: &PoolCell = self.snapshot.pools().get(self.pool?)?;
         let pending = &mut self.pending;
         Some(cell.with(|pool| {
             let result = f(pool);

@@ -544,7 +544,7 @@ fn swarm(seed: u64, backends: usize, count: usize, failures: u32) -> Result<Vec<
     use rand::RngExt;
     let extra = format!("[health.passive]\nconsecutive_failures = {failures}\nbase_ejection_time = \"1s\"\n");
     let cluster = cluster_seeded(backends, &extra, seed);
-    let max_attempts = cluster.settings().retry_policy().max_attempts;
+    let max_attempts = cluster.snapshot().settings().retry_policy().max_attempts;
     let mut driver = SmallRng::seed_from_u64(seed ^ 0x5eed);
     let mut now = Instant::EPOCH;
     let mut live: Vec<Live> = Vec::new();
