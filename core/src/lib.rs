@@ -16,6 +16,7 @@
 //! - [`health`]: passive ejection and active probes, as a timer-driven state machine.
 //! - [`retry`]: whether a failed attempt may be retried, and the retry budget.
 //! - [`exchange`]: one request's life as a state machine the runtime drives.
+//! - [`forward`]: the forwarding plan: the backend's head, the body's framing, the hash to sign.
 //! - [`pool`]: one pool's balancer, health, retry budget, RNG and events, kept consistent.
 //! - [`state`]: what all exchanges share: every pool behind its own lock, and the settings;
 //!   reconfigured in place on reload.
@@ -35,6 +36,7 @@ pub mod balance;
 pub mod config;
 pub mod event;
 pub mod exchange;
+pub mod forward;
 pub mod glob;
 pub mod health;
 pub mod outcome;

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
@@ -31,15 +31,16 @@ use crate::verify::{ChunkVerifier, KeyStore, Rejection, Sessions};
 use storefront_core::config::{AuthMode, Config};
 use storefront_core::event::Event;
 use storefront_core::exchange::{Dispatch, Exchange, Step};
+use storefront_core::forward::{self, BodyFraming, ForwardPlan};
 use storefront_core::outcome::{Phase, Side};
-use storefront_core::s3::{self, Addressing, ErrorCode, Payload, S3ErrorResponse, S3Request};
+use storefront_core::s3::{self, ErrorCode, S3ErrorResponse};
 use storefront_core::state::{ProxyState, Timeouts};
 
 use crate::body::{BodyEnd, BodyMode, BodySource, Coalescing, ForwardBody};
 use crate::clock::Clock;
 use crate::pool::{CheckoutError, ConnectionPool, Lease, PoolSettings};
 use crate::settings::KeyPair;
-use crate::sign::{CALLER_AUTH_HEADERS, PayloadHash, Signer};
+use crate::sign::Signer;
 use crate::tls::BackendTls;
 use crate::transport::Connect;
 
@@ -413,7 +414,7 @@ impl<C: Connect> Proxy<C> {
         let (mut exchange, step) = Exchange::start(generation.state(), id, now, &parts, &caller);
         // A rejected exchange has ended already: its record goes out now.
         generation.drain(&mut exchange);
-        let (empty, length, mode) = body_plan(&parts, exchange.request());
+        let (empty, length, mode) = body_framing(&exchange);
         let source = BodySource::new(incoming, empty, length, mode, generation.timeouts().client_body_idle);
         if let Some(chunks) = chunks {
             source.verify_chunks(chunks);
@@ -544,22 +545,14 @@ impl<C: Connect> Attempt<'_, C> {
             exchange.handle_connected(now);
             Step::Continue
         });
-        let exchange = self.exchange.as_ref().expect("present");
-        let request = exchange
-            .request()
-            .expect("a dispatched exchange has a classified request");
-        let mut request = match backend_request(self.parts, request, &dispatch.address, self.source.clone()) {
+        let mut request = match backend_request(&dispatch.plan, &dispatch.address, self.source.clone()) {
             Ok(request) => request,
-            Err((side, error)) => return self.unforwardable(side, error),
+            Err(error) => return self.unforwardable(Side::Proxy, error),
         };
         let signer = self.generation.signer(pool).expect("every pool has a signer");
         {
             let (mut head, body) = request.into_parts();
-            if let Err(error) = signer.sign(
-                &mut head,
-                &payload_hash(self.parts, exchange.request().expect("classified")),
-                SystemTime::now(),
-            ) {
+            if let Err(error) = signer.sign(&mut head, &dispatch.plan.payload_hash, SystemTime::now()) {
                 tracing::error!(%error, "re-signing failed");
                 // The proxy's own failure: it never counts against the backend.
                 return self.unforwardable(
@@ -696,7 +689,7 @@ impl<C: Connect> Attempt<'_, C> {
     fn respond(&mut self, response: http::Response<Incoming>, lease: Lease) -> http::Response<ProxyBody> {
         let exchange = self.exchange.take().expect("the exchange is handed over once");
         let (mut head, incoming) = response.into_parts();
-        strip_hop_by_hop(&mut head.headers);
+        forward::strip_hop_by_hop(&mut head.headers);
         let body = ResponseBody {
             incoming: Coalescing::new(incoming),
             request_bytes: self.source.received(),
@@ -848,178 +841,44 @@ impl Drop for ResponseBody {
     }
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) and others a proxy must not pass on.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
-/// The request head sent to a backend: path-style URI, Host = the backend, no hop-by-hop or
-/// caller-auth headers, no `Expect` (the proxy answered it).
+/// The backend request `plan` describes, to the backend at `address` (its `Host`), with the
+/// client's body from `source`. Only the proxy's own failure (an address that is no header
+/// value) can make this fail: everything the client sent was checked when core planned it.
 fn backend_request(
-    client: &http::request::Parts,
-    request: &S3Request,
+    plan: &ForwardPlan,
     address: &str,
     source: Arc<BodySource>,
-) -> Result<http::Request<ForwardBody>, (Side, S3ErrorResponse)> {
-    // A presigned caller's signature parameters are not the backend's business (the proxy signs
-    // for the backend itself; both at once would be refused).
-    let path_and_query = match client.uri.query() {
-        Some(query) if request.presigned => {
-            let kept: Vec<&str> = query
-                .split('&')
-                .filter(|pair| !pair.is_empty() && !pair.starts_with("X-Amz-"))
-                .collect();
-            if kept.is_empty() {
-                client.uri.path().to_owned()
-            } else {
-                format!("{}?{}", client.uri.path(), kept.join("&"))
-            }
-        }
-        _ => client.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_owned(),
-    };
-    let path_and_query = match (request.addressing, request.bucket.as_deref()) {
-        (Addressing::VirtualHost, Some(bucket)) => format!("/{bucket}{path_and_query}"),
-        _ => path_and_query.to_owned(),
-    };
-    let uri: http::Uri = path_and_query.parse().map_err(|_| {
-        (
-            Side::Client,
-            S3ErrorResponse::new(ErrorCode::InvalidUri, "the request URI cannot be forwarded"),
-        )
-    })?;
-    let mut headers = client.headers.clone();
-    strip_hop_by_hop(&mut headers);
-    for name in CALLER_AUTH_HEADERS.iter().copied().chain(["expect", "host"]) {
-        headers.remove(name);
-    }
-    match request.payload {
-        // Decoded to plain bytes: the backend gets the decoded length and no aws-chunked.
-        Payload::StreamingSigned { trailer: false } => {
-            let decoded = headers.remove("x-amz-decoded-content-length");
-            remove_aws_chunked_encoding(&mut headers);
-            match decoded {
-                Some(length) => headers.insert(header::CONTENT_LENGTH, length),
-                None => {
-                    return Err((
-                        Side::Client,
-                        S3ErrorResponse::new(
-                            ErrorCode::InvalidRequest,
-                            "a signed aws-chunked upload needs x-amz-decoded-content-length",
-                        ),
-                    ));
-                }
-            };
-        }
-        // Re-framed as unsigned aws-chunked: its length changes, so it goes chunked.
-        Payload::StreamingSigned { trailer: true } => {
-            headers.remove(header::CONTENT_LENGTH);
-        }
-        _ => {}
-    }
+) -> Result<http::Request<ForwardBody>, S3ErrorResponse> {
+    let mut headers = plan.headers.clone();
     headers.insert(
         header::HOST,
-        HeaderValue::from_str(address).map_err(|_| {
-            (
-                Side::Proxy,
-                S3ErrorResponse::new(ErrorCode::InternalError, "invalid backend address"),
-            )
-        })?,
+        HeaderValue::from_str(address)
+            .map_err(|_| S3ErrorResponse::new(ErrorCode::InternalError, "invalid backend address"))?,
     );
     let mut builder = http::Request::builder()
-        .method(client.method.clone())
-        .uri(uri)
+        .method(plan.method.clone())
+        .uri(plan.uri.clone())
         .version(http::Version::HTTP_11);
     *builder.headers_mut().expect("builder is valid") = headers;
-    builder.body(ForwardBody::new(source)).map_err(|_| {
-        (
-            Side::Proxy,
-            S3ErrorResponse::new(ErrorCode::InternalError, "cannot build the backend request"),
-        )
-    })
+    builder
+        .body(ForwardBody::new(source))
+        .map_err(|_| S3ErrorResponse::new(ErrorCode::InternalError, "cannot build the backend request"))
 }
 
-/// Drop the `aws-chunked` token from Content-Encoding (keeping any other coding).
-fn remove_aws_chunked_encoding(headers: &mut HeaderMap) {
-    let rest: Vec<String> = headers
-        .get_all(header::CONTENT_ENCODING)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .filter(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("aws-chunked"))
-        .map(str::to_owned)
-        .collect();
-    headers.remove(header::CONTENT_ENCODING);
-    if let Ok(value) = HeaderValue::from_str(&rest.join(", "))
-        && !rest.is_empty()
-    {
-        headers.insert(header::CONTENT_ENCODING, value);
-    }
-}
-
-/// How the client's body travels: whether there is one, the length the backend gets, and the
-/// transformation (see [`BodyMode`]).
-fn body_plan(client: &http::request::Parts, request: Option<&S3Request>) -> (bool, Option<u64>, BodyMode) {
-    let Some(request) = request else {
-        return (true, Some(0), BodyMode::Raw);
-    };
-    let (empty, length) = match request.body {
-        s3::Body::Length(length) => (false, Some(length)),
-        s3::Body::Chunked => (false, None),
-        s3::Body::Empty => (true, Some(0)),
-    };
-    match request.payload {
-        Payload::StreamingSigned { trailer: false } => {
-            let decoded = client
-                .headers
-                .get("x-amz-decoded-content-length")
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.parse().ok());
-            (empty, decoded, BodyMode::DecodeSigned)
-        }
-        Payload::StreamingSigned { trailer: true } => (empty, None, BodyMode::ReframeSigned),
-        _ => (empty, length, BodyMode::Raw),
-    }
-}
-
-/// The payload hash the re-signed request carries (see `sign`).
-fn payload_hash(client: &http::request::Parts, request: &S3Request) -> PayloadHash {
-    match request.payload {
-        Payload::Sha256 => client
-            .headers
-            .get("x-amz-content-sha256")
-            .and_then(|value| value.to_str().ok())
-            .map_or(PayloadHash::Unsigned, |hash| {
-                PayloadHash::Sha256(hash.to_ascii_lowercase())
-            }),
-        Payload::StreamingUnsigned { .. } | Payload::StreamingSigned { trailer: true } => {
-            PayloadHash::StreamingUnsignedTrailer
-        }
-        _ => PayloadHash::Unsigned,
+/// How the client's body is read: whether there is one, the length the backend gets, and the
+/// transformation, as core's plan frames it. An exchange refused before planning still tells
+/// whether a body is left unread (then its connection closes).
+fn body_framing(exchange: &Exchange) -> (bool, Option<u64>, BodyMode) {
+    match exchange.plan().map(|plan| plan.body) {
+        Some(BodyFraming::Empty) => (true, Some(0), BodyMode::Raw),
+        Some(BodyFraming::Raw { length }) => (false, length, BodyMode::Raw),
+        Some(BodyFraming::DecodeSigned { decoded_length }) => (false, Some(decoded_length), BodyMode::DecodeSigned),
+        Some(BodyFraming::ReframeSigned) => (false, None, BodyMode::ReframeSigned),
+        None => match exchange.request().map(|request| request.body) {
+            Some(s3::Body::Length(length)) => (false, Some(length), BodyMode::Raw),
+            Some(s3::Body::Chunked) => (false, None, BodyMode::Raw),
+            Some(s3::Body::Empty) | None => (true, Some(0), BodyMode::Raw),
+        },
     }
 }
 

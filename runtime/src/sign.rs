@@ -20,24 +20,7 @@ use aws_sigv4::http_request::{
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 
-/// Headers that carry the caller's signature or authority and must not be forwarded.
-pub const CALLER_AUTH_HEADERS: [&str; 4] = [
-    "authorization",
-    "x-amz-date",
-    "x-amz-security-token",
-    "x-amz-content-sha256",
-];
-
-/// What the signature says about the body.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PayloadHash {
-    /// `UNSIGNED-PAYLOAD`.
-    Unsigned,
-    /// The body's hex SHA-256, as the caller computed it.
-    Sha256(String),
-    /// `STREAMING-UNSIGNED-PAYLOAD-TRAILER`.
-    StreamingUnsignedTrailer,
-}
+pub use storefront_core::forward::PayloadHash;
 
 /// Signs requests for one pool's backends.
 #[derive(Clone, Debug)]

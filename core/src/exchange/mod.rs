@@ -64,6 +64,7 @@ use std::time::Duration;
 use crate::auth::{Caller, Decision};
 use crate::balance::BackendId;
 use crate::event::{AttemptRecord, Event, ExchangeRecord};
+use crate::forward::{self, ForwardPlan};
 use crate::outcome::{AttemptOutcome, Phase, Side, is_failure_status};
 use crate::pool::Pool;
 use crate::retry::{RetryContext, RetryVerdict};
@@ -72,9 +73,12 @@ use crate::s3::{ErrorCode, S3ErrorResponse, S3Request, classify};
 use crate::state::{PoolCell, ProxyState, Snapshot, Timeouts};
 use crate::time::Instant;
 
-/// Where to send an attempt.
+/// Where to send an attempt, and what.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dispatch {
+    /// What to send: the backend head, the body's framing, the payload hash to sign (the same
+    /// plan for every attempt of the exchange).
+    pub plan: Arc<ForwardPlan>,
     /// The backend's pool.
     pub pool: PoolId,
     /// The backend.
@@ -206,6 +210,7 @@ pub struct Exchange {
     response_body_bytes: u64,
     record: Option<Box<ExchangeRecord>>,
     request: Option<S3Request>,
+    plan: Option<Arc<ForwardPlan>>,
     decision: Option<Decision>,
     route: Option<RouteDecision>,
     timeouts: Timeouts,
@@ -235,7 +240,7 @@ impl Exchange {
             Ok(request) => request,
             Err(error) => return exchange.reject(now, error.to_response(), Side::Client),
         };
-        exchange.admit(now, request, caller)
+        exchange.admit(now, head, request, caller)
     }
 
     /// Exchange `id`, refused with `error` before core could decide anything (its signature
@@ -289,6 +294,7 @@ impl Exchange {
             response_body_bytes: 0,
             record: None,
             request: None,
+            plan: None,
             decision: None,
             route: None,
             started_at: now,
@@ -302,7 +308,7 @@ impl Exchange {
     }
 
     /// Authorise, route and dispatch a classified request.
-    fn admit(self, now: Instant, request: S3Request, caller: &Caller) -> (Exchange, Step) {
+    fn admit(self, now: Instant, head: &http::request::Parts, request: S3Request, caller: &Caller) -> (Exchange, Step) {
         let mut exchange = self;
         let decision = exchange.snapshot.settings().authorizer().decide(caller, &request);
         let denied = match &decision {
@@ -321,6 +327,11 @@ impl Exchange {
                 S3ErrorResponse::new(ErrorCode::AccessDenied, "Access Denied"),
                 Side::Client,
             );
+        }
+        let request = exchange.request.as_ref().expect("set above");
+        match forward::plan(head, request) {
+            Ok(plan) => exchange.plan = Some(Arc::new(plan)),
+            Err(error) => return exchange.reject(now, error, Side::Client),
         }
         let request = exchange.request.as_ref().expect("set above");
         let snapshot = &exchange.snapshot;
@@ -424,6 +435,10 @@ impl Exchange {
     /// The classified request (absent only when classification failed).
     pub fn request(&self) -> Option<&S3Request> {
         self.request.as_ref()
+    }
+    /// The forwarding plan, once the request was authorised.
+    pub fn plan(&self) -> Option<&Arc<ForwardPlan>> {
+        self.plan.as_ref()
     }
     /// The authorisation decision, once made.
     pub fn decision(&self) -> Option<&Decision> {
@@ -862,6 +877,7 @@ impl Exchange {
             },
         });
         Some(Dispatch {
+            plan: self.plan.clone().expect("a dispatched exchange has its plan"),
             pool: pool_id,
             backend,
             address,
