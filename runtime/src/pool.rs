@@ -108,6 +108,32 @@ impl Lease {
     }
 }
 
+/// The right to use one of a backend's connections (a lease permit), before a connection was
+/// chosen: reuse an idle one ([`ConnectionPool::reuse`]) or dial ([`ConnectionPool::dial`]).
+pub struct Slot {
+    backend: Arc<BackendConnections>,
+    permit: OwnedSemaphorePermit,
+}
+
+/// A backend whose permits are all taken: [`PendingSlot::wait`] for one, bounded.
+pub struct PendingSlot {
+    backend: Arc<BackendConnections>,
+}
+
+impl PendingSlot {
+    /// Wait up to the pool's `wait` for a permit; `Saturated` past it.
+    pub async fn wait(self) -> Result<Slot, CheckoutError> {
+        let settings = &self.backend.settings;
+        match tokio::time::timeout(settings.wait, self.backend.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Slot {
+                backend: self.backend,
+                permit,
+            }),
+            _ => Err(CheckoutError::Saturated(settings.max_per_backend)),
+        }
+    }
+}
+
 /// Connection pools of every backend, keyed by pool and address.
 pub struct ConnectionPool<C: Connect> {
     connector: C,
@@ -139,18 +165,20 @@ impl<C: Connect> ConnectionPool<C> {
         backend
     }
 
-    /// Lease a connection to `address`: wait (bounded) for a permit, then reuse an idle
-    /// connection or open a new one.
-    pub async fn checkout(&self, pool: usize, address: &str, settings: &PoolSettings) -> Result<Lease, CheckoutError> {
+    /// A slot of `address`'s connections at once, or the wait for one (the caller reports the
+    /// wait to core, then awaits [`PendingSlot::wait`]).
+    pub fn slot(&self, pool: usize, address: &str, settings: &PoolSettings) -> Result<Slot, PendingSlot> {
         let backend = self.backend(pool, address, settings);
-        // A free permit is taken at once; only a saturated backend arms the bounded wait.
-        let permit = match backend.permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => match tokio::time::timeout(settings.wait, backend.permits.clone().acquire_owned()).await {
-                Ok(Ok(permit)) => permit,
-                _ => return Err(CheckoutError::Saturated(settings.max_per_backend)),
-            },
-        };
+        match backend.permits.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Slot { backend, permit }),
+            Err(_) => Err(PendingSlot { backend }),
+        }
+    }
+
+    /// Lease an idle connection of the slot's backend, if one is ready; else hand the slot
+    /// back for a dial.
+    pub async fn reuse(&self, slot: Slot) -> Result<Lease, Slot> {
+        let Slot { backend, permit } = slot;
         while let Some(mut sender) = take_idle(&backend) {
             if !sender.is_ready() {
                 // Released a moment ago: give its connection task time to finish the previous
@@ -167,7 +195,14 @@ impl<C: Connect> ConnectionPool<C> {
                 reused: true,
             });
         }
-        let sender = self.open(address, settings).await?;
+        Err(Slot { backend, permit })
+    }
+
+    /// Open a new connection for the slot. No timeout of its own: core's connect deadline,
+    /// which the caller arms around this call, bounds it.
+    pub async fn dial(&self, slot: Slot, address: &str) -> Result<Lease, CheckoutError> {
+        let Slot { backend, permit } = slot;
+        let sender = self.handshake(address, &backend.settings).await?;
         Ok(Lease {
             sender,
             backend,
@@ -176,27 +211,33 @@ impl<C: Connect> ConnectionPool<C> {
         })
     }
 
-    /// Open a fresh connection to `address` (also used to replace a stale pooled one).
+    /// Open a fresh connection to `address` outside an exchange's attempt (probes, and the
+    /// replacement of a stale pooled connection), bounded by the pool's connect timeout.
     pub async fn open(
         &self,
         address: &str,
         settings: &PoolSettings,
     ) -> Result<http1::SendRequest<ForwardBody>, CheckoutError> {
-        let connect = async {
-            let io = self.connector.connect(address).await.map_err(CheckoutError::Connect)?;
-            match &settings.tls {
-                Some(tls) => tls
-                    .connect(address, io)
-                    .await
-                    .map(MaybeTls::Client)
-                    .map_err(CheckoutError::Tls),
-                None => Ok(MaybeTls::Plain(io)),
-            }
-        };
-        let io = match tokio::time::timeout(settings.connect_timeout, connect).await {
-            Ok(Ok(io)) => io,
-            Ok(Err(error)) => return Err(error),
-            Err(_) => return Err(CheckoutError::ConnectTimeout),
+        match tokio::time::timeout(settings.connect_timeout, self.handshake(address, settings)).await {
+            Ok(result) => result,
+            Err(_) => Err(CheckoutError::ConnectTimeout),
+        }
+    }
+
+    /// Dial `address`, establish TLS if configured, and shake hands (HTTP/1.1).
+    async fn handshake(
+        &self,
+        address: &str,
+        settings: &PoolSettings,
+    ) -> Result<http1::SendRequest<ForwardBody>, CheckoutError> {
+        let io = self.connector.connect(address).await.map_err(CheckoutError::Connect)?;
+        let io = match &settings.tls {
+            Some(tls) => tls
+                .connect(address, io)
+                .await
+                .map(MaybeTls::Client)
+                .map_err(CheckoutError::Tls)?,
+            None => MaybeTls::Plain(io),
         };
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(io))

@@ -38,7 +38,7 @@ use storefront_core::state::{ProxyState, Timeouts};
 
 use crate::body::{BodyEnd, BodyMode, BodySource, Coalescing, ForwardBody};
 use crate::clock::Clock;
-use crate::pool::{CheckoutError, ConnectionPool, Lease, PoolSettings};
+use crate::pool::{ConnectionPool, Lease, PoolSettings};
 use crate::settings::KeyPair;
 use crate::sign::Signer;
 use crate::tls::BackendTls;
@@ -431,31 +431,17 @@ impl<C: Connect> Proxy<C> {
             source: &source,
             conn: &conn,
             exchange: Some(exchange),
-            deadline: None,
             request_id: &request_id,
         };
-        let deadline = generation
-            .timeouts()
-            .total
-            .map(|total| tokio::time::Instant::now() + total);
-        attempt.deadline = deadline;
         let mut step = step;
         loop {
             step = match step {
-                Step::Forward(dispatch) | Step::Retry(dispatch) => {
-                    let run = attempt.run(dispatch);
-                    let result = match deadline {
-                        Some(deadline) => tokio::time::timeout_at(deadline, run).await.ok(),
-                        None => Some(run.await),
-                    };
-                    match result {
-                        Some(AttemptResult::Next(next)) => next,
-                        Some(AttemptResult::Respond(response)) => return response,
-                        // The whole exchange's deadline passed: the attempt (and its backend
-                        // connection) is dropped.
-                        None => attempt.step(|exchange, now| exchange.handle_timeout(now, Phase::Total)),
-                    }
-                }
+                // Every wait inside an attempt is bounded by core's deadlines (connect, first
+                // byte, total) or by a per-IO timeout of the runtime's.
+                Step::Forward(dispatch) | Step::Retry(dispatch) => match attempt.run(dispatch).await {
+                    AttemptResult::Next(next) => next,
+                    AttemptResult::Respond(response) => return response,
+                },
                 Step::Reject(error) | Step::Fail(error) => {
                     return error_response(&error, parts.uri.path(), &request_id, !source.started() && !empty);
                 }
@@ -473,6 +459,22 @@ impl<C: Connect> Proxy<C> {
     }
 }
 
+/// What expired while an attempt waited on its backend.
+enum Expiry {
+    /// A timeout the runtime owns (per IO operation).
+    Phase(Phase),
+    /// The deadline core reported (`Exchange::poll_timeout`).
+    Core,
+}
+
+/// Sleep until `due`, or forever when there is no deadline.
+async fn sleep_until_due(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
 enum AttemptResult {
     Next(Step),
     Respond(http::Response<ProxyBody>),
@@ -485,7 +487,6 @@ struct Attempt<'a, C: Connect> {
     source: &'a Arc<BodySource>,
     conn: &'a Arc<ConnState>,
     exchange: Option<Exchange>,
-    deadline: Option<tokio::time::Instant>,
     request_id: &'a str,
 }
 
@@ -523,21 +524,56 @@ impl<C: Connect> Attempt<'_, C> {
             .generation
             .pool_settings(pool)
             .expect("dispatch names a configured pool");
-        let mut lease = match self.proxy.connections.checkout(pool, &dispatch.address, settings).await {
+        // A connection slot: at once, or after a bounded wait (the proxy's own limit, during
+        // which core runs no connect deadline).
+        let slot = match self.proxy.connections.slot(pool, &dispatch.address, settings) {
+            Ok(slot) => slot,
+            Err(pending) => {
+                self.step(|exchange, now| {
+                    exchange.handle_waiting_for_connection(now);
+                    Step::Continue
+                });
+                let due = self.due();
+                let waited = tokio::select! {
+                    biased;
+                    waited = pending.wait() => Some(waited),
+                    () = sleep_until_due(due) => None,
+                };
+                match waited {
+                    Some(Ok(slot)) => slot,
+                    Some(Err(error)) => {
+                        tracing::warn!(backend = %dispatch.address, %error, "backend connection limit reached");
+                        return AttemptResult::Next(self.step(|exchange, now| exchange.handle_local_limit(now)));
+                    }
+                    None => return AttemptResult::Next(self.deadline()),
+                }
+            }
+        };
+        // An idle connection, or a new one under core's connect deadline.
+        let mut lease = match self.proxy.connections.reuse(slot).await {
             Ok(lease) => lease,
-            Err(CheckoutError::Saturated(limit)) => {
-                tracing::warn!(backend = %dispatch.address, limit, "backend connection limit reached");
-                return AttemptResult::Next(self.step(|exchange, now| exchange.handle_local_limit(now)));
-            }
-            Err(CheckoutError::ConnectTimeout) => {
-                tracing::info!(backend = %dispatch.address, "backend connect timed out");
-                return AttemptResult::Next(
-                    self.step(|exchange, now| exchange.handle_timeout(now, Phase::BackendConnect)),
-                );
-            }
-            Err(error) => {
-                tracing::info!(backend = %dispatch.address, %error, "backend connect failed");
-                return AttemptResult::Next(self.step(|exchange, now| exchange.handle_connect_failed(now)));
+            Err(slot) => {
+                self.step(|exchange, now| {
+                    exchange.handle_dialing(now);
+                    Step::Continue
+                });
+                let due = self.due();
+                let dialled = tokio::select! {
+                    biased;
+                    dialled = self.proxy.connections.dial(slot, &dispatch.address) => Some(dialled),
+                    () = sleep_until_due(due) => None,
+                };
+                match dialled {
+                    Some(Ok(lease)) => lease,
+                    Some(Err(error)) => {
+                        tracing::info!(backend = %dispatch.address, %error, "backend connect failed");
+                        return AttemptResult::Next(self.step(|exchange, now| exchange.handle_connect_failed(now)));
+                    }
+                    None => {
+                        tracing::info!(backend = %dispatch.address, "backend connect timed out");
+                        return AttemptResult::Next(self.deadline());
+                    }
+                }
             }
         };
         let connected_at = tokio::time::Instant::now();
@@ -565,43 +601,61 @@ impl<C: Connect> Attempt<'_, C> {
             }
             request = http::Request::from_parts(head, body);
         }
-        let first_byte = self.generation.timeouts().backend_first_byte;
         let send_idle = self.generation.timeouts().backend_send_idle;
         let mut pending = Some(request);
         let outcome = loop {
             let request = pending.take().expect("a request to send");
             let send = lease.sender().try_send_request(request);
-            let deadline = async {
-                tokio::select! {
-                    biased;
-                    () = self.source.sent() => {}
-                    // A backend that stops taking the body would otherwise hold the upload
-                    // forever: the first-byte timeout starts only once the body is sent.
-                    () = self.source.stalled(send_idle) => return Phase::BackendSendIdle,
-                }
-                tokio::time::sleep(first_byte).await;
-                Phase::BackendFirstByte
-            };
-            let result = tokio::select! {
+            tokio::pin!(send);
+            // Until the body is sent whole, only the total deadline of core's runs, and the
+            // runtime's send-idle timeout: a backend that stops taking the body would otherwise
+            // hold the upload forever.
+            let due = self.due();
+            let sending = tokio::select! {
                 biased;
-                result = send => Ok(result),
-                phase = deadline => Err(phase),
+                result = &mut send => Ok(result),
+                () = self.source.sent() => Err(None),
+                () = self.source.stalled(send_idle) => Err(Some(Expiry::Phase(Phase::BackendSendIdle))),
+                () = sleep_until_due(due) => Err(Some(Expiry::Core)),
+            };
+            let result = match sending {
+                Ok(result) => Ok(result),
+                Err(Some(expiry)) => Err(expiry),
+                Err(None) => {
+                    // Sent whole: core's first-byte deadline runs from here.
+                    self.report_sent(connected_at);
+                    let due = self.due();
+                    tokio::select! {
+                        biased;
+                        result = &mut send => Ok(result),
+                        () = sleep_until_due(due) => Err(Expiry::Core),
+                    }
+                }
             };
             match result {
                 Ok(Err(mut error)) if lease.reused => match error.take_message() {
                     // The pooled connection was closed by the server before our request went
                     // out: nothing was sent, so send it on a fresh connection.
-                    Some(unsent) => match self.proxy.connections.open(&dispatch.address, settings).await {
-                        Ok(sender) => {
-                            self.step(|exchange, now| {
-                                exchange.handle_stale_connection(now);
-                                Step::Continue
-                            });
-                            lease.replace(sender);
-                            pending = Some(unsent);
+                    Some(unsent) => {
+                        let due = self.due();
+                        let opened = tokio::select! {
+                            biased;
+                            opened = self.proxy.connections.open(&dispatch.address, settings) => Some(opened),
+                            () = sleep_until_due(due) => None,
+                        };
+                        match opened {
+                            Some(Ok(sender)) => {
+                                self.step(|exchange, now| {
+                                    exchange.handle_stale_connection(now);
+                                    Step::Continue
+                                });
+                                lease.replace(sender);
+                                pending = Some(unsent);
+                            }
+                            Some(Err(_)) => break Err(()),
+                            None => break Ok(Err(Expiry::Core)),
                         }
-                        Err(_) => break Err(()),
-                    },
+                    }
                     None => break Ok(Ok(Err(error))),
                 },
                 other => break Ok(other),
@@ -614,15 +668,7 @@ impl<C: Connect> Attempt<'_, C> {
                 Step::Continue
             });
         }
-        if let Some(completed) = self.source.completed_at() {
-            // Sent on an open connection: a new connection's setup is a one-off cost, not the
-            // node's latency, and must not leave a peak in its estimate.
-            let sent_at = self.proxy.clock.at(completed.max(connected_at));
-            self.step(|exchange, _| {
-                exchange.handle_request_sent(sent_at);
-                Step::Continue
-            });
-        }
+        self.report_sent(connected_at);
         let result = match outcome {
             Err(_) => {
                 return AttemptResult::Next(self.step(|exchange, now| exchange.handle_connect_failed(now)));
@@ -630,7 +676,10 @@ impl<C: Connect> Attempt<'_, C> {
             Ok(result) => result,
         };
         match result {
-            Err(phase) => AttemptResult::Next(self.step(|exchange, now| exchange.handle_timeout(now, phase))),
+            Err(Expiry::Phase(phase)) => {
+                AttemptResult::Next(self.step(|exchange, now| exchange.handle_timeout(now, phase)))
+            }
+            Err(Expiry::Core) => AttemptResult::Next(self.deadline()),
             Ok(Ok(response)) => {
                 let status = response.status().as_u16();
                 let step = self.step(|exchange, now| exchange.handle_response_head(now, status));
@@ -669,6 +718,32 @@ impl<C: Connect> Attempt<'_, C> {
         }
     }
 
+    /// When core's next deadline is due, on tokio's clock (`None`: no deadline runs).
+    fn due(&self) -> Option<tokio::time::Instant> {
+        self.exchange
+            .as_ref()
+            .and_then(Exchange::poll_timeout)
+            .map(|(due, _)| self.proxy.clock.to_tokio(due))
+    }
+
+    /// Core's deadline came: core decides which one it was.
+    fn deadline(&mut self) -> Step {
+        self.step(|exchange, now| exchange.handle_deadline(now))
+    }
+
+    /// Tell core the request was written whole, once it was. Sent on an open connection: a new
+    /// connection's setup is a one-off cost, not the node's latency, and must not leave a peak
+    /// in its estimate.
+    fn report_sent(&mut self, connected_at: tokio::time::Instant) {
+        if let Some(completed) = self.source.completed_at() {
+            let sent_at = self.proxy.clock.at(completed.max(connected_at));
+            self.step(|exchange, _| {
+                exchange.handle_request_sent(sent_at);
+                Step::Continue
+            });
+        }
+    }
+
     /// An attempt that failed on this side of the backend (`side` is the client or the proxy):
     /// end it without blaming the backend and answer `error`, closing the connection (the
     /// request body may be left unread).
@@ -688,6 +763,10 @@ impl<C: Connect> Attempt<'_, C> {
     /// Hand the backend's response to the client, streaming its body.
     fn respond(&mut self, response: http::Response<Incoming>, lease: Lease) -> http::Response<ProxyBody> {
         let exchange = self.exchange.take().expect("the exchange is handed over once");
+        // While the body streams, only core's total deadline runs.
+        let deadline = exchange
+            .poll_timeout()
+            .map(|(due, _)| Box::pin(tokio::time::sleep_until(self.proxy.clock.to_tokio(due))));
         let (mut head, incoming) = response.into_parts();
         forward::strip_hop_by_hop(&mut head.headers);
         let body = ResponseBody {
@@ -701,9 +780,7 @@ impl<C: Connect> Attempt<'_, C> {
             conn: self.conn.clone(),
             idle_timeout: self.generation.timeouts().backend_body_idle,
             idle: None,
-            deadline: self
-                .deadline
-                .map(|deadline| Box::pin(tokio::time::sleep_until(deadline))),
+            deadline,
         };
         if body.incoming.is_end_stream() {
             let mut body = body;

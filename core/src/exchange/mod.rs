@@ -51,10 +51,16 @@
 //! (`handle_client_error`), the proxy failing to sign or build the backend request fails as the
 //! proxy's (`handle_proxy_error`), and neither counts against the backend's health or latency.
 //!
-//! [`Exchange::poll_timeout`] gives the deadline of the current phase that core tracks
-//! (backend connect, backend first byte, total); the idle timeouts of streaming phases (client
-//! body, response write, backend body) are per-IO-operation and the runtime enforces them with
-//! the durations in [`ProxyState::timeouts`], then reports them with `handle_timeout`.
+//! **Timers, one owner each.** Core owns the two deadlines of an exchange as a whole: the
+//! backend's first byte (from the moment the request was sent whole) and the optional total
+//! deadline. [`Exchange::poll_timeout`] says when the next one is due; the driver sleeps until
+//! then (re-asking after every event, since events move it) and calls
+//! [`Exchange::handle_deadline`], and core decides which deadline it was. The runtime owns the
+//! per-IO timeouts, each armed around one IO operation with a duration from
+//! [`ProxyState::timeouts`] and reported with `handle_timeout(phase)`: the backend connect (the
+//! dial and TLS handshake, inside the connection pool, after any wait for a free connection
+//! slot), the backend not taking request-body bytes (send idle), and the idle timeouts of the
+//! client's body, the backend's response body and the client reading its response.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -152,9 +158,17 @@ pub enum ExchangeOutcome {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum AttemptPhase {
-    Connecting,
+    /// No connection slot of the backend was free: waiting for one (a local limit the runtime
+    /// bounds; no connect deadline runs meanwhile).
+    WaitingSlot,
+    /// Opening the connection since `since` (the dispatch, or the dial after a wait).
+    Connecting {
+        since: Instant,
+    },
     Sending,
-    AwaitingHead { since: Instant },
+    AwaitingHead {
+        since: Instant,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -483,20 +497,20 @@ impl Exchange {
         }
     }
 
-    /// The next deadline core tracks, with its phase (see the module docs).
+    /// The next deadline core owns, with its phase (see the module docs): the backend's first
+    /// byte once the request was sent, and the total deadline. `None` when neither applies.
     pub fn poll_timeout(&self) -> Option<(Instant, Phase)> {
         let phase_deadline = match self.state {
             State::Attempt {
-                started_at,
-                phase: AttemptPhase::Connecting,
+                phase: AttemptPhase::Connecting { since },
                 ..
-            } => Some((started_at + self.timeouts.backend_connect, Phase::BackendConnect)),
+            } => Some((since + self.timeouts.backend_connect, Phase::BackendConnect)),
             State::Attempt {
                 phase: AttemptPhase::AwaitingHead { since },
                 ..
             } => Some((since + self.timeouts.backend_first_byte, Phase::BackendFirstByte)),
             State::Attempt {
-                phase: AttemptPhase::Sending,
+                phase: AttemptPhase::WaitingSlot | AttemptPhase::Sending,
                 ..
             }
             | State::Responding { .. } => None,
@@ -509,13 +523,48 @@ impl Exchange {
         }
     }
 
+    /// The instant from [`Exchange::poll_timeout`] has come (or passed): handle the deadline
+    /// that is due, as [`Exchange::handle_timeout`] with its phase. Nothing is due (the state
+    /// moved on since the driver asked): `Continue`, and the driver asks again.
+    pub fn handle_deadline(&mut self, now: Instant) -> Step {
+        match self.poll_timeout() {
+            Some((due, phase)) if due <= now => self.handle_timeout(now, phase),
+            _ => Step::Continue,
+        }
+    }
+
+    /// Every connection slot of the backend is taken: the attempt waits for one. The connect
+    /// deadline does not run while it waits (the wait is the proxy's own bounded limit, not the
+    /// backend's slowness); the total deadline still does.
+    pub fn handle_waiting_for_connection(&mut self, _now: Instant) {
+        if let State::Attempt {
+            phase: phase @ AttemptPhase::Connecting { .. },
+            ..
+        } = &mut self.state
+        {
+            *phase = AttemptPhase::WaitingSlot;
+        }
+    }
+
+    /// The runtime starts dialling the backend (no idle connection could be reused): the
+    /// connect deadline counts from `now`.
+    pub fn handle_dialing(&mut self, now: Instant) {
+        if let State::Attempt {
+            phase: phase @ (AttemptPhase::WaitingSlot | AttemptPhase::Connecting { .. }),
+            ..
+        } = &mut self.state
+        {
+            *phase = AttemptPhase::Connecting { since: now };
+        }
+    }
+
     /// The backend connection of the current attempt is open.
     pub fn handle_connected(&mut self, now: Instant) {
         if let Some(open) = self.open.as_mut() {
             open.record.connected_at.get_or_insert(now);
         }
         if let State::Attempt {
-            phase: phase @ AttemptPhase::Connecting,
+            phase: phase @ (AttemptPhase::Connecting { .. } | AttemptPhase::WaitingSlot),
             ..
         } = &mut self.state
         {
@@ -574,7 +623,7 @@ impl Exchange {
         // spent uploading the body measures the object and the client, not the node.
         let waited_since = match phase {
             AttemptPhase::AwaitingHead { since } => since.max(started_at),
-            AttemptPhase::Connecting | AttemptPhase::Sending => started_at,
+            AttemptPhase::WaitingSlot | AttemptPhase::Connecting { .. } | AttemptPhase::Sending => started_at,
         };
         let outcome = AttemptOutcome::Response { status };
         if is_failure_status(status)
@@ -619,7 +668,7 @@ impl Exchange {
     pub fn handle_backend_reset(&mut self, now: Instant) -> Step {
         match self.state {
             State::Attempt {
-                phase: AttemptPhase::Connecting,
+                phase: AttemptPhase::Connecting { .. } | AttemptPhase::WaitingSlot,
                 ..
             } => self.handle_connect_failed(now),
             State::Attempt { .. } => self.attempt_failed(
@@ -857,7 +906,7 @@ impl Exchange {
         self.state = State::Attempt {
             backend,
             started_at: now,
-            phase: AttemptPhase::Connecting,
+            phase: AttemptPhase::Connecting { since: now },
         };
         self.open = Some(OpenAttempt {
             record: AttemptRecord {

@@ -480,6 +480,48 @@ fn the_total_deadline_wins_when_it_is_sooner() {
     assert!(matches!(&step, Step::Fail(error) if error.code == ErrorCode::GatewayTimeout));
 }
 
+#[test]
+fn core_owns_the_connect_first_byte_and_total_deadlines() {
+    // Proves the timer contract: the connect deadline runs from the dial, not while the attempt
+    // waits for a free connection slot (the proxy's own limit); the first-byte deadline runs
+    // once the request is sent; the driver's wake-up at the reported instant is handled as
+    // the phase that is due, and one that comes early changes nothing.
+    let cluster = cluster_with(1, "[timeouts]\ntotal = \"100s\"\n");
+    let t0 = Instant::from_millis(0);
+    let (mut exchange, _) = start(&cluster, t0, "GET", "/b/k", &[]);
+    assert_eq!(
+        exchange.poll_timeout(),
+        Some((t0 + Duration::from_secs(2), Phase::BackendConnect))
+    );
+    exchange.handle_waiting_for_connection(t0);
+    assert_eq!(
+        exchange.poll_timeout(),
+        Some((t0 + Duration::from_secs(100), Phase::Total)),
+        "no connect deadline while waiting for a slot"
+    );
+    let dial = t0 + Duration::from_secs(1);
+    exchange.handle_dialing(dial);
+    assert_eq!(
+        exchange.poll_timeout(),
+        Some((dial + Duration::from_secs(2), Phase::BackendConnect))
+    );
+    assert_eq!(
+        exchange.handle_deadline(dial + Duration::from_secs(1)),
+        Step::Continue,
+        "not due yet"
+    );
+    exchange.handle_connected(dial);
+    let sent = dial + Duration::from_millis(5);
+    exchange.handle_request_sent(sent);
+    let (due, phase) = exchange.poll_timeout().expect("first byte");
+    assert_eq!((due, phase), (sent + Duration::from_secs(60), Phase::BackendFirstByte));
+    // Handled as a first-byte timeout: a GET is retried (here on the only backend again).
+    let step = exchange.handle_deadline(due);
+    assert!(matches!(step, Step::Retry(_)), "{step:?}");
+    assert_eq!(exchange.attempts(), 2);
+    assert_eq!(exchange.tried().len(), 1);
+}
+
 /// An event the property test applies to one live exchange.
 #[derive(Clone, Copy, Debug)]
 enum Event {
@@ -496,6 +538,9 @@ enum Event {
     ProxyError,
     StaleConnection,
     Served(u16),
+    WaitingForConnection,
+    Dialing,
+    Deadline,
 }
 
 fn pick_event(rng: &mut SmallRng, responding: bool) -> Event {
@@ -510,7 +555,7 @@ fn pick_event(rng: &mut SmallRng, responding: bool) -> Event {
             _ => Event::ClientGone,
         }
     } else {
-        match rng.random_range(0..18) {
+        match rng.random_range(0..21) {
             0 => Event::Connected,
             1 => Event::BodyStarted,
             2 => Event::RequestSent,
@@ -524,6 +569,9 @@ fn pick_event(rng: &mut SmallRng, responding: bool) -> Event {
             14 => Event::ClientError,
             15 => Event::ProxyError,
             16 => Event::StaleConnection,
+            17 => Event::WaitingForConnection,
+            18 => Event::Dialing,
+            19 => Event::Deadline,
             _ => Event::ClientGone,
         }
     }
@@ -642,6 +690,15 @@ fn swarm(seed: u64, backends: usize, count: usize, failures: u32) -> Result<Vec<
                     Step::Continue
                 }
                 Event::Served(status) => exchange.handle_served(now, status),
+                Event::WaitingForConnection => {
+                    exchange.handle_waiting_for_connection(now);
+                    Step::Continue
+                }
+                Event::Dialing => {
+                    exchange.handle_dialing(now);
+                    Step::Continue
+                }
+                Event::Deadline => exchange.handle_deadline(now),
             };
             trace.push(format!("{index}:{event:?}->{step:?}"));
             (index, step)
