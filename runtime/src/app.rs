@@ -7,13 +7,13 @@ use std::sync::Arc;
 use storefront_core::config::Config;
 use tokio::sync::watch;
 
+use crate::background as driver;
 use crate::clock::Clock;
-use crate::driver;
-use crate::events::Events;
-use crate::proxy::{Generation, Proxy};
+use crate::request::{Generation, Proxy};
 use crate::server::{self, ServerLimits};
 use crate::settings;
 use crate::settings::KeyPair;
+use crate::telemetry::Events;
 use crate::transport::{Accept, Connect};
 
 /// Shared by the server, the admin listener and the signal handlers.
@@ -50,7 +50,9 @@ impl<C: Connect> App<C> {
         seed: u64,
     ) -> Result<Arc<Self>, String> {
         let tls = match &config.server.tls {
-            Some(section) => Some(crate::tls::server_config(section).map_err(|error| format!("server.tls: {error}"))?),
+            Some(section) => {
+                Some(crate::server::tls::server_config(section).map_err(|error| format!("server.tls: {error}"))?)
+            }
             None => None,
         };
         let clock = Clock::start();

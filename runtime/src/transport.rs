@@ -5,8 +5,10 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A stream of accepted client connections.
 pub trait Accept: Send + 'static {
@@ -46,5 +48,72 @@ impl Connect for TcpConnector {
         let stream = tokio::net::TcpStream::connect(address).await?;
         stream.set_nodelay(true)?;
         Ok(stream)
+    }
+}
+
+/// A connection that may be TLS (either side).
+#[allow(clippy::large_enum_variant)]
+pub enum MaybeTls<T> {
+    /// Plain TCP (or whatever the transport is).
+    Plain(T),
+    /// TLS accepted by the listener.
+    Server(tokio_rustls::server::TlsStream<T>),
+    /// TLS opened to a backend.
+    Client(tokio_rustls::client::TlsStream<T>),
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTls<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            MaybeTls::Server(io) => Pin::new(io).poll_read(cx, buf),
+            MaybeTls::Client(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(io) => Pin::new(io).poll_write(cx, data),
+            MaybeTls::Server(io) => Pin::new(io).poll_write(cx, data),
+            MaybeTls::Client(io) => Pin::new(io).poll_write(cx, data),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            MaybeTls::Server(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            MaybeTls::Client(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            MaybeTls::Plain(io) => io.is_write_vectored(),
+            MaybeTls::Server(io) => io.is_write_vectored(),
+            MaybeTls::Client(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(io) => Pin::new(io).poll_flush(cx),
+            MaybeTls::Server(io) => Pin::new(io).poll_flush(cx),
+            MaybeTls::Client(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            MaybeTls::Server(io) => Pin::new(io).poll_shutdown(cx),
+            MaybeTls::Client(io) => Pin::new(io).poll_shutdown(cx),
+        }
     }
 }

@@ -427,7 +427,7 @@ async fn signed_chunks_are_verified_and_a_bad_chunk_stores_nothing() {
 
 /// `GET /data/public/a.txt` signed with the app key at `time`, as raw HTTP.
 fn signed_get(endpoint: SocketAddr, time: std::time::SystemTime) -> Vec<u8> {
-    let signer = storefront::sign::Signer::new("us-east-1", Some(("AKIDAPP".into(), "app-secret".into())));
+    let signer = storefront::backend::sign::Signer::new("us-east-1", Some(("AKIDAPP".into(), "app-secret".into())));
     let mut parts = http::Request::get(format!("http://{endpoint}/data/public/a.txt"))
         .header("host", endpoint.to_string())
         .body(())
@@ -435,7 +435,7 @@ fn signed_get(endpoint: SocketAddr, time: std::time::SystemTime) -> Vec<u8> {
         .into_parts()
         .0;
     signer
-        .sign(&mut parts, &storefront::sign::PayloadHash::Unsigned, time)
+        .sign(&mut parts, &storefront::backend::sign::PayloadHash::Unsigned, time)
         .expect("sign");
     let mut raw = String::from("GET /data/public/a.txt HTTP/1.1\r\n");
     for (name, value) in &parts.headers {

@@ -37,7 +37,7 @@ async fn a_full_connection_limit_answers_slow_down_after_the_bounded_wait() {
         + "[pools.connections]\nmax_per_backend = 1\nwait = \"200ms\"\n";
     let config = storefront_core::config::Config::from_toml(&text, "limit.toml").expect("valid");
     let credentials = storefront::settings::resolve_credentials(&config, "limit.toml").expect("credentials");
-    let generation = storefront::proxy::Generation::new(
+    let generation = storefront::request::Generation::new(
         config,
         credentials,
         &harness.app.proxy.clock,

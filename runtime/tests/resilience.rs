@@ -347,7 +347,7 @@ async fn a_denied_upload_gets_its_final_status_without_its_body_being_read() {
         .replace("mode = \"trust\"", "mode = \"deny\"");
     let config = storefront_core::config::Config::from_toml(&text, "deny.toml").expect("valid");
     let credentials = storefront::settings::resolve_credentials(&config, "deny.toml").expect("credentials");
-    let generation = storefront::proxy::Generation::new(
+    let generation = storefront::request::Generation::new(
         config,
         credentials,
         &harness.app.proxy.clock,

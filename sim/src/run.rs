@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::Bytes;
 use s3_mock::{CapacityConfig, ClusterConfig, MockCluster, NodeHandle, run_node};
 use storefront::App;
-use storefront::events::{Observer, RuntimeEvent};
+use storefront::telemetry::{Observer, RuntimeEvent};
 use storefront_core::balance::AlgorithmKind;
 use storefront_core::config::{Config, ConfigDuration};
 use storefront_core::event::Event as CoreEvent;

@@ -1,6 +1,9 @@
 //! The client-facing server: accept loop, connection limit, HTTP/1.1 and HTTP/2 via hyper,
 //! header limits, the slow-reader timeout, graceful shutdown.
 
+pub mod proxy_protocol;
+pub mod tls;
+
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
@@ -15,9 +18,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Semaphore, watch};
 
-use crate::proxy::{ConnState, Proxy};
-use crate::proxy_protocol::{Rewind, read_header};
-use crate::tls::MaybeTls;
+use crate::request::{ConnState, Proxy};
+use crate::server::proxy_protocol::{Rewind, read_header};
+use crate::transport::MaybeTls;
 use crate::transport::{Accept, Connect};
 
 /// Server limits, from `[server]` and `[timeouts]`.
@@ -235,7 +238,7 @@ pub async fn serve<A: Accept, C: Connect>(
                 tracing::debug!(%error, "client connection ended with an error");
             }
             if cut.write_timed_out.load(Ordering::Acquire) {
-                events.runtime(crate::events::RuntimeEvent::SlowReaderCut);
+                events.runtime(crate::telemetry::RuntimeEvent::SlowReaderCut);
             }
             drop(permit);
         });

@@ -11,7 +11,7 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::{Api, PostParams};
 use storefront_core::config::StsSection;
 
-use crate::verify::{SessionClaims, Sessions};
+use crate::auth::sessions::{SessionClaims, Sessions};
 
 /// Longest request body accepted (a ServiceAccount token is a few KiB).
 pub const BODY_MAX: usize = 64 * 1024;

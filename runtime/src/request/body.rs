@@ -26,7 +26,7 @@ use storefront_core::s3::chunked::{
 };
 use tokio::sync::Notify;
 
-use crate::verify::ChunkVerifier;
+use crate::auth::sigv4::ChunkVerifier;
 
 /// How the client's body is transformed on its way to the backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

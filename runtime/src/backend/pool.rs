@@ -17,9 +17,10 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::body::ForwardBody;
-use crate::tls::{BackendTls, MaybeTls};
+use crate::backend::tls::BackendTls;
+use crate::request::body::ForwardBody;
 use crate::transport::Connect;
+use crate::transport::MaybeTls;
 
 /// Pool limits for one pool of backends.
 #[derive(Clone, Debug)]

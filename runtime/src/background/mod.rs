@@ -4,18 +4,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use storefront_core::balance::BackendSpec;
-use storefront_core::route::PoolId;
 use storefront_core::state::ProbeRequest;
 use tokio::sync::watch;
 
-use crate::body::{BodySource, ForwardBody};
-use crate::proxy::{Generation, Proxy};
-use crate::sign::PayloadHash;
+use crate::backend::sign::PayloadHash;
+use crate::request::body::{BodySource, ForwardBody};
+use crate::request::{Generation, Proxy};
 use crate::transport::Connect;
 
+pub mod dns;
+
+pub use dns::drive_dns;
+
 /// The longest the driver sleeps, even with no timer due (it also notices retirement).
-const TICK_MAX: Duration = Duration::from_secs(1);
+pub(crate) const TICK_MAX: Duration = Duration::from_secs(1);
 
 /// Run a generation's health timers and probes until it is retired or `stop` fires.
 pub async fn drive_health<C: Connect>(
@@ -94,67 +96,6 @@ async fn probe_once<C: Connect>(proxy: &Proxy<C>, generation: &Generation, probe
 /// implement `HEAD /` and say so, which proves they answer.
 pub fn answered_alive(status: u16) -> bool {
     status < 500 || status == 501
-}
-
-/// Re-resolve every DNS-backed pool on its interval, updating its backends (state is kept for
-/// addresses that stay). The first resolution happens at once.
-pub async fn drive_dns<C: Connect>(proxy: Arc<Proxy<C>>, generation: Arc<Generation>, mut stop: watch::Receiver<bool>) {
-    let pools: Vec<(PoolId, storefront_core::config::DnsSection, Option<String>)> = generation
-        .config
-        .pools
-        .iter()
-        .enumerate()
-        .filter_map(|(index, pool)| pool.dns.clone().map(|dns| (PoolId(index), dns, pool.zone.clone())))
-        .collect();
-    if pools.is_empty() {
-        return;
-    }
-    let mut next = vec![tokio::time::Instant::now(); pools.len()];
-    while !generation.is_retired() && !*stop.borrow() {
-        for (index, (pool, dns, zone)) in pools.iter().enumerate() {
-            if next[index] > tokio::time::Instant::now() {
-                continue;
-            }
-            next[index] = tokio::time::Instant::now() + dns.refresh.get();
-            match tokio::net::lookup_host((dns.name.as_str(), dns.port)).await {
-                Ok(addresses) => {
-                    let mut specs: Vec<BackendSpec> = addresses
-                        .map(|address| BackendSpec {
-                            zone: zone.clone(),
-                            ..BackendSpec::new(address.to_string())
-                        })
-                        .collect();
-                    specs.sort_by(|a, b| a.name.cmp(&b.name));
-                    specs.dedup_by(|a, b| a.name == b.name);
-                    let now = proxy.clock.now();
-                    let result = generation.state().update_backends(*pool, specs, now);
-                    generation.emit_state_events();
-                    match result {
-                        Ok(summary) if !summary.added.is_empty() || !summary.removed.is_empty() => {
-                            tracing::info!(name = %dns.name, added = summary.added.len(), removed = summary.removed.len(), "DNS backends changed");
-                        }
-                        Ok(_) => {}
-                        Err(error) => {
-                            tracing::warn!(name = %dns.name, %error, "DNS answer refused")
-                        }
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(name = %dns.name, %error, "DNS resolution failed; keeping the current backends")
-                }
-            }
-        }
-        let wake = next
-            .iter()
-            .min()
-            .copied()
-            .unwrap_or_else(|| tokio::time::Instant::now() + TICK_MAX);
-        tokio::select! {
-            biased;
-            () = tokio::time::sleep_until(wake.min(tokio::time::Instant::now() + TICK_MAX)) => {}
-            _ = stop.changed() => {}
-        }
-    }
 }
 
 /// Close idle backend connections past their timeout, every few seconds, until `stop`.

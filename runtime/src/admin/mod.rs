@@ -11,7 +11,7 @@ use storefront_core::balance::BackendId;
 use storefront_core::route::PoolId;
 
 use crate::app::App;
-use crate::proxy::ProxyBody;
+use crate::request::ProxyBody;
 use crate::transport::{Accept, Connect};
 
 /// One backend in `GET /admin/backends`.

@@ -1,0 +1,266 @@
+//! How an exchange ends its attempts, retries, picks and finishes: the bookkeeping that keeps
+//! each attempt one balancer and health update, and each exchange one record.
+
+use super::*;
+
+impl Exchange {
+    /// The current attempt failed with `outcome`: retry if safe and affordable, else fail.
+    pub(super) fn attempt_failed(
+        &mut self,
+        now: Instant,
+        outcome: AttemptOutcome,
+        code: ErrorCode,
+        message: &'static str,
+    ) -> Step {
+        if let Some(step) = self.try_retry(now, outcome) {
+            return step;
+        }
+        let State::Attempt {
+            backend, started_at, ..
+        } = self.state
+        else {
+            unreachable!("attempt_failed is only called in the attempt state");
+        };
+        self.end_attempt(backend, outcome, now - started_at, now);
+        self.finish(now, ExchangeOutcome::Failed { code }, Some(outcome.side()));
+        Step::Fail(S3ErrorResponse::new(code, Cow::Borrowed(message)))
+    }
+
+    /// If `outcome` may be retried and the budget allows, end the current attempt and dispatch
+    /// the next; `None` leaves the current attempt untouched.
+    pub(super) fn try_retry(&mut self, now: Instant, outcome: AttemptOutcome) -> Option<Step> {
+        let State::Attempt {
+            backend, started_at, ..
+        } = self.state
+        else {
+            return None;
+        };
+        let request = self.request.as_ref()?;
+        let context = RetryContext {
+            idempotent: request.is_idempotent(),
+            has_body: request.body.is_present(),
+            body_started: self.body_started,
+            response_started: false,
+            attempts: self.attempts,
+        };
+        let verdict = self.snapshot.settings().retry_policy().verdict(outcome, context);
+        self.last_retry_verdict = Some(verdict);
+        if verdict != RetryVerdict::Retry {
+            return None;
+        }
+        let pool_id = self.route?.pool;
+        let id = self.id;
+        let withdrawn = self.with_pool(|pool| {
+            let withdrawn = pool.budget_mut().try_withdraw(now);
+            if !withdrawn {
+                pool.push_event(Event::RetryRefused {
+                    pool: pool_id,
+                    exchange: id,
+                });
+            }
+            withdrawn
+        })?;
+        if !withdrawn {
+            self.retry_budget_exhausted = true;
+            tracing::debug!(exchange = self.id, "retry refused: budget exhausted");
+            return None;
+        }
+        self.end_attempt(backend, outcome, now - started_at, now);
+        match self.dispatch(now) {
+            Some(dispatch) => {
+                tracing::debug!(exchange = self.id, attempt = dispatch.attempt, failed = %backend, next = %dispatch.backend, outcome = outcome.class(), "retry");
+                Some(Step::Retry(dispatch))
+            }
+            None => {
+                self.finish(
+                    now,
+                    ExchangeOutcome::Failed {
+                        code: ErrorCode::ServiceUnavailable,
+                    },
+                    Some(Side::Backend),
+                );
+                Some(Step::Fail(S3ErrorResponse::new(
+                    ErrorCode::ServiceUnavailable,
+                    "no backend is available; please retry",
+                )))
+            }
+        }
+    }
+
+    /// Run `f` on this exchange's pool under its lock, and keep the events the call queued
+    /// for [`Exchange::poll_event`]. `None` before routing.
+    pub(super) fn with_pool<T>(&mut self, f: impl FnOnce(&mut Pool) -> T) -> Option<T> {
+        let cell: &PoolCell = self.snapshot.pools().get(self.pool?)?;
+        let pending = &mut self.pending;
+        Some(cell.with(|pool| {
+            let result = f(pool);
+            pending.extend(std::iter::from_fn(|| pool.poll_event()));
+            result
+        }))
+    }
+
+    /// Count the request in its pool's retry budget and dispatch its first attempt.
+    pub(super) fn dispatch_first(&mut self, now: Instant) -> Option<Dispatch> {
+        let tried = std::mem::take(&mut self.tried);
+        let picked = self.with_pool(|pool| {
+            pool.budget_mut().record_request(now);
+            pick_and_start(pool, now, &tried)
+        });
+        self.tried = tried;
+        self.start_attempt(now, picked??)
+    }
+
+    /// Pick a backend (avoiding those tried) and start an attempt on it.
+    pub(super) fn dispatch(&mut self, now: Instant) -> Option<Dispatch> {
+        let tried = std::mem::take(&mut self.tried);
+        let picked = self.with_pool(|pool| pick_and_start(pool, now, &tried));
+        self.tried = tried;
+        self.start_attempt(now, picked??)
+    }
+
+    /// The attempt on the backend just picked and started in the balancer.
+    pub(super) fn start_attempt(&mut self, now: Instant, picked: Picked) -> Option<Dispatch> {
+        let pool_id = self.route?.pool;
+        let Picked {
+            backend,
+            address,
+            dispatched_unavailable,
+            panic_mode,
+        } = picked;
+        self.attempts += 1;
+        debug_assert!(self.attempts <= self.max_attempts, "attempts past the policy's maximum");
+        if !self.tried.contains(&backend) {
+            self.tried.push(backend);
+        }
+        self.state = State::Attempt {
+            backend,
+            started_at: now,
+            phase: AttemptPhase::Connecting { since: now },
+        };
+        self.open = Some(OpenAttempt {
+            record: AttemptRecord {
+                pool: pool_id,
+                backend,
+                address: address.clone(),
+                number: self.attempts,
+                started_at: now,
+                connected_at: None,
+                sent_at: None,
+                first_byte: None,
+                ended_at: now,
+                outcome: AttemptOutcome::Abandoned,
+                stale_connections: 0,
+                dispatched_unavailable,
+                panic_mode,
+            },
+        });
+        Some(Dispatch {
+            plan: self.plan.clone().expect("a dispatched exchange has its plan"),
+            pool: pool_id,
+            backend,
+            address,
+            attempt: self.attempts,
+        })
+    }
+
+    pub(super) fn abort(&mut self, now: Instant, outcome: AttemptOutcome) -> Step {
+        let State::Responding {
+            backend, first_byte, ..
+        } = self.state
+        else {
+            unreachable!("abort is only called while responding");
+        };
+        self.end_attempt(backend, outcome, first_byte.max(now - self.started_at), now);
+        self.finish(now, ExchangeOutcome::Aborted { outcome }, Some(outcome.side()));
+        Step::Abort
+    }
+
+    pub(super) fn end_attempt(&mut self, backend: BackendId, outcome: AttemptOutcome, latency: Duration, now: Instant) {
+        self.with_pool(|pool| pool.end_attempt(backend, outcome, latency, now));
+        if let Some(open) = self.open.take() {
+            debug_assert_eq!(open.record.backend, backend, "the open attempt is the one ending");
+            let mut record = open.record;
+            record.ended_at = now;
+            record.outcome = outcome;
+            self.attempt_records.push(record);
+        }
+    }
+
+    pub(super) fn reject(mut self, now: Instant, response: S3ErrorResponse, fault: Side) -> (Exchange, Step) {
+        self.finish(now, ExchangeOutcome::Rejected { code: response.code }, Some(fault));
+        (self, Step::Reject(response))
+    }
+
+    pub(super) fn finish(&mut self, now: Instant, outcome: ExchangeOutcome, fault: Option<Side>) {
+        debug_assert!(!matches!(self.state, State::Finished(_)), "an exchange ends once");
+        debug_assert!(self.open.is_none(), "every attempt ends before its exchange");
+        tracing::debug!(
+            exchange = self.id,
+            attempts = self.attempts,
+            ?outcome,
+            "exchange finished"
+        );
+        let status = match outcome {
+            ExchangeOutcome::Completed { status } | ExchangeOutcome::Served { status } => Some(status),
+            ExchangeOutcome::Rejected { code } | ExchangeOutcome::Failed { code } => Some(code.status()),
+            // The head went out before the body broke or the client left: the client saw the
+            // backend's status.
+            ExchangeOutcome::Aborted { .. } | ExchangeOutcome::ClientGone => match self.state {
+                State::Responding { status, .. } => Some(status),
+                _ => None,
+            },
+        };
+        let request = self.request.as_ref();
+        self.record = Some(Box::new(ExchangeRecord {
+            id: self.id,
+            started_at: self.started_at,
+            ended_at: now.max(self.started_at),
+            operation: request.map(|request| request.operation),
+            bucket: request.and_then(|request| request.bucket.clone()),
+            key: request.and_then(|request| request.key.clone()),
+            caller: self.caller.clone(),
+            decision: self.decision.clone(),
+            route: self.route,
+            attempts: std::mem::take(&mut self.attempt_records),
+            outcome: outcome.clone(),
+            status,
+            fault,
+            retry_budget_exhausted: self.retry_budget_exhausted,
+            continued_locally: self.continued_locally,
+            request_body_bytes: self.request_body_bytes,
+            response_body_bytes: self.response_body_bytes,
+        }));
+        self.state = State::Finished(outcome);
+    }
+
+    pub(super) fn contract_violation(&self, what: &str) -> Step {
+        debug_assert!(false, "exchange {}: {what} (state {:?})", self.id, self.state);
+        Step::Continue
+    }
+}
+
+/// A backend picked and started in its pool's balancer, with what the record needs of it.
+pub(super) struct Picked {
+    backend: BackendId,
+    address: String,
+    dispatched_unavailable: bool,
+    panic_mode: bool,
+}
+
+/// Pick a backend of `pool` not in `tried` and count the attempt as started on it.
+pub(super) fn pick_and_start(pool: &mut Pool, now: Instant, tried: &[BackendId]) -> Option<Picked> {
+    let (balancer, rng) = pool.balancer_and_rng();
+    let backend = balancer.pick_excluding(now, rng, tried)?;
+    let picked = balancer.get(backend)?;
+    let address = picked.spec().address.clone();
+    let dispatched_unavailable = !picked.is_available();
+    let panic_mode = balancer.is_panic_mode();
+    let started = balancer.on_start(backend, now);
+    debug_assert!(started, "a picked backend exists");
+    Some(Picked {
+        backend,
+        address,
+        dispatched_unavailable,
+        panic_mode,
+    })
+}

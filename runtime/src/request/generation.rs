@@ -1,0 +1,272 @@
+//! One configuration generation: what the runtime derived from a configuration (signers,
+//! connection settings, key stores, sessions, the token exchange, the pod watch) over core's
+//! state, which the generations share; and who the caller of a request is.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use storefront_core::auth::cidr::CidrMap;
+use storefront_core::auth::identify::{self, IdentityFacts};
+use storefront_core::auth::policy::Policy;
+use storefront_core::auth::{Authorize, Caller};
+use storefront_core::config::{AuthMode, AuthSection, Config, IdentitySource, StsSection};
+use storefront_core::event::Event;
+use storefront_core::exchange::{Exchange, Step};
+use storefront_core::s3::S3ErrorResponse;
+use storefront_core::state::{ProxyState, Timeouts};
+
+use crate::auth::pods::PodWatch;
+use crate::auth::sessions::Sessions;
+use crate::auth::sigv4::{ChunkVerifier, KeyStore, Rejection};
+use crate::auth::sts::Sts;
+use crate::backend::pool::PoolSettings;
+use crate::backend::sign::Signer;
+use crate::backend::tls::BackendTls;
+use crate::clock::Clock;
+use crate::settings::KeyPair;
+use crate::telemetry::Events;
+
+/// One configuration generation: what the runtime derived from a configuration, over core's
+/// state, which generations share (a reload reconfigures it in place).
+pub struct Generation {
+    /// The configuration.
+    pub config: Arc<Config>,
+    pub(crate) state: Arc<ProxyState>,
+    pub(crate) signers: Vec<Signer>,
+    pub(crate) pool_settings: Vec<PoolSettings>,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) cidrs: CidrMap,
+    pub(crate) keys: KeyStore,
+    pub(crate) sts: Option<Arc<Sts>>,
+    pub(crate) pods: Option<Arc<PodWatch>>,
+    pub(crate) retired: AtomicBool,
+    pub(crate) events: Arc<Events>,
+}
+
+/// The authoriser `config` asks for.
+fn authorizer(config: &Config) -> Box<dyn Authorize> {
+    match config.auth.mode {
+        AuthMode::Trust => Box::new(storefront_core::auth::TrustAll),
+        AuthMode::Deny => Box::new(storefront_core::auth::DenyAll),
+        AuthMode::Policy => Box::new(Policy::new(&config.policy)),
+    }
+}
+
+impl Generation {
+    /// Build a first generation from a validated configuration and resolved pool
+    /// credentials, with core's state fresh (its pools' RNGs derive from `seed`).
+    pub fn new(
+        config: Config,
+        credentials: Vec<Option<KeyPair>>,
+        clock: &Clock,
+        seed: u64,
+        events: Arc<Events>,
+    ) -> Result<Self, String> {
+        let state = ProxyState::from_config(&config, clock.now(), seed).map_err(|error| error.to_string())?;
+        state.set_authorizer(authorizer(&config));
+        Self::build(config, credentials, Arc::new(state), None, events)
+    }
+
+    /// The generation that follows this one for `config`: core's state is reconfigured in
+    /// place (backends that stay keep their health, ejections, latency estimates, in-flight
+    /// counts), and the pod watch carries over unless its settings changed. On error nothing
+    /// changed and this generation stays in force.
+    pub fn next(&self, config: Config, credentials: Vec<Option<KeyPair>>, clock: &Clock) -> Result<Self, String> {
+        let pods = (config.auth.pods == self.config.auth.pods && config.auth.mode == self.config.auth.mode)
+            .then(|| self.pods.clone())
+            .flatten();
+        let next = Self::build(config, credentials, self.state.clone(), pods, self.events.clone())?;
+        // Last, once everything fallible on the runtime's side is built: reconfigure core.
+        next.state
+            .reconfigure(&next.config, authorizer(&next.config), clock.now())
+            .map_err(|error| error.to_string())?;
+        next.emit_state_events();
+        Ok(next)
+    }
+
+    fn build(
+        config: Config,
+        credentials: Vec<Option<KeyPair>>,
+        state: Arc<ProxyState>,
+        pods: Option<Arc<PodWatch>>,
+        events: Arc<Events>,
+    ) -> Result<Self, String> {
+        let cidrs = CidrMap::new(&config.auth.cidrs);
+        let mut keys = load_keys(&config.auth)?;
+        let sts = match &config.auth.sts {
+            Some(section) => {
+                let sessions = Sessions::new(master_key(section)?)?;
+                keys = keys.with_sessions(sessions.clone());
+                Some(Arc::new(Sts::new(section, sessions)?))
+            }
+            None => None,
+        };
+        let pods = match (&config.auth.pods, pods) {
+            (Some(_), Some(kept)) => Some(kept),
+            (Some(section), None) if config.auth.mode == AuthMode::Policy => Some(Arc::new(PodWatch::start(section)?)),
+            _ => None,
+        };
+        let timeouts = Timeouts::from_config(&config);
+        let signers = config
+            .pools
+            .iter()
+            .zip(credentials)
+            .map(|(pool, credentials)| Signer::new(pool.region.clone(), credentials))
+            .collect();
+        let mut pool_settings = Vec::with_capacity(config.pools.len());
+        for (index, pool) in config.pools.iter().enumerate() {
+            let tls = match &pool.tls {
+                Some(section) => {
+                    Some(BackendTls::new(section).map_err(|error| format!("pools[{index}].tls: {error}"))?)
+                }
+                None => None,
+            };
+            pool_settings.push(PoolSettings {
+                max_per_backend: pool.connections.max_per_backend,
+                wait: pool.connections.wait.get(),
+                idle_timeout: pool.connections.idle_timeout.get(),
+                connect_timeout: timeouts.backend_connect,
+                tls,
+            });
+        }
+        Ok(Generation {
+            config: Arc::new(config),
+            state,
+            signers,
+            pool_settings,
+            timeouts,
+            cidrs,
+            keys,
+            sts,
+            pods,
+            retired: AtomicBool::new(false),
+            events,
+        })
+    }
+
+    /// Who the caller of `parts` from `peer` is: the runtime looks up what the configured
+    /// identity sources say (verifying a signature, asking the pod table and the CIDR map) and
+    /// core decides (`auth::identify`). A signed upload that won by its signature comes with
+    /// the verifier of its chunk signatures.
+    pub fn identify(
+        &self,
+        parts: &http::request::Parts,
+        peer: std::net::IpAddr,
+    ) -> Result<(Caller, Option<ChunkVerifier>), Rejection> {
+        let auth = &self.config.auth;
+        let mut facts = IdentityFacts::default();
+        let mut chunks = None;
+        for source in identify::consulted(auth.mode, &auth.sources) {
+            match source {
+                IdentitySource::Sigv4 => {
+                    facts.signature = match self.keys.verify(parts, SystemTime::now(), auth.max_clock_skew.get()) {
+                        Ok(Some(verified)) => {
+                            chunks = verified.chunks;
+                            Some(Ok(verified.principal))
+                        }
+                        Ok(None) => None,
+                        Err(rejection) => Some(Err(S3ErrorResponse::new(rejection.code, rejection.message))),
+                    }
+                }
+                IdentitySource::Pods => facts.pod = self.pods.as_ref().map(|pods| pods.lookup(peer)),
+                IdentitySource::Cidrs => facts.cidr = self.cidrs.lookup(peer),
+            }
+        }
+        let identified = identify::identify(auth.mode, &auth.sources, peer, facts).map_err(|error| Rejection {
+            code: error.code,
+            message: error.message.into_owned(),
+        })?;
+        let chunks = chunks.filter(|_| identified.source == Some(IdentitySource::Sigv4));
+        Ok((identified.caller, chunks))
+    }
+
+    /// Core's state (shared with the generations before and after this one). Drain its
+    /// events with [`Generation::emit_state_events`] after calling into it.
+    pub fn state(&self) -> &ProxyState {
+        &self.state
+    }
+
+    /// Hand the events core's state queued to the observers.
+    pub fn emit_state_events(&self) {
+        let events: Vec<Event> = std::iter::from_fn(|| self.state.poll_event()).collect();
+        self.events.emit(events);
+    }
+
+    /// Run one step of `exchange` (core locks its pool for the call), then hand what the
+    /// exchange queued (its pool's events, and its record once it has ended) to the observers.
+    pub fn step(&self, exchange: &mut Exchange, f: impl FnOnce(&mut Exchange) -> Step) -> Step {
+        let step = f(exchange);
+        self.drain(exchange);
+        step
+    }
+
+    /// Hand what an exchange queued to the observers.
+    pub(crate) fn drain(&self, exchange: &mut Exchange) {
+        let events: Vec<Event> = std::iter::from_fn(|| exchange.poll_event()).collect();
+        self.events.emit(events);
+    }
+
+    /// Whether this generation can serve what it is configured for (the `/readyz` rule): the
+    /// pod table has its first listing where pods are an identity source, and every pool has
+    /// an available backend (which a DNS pool has only once its name first resolved). `Err`
+    /// says what is missing.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if self.pods.as_ref().is_some_and(|pods| !pods.is_synced()) {
+            return Err("the pod table has not listed the cluster's pods yet");
+        }
+        if !self.state.is_ready() {
+            return Err("a pool has no available backend");
+        }
+        Ok(())
+    }
+
+    /// The per-phase timeouts.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    /// The signer of a pool.
+    pub fn signer(&self, pool: usize) -> Option<&Signer> {
+        self.signers.get(pool)
+    }
+
+    /// The pool settings of a pool.
+    pub fn pool_settings(&self, pool: usize) -> Option<&PoolSettings> {
+        self.pool_settings.get(pool)
+    }
+
+    /// True once a newer generation replaced this one.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+}
+
+/// The access keys of `auth`: inline ones, then those of its keys file.
+fn load_keys(auth: &AuthSection) -> Result<KeyStore, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct KeysFile {
+        #[serde(default)]
+        keys: Vec<storefront_core::config::AccessKey>,
+    }
+    let mut keys = auth.keys.clone();
+    if let Some(path) = &auth.keys_file {
+        let text = std::fs::read_to_string(path).map_err(|error| format!("auth.keys_file `{path}`: {error}"))?;
+        let file: KeysFile = toml::from_str(&text).map_err(|error| format!("auth.keys_file `{path}`: {error}"))?;
+        keys.extend(file.keys);
+    }
+    Ok(KeyStore::new(keys))
+}
+
+/// The session master key of `section`: its file's bytes (surrounding whitespace trimmed) or
+/// the inline key.
+fn master_key(section: &StsSection) -> Result<Vec<u8>, String> {
+    match (&section.master_key_file, &section.master_key) {
+        (Some(path), _) => std::fs::read(path)
+            .map(|bytes| bytes.trim_ascii().to_vec())
+            .map_err(|error| format!("auth.sts.master_key_file `{path}`: {error}")),
+        (None, Some(key)) => Ok(key.as_bytes().to_vec()),
+        (None, None) => Err("auth.sts needs master_key_file or master_key".to_owned()),
+    }
+}
