@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use crate::background as driver;
 use crate::clock::Clock;
-use crate::request::{Generation, Proxy};
+use crate::request::{ConfigureError, Generation, Proxy};
 use crate::server::{self, ServerLimits};
 use crate::settings;
 use crate::settings::KeyPair;
@@ -34,7 +34,7 @@ impl<C: Connect> App<C> {
         credentials: Vec<Option<KeyPair>>,
         config_path: Option<PathBuf>,
         connector: C,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, ConfigureError> {
         let seed = os_seed();
         tracing::info!(seed, "random seed from OS entropy (replay with --seed {seed})");
         Self::with_seed(config, credentials, config_path, connector, seed)
@@ -48,14 +48,24 @@ impl<C: Connect> App<C> {
         config_path: Option<PathBuf>,
         connector: C,
         seed: u64,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, ConfigureError> {
+        Self::with_clock(config, credentials, config_path, connector, seed, Clock::start())
+    }
+
+    /// [`App::with_seed`] on `clock` (the simulation's: a simulated wall clock, so that
+    /// signatures and session expiries replay too).
+    pub fn with_clock(
+        config: Config,
+        credentials: Vec<Option<KeyPair>>,
+        config_path: Option<PathBuf>,
+        connector: C,
+        seed: u64,
+        clock: Clock,
+    ) -> Result<Arc<Self>, ConfigureError> {
         let tls = match &config.server.tls {
-            Some(section) => {
-                Some(crate::server::tls::server_config(section).map_err(|error| format!("server.tls: {error}"))?)
-            }
+            Some(section) => Some(crate::server::tls::server_config(section).map_err(ConfigureError::ServerTls)?),
             None => None,
         };
-        let clock = Clock::start();
         let events = Arc::new(Events::default());
         let generation = Generation::new(config, credentials, &clock, seed, events.clone())?;
         let proxy = Arc::new(Proxy::new(generation, connector, clock, seed, events));
@@ -109,12 +119,9 @@ impl<C: Connect> App<C> {
     /// health, ejections, latency estimates, in-flight counts and connections; the pod watch
     /// survives unless its settings changed); a bad file is refused and the running
     /// configuration stays. Server limits and listen addresses take effect at restart only.
-    pub fn reload(&self) -> Result<(), String> {
-        let path = self
-            .config_path
-            .as_ref()
-            .ok_or("this proxy was not started from a configuration file")?;
-        let (config, credentials) = settings::load(path).map_err(|error| error.to_string())?;
+    pub fn reload(&self) -> Result<(), ConfigureError> {
+        let path = self.config_path.as_ref().ok_or(ConfigureError::NoConfigFile)?;
+        let (config, credentials) = settings::load(path)?;
         let generation = self.proxy.current().next(config, credentials, &self.proxy.clock)?;
         let next = self.proxy.swap(generation);
         self.start_drivers(next);

@@ -132,9 +132,9 @@ async fn start(
     let app = match seed {
         Some(seed) => {
             tracing::info!(seed, "random seed given on the command line");
-            App::with_seed(config, credentials, path, TcpConnector, seed)?
+            App::with_seed(config, credentials, path, TcpConnector, seed).map_err(|error| error.to_string())?
         }
-        None => App::new(config, credentials, path, TcpConnector)?,
+        None => App::new(config, credentials, path, TcpConnector).map_err(|error| error.to_string())?,
     };
     tokio::spawn(admin::serve(admin_listener, app.clone()));
     match banner {

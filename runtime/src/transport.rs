@@ -18,12 +18,14 @@ pub trait Accept: Send + 'static {
     fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send;
 }
 
-/// Opens connections to backends.
+/// The network the backends are on: dials them, and resolves the names of DNS pools.
 pub trait Connect: Clone + Send + Sync + 'static {
     /// A backend connection.
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     /// Connect to `address` (`host:port`).
     fn connect(&self, address: &str) -> impl Future<Output = io::Result<Self::Io>> + Send;
+    /// Every address `name` resolves to (A and AAAA records), with `port`.
+    fn resolve(&self, name: &str, port: u16) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send;
 }
 
 impl Accept for tokio::net::TcpListener {
@@ -48,6 +50,10 @@ impl Connect for TcpConnector {
         let stream = tokio::net::TcpStream::connect(address).await?;
         stream.set_nodelay(true)?;
         Ok(stream)
+    }
+
+    async fn resolve(&self, name: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        Ok(tokio::net::lookup_host((name, port)).await?.collect())
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::Bytes;
 use s3_mock::{CapacityConfig, ClusterConfig, MockCluster, NodeHandle, run_node};
 use storefront::App;
+use storefront::clock::Clock;
 use storefront::telemetry::{Observer, RuntimeEvent};
 use storefront_core::balance::AlgorithmKind;
 use storefront_core::config::{Config, ConfigDuration};
@@ -223,7 +224,16 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
                 let slot = slot.clone();
                 let tally = tally.clone();
                 async move {
-                    let app = App::with_seed(config, vec![None; pools], None, SimConnector, proxy_seed)?;
+                    let app = App::with_clock(
+                        config,
+                        vec![None; pools],
+                        None,
+                        SimConnector::default(),
+                        proxy_seed,
+                        // The storage nodes' simulated wall time, advancing with simulated
+                        // time: signatures and session expiries replay from the seed.
+                        Clock::simulated(UNIX_EPOCH + Duration::from_secs(s3_mock::clock::BASE_UNIX_SECONDS)),
+                    )?;
                     app.proxy.events.subscribe(tally);
                     slot.lock().expect("single-threaded simulation").push(app.clone());
                     let listener = turmoil::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, PORT)).await?;

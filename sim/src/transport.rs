@@ -2,8 +2,10 @@
 //! simulation runs their real code (newtypes: both the traits and turmoil's types are foreign
 //! to this crate).
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use turmoil::net::{TcpListener, TcpStream};
 
@@ -18,15 +20,36 @@ impl storefront::transport::Accept for ProxyListener {
     }
 }
 
-/// Dials simulated backends by `host:port`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SimConnector;
+/// Dials simulated backends by `host:port`, and resolves the simulation's DNS names (each
+/// name stands for a list of simulated hosts, as a cluster's name stands for its nodes).
+#[derive(Clone, Debug, Default)]
+pub struct SimConnector {
+    names: Arc<BTreeMap<String, Vec<String>>>,
+}
+
+impl SimConnector {
+    /// A connector whose DNS answers `name` with the addresses of the hosts `names` lists.
+    pub fn with_names(names: BTreeMap<String, Vec<String>>) -> Self {
+        SimConnector { names: Arc::new(names) }
+    }
+}
 
 impl storefront::transport::Connect for SimConnector {
     type Io = TcpStream;
 
     async fn connect(&self, address: &str) -> io::Result<TcpStream> {
         TcpStream::connect(address).await
+    }
+
+    async fn resolve(&self, name: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        let hosts = self
+            .names
+            .get(name)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no simulated DNS name `{name}`")))?;
+        Ok(hosts
+            .iter()
+            .map(|host| SocketAddr::new(turmoil::lookup(host.as_str()), port))
+            .collect())
     }
 }
 

@@ -69,7 +69,7 @@ impl Sts {
     }
 
     /// Answer one exchange request (its query and form body merged).
-    pub async fn handle(&self, query: Option<&str>, body: &[u8], request_id: &str) -> StsResponse {
+    pub async fn handle(&self, query: Option<&str>, body: &[u8], request_id: &str, now: SystemTime) -> StsResponse {
         let mut fields: Vec<(String, String)> = form_urlencoded(query.unwrap_or("").as_bytes());
         fields.extend(form_urlencoded(body));
         let field = |name: &str| {
@@ -151,7 +151,7 @@ impl Sts {
             .and_then(|seconds| seconds.parse::<u64>().ok())
             .map(Duration::from_secs);
         let lifetime = requested.map_or(self.duration, |requested| requested.min(self.duration));
-        let expires = SystemTime::now() + lifetime;
+        let expires = now + lifetime;
         let claims = SessionClaims {
             v: 1,
             ns: namespace.to_owned(),

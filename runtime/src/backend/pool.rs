@@ -143,6 +143,11 @@ pub struct ConnectionPool<C: Connect> {
 }
 
 impl<C: Connect> ConnectionPool<C> {
+    /// The network the pools dial through.
+    pub fn connector(&self) -> &C {
+        &self.connector
+    }
+
     /// An empty pool dialling through `connector`.
     pub fn new(connector: C) -> Self {
         ConnectionPool {

@@ -31,9 +31,10 @@ pub async fn drive_dns<C: Connect>(proxy: Arc<Proxy<C>>, generation: Arc<Generat
                 continue;
             }
             next[index] = tokio::time::Instant::now() + dns.refresh.get();
-            match tokio::net::lookup_host((dns.name.as_str(), dns.port)).await {
+            match proxy.connections.connector().resolve(&dns.name, dns.port).await {
                 Ok(addresses) => {
                     let mut specs: Vec<BackendSpec> = addresses
+                        .into_iter()
                         .map(|address| BackendSpec {
                             zone: zone.clone(),
                             ..BackendSpec::new(address.to_string())

@@ -79,7 +79,7 @@ async fn probe_once<C: Connect>(proxy: &Proxy<C>, generation: &Generation, probe
     let (mut head, ()) = request.into_parts();
     if let Some(signer) = generation.signer(probe.pool.0)
         && signer
-            .sign(&mut head, &PayloadHash::Unsigned, std::time::SystemTime::now())
+            .sign(&mut head, &PayloadHash::Unsigned, proxy.clock.wall())
             .is_err()
     {
         return false;

@@ -4,7 +4,6 @@
 //! reported to core.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use http::header::{self, HeaderValue};
 use http_body_util::{BodyExt, Empty};
@@ -152,7 +151,7 @@ impl<C: Connect> Attempt<'_, C> {
         let signer = self.generation.signer(pool).expect("every pool has a signer");
         {
             let (mut head, body) = request.into_parts();
-            if let Err(error) = signer.sign(&mut head, &dispatch.plan.payload_hash, SystemTime::now()) {
+            if let Err(error) = signer.sign(&mut head, &dispatch.plan.payload_hash, self.proxy.clock.wall()) {
                 tracing::error!(%error, "re-signing failed");
                 // The proxy's own failure: it never counts against the backend.
                 return self.unforwardable(

@@ -4,17 +4,16 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::SystemTime;
 
 use storefront_core::auth::cidr::CidrMap;
 use storefront_core::auth::identify::{self, IdentityFacts};
 use storefront_core::auth::policy::Policy;
 use storefront_core::auth::{Authorize, Caller};
-use storefront_core::config::{AuthMode, AuthSection, Config, IdentitySource, StsSection};
+use storefront_core::config::{AuthMode, AuthSection, Config, ConfigError, IdentitySource, StsSection};
 use storefront_core::event::Event;
 use storefront_core::exchange::{Exchange, Step};
 use storefront_core::s3::S3ErrorResponse;
-use storefront_core::state::{ProxyState, Timeouts};
+use storefront_core::state::{ProxyState, StateError, Timeouts};
 
 use crate::auth::pods::PodWatch;
 use crate::auth::sessions::Sessions;
@@ -44,6 +43,42 @@ pub struct Generation {
     pub(crate) events: Arc<Events>,
 }
 
+/// Why a configuration could not be put into service, at start or on a reload. Every message
+/// names the configuration key (and file) at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigureError {
+    /// The file did not load, parse or validate.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Core refused the configuration (pools, backends).
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// `server.tls` could not be set up.
+    #[error("server.tls: {0}")]
+    ServerTls(String),
+    /// A pool's `tls` could not be set up.
+    #[error("pools[{pool}].tls: {message}")]
+    BackendTls {
+        /// The pool's index.
+        pool: usize,
+        /// What was wrong.
+        message: String,
+    },
+    /// The access keys (`auth.keys_file`) could not be read.
+    #[error("{0}")]
+    Keys(String),
+    /// The token exchange (`auth.sts`) could not be set up.
+    #[error("{0}")]
+    Sts(String),
+    /// The pod watch (`auth.pods`) could not be started.
+    #[error("{0}")]
+    Pods(String),
+    /// A reload was asked of a proxy that was not started from a file.
+    #[error("this proxy was not started from a configuration file")]
+    NoConfigFile,
+}
+
 /// The authoriser `config` asks for.
 fn authorizer(config: &Config) -> Box<dyn Authorize> {
     match config.auth.mode {
@@ -62,8 +97,8 @@ impl Generation {
         clock: &Clock,
         seed: u64,
         events: Arc<Events>,
-    ) -> Result<Self, String> {
-        let state = ProxyState::from_config(&config, clock.now(), seed).map_err(|error| error.to_string())?;
+    ) -> Result<Self, ConfigureError> {
+        let state = ProxyState::from_config(&config, clock.now(), seed)?;
         state.set_authorizer(authorizer(&config));
         Self::build(config, credentials, Arc::new(state), None, events)
     }
@@ -72,15 +107,19 @@ impl Generation {
     /// place (backends that stay keep their health, ejections, latency estimates, in-flight
     /// counts), and the pod watch carries over unless its settings changed. On error nothing
     /// changed and this generation stays in force.
-    pub fn next(&self, config: Config, credentials: Vec<Option<KeyPair>>, clock: &Clock) -> Result<Self, String> {
+    pub fn next(
+        &self,
+        config: Config,
+        credentials: Vec<Option<KeyPair>>,
+        clock: &Clock,
+    ) -> Result<Self, ConfigureError> {
         let pods = (config.auth.pods == self.config.auth.pods && config.auth.mode == self.config.auth.mode)
             .then(|| self.pods.clone())
             .flatten();
         let next = Self::build(config, credentials, self.state.clone(), pods, self.events.clone())?;
         // Last, once everything fallible on the runtime's side is built: reconfigure core.
         next.state
-            .reconfigure(&next.config, authorizer(&next.config), clock.now())
-            .map_err(|error| error.to_string())?;
+            .reconfigure(&next.config, authorizer(&next.config), clock.now())?;
         next.emit_state_events();
         Ok(next)
     }
@@ -91,20 +130,24 @@ impl Generation {
         state: Arc<ProxyState>,
         pods: Option<Arc<PodWatch>>,
         events: Arc<Events>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ConfigureError> {
         let cidrs = CidrMap::new(&config.auth.cidrs);
-        let mut keys = load_keys(&config.auth)?;
+        let mut keys = load_keys(&config.auth).map_err(ConfigureError::Keys)?;
         let sts = match &config.auth.sts {
             Some(section) => {
-                let sessions = Sessions::new(master_key(section)?)?;
+                let sessions = master_key(section)
+                    .and_then(Sessions::new)
+                    .map_err(ConfigureError::Sts)?;
                 keys = keys.with_sessions(sessions.clone());
-                Some(Arc::new(Sts::new(section, sessions)?))
+                Some(Arc::new(Sts::new(section, sessions).map_err(ConfigureError::Sts)?))
             }
             None => None,
         };
         let pods = match (&config.auth.pods, pods) {
             (Some(_), Some(kept)) => Some(kept),
-            (Some(section), None) if config.auth.mode == AuthMode::Policy => Some(Arc::new(PodWatch::start(section)?)),
+            (Some(section), None) if config.auth.mode == AuthMode::Policy => {
+                Some(Arc::new(PodWatch::start(section).map_err(ConfigureError::Pods)?))
+            }
             _ => None,
         };
         let timeouts = Timeouts::from_config(&config);
@@ -117,9 +160,9 @@ impl Generation {
         let mut pool_settings = Vec::with_capacity(config.pools.len());
         for (index, pool) in config.pools.iter().enumerate() {
             let tls = match &pool.tls {
-                Some(section) => {
-                    Some(BackendTls::new(section).map_err(|error| format!("pools[{index}].tls: {error}"))?)
-                }
+                Some(section) => Some(
+                    BackendTls::new(section).map_err(|message| ConfigureError::BackendTls { pool: index, message })?,
+                ),
                 None => None,
             };
             pool_settings.push(PoolSettings {
@@ -153,6 +196,7 @@ impl Generation {
         &self,
         parts: &http::request::Parts,
         peer: std::net::IpAddr,
+        now: std::time::SystemTime,
     ) -> Result<(Caller, Option<ChunkVerifier>), Rejection> {
         let auth = &self.config.auth;
         let mut facts = IdentityFacts::default();
@@ -160,7 +204,7 @@ impl Generation {
         for source in identify::consulted(auth.mode, &auth.sources) {
             match source {
                 IdentitySource::Sigv4 => {
-                    facts.signature = match self.keys.verify(parts, SystemTime::now(), auth.max_clock_skew.get()) {
+                    facts.signature = match self.keys.verify(parts, now, auth.max_clock_skew.get()) {
                         Ok(Some(verified)) => {
                             chunks = verified.chunks;
                             Some(Ok(verified.principal))

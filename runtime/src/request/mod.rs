@@ -16,7 +16,7 @@ pub mod body;
 pub mod generation;
 pub mod response;
 
-pub use generation::Generation;
+pub use generation::{ConfigureError, Generation};
 pub use response::{BoxError, ProxyBody, ResponseBody, error_response};
 
 use std::net::SocketAddr;
@@ -152,7 +152,9 @@ impl<C: Connect> Proxy<C> {
                     return error_response(&error, "/", &request_id, true);
                 }
             };
-            let answer = sts.handle(parts.uri.query(), &body, &request_id).await;
+            let answer = sts
+                .handle(parts.uri.query(), &body, &request_id, self.clock.wall())
+                .await;
             exchange.handle_transferred(body.len() as u64, answer.body.len() as u64);
             exchange.handle_served(self.clock.now(), answer.status);
             generation.drain(&mut exchange);
@@ -164,7 +166,7 @@ impl<C: Connect> Proxy<C> {
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
             return response;
         }
-        let (caller, chunks) = match generation.identify(&parts, peer.ip()) {
+        let (caller, chunks) = match generation.identify(&parts, peer.ip(), self.clock.wall()) {
             Ok(identified) => identified,
             Err(rejection) => {
                 tracing::info!(%peer, code = rejection.code.as_str(), message = %rejection.message, "signature refused");
