@@ -169,6 +169,16 @@ impl PoolCell {
             .expect("a pool lock is never poisoned: core does not panic")
     }
 
+    /// Replace the pool's backends (a DNS answer), keeping the state of those that stay.
+    pub fn update_backends(&self, specs: Vec<BackendSpec>, now: Instant) -> Result<UpdateSummary, StateError> {
+        self.with(|pool| {
+            pool.update_backends(specs, now).map_err(|source| StateError::Backends {
+                pool: pool.name().to_owned(),
+                source,
+            })
+        })
+    }
+
     /// True when the pool has an available backend (as of its last call).
     pub fn has_available(&self) -> bool {
         self.available.load(Ordering::Acquire)
@@ -333,17 +343,10 @@ impl ProxyState {
         specs: Vec<BackendSpec>,
         now: Instant,
     ) -> Result<UpdateSummary, StateError> {
-        let Some(cell) = self.pool(pool) else {
-            return Ok(UpdateSummary::default());
-        };
-        cell.with(|target| {
-            target
-                .update_backends(specs, now)
-                .map_err(|source| StateError::Backends {
-                    pool: target.name().to_owned(),
-                    source,
-                })
-        })
+        match self.pool(pool) {
+            Some(cell) => cell.update_backends(specs, now),
+            None => Ok(UpdateSummary::default()),
+        }
     }
 
     /// Drain (or undrain) a backend by pool and id; false if unknown.

@@ -33,6 +33,26 @@ async fn admin(harness: &Harness) -> SocketAddr {
     address
 }
 
+/// Replace `harness`'s proxy with one started from the file at `path` (so it can reload), and
+/// serve its admin endpoints; returns the admin address.
+async fn serve_from_file(harness: &mut Harness, path: &std::path::Path) -> SocketAddr {
+    let (config, credentials) = storefront::settings::load(path).expect("valid file");
+    let app = App::with_seed(
+        config,
+        credentials,
+        Some(path.to_owned()),
+        TcpConnector,
+        common::TEST_SEED,
+    )
+    .expect("app");
+    let (listener, endpoint) = App::<TcpConnector>::bind("127.0.0.1:0").await.expect("bind");
+    let serving = app.clone();
+    tokio::spawn(async move { serving.serve(listener).await });
+    harness.app = app;
+    harness.endpoint = endpoint;
+    admin(harness).await
+}
+
 #[tokio::test]
 async fn health_readiness_backends_and_drain() {
     // Proves the admin API: health, readiness from backend availability, the backend table, and
@@ -118,14 +138,7 @@ async fn reload_swaps_a_good_file_refuses_a_bad_one_and_spares_requests_in_fligh
         common::config_text(&harness.nodes, "[health.active]\nenabled = false\n"),
     )
     .expect("write");
-    let (config, credentials) = storefront::settings::load(&path).expect("valid file");
-    let app = App::new(config, credentials, Some(path.clone()), TcpConnector).expect("app");
-    let (listener, endpoint) = App::<TcpConnector>::bind("127.0.0.1:0").await.expect("bind");
-    let serving = app.clone();
-    tokio::spawn(async move { serving.serve(listener).await });
-    harness.app = app;
-    harness.endpoint = endpoint;
-    let admin = admin(&harness).await;
+    let admin = serve_from_file(&mut harness, &path).await;
 
     let s3 = harness.client();
     s3.create_bucket().bucket("data").send().await.expect("create");
@@ -309,7 +322,7 @@ async fn a_dns_name_becomes_one_backend_per_address() {
     );
     let config = storefront_core::config::Config::from_toml(&text, "dns.toml").expect("valid");
     let credentials = storefront::settings::resolve_credentials(&config, "dns.toml").expect("credentials");
-    let app = App::new(config, credentials, None, TcpConnector).expect("app");
+    let app = App::with_seed(config, credentials, None, TcpConnector, common::TEST_SEED).expect("app");
     let (listener, endpoint) = App::<TcpConnector>::bind("127.0.0.1:0").await.expect("bind");
     let serving = app.clone();
     tokio::spawn(async move { serving.serve(listener).await });
@@ -341,23 +354,17 @@ async fn a_reload_keeps_an_ejected_backend_ejected() {
     let directory = std::env::temp_dir().join(format!("storefront-reload-ejected-{}", std::process::id()));
     std::fs::create_dir_all(&directory).expect("temp dir");
     let path = directory.join("storefront.toml");
+    let nodes = harness.nodes.clone();
     let text = |budget: &str| {
         common::config_text(
-            &harness.nodes,
+            &nodes,
             &format!(
                 "[health.active]\nenabled = false\n[health.passive]\nconsecutive_failures = 1\nbase_ejection_time = \"60s\"\n[balance]\nalgorithm = \"round-robin\"\n[retry]\nbudget_ratio = {budget}\n"
             ),
         )
     };
     std::fs::write(&path, text("0.2")).expect("write");
-    let (config, credentials) = storefront::settings::load(&path).expect("valid file");
-    let app = App::new(config, credentials, Some(path.clone()), TcpConnector).expect("app");
-    let (listener, endpoint) = App::<TcpConnector>::bind("127.0.0.1:0").await.expect("bind");
-    let serving = app.clone();
-    tokio::spawn(async move { serving.serve(listener).await });
-    harness.app = app;
-    harness.endpoint = endpoint;
-    let admin = admin(&harness).await;
+    let admin = serve_from_file(&mut harness, &path).await;
     let s3 = harness.client();
     s3.create_bucket().bucket("data").send().await.expect("create");
     s3.put_object()

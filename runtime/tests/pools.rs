@@ -45,7 +45,7 @@ async fn bucket_rules_keep_each_pool_on_its_own_nodes() {
     );
     let config = Config::from_toml(&text, "pools.toml").expect("valid");
     let resolved = storefront::settings::resolve_credentials(&config, "pools.toml").expect("credentials");
-    let app = App::new(config, resolved, None, TcpConnector).expect("app");
+    let app = App::with_seed(config, resolved, None, TcpConnector, common::TEST_SEED).expect("app");
     let (listener, endpoint) = App::<TcpConnector>::bind("127.0.0.1:0").await.expect("bind");
     let serving = app.clone();
     tokio::spawn(async move { serving.serve(listener).await });

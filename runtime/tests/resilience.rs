@@ -534,7 +534,14 @@ async fn a_body_cut_short_in_the_same_read_is_still_an_error() {
         "[auth]\nmode = \"trust\"\n[health.active]\nenabled = false\n[[pools]]\nname = \"raw\"\nbackends = [\"{address}\"]\n"
     );
     let config = storefront_core::config::Config::from_toml(&text, "raw.toml").expect("valid");
-    let app = storefront::App::new(config, vec![None], None, storefront::transport::TcpConnector).expect("app");
+    let app = storefront::App::with_seed(
+        config,
+        vec![None],
+        None,
+        storefront::transport::TcpConnector,
+        common::TEST_SEED,
+    )
+    .expect("app");
     let (listener, endpoint) = storefront::App::<storefront::transport::TcpConnector>::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -119,7 +119,7 @@ async fn https_in_and_tls_to_backends() {
     );
     let config = Config::from_toml(&text, "tls.toml").expect("valid");
     let credentials = storefront::settings::resolve_credentials(&config, "tls.toml").expect("credentials");
-    let app = App::new(config, credentials, None, TcpConnector).expect("app");
+    let app = App::with_seed(config, credentials, None, TcpConnector, common::TEST_SEED).expect("app");
     let (listener, endpoint) = App::<TcpConnector>::bind("127.0.0.1:0").await.expect("bind");
     let serving = app.clone();
     tokio::spawn(async move { serving.serve(listener).await });
@@ -190,7 +190,7 @@ async fn https_in_and_tls_to_backends() {
         .join("\n");
     let config = Config::from_toml(&text, "tls.toml").expect("valid");
     let credentials = storefront::settings::resolve_credentials(&config, "tls.toml").expect("credentials");
-    let untrusting = App::new(config, credentials, None, TcpConnector).expect("app");
+    let untrusting = App::with_seed(config, credentials, None, TcpConnector, common::TEST_SEED).expect("app");
     let (listener, plain) = App::<TcpConnector>::bind("127.0.0.1:0").await.expect("bind");
     let serving = untrusting.clone();
     tokio::spawn(async move { serving.serve(listener).await });

@@ -240,27 +240,11 @@ impl Exchange {
     /// backend and it is not to blame: the attempt ends as abandoned and the client gets
     /// `503 SlowDown`, which SDKs back off from and retry.
     pub fn handle_local_limit(&mut self, now: Instant) -> Step {
-        let State::Attempt {
-            backend, started_at, ..
-        } = self.state
-        else {
-            return match self.state {
-                State::Starting | State::Local | State::Finished(_) => Step::Continue,
-                _ => self.contract_violation("local limit while responding"),
-            };
-        };
-        self.end_attempt(backend, AttemptOutcome::Abandoned, now - started_at, now);
-        self.finish(
-            now,
-            ExchangeOutcome::Failed {
-                code: ErrorCode::SlowDown,
-            },
-            Some(Side::Proxy),
-        );
-        Step::Fail(S3ErrorResponse::new(
+        let error = S3ErrorResponse::new(
             ErrorCode::SlowDown,
             "Please reduce your request rate: the proxy's connection limit for the storage node is reached.",
-        ))
+        );
+        self.local_failure(now, error, AttemptOutcome::Abandoned, Side::Proxy)
     }
 
     /// The client went away. The runtime drops the backend connection.

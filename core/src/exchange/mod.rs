@@ -249,7 +249,20 @@ impl Exchange {
         head: &http::request::Parts,
         caller: &Caller,
     ) -> (Exchange, Step) {
-        let exchange = Exchange::new(state.snapshot(), id, now, caller);
+        Exchange::start_in(state.snapshot(), id, now, head, caller)
+    }
+
+    /// [`Exchange::start`] under a given configuration `snapshot`: the driver's, when what it
+    /// derived from a configuration (signers, connection settings per pool) must match the
+    /// pools the exchange is routed among, across a reload that happens meanwhile.
+    pub fn start_in(
+        snapshot: Arc<Snapshot>,
+        id: u64,
+        now: Instant,
+        head: &http::request::Parts,
+        caller: &Caller,
+    ) -> (Exchange, Step) {
+        let exchange = Exchange::new(snapshot, id, now, caller);
         let request = match classify(head, exchange.snapshot.settings().classify_config()) {
             Ok(request) => request,
             Err(error) => return exchange.reject(now, error.to_response(), Side::Client),

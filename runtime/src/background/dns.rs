@@ -43,7 +43,7 @@ pub async fn drive_dns<C: Connect>(proxy: Arc<Proxy<C>>, generation: Arc<Generat
                     specs.sort_by(|a, b| a.name.cmp(&b.name));
                     specs.dedup_by(|a, b| a.name == b.name);
                     let now = proxy.clock.now();
-                    let result = generation.state().update_backends(*pool, specs, now);
+                    let result = generation.update_backends(*pool, specs, now);
                     generation.emit_state_events();
                     match result {
                         Ok(summary) if !summary.added.is_empty() || !summary.removed.is_empty() => {

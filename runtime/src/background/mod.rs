@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use storefront_core::state::ProbeRequest;
+use storefront_core::state::{PoolCell, ProbeRequest};
 use tokio::sync::watch;
 
 use crate::backend::sign::PayloadHash;
@@ -27,13 +27,25 @@ pub async fn drive_health<C: Connect>(
 ) {
     while !generation.is_retired() && !*stop.borrow() {
         let now = proxy.clock.now();
-        let state = generation.state();
-        state.handle_timeout(now);
-        let probes: Vec<ProbeRequest> = std::iter::from_fn(|| state.poll_probe()).collect();
-        let next = state.poll_timeout();
+        // This generation's pools (its snapshot's), so that a probe's pool index matches this
+        // generation's connection settings and signer whatever reloads renumber meanwhile.
+        let mut probes = Vec::new();
+        let mut next = None;
+        for (index, cell) in generation.snapshot.pools().iter().enumerate() {
+            let (queued, due) = cell.with(|pool| {
+                pool.handle_timeout(now);
+                let queued: Vec<ProbeRequest> = std::iter::from_fn(|| pool.poll_probe()).collect();
+                (queued, pool.poll_timeout())
+            });
+            probes.extend(queued.into_iter().map(|probe| (index, cell.clone(), probe)));
+            next = match (next, due) {
+                (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
+                (one, other) => one.or(other),
+            };
+        }
         generation.emit_state_events();
-        for probe in probes {
-            tokio::spawn(run_probe(proxy.clone(), generation.clone(), probe));
+        for (index, cell, probe) in probes {
+            tokio::spawn(run_probe(proxy.clone(), generation.clone(), index, cell, probe));
         }
         let wake = next
             .map(|due| proxy.clock.to_tokio(due))
@@ -49,21 +61,26 @@ pub async fn drive_health<C: Connect>(
 
 /// Probe one backend with `HEAD <path>`: any answer within the timeout that is not a server
 /// failure is healthy (see [`answered_alive`]).
-async fn run_probe<C: Connect>(proxy: Arc<Proxy<C>>, generation: Arc<Generation>, probe: ProbeRequest) {
+async fn run_probe<C: Connect>(
+    proxy: Arc<Proxy<C>>,
+    generation: Arc<Generation>,
+    index: usize,
+    cell: Arc<PoolCell>,
+    probe: ProbeRequest,
+) {
     let timeout = generation.config.health.active.timeout.get();
-    let healthy = tokio::time::timeout(timeout, probe_once(&proxy, &generation, &probe))
+    let healthy = tokio::time::timeout(timeout, probe_once(&proxy, &generation, index, &probe))
         .await
         .unwrap_or(false);
     let now = proxy.clock.now();
-    generation
-        .state()
-        .handle_probe_result(now, probe.pool, probe.backend, probe.probe, healthy);
+    // To the pool that asked, held, not looked up by an index a reload may have changed.
+    cell.with(|pool| pool.handle_probe_result(now, probe.backend, probe.probe, healthy));
     generation.emit_state_events();
     tracing::debug!(backend = %probe.address, healthy, "probe");
 }
 
-async fn probe_once<C: Connect>(proxy: &Proxy<C>, generation: &Generation, probe: &ProbeRequest) -> bool {
-    let Some(settings) = generation.pool_settings(probe.pool.0).cloned() else {
+async fn probe_once<C: Connect>(proxy: &Proxy<C>, generation: &Generation, index: usize, probe: &ProbeRequest) -> bool {
+    let Some(settings) = generation.pool_settings(index).cloned() else {
         return false;
     };
     let Ok(mut sender) = proxy.connections.open(&probe.address, &settings).await else {
@@ -77,7 +94,7 @@ async fn probe_once<C: Connect>(proxy: &Proxy<C>, generation: &Generation, probe
         return false;
     };
     let (mut head, ()) = request.into_parts();
-    if let Some(signer) = generation.signer(probe.pool.0)
+    if let Some(signer) = generation.signer(index)
         && signer
             .sign(&mut head, &PayloadHash::Unsigned, proxy.clock.wall())
             .is_err()

@@ -13,7 +13,7 @@ use storefront_core::config::{AuthMode, AuthSection, Config, ConfigError, Identi
 use storefront_core::event::Event;
 use storefront_core::exchange::{Exchange, Step};
 use storefront_core::s3::S3ErrorResponse;
-use storefront_core::state::{ProxyState, StateError, Timeouts};
+use storefront_core::state::{ProxyState, Snapshot, StateError, Timeouts};
 
 use crate::auth::pods::PodWatch;
 use crate::auth::sessions::Sessions;
@@ -32,6 +32,9 @@ pub struct Generation {
     /// The configuration.
     pub config: Arc<Config>,
     pub(crate) state: Arc<ProxyState>,
+    /// Core's snapshot of this generation's configuration: its requests route among these
+    /// pools, whose indices match this generation's signers and connection settings.
+    pub(crate) snapshot: Arc<Snapshot>,
     pub(crate) signers: Vec<Signer>,
     pub(crate) pool_settings: Vec<PoolSettings>,
     pub(crate) timeouts: Timeouts,
@@ -100,7 +103,9 @@ impl Generation {
     ) -> Result<Self, ConfigureError> {
         let state = ProxyState::from_config(&config, clock.now(), seed)?;
         state.set_authorizer(authorizer(&config));
-        Self::build(config, credentials, Arc::new(state), None, events)
+        let state = Arc::new(state);
+        let snapshot = state.snapshot();
+        Self::build(config, credentials, state, snapshot, None, events)
     }
 
     /// The generation that follows this one for `config`: core's state is reconfigured in
@@ -116,10 +121,18 @@ impl Generation {
         let pods = (config.auth.pods == self.config.auth.pods && config.auth.mode == self.config.auth.mode)
             .then(|| self.pods.clone())
             .flatten();
-        let next = Self::build(config, credentials, self.state.clone(), pods, self.events.clone())?;
+        let mut next = Self::build(
+            config,
+            credentials,
+            self.state.clone(),
+            self.snapshot.clone(),
+            pods,
+            self.events.clone(),
+        )?;
         // Last, once everything fallible on the runtime's side is built: reconfigure core.
         next.state
             .reconfigure(&next.config, authorizer(&next.config), clock.now())?;
+        next.snapshot = next.state.snapshot();
         next.emit_state_events();
         Ok(next)
     }
@@ -128,6 +141,7 @@ impl Generation {
         config: Config,
         credentials: Vec<Option<KeyPair>>,
         state: Arc<ProxyState>,
+        snapshot: Arc<Snapshot>,
         pods: Option<Arc<PodWatch>>,
         events: Arc<Events>,
     ) -> Result<Self, ConfigureError> {
@@ -176,6 +190,7 @@ impl Generation {
         Ok(Generation {
             config: Arc::new(config),
             state,
+            snapshot,
             signers,
             pool_settings,
             timeouts,
@@ -229,6 +244,19 @@ impl Generation {
     /// events with [`Generation::emit_state_events`] after calling into it.
     pub fn state(&self) -> &ProxyState {
         &self.state
+    }
+
+    /// Replace the backends of this generation's pool `pool` (a DNS answer), in place.
+    pub fn update_backends(
+        &self,
+        pool: storefront_core::route::PoolId,
+        specs: Vec<storefront_core::balance::BackendSpec>,
+        now: storefront_core::time::Instant,
+    ) -> Result<storefront_core::balance::UpdateSummary, StateError> {
+        match self.snapshot.pools().get(pool.0) {
+            Some(cell) => cell.update_backends(specs, now),
+            None => Ok(storefront_core::balance::UpdateSummary::default()),
+        }
     }
 
     /// Hand the events core's state queued to the observers.

@@ -187,7 +187,7 @@ impl<C: Connect> Proxy<C> {
             }
         };
         let now = self.clock.now();
-        let (mut exchange, step) = Exchange::start(generation.state(), id, now, &parts, &caller);
+        let (mut exchange, step) = Exchange::start_in(generation.snapshot.clone(), id, now, &parts, &caller);
         // A rejected exchange has ended already: its record goes out now.
         generation.drain(&mut exchange);
         let (empty, length, mode) = body_framing(&exchange);

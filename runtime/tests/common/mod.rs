@@ -34,6 +34,10 @@ impl Harness {
     }
 }
 
+/// The seed of every test proxy's RNG: a production proxy seeds from OS entropy, a test replays
+/// the same picks run after run (as every test did before proxies had their own seeds).
+pub const TEST_SEED: u64 = 1;
+
 /// The proxy's configuration for `nodes`, plus `extra` TOML sections before the pools.
 pub fn config_text(nodes: &[NodeHandle], extra: &str) -> String {
     let backends: Vec<String> = nodes
@@ -81,7 +85,7 @@ pub async fn serve(
     path: Option<std::path::PathBuf>,
 ) -> (Arc<App<TcpConnector>>, SocketAddr) {
     let (listener, endpoint) = App::<TcpConnector>::bind("127.0.0.1:0").await.expect("bind");
-    let app = App::new(config, credentials, path, TcpConnector).expect("app");
+    let app = App::with_seed(config, credentials, path, TcpConnector, TEST_SEED).expect("app");
     let serving = app.clone();
     tokio::spawn(async move { serving.serve(listener).await });
     (app, endpoint)
