@@ -204,3 +204,33 @@ pub async fn send_from(from: Ipv4Addr, endpoint: SocketAddr, request: &[u8]) -> 
 pub fn status(answer: &str) -> &str {
     answer.split(' ').nth(1).unwrap_or("")
 }
+
+/// A bucket `data` holding `object` of `size` bytes, written through `harness`'s proxy; returns
+/// the client.
+pub async fn bucket_with_object(harness: &Harness, size: usize) -> aws_sdk_s3::Client {
+    let s3 = harness.client();
+    s3.create_bucket().bucket("data").send().await.expect("create");
+    s3.put_object()
+        .bucket("data")
+        .key("object")
+        .body(aws_sdk_s3::primitives::ByteStream::from(vec![5u8; size]))
+        .send()
+        .await
+        .expect("put");
+    s3
+}
+
+/// HeadObject requests each node of `harness` received.
+pub fn head_counts(harness: &Harness) -> Vec<u64> {
+    harness
+        .nodes
+        .iter()
+        .map(|node| {
+            node.stats()
+                .requests_by_operation
+                .get("HeadObject")
+                .copied()
+                .unwrap_or(0)
+        })
+        .collect()
+}
