@@ -1,5 +1,6 @@
 //! One run of one mode: build the turmoil world, drive it, collect what happened.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
@@ -15,7 +16,7 @@ use storefront_core::event::Event as CoreEvent;
 use storefront_core::exchange::ExchangeOutcome;
 
 use crate::client::{self, BUCKET, ClientSpec, DnsModel, Record, Target};
-use crate::scenario::{Action, Event, Scenario};
+use crate::scenario::{Action, Event, ProxyBackends, Scenario};
 use crate::transport::{NodeBind, ProxyListener, SimConnector};
 
 /// Port every simulated server listens on.
@@ -219,16 +220,18 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
             let pools = config.pools.len();
             let slot = apps.clone();
             let tally = tally.clone();
+            let dns = proxy_dns(scenario);
             sim.host(proxy_name(zone.as_deref()), move || {
                 let config = config.clone();
                 let slot = slot.clone();
                 let tally = tally.clone();
+                let dns = dns.clone();
                 async move {
                     let app = App::with_clock(
                         config,
                         vec![None; pools],
                         None,
-                        SimConnector::default(),
+                        SimConnector::with_names(dns.clone()),
                         proxy_seed,
                         // The storage nodes' simulated wall time, advancing with simulated
                         // time: signatures and session expiries replay from the seed.
@@ -451,16 +454,48 @@ fn preload(cluster: &MockCluster, scenario: &Scenario) {
 /// zones, one pool per zone, this proxy's own zone first and the others as failover.
 /// Everything else is the proxy's defaults (active probes too: they add a request per node
 /// every five seconds to the node counters, a negligible share).
+/// The simulated DNS name of the pool of `zone` (the whole cluster without zones).
+fn pool_dns_name(zone: Option<&str>) -> String {
+    match zone {
+        Some(zone) => format!("{zone}.cluster.sim"),
+        None => "cluster.sim".to_owned(),
+    }
+}
+
+/// The simulated DNS the proxies resolve through: each pool's name answers with its nodes.
+fn proxy_dns(scenario: &Scenario) -> BTreeMap<String, Vec<String>> {
+    let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for index in 0..scenario.cluster.nodes {
+        names.entry(pool_dns_name(None)).or_default().push(node_name(index));
+        if let Some(zone) = scenario.cluster.zone_of(index) {
+            names
+                .entry(pool_dns_name(Some(zone)))
+                .or_default()
+                .push(node_name(index));
+        }
+    }
+    names
+}
+
 fn proxy_config(scenario: &Scenario, algorithm: AlgorithmKind, zone: Option<&str>) -> Result<Config, String> {
     let backends = |zone: Option<&str>| -> String {
-        (0..scenario.cluster.nodes)
-            .filter(|&index| zone.is_none() || scenario.cluster.zone_of(index) == zone)
-            .map(|index| format!("\"{}:{PORT}\"", node_name(index)))
-            .collect::<Vec<_>>()
-            .join(", ")
+        match scenario.proxy_backends {
+            ProxyBackends::Static => format!(
+                "backends = [{}]",
+                (0..scenario.cluster.nodes)
+                    .filter(|&index| zone.is_none() || scenario.cluster.zone_of(index) == zone)
+                    .map(|index| format!("\"{}:{PORT}\"", node_name(index)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            ProxyBackends::Dns => format!(
+                "dns = {{ name = \"{}\", port = {PORT}, refresh = \"1s\" }}",
+                pool_dns_name(zone)
+            ),
+        }
     };
     let pools = match zone {
-        None => format!("[[pools]]\nname = \"cluster\"\nbackends = [{}]\n", backends(None)),
+        None => format!("[[pools]]\nname = \"cluster\"\n{}\n", backends(None)),
         Some(own) => {
             let zones = scenario.cluster.zone_names();
             let mut ordered = vec![own];
@@ -473,7 +508,7 @@ fn proxy_config(scenario: &Scenario, algorithm: AlgorithmKind, zone: Option<&str
                     .map(|other| format!("\"{other}\""))
                     .collect();
                 text.push_str(&format!(
-                    "[[pools]]\nname = \"{name}\"\nzone = \"{name}\"\nfailover_to = [{}]\nbackends = [{}]\n\n",
+                    "[[pools]]\nname = \"{name}\"\nzone = \"{name}\"\nfailover_to = [{}]\n{}\n\n",
                     others.join(", "),
                     backends(Some(name))
                 ));

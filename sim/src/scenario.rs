@@ -29,6 +29,22 @@ pub struct Scenario {
     /// Extra proxy configuration (TOML sections such as `[balance]` or `[timeouts]`).
     #[serde(default)]
     pub proxy_config: String,
+    /// How the proxies learn their backends: `static` addresses (default), or `dns`, a name
+    /// per pool that the simulated DNS answers with every node of the pool, re-resolved
+    /// every second (the runtime's own DNS driver, through the simulation's resolver).
+    #[serde(default)]
+    pub proxy_backends: ProxyBackends,
+}
+
+/// Where the proxies' pools get their backends from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyBackends {
+    /// Each node's address, listed in the configuration.
+    #[default]
+    Static,
+    /// One DNS name per pool.
+    Dns,
 }
 
 /// The storage cluster.
