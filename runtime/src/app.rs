@@ -67,7 +67,7 @@ impl<C: Connect> App<C> {
             None => None,
         };
         let events = Arc::new(Events::default());
-        let generation = Generation::new(config, credentials, &clock, seed, events.clone())?;
+        let generation = Generation::new(config, credentials, &clock, seed, events.clone(), &connector)?;
         let proxy = Arc::new(Proxy::new(generation, connector, clock, seed, events));
         let (stop, _) = watch::channel(false);
         let app = Arc::new(App {
@@ -122,7 +122,12 @@ impl<C: Connect> App<C> {
     pub fn reload(&self) -> Result<(), ConfigureError> {
         let path = self.config_path.as_ref().ok_or(ConfigureError::NoConfigFile)?;
         let (config, credentials) = settings::load(path)?;
-        let generation = self.proxy.current().next(config, credentials, &self.proxy.clock)?;
+        let generation = self.proxy.current().next(
+            config,
+            credentials,
+            &self.proxy.clock,
+            self.proxy.connections.connector(),
+        )?;
         let next = self.proxy.swap(generation);
         self.start_drivers(next);
         tracing::info!(file = %path.display(), "configuration reloaded");

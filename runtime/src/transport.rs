@@ -1,6 +1,7 @@
 //! Where connections come from and go to: the server accepts through [`Accept`], the backend
-//! client dials through [`Connect`]. Tokio implementations live here; the simulation supplies
-//! turmoil ones, so the proxy code it runs is this code.
+//! client dials through [`Connect`], and the pod watch and the token exchange reach the
+//! Kubernetes API through [`Kubernetes`]. Tokio implementations live here; the simulation
+//! supplies turmoil ones, so the proxy code it runs is this code.
 
 use std::future::Future;
 use std::io;
@@ -18,8 +19,28 @@ pub trait Accept: Send + 'static {
     fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send;
 }
 
+/// Builds the clients the pod watch and the token exchange reach the Kubernetes API with.
+pub trait Kubernetes: Send + Sync {
+    /// A client of the API server at `url` (none: the in-cluster service account's), for the
+    /// configuration section `section` (`auth.pods`), which errors name. The default is
+    /// kube-rs's own client over TCP (TLS, bearer token and CA from the URL or the service
+    /// account).
+    fn kubernetes(&self, url: Option<&str>, section: &str) -> Result<kube::Client, String> {
+        let config = match url {
+            Some(url) => kube::Config::new(
+                url.parse()
+                    .map_err(|error| format!("{section}.kubernetes_url `{url}`: {error}"))?,
+            ),
+            None => kube::Config::incluster().map_err(|error| {
+                format!("{section}: not in a Kubernetes cluster ({error}); set {section}.kubernetes_url")
+            })?,
+        };
+        kube::Client::try_from(config).map_err(|error| format!("{section}: Kubernetes client: {error}"))
+    }
+}
+
 /// The network the backends are on: dials them, and resolves the names of DNS pools.
-pub trait Connect: Clone + Send + Sync + 'static {
+pub trait Connect: Kubernetes + Clone + Send + Sync + 'static {
     /// A backend connection.
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     /// Connect to `address` (`host:port`).
@@ -42,6 +63,8 @@ impl Accept for tokio::net::TcpListener {
 /// Dials backends over TCP (resolving names with the system resolver).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TcpConnector;
+
+impl Kubernetes for TcpConnector {}
 
 impl Connect for TcpConnector {
     type Io = tokio::net::TcpStream;

@@ -43,6 +43,7 @@ async fn a_full_connection_limit_answers_slow_down_after_the_bounded_wait() {
         &harness.app.proxy.clock,
         3,
         harness.app.proxy.events.clone(),
+        &storefront::transport::TcpConnector,
     )
     .expect("generation");
     harness.app.proxy.swap(generation);

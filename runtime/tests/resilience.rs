@@ -269,6 +269,7 @@ async fn a_denied_upload_gets_its_final_status_without_its_body_being_read() {
         &harness.app.proxy.clock,
         9,
         harness.app.proxy.events.clone(),
+        &storefront::transport::TcpConnector,
     )
     .expect("generation");
     harness.app.proxy.swap(generation);

@@ -17,7 +17,8 @@ use rand::{RngExt, SeedableRng};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::scenario::{Arrivals, CachePolicy, ClientGroup, Workload};
+use crate::scenario::{Arrivals, CachePolicy, ClientGroup, Signing, Workload};
+use crate::sign::{Keys, sign_request, wall_clock};
 
 /// The cluster's DNS name as a resolver cache serves it: every node, rotated once per TTL.
 #[derive(Clone, Debug)]
@@ -56,7 +57,9 @@ pub enum Class {
     SlowDown,
     /// Another 5xx.
     ServerError,
-    /// A 4xx.
+    /// 403: refused by the proxy's policy or its signature checks.
+    Denied,
+    /// Another 4xx.
     ClientError,
     /// No connection could be made.
     Connect,
@@ -75,6 +78,7 @@ impl Class {
             Class::Ok => "ok",
             Class::SlowDown => "slow_down",
             Class::ServerError => "server_error",
+            Class::Denied => "denied",
             Class::ClientError => "client_error",
             Class::Connect => "connect",
             Class::Reset => "reset",
@@ -99,8 +103,10 @@ pub struct Record {
     pub ttfb: Option<Duration>,
     /// Client group.
     pub group: String,
-    /// For PUTs answered 200: the key written (checked afterwards: no acknowledged write lost).
-    pub written: Option<String>,
+    /// For PUTs answered 200: the key written and the size sent (checked afterwards: no
+    /// acknowledged write lost, none stored at another size, as a body stored with its
+    /// aws-chunked framing would be).
+    pub written: Option<(String, usize)>,
 }
 
 /// Everything a client host needs.
@@ -138,6 +144,9 @@ struct Pool {
     cached: Mutex<Option<String>>,
     ttl: Duration,
     start: Instant,
+    /// How requests are signed, and with what (none: unsigned).
+    signing: Signing,
+    keys: Option<Keys>,
 }
 
 impl Pool {
@@ -216,6 +225,15 @@ pub async fn run(spec: ClientSpec) -> turmoil::Result {
         cached: Mutex::new(None),
         ttl: spec.group.connection_ttl.get(),
         start,
+        signing: spec.group.sign,
+        keys: match (&spec.group.access_key, &spec.group.secret_key) {
+            (Some(access_key), Some(secret_key)) => Some(Keys {
+                access_key: access_key.clone(),
+                secret_key: secret_key.clone(),
+                session_token: None,
+            }),
+            _ => None,
+        },
     });
     let manners = Manners {
         read_rate: spec.group.read_rate,
@@ -223,6 +241,29 @@ pub async fn run(spec: ClientSpec) -> turmoil::Result {
         continue_wait: spec.group.expect_continue.then(|| spec.group.continue_wait.get()),
         retries: spec.group.retries,
     };
+    let mut pool = pool;
+    if let Some(token) = &spec.group.sts_token {
+        // Session credentials first, from the proxy's token exchange (as an SDK configured
+        // with a web identity token file does); without them the host sends nothing else.
+        spec.issued.fetch_add(1, Ordering::Relaxed);
+        let issued = Instant::now();
+        let name = format!("{}-{}", spec.group.name, spec.index + 1);
+        let (answer, keys) = assume_role(&pool, token, &name, manners).await;
+        spec.records.lock().expect("single-threaded host").push(Record {
+            at: issued.duration_since(start),
+            operation: "AssumeRoleWithWebIdentity",
+            class: answer.class,
+            latency: issued.elapsed(),
+            ttfb: answer.ttfb,
+            group: spec.group.name.clone(),
+            written: None,
+        });
+        match keys {
+            Some(keys) => Arc::get_mut(&mut pool).expect("no request is in flight yet").keys = Some(keys),
+            None => return Ok(()),
+        }
+    }
+    let pool = pool;
     let mut rng = StdRng::seed_from_u64(spec.seed);
     let mut tasks = tokio::task::JoinSet::new();
     let mut next = start + spec.group.start.get();
@@ -293,8 +334,18 @@ pub async fn run(spec: ClientSpec) -> turmoil::Result {
                     latency: issued.elapsed(),
                     ttfb: answer.ttfb,
                     group,
-                    written: (matches!(operation, "PutObject" | "MultipartUpload") && answer.class == Class::Ok)
-                        .then_some(key),
+                    written: (matches!(operation, "PutObject" | "MultipartUpload") && answer.class == Class::Ok).then(
+                        || {
+                            (
+                                key,
+                                if operation == "MultipartUpload" {
+                                    size * parts
+                                } else {
+                                    size
+                                },
+                            )
+                        },
+                    ),
                 };
                 records.lock().expect("single-threaded host").push(record);
             });
@@ -302,6 +353,62 @@ pub async fn run(spec: ClientSpec) -> turmoil::Result {
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Ask the proxy's token exchange for session credentials with the ServiceAccount `token`
+/// (`AssumeRoleWithWebIdentity`, as an SDK's web identity provider does): the answer, and the
+/// credentials if it gave some.
+async fn assume_role(pool: &Pool, token: &str, session: &str, manners: Manners) -> (Answer, Option<Keys>) {
+    let form = format!(
+        "Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn={}&RoleSessionName={}&WebIdentityToken={}",
+        form_encode("arn:aws:iam::000000000000:role/sim"),
+        form_encode(session),
+        form_encode(token)
+    );
+    let call = Call {
+        body: Bytes::from(form),
+        keep_body: true,
+        content_type: Some("application/x-www-form-urlencoded"),
+        ..Call::new("POST", "/".to_owned())
+    };
+    let answer = with_retries(pool, &call, manners).await;
+    if answer.class != Class::Ok {
+        return (answer, None);
+    }
+    let text = String::from_utf8_lossy(&answer.body).into_owned();
+    let field = |name: &str| {
+        text.split_once(&format!("<{name}>"))
+            .and_then(|(_, rest)| rest.split_once(&format!("</{name}>")))
+            .map(|(value, _)| value.to_owned())
+    };
+    match (field("AccessKeyId"), field("SecretAccessKey"), field("SessionToken")) {
+        (Some(access_key), Some(secret_key), Some(session_token)) => (
+            answer,
+            Some(Keys {
+                access_key,
+                secret_key,
+                session_token: Some(session_token),
+            }),
+        ),
+        _ => (
+            Answer {
+                class: Class::ServerError,
+                ..answer
+            },
+            None,
+        ),
+    }
+}
+
+/// `application/x-www-form-urlencoded` of one value.
+fn form_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (byte as char).to_string(),
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
 }
 
 /// How long a client waits for a TCP connection (the AWS SDKs' default is of this order).
@@ -326,6 +433,8 @@ struct Call {
     range: Option<&'static str>,
     /// Keep the response body (small XML answers the client needs).
     keep_body: bool,
+    /// The body's `Content-Type`, if it has one that matters (the token exchange's form).
+    content_type: Option<&'static str>,
 }
 
 impl Call {
@@ -336,6 +445,7 @@ impl Call {
             body: Bytes::new(),
             range: None,
             keep_body: false,
+            content_type: None,
         }
     }
 }
@@ -497,18 +607,35 @@ async fn attempt(pool: &Pool, call: &Call, manners: Manners) -> Answer {
     if let Some(range) = call.range {
         builder = builder.header(http::header::RANGE, range);
     }
+    if let Some(content_type) = call.content_type {
+        builder = builder.header(http::header::CONTENT_TYPE, content_type);
+    }
     let expect = manners
         .continue_wait
         .filter(|_| call.method == "PUT" && !call.body.is_empty());
+    if expect.is_some() {
+        builder = builder.header(http::header::EXPECT, "100-continue");
+    }
+    let mut head = builder.body(()).expect("valid request");
+    let data = match &pool.keys {
+        Some(keys) if pool.signing != Signing::None => {
+            match sign_request(&mut head, call.body.clone(), pool.signing, keys, wall_clock(pool.start)) {
+                Ok(data) => data,
+                // The scenario's keys always sign; a failure here is the simulation's bug.
+                Err(error) => panic!("signing a simulated request failed: {error}"),
+            }
+        }
+        _ => call.body.clone(),
+    };
     let (body, continued) = match expect {
         Some(wait) => {
-            builder = builder.header(http::header::EXPECT, "100-continue");
             let (tell, heard) = tokio::sync::oneshot::channel::<()>();
-            (RequestBody::after_continue(call.body.clone(), heard, wait), Some(tell))
+            (RequestBody::after_continue(data, heard, wait), Some(tell))
         }
-        None => (RequestBody::now(call.body.clone()), None),
+        None => (RequestBody::now(data), None),
     };
-    let mut request = builder.body(body).expect("valid request");
+    let (parts, ()) = head.into_parts();
+    let mut request = http::Request::from_parts(parts, body);
     if let Some(tell) = continued {
         let tell = Mutex::new(Some(tell));
         hyper::ext::on_informational(&mut request, move |response| {
@@ -565,6 +692,7 @@ async fn attempt(pool: &Pool, call: &Call, manners: Manners) -> Answer {
         }
         let class = match status {
             200..=399 => Class::Ok,
+            403 => Class::Denied,
             503 => Class::SlowDown,
             500..=599 => Class::ServerError,
             _ => Class::ClientError,

@@ -7,10 +7,12 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod kubernetes;
 pub mod plot;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod sign;
 pub mod swarm;
 pub mod transport;
 
@@ -28,6 +30,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("burst", include_str!("../../scenarios/burst.toml")),
     ("rolling-restart", include_str!("../../scenarios/rolling-restart.toml")),
     ("expect-continue", include_str!("../../scenarios/expect-continue.toml")),
+    ("auth", include_str!("../../scenarios/auth.toml")),
 ];
 
 /// A built-in scenario by name, or a scenario file by path.

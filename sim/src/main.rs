@@ -7,7 +7,6 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use sim::run::Mode;
 
 /// Replay a scenario deterministically: DNS round-robin against the proxy's balancers.
 #[derive(Debug, Parser)]
@@ -82,7 +81,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match sim::run(&scenario, args.seed, &Mode::ALL) {
+    match sim::run(&scenario, args.seed, &scenario.modes()) {
         Ok(report) => {
             print!("{}", sim::report::table(&report));
             if let Some(path) = args.json {

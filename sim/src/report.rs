@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::client::{Class, Record};
 use crate::run::{Mode, ModeRun, SAMPLE_EVERY};
-use crate::scenario::{Action, Event, Scenario};
+use crate::scenario::{Action, Event, Expect, Scenario};
 
 /// Latency percentiles in milliseconds.
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
@@ -64,6 +64,12 @@ pub struct ModeReport {
     /// Time from the last recovery (restart, repair, heal) until the recovered nodes got half
     /// their fair share of a 100 ms interval again (none: never, or no recovery).
     pub failback_ms: Option<f64>,
+    /// The proxies' exchanges by the caller's identity source (`anonymous`, `trusted`, `pod`,
+    /// `access-key`, `session`, `cidr`) and result (`allowed`, `denied`, `rejected-<code>`
+    /// before any decision, `sts-<status>` for the token exchange).
+    pub auth: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Client operations by group and how they ended.
+    pub groups: BTreeMap<String, BTreeMap<String, u64>>,
     /// Node request counters every 100 ms (for the plot; not in the JSON).
     #[serde(skip)]
     pub samples: Vec<Vec<u64>>,
@@ -182,6 +188,23 @@ impl ModeReport {
             divert_ms: divert(run, scenario),
             disrupted_ms: disrupted(run, scenario),
             failback_ms: failback(run, scenario),
+            auth: run
+                .decisions
+                .iter()
+                .fold(BTreeMap::new(), |mut auth, ((source, result), &count)| {
+                    auth.entry(source.clone())
+                        .or_insert_with(BTreeMap::new)
+                        .insert(result.clone(), count);
+                    auth
+                }),
+            groups: run.records.iter().fold(BTreeMap::new(), |mut groups, record| {
+                *groups
+                    .entry(record.group.clone())
+                    .or_insert_with(BTreeMap::new)
+                    .entry(record.class.name().to_owned())
+                    .or_insert(0) += 1;
+                groups
+            }),
             samples: run.samples.clone(),
         }
     }
@@ -194,6 +217,15 @@ fn well_behaved(scenario: &Scenario, group: &str) -> bool {
         .iter()
         .find(|candidate| candidate.name == group)
         .is_some_and(|group| group.read_rate.is_none())
+}
+
+/// What the policy is expected to do with a group's requests.
+fn expected(scenario: &Scenario, group: &str) -> Expect {
+    scenario
+        .clients
+        .iter()
+        .find(|candidate| candidate.name == group)
+        .map_or(Expect::Allowed, |group| group.expect)
 }
 
 /// Node indices (0-based) an event affects.
@@ -316,7 +348,7 @@ pub fn check_invariants(run: &ModeRun, scenario: &Scenario, seed: u64) -> Result
     }
     if !run.lost_writes.is_empty() {
         broken.push(format!(
-            "{} acknowledged PUT(s) lost, e.g. {}",
+            "{} acknowledged PUT(s) lost or stored at another size than sent, e.g. {}",
             run.lost_writes.len(),
             run.lost_writes[0]
         ));
@@ -358,7 +390,7 @@ pub fn check_invariants(run: &ModeRun, scenario: &Scenario, seed: u64) -> Result
                 )
             })
             .filter(|r| r.class != Class::Ok && r.class != Class::Truncated)
-            .filter(|r| well_behaved(scenario, &r.group))
+            .filter(|r| well_behaved(scenario, &r.group) && expected(scenario, &r.group) == Expect::Allowed)
             .filter(|r| healthy_node_throughout(&periods, r.at, r.at + r.latency))
             .collect();
         if let Some(first) = failed.first() {
@@ -368,6 +400,35 @@ pub fn check_invariants(run: &ModeRun, scenario: &Scenario, seed: u64) -> Result
                 first.operation,
                 first.at,
                 first.class.name()
+            ));
+        }
+    }
+    // Policy: a group the policy must refuse never gets through; an allowed one is never
+    // refused.
+    for (expect, class, what) in [
+        (
+            Expect::Denied,
+            Class::Ok,
+            "succeeded, from a group the proxy must refuse",
+        ),
+        (
+            Expect::Allowed,
+            Class::Denied,
+            "refused (403), from a group the proxy must allow",
+        ),
+    ] {
+        let wrong: Vec<&Record> = run
+            .records
+            .iter()
+            .filter(|r| r.class == class && expected(scenario, &r.group) == expect)
+            .collect();
+        if let Some(first) = wrong.first() {
+            broken.push(format!(
+                "{} request(s) {what}, e.g. {} of `{}` at {:?}",
+                wrong.len(),
+                first.operation,
+                first.group,
+                first.at
             ));
         }
     }
@@ -471,6 +532,30 @@ pub fn table(report: &Report) -> String {
         out,
         "(ms; wb: clients that read at full speed; cut: slow readers cut off; 100s: 100 Continue sent by the proxy)"
     );
+    // Identities and decisions, where the scenario has any beyond trust mode's.
+    for mode in &report.modes {
+        if mode.auth.keys().all(|source| source == "trusted") {
+            continue;
+        }
+        let _ = writeln!(out, "\n{}: proxy exchanges by identity source and result", mode.mode);
+        for (source, results) in &mode.auth {
+            let results = results
+                .iter()
+                .map(|(result, count)| format!("{result}:{count}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let _ = writeln!(out, "  {source:<12} {results}");
+        }
+        let _ = writeln!(out, "{}: client operations by group and outcome", mode.mode);
+        for (group, classes) in &mode.groups {
+            let classes = classes
+                .iter()
+                .map(|(class, count)| format!("{class}:{count}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let _ = writeln!(out, "  {group:<12} {classes}");
+        }
+    }
     let _ = writeln!(
         out,
         "replay: cargo run --release -p sim -- --scenario {} --seed {}",

@@ -10,6 +10,7 @@ use s3_mock::{CapacityConfig, ClusterConfig, MockCluster, NodeHandle, run_node};
 use storefront::App;
 use storefront::clock::Clock;
 use storefront::telemetry::{Observer, RuntimeEvent};
+use storefront_core::auth::{Decision, Identity, Source};
 use storefront_core::balance::AlgorithmKind;
 use storefront_core::config::{Config, ConfigDuration};
 use storefront_core::event::Event as CoreEvent;
@@ -41,6 +42,11 @@ impl Mode {
         Mode::Proxy(AlgorithmKind::LeastInFlight),
         Mode::Proxy(AlgorithmKind::P2cPeakEwma),
     ];
+
+    /// The mode of a report name.
+    pub fn named(name: &str) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|mode| mode.name() == name)
+    }
 
     /// The mode's name in reports.
     pub fn name(self) -> String {
@@ -76,7 +82,8 @@ pub struct ModeRun {
     pub budget_refusals: u64,
     /// Attempts sent to an unavailable backend outside panic mode (must be 0).
     pub dispatched_to_unavailable: u64,
-    /// Acknowledged PUTs missing from the store afterwards (must be empty).
+    /// Acknowledged PUTs missing from the store afterwards, or stored at another size (must be
+    /// empty).
     pub lost_writes: Vec<String>,
     /// Requests still in flight at a node at the end (must be 0).
     pub in_flight_at_end: u64,
@@ -85,10 +92,17 @@ pub struct ModeRun {
     /// Connections still open at the nodes after every client finished and the proxies shut
     /// down (must be 0).
     pub connections_open_at_end: u64,
+    /// The proxies' exchanges by identity source and result.
+    pub decisions: BTreeMap<(String, String), u64>,
 }
 
 fn node_name(index: usize) -> String {
     format!("node-{}", index + 1)
+}
+
+/// The host name of client `index` (0-based) of group `group`.
+fn client_host(group: &str, index: usize) -> String {
+    format!("{group}-{}", index + 1)
 }
 
 fn proxy_name(zone: Option<&str>) -> String {
@@ -121,6 +135,36 @@ struct Tally {
     local_continues: AtomicU64,
     budget_refusals: AtomicU64,
     dispatched_to_unavailable: AtomicU64,
+    /// Exchanges by identity source and result.
+    decisions: Mutex<BTreeMap<(String, String), u64>>,
+}
+
+/// The identity source of an exchange's caller, as the report names it.
+fn identity_source(identity: &Identity) -> &'static str {
+    match identity {
+        Identity::Anonymous => "anonymous",
+        Identity::Trusted => "trusted",
+        Identity::Named(principal) => match principal.source {
+            Source::Cidr => "cidr",
+            Source::Pod => "pod",
+            Source::AccessKey => "access-key",
+            Source::Session => "session",
+        },
+        _ => "other",
+    }
+}
+
+/// What became of an exchange, as the report names it: the policy's decision, or why no
+/// decision was reached (a refusal before policy: a bad signature), or the token exchange's
+/// answer.
+fn exchange_result(record: &storefront_core::event::ExchangeRecord) -> String {
+    match (&record.decision, &record.outcome) {
+        (_, ExchangeOutcome::Served { status }) => format!("sts-{status}"),
+        (Some(Decision::Allow { .. }), _) => "allowed".to_owned(),
+        (Some(Decision::Deny { .. }), _) => "denied".to_owned(),
+        (None, ExchangeOutcome::Rejected { code }) => format!("rejected-{}", code.as_str()),
+        (None, _) => "undecided".to_owned(),
+    }
 }
 
 impl Observer for Tally {
@@ -128,6 +172,15 @@ impl Observer for Tally {
         let CoreEvent::Exchange(record) = event else {
             return;
         };
+        *self
+            .decisions
+            .lock()
+            .expect("single-threaded simulation")
+            .entry((
+                identity_source(&record.caller.identity).to_owned(),
+                exchange_result(record),
+            ))
+            .or_insert(0) += 1;
         self.retries.fetch_add(record.retries() as u64, Ordering::Relaxed);
         if record.continued_locally {
             self.local_continues.fetch_add(1, Ordering::Relaxed);
@@ -195,6 +248,29 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
                 run_node(NodeBind(PORT), service).await?;
                 Ok(())
             }
+        });
+    }
+
+    // The Kubernetes API server, when clients are pods or trade tokens for sessions.
+    if scenario.has_kubernetes() {
+        let cluster = Arc::new(crate::kubernetes::Cluster {
+            pods: scenario
+                .clients
+                .iter()
+                .filter_map(|group| group.pod.as_ref().map(|pod| (group, pod)))
+                .flat_map(|(group, pod)| {
+                    (0..group.count).map(move |index| crate::kubernetes::SimPod {
+                        host: client_host(&group.name, index),
+                        namespace: pod.namespace.clone(),
+                        service_account: pod.service_account.clone(),
+                        labels: pod.labels.clone(),
+                    })
+                })
+                .collect(),
+            tokens: scenario.kubernetes.tokens.clone(),
+        });
+        sim.host(crate::kubernetes::HOST, move || {
+            crate::kubernetes::serve(cluster.clone())
         });
     }
 
@@ -275,7 +351,7 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
                 records: records.clone(),
                 issued: issued.clone(),
             };
-            let name = format!("{}-{}", group.name, index + 1);
+            let name = client_host(&group.name, index);
             front_hosts.push((name.clone(), group.zone.clone()));
             sim.client(name, client::run(spec));
         }
@@ -340,8 +416,12 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
         records
             .iter()
             .filter_map(|record| record.written.as_ref())
-            .filter(|key| store.get_object(BUCKET, key).is_err())
-            .cloned()
+            .filter(|(key, size)| {
+                store
+                    .get_object(BUCKET, key)
+                    .map_or(true, |object| object.data.len() != *size)
+            })
+            .map(|(key, _)| key.clone())
             .collect()
     };
     let apps = apps.lock().expect("single-threaded simulation").clone();
@@ -377,6 +457,7 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
         dispatched_to_unavailable: counter(|counters| &counters.dispatched_to_unavailable),
         proxy_in_flight_at_end,
         lost_writes,
+        decisions: std::mem::take(&mut *tally.decisions.lock().expect("single-threaded simulation")),
     })
 }
 
@@ -449,11 +530,6 @@ fn preload(cluster: &MockCluster, scenario: &Scenario) {
     }
 }
 
-/// The proxy's configuration: the scenario's extra TOML, trust mode (no identities in the
-/// simulation yet), the mode's algorithm, and the cluster's nodes as one pool — or, with
-/// zones, one pool per zone, this proxy's own zone first and the others as failover.
-/// Everything else is the proxy's defaults (active probes too: they add a request per node
-/// every five seconds to the node counters, a negligible share).
 /// The simulated DNS name of the pool of `zone` (the whole cluster without zones).
 fn pool_dns_name(zone: Option<&str>) -> String {
     match zone {
@@ -477,6 +553,11 @@ fn proxy_dns(scenario: &Scenario) -> BTreeMap<String, Vec<String>> {
     names
 }
 
+/// The proxy's configuration: the scenario's extra TOML (trust mode unless it has an `[auth]`
+/// section of its own), the mode's algorithm, and the cluster's nodes as one pool — or, with
+/// zones, one pool per zone, this proxy's own zone first and the others as failover.
+/// Everything else is the proxy's defaults (active probes too: they add a request per node
+/// every five seconds to the node counters, a negligible share).
 fn proxy_config(scenario: &Scenario, algorithm: AlgorithmKind, zone: Option<&str>) -> Result<Config, String> {
     let backends = |zone: Option<&str>| -> String {
         match scenario.proxy_backends {
@@ -516,7 +597,12 @@ fn proxy_config(scenario: &Scenario, algorithm: AlgorithmKind, zone: Option<&str
             text
         }
     };
-    let text = format!("[auth]\nmode = \"trust\"\n{}\n\n{pools}", scenario.proxy_config);
+    // Trust mode unless the scenario configures auth itself.
+    let own_auth = toml::from_str::<toml::Table>(&scenario.proxy_config)
+        .map_err(|error| format!("scenario {} proxy_config: {error}", scenario.name))?
+        .contains_key("auth");
+    let trust = if own_auth { "" } else { "[auth]\nmode = \"trust\"\n" };
+    let text = format!("{trust}{}\n\n{pools}", scenario.proxy_config);
     let mut config = Config::from_toml(&text, &format!("scenario {} proxy_config", scenario.name))
         .map_err(|error| error.to_string())?;
     config.balance.algorithm = algorithm;

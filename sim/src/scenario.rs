@@ -34,6 +34,82 @@ pub struct Scenario {
     /// every second (the runtime's own DNS driver, through the simulation's resolver).
     #[serde(default)]
     pub proxy_backends: ProxyBackends,
+    /// The modes to run, by report name (`direct`, `proxy-p2c-peak-ewma`, ...); default every
+    /// one. A scenario whose clients sign for the proxy or ask it for sessions has no direct
+    /// mode: the storage nodes know neither its keys nor its token exchange.
+    #[serde(default)]
+    pub modes: Vec<String>,
+    /// The Kubernetes cluster the clients' pods run in: the API server the proxies watch pods
+    /// on and have tokens reviewed by (a host of its own, started when a group is a pod or a
+    /// token is given).
+    #[serde(default)]
+    pub kubernetes: KubernetesSpec,
+}
+
+/// `[kubernetes]`: what the simulated API server knows besides the pods.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSpec {
+    /// ServiceAccount tokens it authenticates (`[[kubernetes.tokens]]`).
+    #[serde(default)]
+    pub tokens: Vec<TokenSpec>,
+}
+
+/// A ServiceAccount token the API server authenticates.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSpec {
+    /// The token text.
+    pub token: String,
+    /// The service account's namespace.
+    pub namespace: String,
+    /// The service account.
+    pub service_account: String,
+}
+
+/// How a client group signs its requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Signing {
+    /// Unsigned (anonymous, or known by its address).
+    #[default]
+    None,
+    /// SigV4 in the `Authorization` header; uploads carry their SHA-256 (as awscli over http).
+    Header,
+    /// SigV4 in the query string (presigned URLs, as `aws s3 presign` makes them).
+    Presigned,
+    /// SigV4 in the header; uploads as signed aws-chunked streams
+    /// (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD`, as the Java SDK sends over http).
+    Chunked,
+}
+
+/// The pod a client host is, for the simulated Kubernetes (`[clients.pod]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodSpec {
+    /// Namespace.
+    pub namespace: String,
+    /// Service account. Default `default`.
+    #[serde(default = "default_service_account")]
+    pub service_account: String,
+    /// Labels.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+fn default_service_account() -> String {
+    "default".to_owned()
+}
+
+/// What the proxy's policy is expected to do with a group's requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Expect {
+    /// Every request is allowed (and must then succeed as any request does).
+    #[default]
+    Allowed,
+    /// Every request is refused with 403 (one that succeeds breaks an invariant).
+    Denied,
 }
 
 /// Where the proxies' pools get their backends from.
@@ -187,6 +263,25 @@ pub struct ClientGroup {
     /// How requests arrive.
     #[serde(default)]
     pub arrivals: Arrivals,
+    /// How requests are signed (`none`, `header`, `presigned`, `chunked`).
+    #[serde(default)]
+    pub sign: Signing,
+    /// The access key to sign with (`sign` other than `none`, without `sts_token`).
+    #[serde(default)]
+    pub access_key: Option<String>,
+    /// Its secret.
+    #[serde(default)]
+    pub secret_key: Option<String>,
+    /// Sign with session credentials from the proxy's token exchange
+    /// (`AssumeRoleWithWebIdentity`), asked for with this ServiceAccount token.
+    #[serde(default)]
+    pub sts_token: Option<String>,
+    /// The group's hosts are pods of the simulated Kubernetes.
+    #[serde(default)]
+    pub pod: Option<PodSpec>,
+    /// What the proxy's policy does with the group's requests.
+    #[serde(default)]
+    pub expect: Expect,
 }
 
 /// How a group's requests arrive in time.
@@ -330,6 +425,23 @@ pub enum ScenarioError {
 }
 
 impl Scenario {
+    /// The modes the scenario runs in (`modes`, default every one).
+    pub fn modes(&self) -> Vec<crate::run::Mode> {
+        if self.modes.is_empty() {
+            crate::run::Mode::ALL.to_vec()
+        } else {
+            self.modes
+                .iter()
+                .filter_map(|name| crate::run::Mode::named(name))
+                .collect()
+        }
+    }
+
+    /// Whether the scenario needs the simulated Kubernetes API server.
+    pub fn has_kubernetes(&self) -> bool {
+        !self.kubernetes.tokens.is_empty() || self.clients.iter().any(|group| group.pod.is_some())
+    }
+
     /// Parse a scenario from TOML text.
     pub fn from_toml(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
         let scenario: Scenario = toml::from_str(text).map_err(|error| ScenarioError::Invalid {
@@ -374,6 +486,24 @@ impl Scenario {
                 "a `{:?}` event at {:?} needs `zone`, one of cluster.zones {zones:?}",
                 event.action,
                 event.at.get()
+            ))
+        } else if let Some(group) = scenario.clients.iter().find(|group| {
+            let partial = group.access_key.is_some() != group.secret_key.is_some();
+            let sources = usize::from(group.access_key.is_some()) + usize::from(group.sts_token.is_some());
+            partial || sources > 1 || (sources == 1) == (group.sign == Signing::None)
+        }) {
+            Some(format!(
+                "clients `{}`: a signing group (`sign` not \"none\") needs `access_key` with `secret_key`, or `sts_token`; other groups neither",
+                group.name
+            ))
+        } else if let Some(mode) = scenario
+            .modes
+            .iter()
+            .find(|mode| crate::run::Mode::named(mode).is_none())
+        {
+            Some(format!(
+                "modes: no mode `{mode}` (one of {})",
+                crate::run::Mode::ALL.map(crate::run::Mode::name).join(", ")
             ))
         } else if scenario
             .events

@@ -68,19 +68,8 @@ async fn watch_zones(client: kube::Client, zones: Arc<RwLock<HashMap<String, Str
 }
 
 impl PodWatch {
-    /// Start watching the pods of the cluster `section` names.
-    pub fn start(section: &PodsSection) -> Result<PodWatch, String> {
-        let config = match &section.kubernetes_url {
-            Some(url) => kube::Config::new(
-                url.parse()
-                    .map_err(|error| format!("auth.pods.kubernetes_url `{url}`: {error}"))?,
-            ),
-            None => kube::Config::incluster().map_err(|error| {
-                format!("auth.pods: not in a Kubernetes cluster ({error}); set auth.pods.kubernetes_url")
-            })?,
-        };
-        let client =
-            kube::Client::try_from(config).map_err(|error| format!("auth.pods: Kubernetes client: {error}"))?;
+    /// Start watching the pods of the cluster `section` names, through `client`.
+    pub fn start(section: &PodsSection, client: kube::Client) -> PodWatch {
         let table = Arc::new(RwLock::new(PodTable::new(section.networks.clone())));
         let zones = Arc::new(RwLock::new(HashMap::new()));
         let zone_task = tokio::spawn(watch_zones(client.clone(), zones.clone()));
@@ -124,12 +113,12 @@ impl PodWatch {
                 }
             }
         });
-        Ok(PodWatch {
+        PodWatch {
             table,
             zones,
             synced,
             tasks: [task, zone_task],
-        })
+        }
     }
 
     /// True once the pod table holds a first full listing of the cluster's pods.

@@ -48,24 +48,14 @@ pub fn is_sts_request(parts: &http::request::Parts) -> bool {
 }
 
 impl Sts {
-    /// The endpoint of `section`, with `sessions` and a Kubernetes client.
-    pub fn new(section: &StsSection, sessions: Sessions) -> Result<Sts, String> {
-        let config = match &section.kubernetes_url {
-            Some(url) => kube::Config::new(
-                url.parse()
-                    .map_err(|error| format!("auth.sts.kubernetes_url `{url}`: {error}"))?,
-            ),
-            None => kube::Config::incluster().map_err(|error| {
-                format!("auth.sts: not in a Kubernetes cluster ({error}); set auth.sts.kubernetes_url")
-            })?,
-        };
-        let client = kube::Client::try_from(config).map_err(|error| format!("auth.sts: Kubernetes client: {error}"))?;
-        Ok(Sts {
+    /// The endpoint of `section`, with `sessions`, reviewing tokens through `client`.
+    pub fn new(section: &StsSection, sessions: Sessions, client: kube::Client) -> Sts {
+        Sts {
             audience: section.audience.clone(),
             duration: section.duration.get(),
             sessions,
             client,
-        })
+        }
     }
 
     /// Answer one exchange request (its query and form body merged).

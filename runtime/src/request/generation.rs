@@ -25,6 +25,7 @@ use crate::backend::tls::BackendTls;
 use crate::clock::Clock;
 use crate::settings::KeyPair;
 use crate::telemetry::Events;
+use crate::transport::Kubernetes;
 
 /// One configuration generation: what the runtime derived from a configuration, over core's
 /// state, which generations share (a reload reconfigures it in place).
@@ -100,12 +101,13 @@ impl Generation {
         clock: &Clock,
         seed: u64,
         events: Arc<Events>,
+        kubernetes: &dyn Kubernetes,
     ) -> Result<Self, ConfigureError> {
         let state = ProxyState::from_config(&config, clock.now(), seed)?;
         state.set_authorizer(authorizer(&config));
         let state = Arc::new(state);
         let snapshot = state.snapshot();
-        Self::build(config, credentials, state, snapshot, None, events)
+        Self::build(config, credentials, state, snapshot, None, events, kubernetes)
     }
 
     /// The generation that follows this one for `config`: core's state is reconfigured in
@@ -117,6 +119,7 @@ impl Generation {
         config: Config,
         credentials: Vec<Option<KeyPair>>,
         clock: &Clock,
+        kubernetes: &dyn Kubernetes,
     ) -> Result<Self, ConfigureError> {
         let pods = (config.auth.pods == self.config.auth.pods && config.auth.mode == self.config.auth.mode)
             .then(|| self.pods.clone())
@@ -128,6 +131,7 @@ impl Generation {
             self.snapshot.clone(),
             pods,
             self.events.clone(),
+            kubernetes,
         )?;
         // Last, once everything fallible on the runtime's side is built: reconfigure core.
         next.state
@@ -144,6 +148,7 @@ impl Generation {
         snapshot: Arc<Snapshot>,
         pods: Option<Arc<PodWatch>>,
         events: Arc<Events>,
+        kubernetes: &dyn Kubernetes,
     ) -> Result<Self, ConfigureError> {
         let cidrs = CidrMap::new(&config.auth.cidrs);
         let mut keys = load_keys(&config.auth).map_err(ConfigureError::Keys)?;
@@ -153,14 +158,20 @@ impl Generation {
                     .and_then(Sessions::new)
                     .map_err(ConfigureError::Sts)?;
                 keys = keys.with_sessions(sessions.clone());
-                Some(Arc::new(Sts::new(section, sessions).map_err(ConfigureError::Sts)?))
+                let client = kubernetes
+                    .kubernetes(section.kubernetes_url.as_deref(), "auth.sts")
+                    .map_err(ConfigureError::Sts)?;
+                Some(Arc::new(Sts::new(section, sessions, client)))
             }
             None => None,
         };
         let pods = match (&config.auth.pods, pods) {
             (Some(_), Some(kept)) => Some(kept),
             (Some(section), None) if config.auth.mode == AuthMode::Policy => {
-                Some(Arc::new(PodWatch::start(section).map_err(ConfigureError::Pods)?))
+                let client = kubernetes
+                    .kubernetes(section.kubernetes_url.as_deref(), "auth.pods")
+                    .map_err(ConfigureError::Pods)?;
+                Some(Arc::new(PodWatch::start(section, client)))
             }
             _ => None,
         };
