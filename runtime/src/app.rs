@@ -129,6 +129,8 @@ impl<C: Connect> App<C> {
             self.proxy.connections.connector(),
         )?;
         let next = self.proxy.swap(generation);
+        let names: Vec<&str> = next.config.pools.iter().map(|pool| pool.name.as_str()).collect();
+        self.proxy.connections.retain_pools(&names);
         self.start_drivers(next);
         tracing::info!(file = %path.display(), "configuration reloaded");
         Ok(())

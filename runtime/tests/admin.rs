@@ -410,3 +410,65 @@ async fn a_reload_keeps_an_ejected_backend_ejected() {
         "the ejected backend got no request after the reload"
     );
 }
+
+#[tokio::test]
+async fn a_reload_that_raises_a_connection_limit_applies_it() {
+    // Proves that a pool's connection settings follow a reload: with one connection per
+    // backend, a second request waits and gets 503 SlowDown while the first holds it; after a
+    // reload to two, the same second request is served (connection pools kept from before the
+    // reload would still allow one).
+    let mut harness = harness(1, "").await;
+    let directory = std::env::temp_dir().join(format!("storefront-reload-limit-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("temp dir");
+    let path = directory.join("storefront.toml");
+    let nodes = harness.nodes.clone();
+    let text = |limit: usize| {
+        common::config_text(&nodes, "[health.active]\nenabled = false\n")
+            + &format!("[pools.connections]\nmax_per_backend = {limit}\nwait = \"200ms\"\n")
+    };
+    std::fs::write(&path, text(1)).expect("write");
+    let _admin = serve_from_file(&mut harness, &path).await;
+    let s3 = harness.client();
+    s3.create_bucket().bucket("data").send().await.expect("create");
+    s3.put_object()
+        .bucket("data")
+        .key("object")
+        .body(ByteStream::from(vec![4u8; 300_000]))
+        .send()
+        .await
+        .expect("put");
+    harness.nodes[0].set_faults(Faults {
+        body: s3_mock::BodyFault::Throttle(300_000),
+        ..Faults::default()
+    });
+    let head_while_busy = |s3: aws_sdk_s3::Client| async move {
+        let busy = {
+            let s3 = s3.clone();
+            tokio::spawn(async move {
+                s3.get_object()
+                    .bucket("data")
+                    .key("object")
+                    .send()
+                    .await
+                    .map(|r| r.body)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let head = s3.head_object().bucket("data").key("object").send().await;
+        let body = busy.await.expect("task").expect("get").collect().await.expect("body");
+        assert_eq!(body.into_bytes().len(), 300_000);
+        head.map(|_| ()).map_err(|error| common::status_of(&error))
+    };
+    assert_eq!(
+        head_while_busy(s3.clone()).await,
+        Err(Some(503)),
+        "one connection: the second waits"
+    );
+    std::fs::write(&path, text(2)).expect("write");
+    harness.app.reload().expect("reload");
+    assert_eq!(
+        head_while_busy(s3.clone()).await,
+        Ok(()),
+        "two connections after the reload"
+    );
+}

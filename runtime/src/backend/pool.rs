@@ -25,6 +25,13 @@ use crate::transport::MaybeTls;
 /// Pool limits for one pool of backends.
 #[derive(Clone, Debug)]
 pub struct PoolSettings {
+    /// The pool's name: connections are kept per pool name and backend address, so a reload
+    /// that reorders pools keeps each pool's connections its own.
+    pub pool: String,
+    /// A digest of the settings below, as configured: a reload that changes them gives the
+    /// pool's backends fresh connection pools (the old ones close as their leases end);
+    /// one that keeps them keeps the connections.
+    pub fingerprint: u64,
     /// Concurrent requests (and so connections in use) per backend.
     pub max_per_backend: usize,
     /// Longest wait for a lease before giving up.
@@ -138,8 +145,8 @@ impl PendingSlot {
 /// Connection pools of every backend, keyed by pool and address.
 pub struct ConnectionPool<C: Connect> {
     connector: C,
-    /// Pool index, then backend address (looked up by `&str`: no allocation per request).
-    backends: Mutex<HashMap<usize, HashMap<String, Arc<BackendConnections>>>>,
+    /// Pool name, then backend address (looked up by `&str`: no allocation per request).
+    backends: Mutex<HashMap<String, HashMap<String, Arc<BackendConnections>>>>,
 }
 
 impl<C: Connect> ConnectionPool<C> {
@@ -156,10 +163,17 @@ impl<C: Connect> ConnectionPool<C> {
         }
     }
 
-    fn backend(&self, pool: usize, address: &str, settings: &PoolSettings) -> Arc<BackendConnections> {
+    fn backend(&self, address: &str, settings: &PoolSettings) -> Arc<BackendConnections> {
         let mut backends = self.backends.lock().expect("backends lock is never poisoned");
-        let pool = backends.entry(pool).or_default();
-        if let Some(backend) = pool.get(address) {
+        if !backends.contains_key(settings.pool.as_str()) {
+            backends.insert(settings.pool.clone(), HashMap::new());
+        }
+        let pool = backends
+            .get_mut(settings.pool.as_str())
+            .expect("inserted above if it was missing");
+        if let Some(backend) = pool.get(address)
+            && backend.settings.fingerprint == settings.fingerprint
+        {
             return backend.clone();
         }
         let backend = Arc::new(BackendConnections {
@@ -171,10 +185,19 @@ impl<C: Connect> ConnectionPool<C> {
         backend
     }
 
+    /// Forget the connection pools of pools no longer configured (after a reload); their
+    /// idle connections close, leased ones when their exchanges end.
+    pub fn retain_pools(&self, names: &[&str]) {
+        self.backends
+            .lock()
+            .expect("backends lock is never poisoned")
+            .retain(|name, _| names.contains(&name.as_str()));
+    }
+
     /// A slot of `address`'s connections at once, or the wait for one (the caller reports the
     /// wait to core, then awaits [`PendingSlot::wait`]).
-    pub fn slot(&self, pool: usize, address: &str, settings: &PoolSettings) -> Result<Slot, PendingSlot> {
-        let backend = self.backend(pool, address, settings);
+    pub fn slot(&self, address: &str, settings: &PoolSettings) -> Result<Slot, PendingSlot> {
+        let backend = self.backend(address, settings);
         match backend.permits.clone().try_acquire_owned() {
             Ok(permit) => Ok(Slot { backend, permit }),
             Err(_) => Err(PendingSlot { backend }),

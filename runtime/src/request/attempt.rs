@@ -82,14 +82,13 @@ impl<C: Connect> Attempt<'_, C> {
     }
 
     pub(crate) async fn run(&mut self, dispatch: Dispatch) -> AttemptResult {
-        let pool = dispatch.pool.0;
         let settings = self
             .generation
-            .pool_settings(pool)
+            .pool_settings(dispatch.pool.0)
             .expect("dispatch names a configured pool");
         // A connection slot: at once, or after a bounded wait (the proxy's own limit, during
         // which core runs no connect deadline).
-        let slot = match self.proxy.connections.slot(pool, &dispatch.address, settings) {
+        let slot = match self.proxy.connections.slot(&dispatch.address, settings) {
             Ok(slot) => slot,
             Err(pending) => {
                 self.step(|exchange, now| {
@@ -148,7 +147,10 @@ impl<C: Connect> Attempt<'_, C> {
             Ok(request) => request,
             Err(error) => return self.unforwardable(Side::Proxy, error),
         };
-        let signer = self.generation.signer(pool).expect("every pool has a signer");
+        let signer = self
+            .generation
+            .signer(dispatch.pool.0)
+            .expect("every pool has a signer");
         {
             let (mut head, body) = request.into_parts();
             if let Err(error) = signer.sign(&mut head, &dispatch.plan.payload_hash, self.proxy.clock.wall()) {

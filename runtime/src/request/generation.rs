@@ -190,7 +190,15 @@ impl Generation {
                 ),
                 None => None,
             };
+            let fingerprint = {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::hash::DefaultHasher::new();
+                format!("{:?}", (&pool.connections, &pool.tls, timeouts.backend_connect)).hash(&mut hasher);
+                hasher.finish()
+            };
             pool_settings.push(PoolSettings {
+                pool: pool.name.clone(),
+                fingerprint,
                 max_per_backend: pool.connections.max_per_backend,
                 wait: pool.connections.wait.get(),
                 idle_timeout: pool.connections.idle_timeout.get(),
