@@ -25,18 +25,62 @@ pub trait Kubernetes: Send + Sync {
     /// configuration section `section` (`auth.pods`), which errors name. The default is
     /// kube-rs's own client over TCP (TLS, bearer token and CA from the URL or the service
     /// account).
-    fn kubernetes(&self, url: Option<&str>, section: &str) -> Result<kube::Client, String> {
+    fn kubernetes(&self, url: Option<&str>, section: &str) -> Result<kube::Client, KubernetesError> {
         let config = match url {
-            Some(url) => kube::Config::new(
-                url.parse()
-                    .map_err(|error| format!("{section}.kubernetes_url `{url}`: {error}"))?,
-            ),
-            None => kube::Config::incluster().map_err(|error| {
-                format!("{section}: not in a Kubernetes cluster ({error}); set {section}.kubernetes_url")
+            Some(url) => kube::Config::new(url.parse().map_err(|source| KubernetesError::Url {
+                section: section.to_owned(),
+                url: url.to_owned(),
+                source,
+            })?),
+            None => kube::Config::incluster().map_err(|source| KubernetesError::NotInCluster {
+                section: section.to_owned(),
+                source: Box::new(source),
             })?,
         };
-        kube::Client::try_from(config).map_err(|error| format!("{section}: Kubernetes client: {error}"))
+        kube::Client::try_from(config).map_err(|source| KubernetesError::Client {
+            section: section.to_owned(),
+            source: Box::new(source),
+        })
     }
+}
+
+/// Why no Kubernetes client could be built.
+#[derive(Debug, thiserror::Error)]
+pub enum KubernetesError {
+    /// The configured URL does not parse.
+    #[error("{section}.kubernetes_url `{url}`: {source}")]
+    Url {
+        /// The configuration section (`auth.pods`).
+        section: String,
+        /// The URL given.
+        url: String,
+        /// Why it does not parse.
+        source: http::uri::InvalidUri,
+    },
+    /// No URL was given and the proxy does not run in a Kubernetes pod.
+    #[error("{section}: not in a Kubernetes cluster ({source}); set {section}.kubernetes_url")]
+    NotInCluster {
+        /// The configuration section.
+        section: String,
+        /// What the in-cluster configuration lacked.
+        source: Box<kube::config::InClusterError>,
+    },
+    /// kube-rs refused the configuration (TLS, credentials).
+    #[error("{section}: Kubernetes client: {source}")]
+    Client {
+        /// The configuration section.
+        section: String,
+        /// kube-rs's error.
+        source: Box<kube::Error>,
+    },
+    /// The network the proxy runs on has no such API server (the simulation's).
+    #[error("{section}.kubernetes_url: {reason}")]
+    Unreachable {
+        /// The configuration section.
+        section: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The network the backends are on: dials them, and resolves the names of DNS pools.
@@ -143,6 +187,34 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
             MaybeTls::Plain(io) => Pin::new(io).poll_shutdown(cx),
             MaybeTls::Server(io) => Pin::new(io).poll_shutdown(cx),
             MaybeTls::Client(io) => Pin::new(io).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod kubernetes_tests {
+    use super::{Kubernetes, TcpConnector};
+
+    #[test]
+    fn a_kubernetes_client_that_cannot_be_built_names_the_setting() {
+        // Proves the errors of the pod watch's and token exchange's client: a URL that does
+        // not parse, and no URL outside a cluster, each name the setting to fix.
+        let Err(error) = TcpConnector.kubernetes(Some("http://bad host"), "auth.pods") else {
+            panic!("not a URL, yet a client");
+        };
+        assert!(
+            error
+                .to_string()
+                .starts_with("auth.pods.kubernetes_url `http://bad host`: "),
+            "{error}"
+        );
+        if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
+            let Err(error) = TcpConnector.kubernetes(None, "auth.sts") else {
+                panic!("not in a cluster, yet a client");
+            };
+            let text = error.to_string();
+            assert!(text.starts_with("auth.sts: not in a Kubernetes cluster"), "{text}");
+            assert!(text.ends_with("set auth.sts.kubernetes_url"), "{text}");
         }
     }
 }

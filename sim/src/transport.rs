@@ -36,12 +36,17 @@ impl SimConnector {
 
 impl storefront::transport::Kubernetes for SimConnector {
     /// The simulated API server (the only one there is), through a turmoil socket.
-    fn kubernetes(&self, url: Option<&str>, section: &str) -> Result<kube::Client, String> {
+    fn kubernetes(
+        &self,
+        url: Option<&str>,
+        section: &str,
+    ) -> Result<kube::Client, storefront::transport::KubernetesError> {
         let expected = crate::kubernetes::url();
         if url != Some(expected.as_str()) {
-            return Err(format!(
-                "{section}.kubernetes_url: the simulation's API server is `{expected}`, not {url:?}"
-            ));
+            return Err(storefront::transport::KubernetesError::Unreachable {
+                section: section.to_owned(),
+                reason: format!("the simulation's API server is `{expected}`, not {url:?}"),
+            });
         }
         Ok(crate::kubernetes::client())
     }

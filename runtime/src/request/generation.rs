@@ -75,9 +75,9 @@ pub enum ConfigureError {
     /// The token exchange (`auth.sts`) could not be set up.
     #[error("{0}")]
     Sts(String),
-    /// The pod watch (`auth.pods`) could not be started.
-    #[error("{0}")]
-    Pods(String),
+    /// No client of the Kubernetes API (`auth.pods`, `auth.sts`) could be built.
+    #[error(transparent)]
+    Kubernetes(#[from] crate::transport::KubernetesError),
     /// A reload was asked of a proxy that was not started from a file.
     #[error("this proxy was not started from a configuration file")]
     NoConfigFile,
@@ -158,9 +158,7 @@ impl Generation {
                     .and_then(Sessions::new)
                     .map_err(ConfigureError::Sts)?;
                 keys = keys.with_sessions(sessions.clone());
-                let client = kubernetes
-                    .kubernetes(section.kubernetes_url.as_deref(), "auth.sts")
-                    .map_err(ConfigureError::Sts)?;
+                let client = kubernetes.kubernetes(section.kubernetes_url.as_deref(), "auth.sts")?;
                 Some(Arc::new(Sts::new(section, sessions, client)))
             }
             None => None,
@@ -168,9 +166,7 @@ impl Generation {
         let pods = match (&config.auth.pods, pods) {
             (Some(_), Some(kept)) => Some(kept),
             (Some(section), None) if config.auth.mode == AuthMode::Policy => {
-                let client = kubernetes
-                    .kubernetes(section.kubernetes_url.as_deref(), "auth.pods")
-                    .map_err(ConfigureError::Pods)?;
+                let client = kubernetes.kubernetes(section.kubernetes_url.as_deref(), "auth.pods")?;
                 Some(Arc::new(PodWatch::start(section, client)))
             }
             _ => None,
