@@ -20,6 +20,7 @@ fn balancer(algorithm: AlgorithmKind, count: usize) -> Balancer {
             default_latency: Duration::from_millis(30),
         },
         failure_penalty: Duration::from_secs(1),
+        failures: storefront_core::outcome::StatusSet::TRANSIENT,
     };
     let specs = (0..count)
         .map(|index| BackendSpec::new(format!("10.0.{}.{}:9000", index / 256, index % 256)))

@@ -38,7 +38,7 @@ use std::time::Duration;
 use rand::{Rng, RngExt};
 
 use crate::balance::BackendId;
-use crate::outcome::AttemptOutcome;
+use crate::outcome::{AttemptOutcome, StatusSet};
 use crate::time::Instant;
 
 /// Passive ejection parameters.
@@ -78,6 +78,9 @@ pub struct HealthParameters {
     pub passive: Option<PassiveParameters>,
     /// Active probes, if enabled.
     pub active: Option<ActiveParameters>,
+    /// The answers that count as the node failing (`health.passive.failure_statuses`); any
+    /// other answer counts as the node answering.
+    pub failures: StatusSet,
 }
 
 /// Identifies one probe, so a late result of a timed-out probe is ignored.
@@ -286,7 +289,7 @@ impl Health {
         let Some(index) = self.find(id) else {
             return;
         };
-        if outcome.is_backend_failure() {
+        if outcome.is_backend_failure(&self.parameters.failures) {
             let tracked = &mut self.backends[index];
             tracked.health.consecutive_failures = tracked.health.consecutive_failures.saturating_add(1);
             if let Some(passive) = self.parameters.passive {

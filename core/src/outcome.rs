@@ -101,12 +101,14 @@ impl AttemptOutcome {
         }
     }
 
-    /// True when the outcome counts against the backend: a 5xx (503 SlowDown included) or a
-    /// 429, a failed connect, a reset, or a backend-phase timeout. Client errors (4xx) are the
-    /// client's business and say nothing about the node's health.
-    pub fn is_backend_failure(self) -> bool {
+    /// True when the outcome counts against the backend: a status in `failures` (see
+    /// [`StatusSet::TRANSIENT`]), a failed connect, a reset, or a backend-phase timeout. Any
+    /// other answer (a 4xx, `501 Not Implemented`, `505`) says the request was wrong, not the
+    /// node, and counts as the node answering: no caller can eject a healthy node by choosing
+    /// what to ask.
+    pub fn is_backend_failure(self, failures: &StatusSet) -> bool {
         match self {
-            AttemptOutcome::Response { status } => is_failure_status(status),
+            AttemptOutcome::Response { status } => failures.contains(status),
             AttemptOutcome::ConnectFailed | AttemptOutcome::Reset { .. } => true,
             AttemptOutcome::Timeout(phase) => phase.side() == Side::Backend,
             AttemptOutcome::Abandoned | AttemptOutcome::ProxyFault => false,
@@ -122,13 +124,8 @@ impl AttemptOutcome {
     /// A stable name for logs and metrics labels.
     pub fn class(self) -> &'static str {
         match self {
-            AttemptOutcome::Response { status } if is_failure_status(status) => {
-                if self.is_slow_down() {
-                    "slow_down"
-                } else {
-                    "server_error"
-                }
-            }
+            AttemptOutcome::Response { .. } if self.is_slow_down() => "slow_down",
+            AttemptOutcome::Response { status } if status >= 500 => "server_error",
             AttemptOutcome::Response { status } if status >= 400 => "client_error",
             AttemptOutcome::Response { .. } => "success",
             AttemptOutcome::ConnectFailed => "connect_failed",
@@ -143,9 +140,56 @@ impl AttemptOutcome {
     }
 }
 
-/// 5xx and 429 count against a backend.
-pub fn is_failure_status(status: u16) -> bool {
-    status >= 500 || status == 429
+/// A set of HTTP statuses (100 to 599): which answers count against a node
+/// (`health.passive.failure_statuses`) and which are retried (`retry.retry_statuses`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct StatusSet([u64; 10]);
+
+impl StatusSet {
+    /// No status.
+    pub const EMPTY: StatusSet = StatusSet([0; 10]);
+
+    /// 429, 500, 502, 503 and 504: the answers the AWS SDKs treat as transient (their
+    /// standard retry mode), which say the node, not the request, failed. The defaults of
+    /// both lists.
+    pub const TRANSIENT: StatusSet = StatusSet::EMPTY.with(429).with(500).with(502).with(503).with(504);
+
+    /// This set and `status` (outside 0 to 639: unchanged).
+    pub const fn with(mut self, status: u16) -> StatusSet {
+        let index = status as usize;
+        if index < 640 {
+            self.0[index / 64] |= 1 << (index % 64);
+        }
+        self
+    }
+
+    /// The set of `statuses`.
+    pub fn of(statuses: &[u16]) -> StatusSet {
+        statuses.iter().fold(StatusSet::EMPTY, |set, &status| set.with(status))
+    }
+
+    /// Whether `status` is in the set.
+    pub const fn contains(&self, status: u16) -> bool {
+        let index = status as usize;
+        index < 640 && self.0[index / 64] & (1 << (index % 64)) != 0
+    }
+
+    /// The statuses, in order.
+    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        (0u16..640).filter(|&status| self.contains(status))
+    }
+}
+
+impl Default for StatusSet {
+    fn default() -> Self {
+        StatusSet::TRANSIENT
+    }
+}
+
+impl std::fmt::Debug for StatusSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
 }
 
 #[cfg(test)]
@@ -155,20 +199,37 @@ mod tests {
     #[test]
     fn failures_are_attributed_to_the_right_side() {
         // Proves that client misbehaviour never counts against a backend's health.
-        assert!(AttemptOutcome::Response { status: 503 }.is_backend_failure());
+        let failures = &StatusSet::TRANSIENT;
+        assert!(AttemptOutcome::Response { status: 503 }.is_backend_failure(failures));
         assert!(AttemptOutcome::Response { status: 503 }.is_slow_down());
-        assert!(AttemptOutcome::Response { status: 500 }.is_backend_failure());
-        assert!(!AttemptOutcome::Response { status: 404 }.is_backend_failure());
-        assert!(!AttemptOutcome::Response { status: 200 }.is_backend_failure());
-        assert!(AttemptOutcome::Timeout(Phase::BackendFirstByte).is_backend_failure());
-        assert!(!AttemptOutcome::Timeout(Phase::ResponseWriteIdle).is_backend_failure());
-        assert!(!AttemptOutcome::Timeout(Phase::ClientBodyIdle).is_backend_failure());
-        assert!(!AttemptOutcome::Abandoned.is_backend_failure());
-        assert!(!AttemptOutcome::ProxyFault.is_backend_failure());
+        assert!(AttemptOutcome::Response { status: 500 }.is_backend_failure(failures));
+        assert!(!AttemptOutcome::Response { status: 404 }.is_backend_failure(failures));
+        assert!(!AttemptOutcome::Response { status: 200 }.is_backend_failure(failures));
+        assert!(AttemptOutcome::Timeout(Phase::BackendFirstByte).is_backend_failure(failures));
+        assert!(!AttemptOutcome::Timeout(Phase::ResponseWriteIdle).is_backend_failure(failures));
+        assert!(!AttemptOutcome::Timeout(Phase::ClientBodyIdle).is_backend_failure(failures));
+        assert!(!AttemptOutcome::Abandoned.is_backend_failure(failures));
+        assert!(!AttemptOutcome::ProxyFault.is_backend_failure(failures));
+        // The request's fault, not the node's: a feature the node lacks, an HTTP version.
+        assert!(!AttemptOutcome::Response { status: 501 }.is_backend_failure(failures));
+        assert!(!AttemptOutcome::Response { status: 505 }.is_backend_failure(failures));
+        assert!(!AttemptOutcome::Response { status: 403 }.is_backend_failure(failures));
+        assert_eq!(AttemptOutcome::Response { status: 501 }.class(), "server_error");
         assert_eq!(AttemptOutcome::ProxyFault.side(), Side::Proxy);
         assert_eq!(
             AttemptOutcome::Reset { response_started: true }.class(),
             "reset_mid_body"
         );
+    }
+
+    #[test]
+    fn a_status_set_holds_exactly_its_statuses() {
+        // Proves the bit set: members in, neighbours and out-of-range codes out.
+        let set = StatusSet::of(&[100, 429, 599]);
+        assert!(set.contains(100) && set.contains(429) && set.contains(599));
+        assert!(!set.contains(428) && !set.contains(430) && !set.contains(500));
+        assert!(!StatusSet::of(&[700]).contains(700));
+        assert_eq!(set.iter().collect::<Vec<_>>(), vec![100, 429, 599]);
+        assert_eq!(format!("{:?}", StatusSet::TRANSIENT), "{429, 500, 502, 503, 504}");
     }
 }

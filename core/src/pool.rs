@@ -19,7 +19,7 @@ use crate::balance::{
 use crate::config::{Config, PoolSection};
 use crate::event::{Event, HealthChange, POOL_EVENTS_MAX};
 use crate::health::{ActiveParameters, Health, HealthEvent, HealthParameters, PassiveParameters, ProbeId};
-use crate::outcome::AttemptOutcome;
+use crate::outcome::{AttemptOutcome, StatusSet};
 use crate::retry::{BudgetParameters, RetryBudget};
 use crate::route::PoolId;
 use crate::time::Instant;
@@ -61,6 +61,7 @@ impl PoolParameters {
                     default_latency: config.balance.default_latency.get(),
                 },
                 failure_penalty: config.balance.failure_penalty.get(),
+                failures: StatusSet::of(&passive.failure_statuses),
             },
             health: HealthParameters {
                 passive: passive.enabled.then_some(PassiveParameters {
@@ -77,6 +78,7 @@ impl PoolParameters {
                     healthy_threshold: active.healthy_threshold,
                     unhealthy_threshold: active.unhealthy_threshold,
                 }),
+                failures: StatusSet::of(&passive.failure_statuses),
             },
             budget: BudgetParameters {
                 ratio: config.retry.budget_ratio,

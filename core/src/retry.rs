@@ -22,7 +22,7 @@
 
 use std::time::Duration;
 
-use crate::outcome::{AttemptOutcome, Phase};
+use crate::outcome::{AttemptOutcome, Phase, StatusSet};
 use crate::time::Instant;
 
 /// The per-request part of the retry rules.
@@ -30,6 +30,9 @@ use crate::time::Instant;
 pub struct RetryPolicy {
     /// Attempts per request, the first included (1 disables retries).
     pub max_attempts: u32,
+    /// Backend answers worth another backend (`retry.retry_statuses`); any other answer goes
+    /// back to the client as it is.
+    pub retried: StatusSet,
 }
 
 /// What the request looks like to the retry rules.
@@ -83,8 +86,11 @@ impl RetryPolicy {
     pub fn verdict(&self, outcome: AttemptOutcome, context: RetryContext) -> RetryVerdict {
         let not_processed = match outcome {
             AttemptOutcome::ConnectFailed | AttemptOutcome::Timeout(Phase::BackendConnect) => true,
+            AttemptOutcome::Response { status } if !self.retried.contains(status) => {
+                return RetryVerdict::NotRetryable;
+            }
             _ if outcome.is_slow_down() => true,
-            AttemptOutcome::Response { status } if status >= 500 => false,
+            AttemptOutcome::Response { .. } => false,
             AttemptOutcome::Reset {
                 response_started: false,
             } => false,
@@ -223,7 +229,10 @@ mod tests {
 
     use super::*;
 
-    const POLICY: RetryPolicy = RetryPolicy { max_attempts: 3 };
+    const POLICY: RetryPolicy = RetryPolicy {
+        max_attempts: 3,
+        retried: StatusSet::TRANSIENT,
+    };
 
     fn context(idempotent: bool, has_body: bool, body_started: bool) -> RetryContext {
         RetryContext {

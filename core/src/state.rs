@@ -37,6 +37,7 @@ use crate::balance::{BackendId, BackendSpec, BalanceError, UpdateSummary};
 use crate::config::Config;
 use crate::event::Event;
 use crate::health::ProbeId;
+use crate::outcome::StatusSet;
 use crate::pool::static_backends;
 pub use crate::pool::{Pool, PoolParameters, ProbeRequest};
 use crate::retry::RetryPolicy;
@@ -89,6 +90,7 @@ pub struct Settings {
     router: Router,
     classify: ClassifyConfig,
     retry_policy: RetryPolicy,
+    failures: StatusSet,
     timeouts: Timeouts,
     authorizer: Box<dyn Authorize>,
 }
@@ -105,6 +107,10 @@ impl Settings {
     /// The retry policy.
     pub fn retry_policy(&self) -> &RetryPolicy {
         &self.retry_policy
+    }
+    /// The backend answers that count as the node failing (`health.passive.failure_statuses`).
+    pub fn failure_statuses(&self) -> &StatusSet {
+        &self.failures
     }
     /// The per-phase timeouts.
     pub fn timeouts(&self) -> &Timeouts {
@@ -301,6 +307,7 @@ impl ProxyState {
                 router: settings.router.clone(),
                 classify: settings.classify.clone(),
                 retry_policy: settings.retry_policy,
+                failures: settings.failures,
                 timeouts: settings.timeouts,
                 authorizer,
             },
@@ -444,7 +451,9 @@ fn settings(config: &Config, authorizer: Box<dyn Authorize>) -> Result<Settings,
         classify: ClassifyConfig::with_base_domains(&config.s3.base_domains),
         retry_policy: RetryPolicy {
             max_attempts: config.retry.max_attempts,
+            retried: StatusSet::of(&config.retry.retry_statuses),
         },
+        failures: StatusSet::of(&config.health.passive.failure_statuses),
         timeouts: Timeouts::from_config(config),
         authorizer,
     })

@@ -550,3 +550,38 @@ async fn an_upload_to_a_backend_that_stops_reading_times_out() {
     assert_eq!(common::status_of(&error), Some(504), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn answers_that_fault_the_request_neither_eject_a_node_nor_are_retried() {
+    // Proves the status classes end to end: GetObjectTagging, which the mock nodes answer
+    // `501 Not Implemented`, and HEADs of a missing key (404) go straight back to the SDK,
+    // one request each, and leave every node healthy with no error counted, although a
+    // single failure would eject a node here. Before, ten such calls ejected healthy nodes.
+    let harness = harness(3, "[health.passive]\nconsecutive_failures = 1\n").await;
+    let s3 = common::bucket_with_object(&harness, 10).await;
+    let before: u64 = harness.nodes.iter().map(|node| node.stats().requests_total).sum();
+    for _ in 0..10 {
+        let error = s3
+            .get_object_tagging()
+            .bucket("data")
+            .key("object")
+            .send()
+            .await
+            .expect_err("the nodes do not implement tagging");
+        assert_eq!(common::status_of(&error), Some(501));
+        let error = s3
+            .head_object()
+            .bucket("data")
+            .key("missing")
+            .send()
+            .await
+            .expect_err("no such key");
+        assert_eq!(common::status_of(&error), Some(404));
+    }
+    let after: u64 = harness.nodes.iter().map(|node| node.stats().requests_total).sum();
+    assert_eq!(after - before, 20, "each answer reached the client from its first node");
+    for backend in storefront::admin::backends(&harness.app) {
+        assert!(backend.healthy && !backend.ejected, "{backend:?}");
+        assert_eq!(backend.errors_total, 0, "{backend:?}");
+    }
+}

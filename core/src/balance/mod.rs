@@ -33,7 +33,7 @@ pub use algorithm::{
 };
 pub use ewma::{EwmaParameters, PeakEwma, PoolLatency};
 
-use crate::outcome::AttemptOutcome;
+use crate::outcome::{AttemptOutcome, StatusSet};
 use crate::time::Instant;
 
 /// The most backends one pool may hold. Bounds every scan in this module; a cluster with more
@@ -87,6 +87,8 @@ pub struct BalanceParameters {
     pub ewma: EwmaParameters,
     /// The latency a backend failure counts as (at least; a slower failure counts as itself).
     pub failure_penalty: Duration,
+    /// The answers that count as the node failing (`health.passive.failure_statuses`).
+    pub failures: StatusSet,
 }
 
 /// One backend and its live state.
@@ -442,7 +444,7 @@ impl Balancer {
         let backend = &mut self.backends[index];
         debug_assert!(backend.in_flight > 0, "in-flight underflow on {id}");
         backend.in_flight = backend.in_flight.saturating_sub(1);
-        if outcome.is_backend_failure() {
+        if outcome.is_backend_failure(&parameters.failures) {
             backend.errors_total += 1;
             backend
                 .ewma

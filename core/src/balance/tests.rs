@@ -17,6 +17,7 @@ fn parameters(algorithm: AlgorithmKind) -> BalanceParameters {
             default_latency: Duration::from_millis(30),
         },
         failure_penalty: Duration::from_secs(1),
+        failures: crate::outcome::StatusSet::TRANSIENT,
     }
 }
 

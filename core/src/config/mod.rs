@@ -213,6 +213,17 @@ pub struct PassiveSection {
     /// restarted node is back within seconds. Off: only the ejection time ends it, for nodes
     /// that answer probes while failing real requests.
     pub probes_end_ejection: bool,
+    /// Backend answers that count as the node failing (toward ejection, and as the failure
+    /// penalty in the balancer's latency estimate). Default 429, 500, 502, 503, 504: what the
+    /// AWS SDKs retry as transient. Any other answer (a 4xx, `501 Not Implemented`, `505`)
+    /// says the request was wrong, not the node: passed back, never held against the node,
+    /// so no caller can eject a healthy node by choosing what to ask.
+    pub failure_statuses: Vec<u16>,
+}
+
+/// 429, 500, 502, 503, 504 (see [`crate::outcome::StatusSet::TRANSIENT`]).
+fn transient_statuses() -> Vec<u16> {
+    crate::outcome::StatusSet::TRANSIENT.iter().collect()
 }
 
 impl Default for PassiveSection {
@@ -224,6 +235,7 @@ impl Default for PassiveSection {
             max_ejection_time: ConfigDuration::from_secs(300),
             max_ejected_percent: 50,
             probes_end_ejection: true,
+            failure_statuses: transient_statuses(),
         }
     }
 }
@@ -279,6 +291,10 @@ pub struct RetrySection {
     pub budget_min_per_second: f64,
     /// The budget's window. Default 10 s (linkerd's).
     pub budget_window: ConfigDuration,
+    /// Backend answers retried on another backend (where the retry rules allow: idempotent
+    /// requests, or any request the node did not process: 429 and 503). Default 429, 500,
+    /// 502, 503, 504. Any other answer goes straight back to the client.
+    pub retry_statuses: Vec<u16>,
 }
 
 impl Default for RetrySection {
@@ -288,6 +304,7 @@ impl Default for RetrySection {
             budget_ratio: 0.2,
             budget_min_per_second: 10.0,
             budget_window: ConfigDuration::from_secs(10),
+            retry_statuses: transient_statuses(),
         }
     }
 }

@@ -156,3 +156,34 @@ fn an_empty_file_needs_a_pool() {
     let error = Config::from_toml("", "empty.toml").expect_err("no pools");
     assert_eq!(error.problems[0].key, "pools");
 }
+
+/// The least configuration that validates.
+const POOL: &str = "[[pools]]\nname = \"dc1\"\nbackends = [\"10.0.0.1:9000\"]\n";
+
+#[test]
+fn status_lists_have_safe_defaults_and_take_only_error_statuses() {
+    // Proves the status classes' configuration: by default the transient answers count
+    // against a node and are retried (and 501 is neither); a list may be changed; a list with
+    // a status that is not an error is refused, naming its key.
+    let config = Config::from_toml(POOL, "empty.toml").expect("valid");
+    assert_eq!(config.health.passive.failure_statuses, vec![429, 500, 502, 503, 504]);
+    assert_eq!(config.retry.retry_statuses, vec![429, 500, 502, 503, 504]);
+    let config = Config::from_toml(
+        &format!("[health.passive]\nfailure_statuses = [503]\n[retry]\nretry_statuses = [503, 504]\n{POOL}"),
+        "custom.toml",
+    )
+    .expect("valid");
+    assert_eq!(config.health.passive.failure_statuses, vec![503]);
+    let error = Config::from_toml(
+        &format!("[health.passive]\nfailure_statuses = [200]\n[retry]\nretry_statuses = [503, 99]\n{POOL}"),
+        "bad.toml",
+    )
+    .expect_err("a success cannot fail a node");
+    let keys: Vec<&str> = error.problems.iter().map(|problem| problem.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["health.passive.failure_statuses", "retry.retry_statuses"],
+        "{error}"
+    );
+    assert!(error.to_string().contains("200 is not an error status"), "{error}");
+}

@@ -194,6 +194,17 @@ impl Config {
             );
         }
         positive(&mut report, "retry.budget_window", self.retry.budget_window.get());
+        for (key, statuses) in [
+            ("health.passive.failure_statuses", &self.health.passive.failure_statuses),
+            ("retry.retry_statuses", &self.retry.retry_statuses),
+        ] {
+            if let Some(status) = statuses.iter().find(|status| !(400..=599).contains(*status)) {
+                report(
+                    key.into(),
+                    format!("{status} is not an error status (400 to 599): only errors can fail a node or be retried"),
+                );
+            }
+        }
 
         let timeouts = &self.timeouts;
         for (key, value) in [

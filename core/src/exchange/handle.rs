@@ -133,7 +133,7 @@ impl Exchange {
             AttemptPhase::WaitingSlot | AttemptPhase::Connecting { .. } | AttemptPhase::Sending => started_at,
         };
         let outcome = AttemptOutcome::Response { status };
-        if is_failure_status(status)
+        if self.snapshot.settings().retry_policy().retried.contains(status)
             && let Some(step) = self.try_retry(now, outcome)
         {
             return step;
@@ -162,7 +162,11 @@ impl Exchange {
                 self.finish(
                     now,
                     ExchangeOutcome::Completed { status },
-                    fault_of(status, Side::Backend),
+                    fault_of(
+                        status,
+                        Side::Backend,
+                        self.snapshot.settings().failure_statuses().contains(status),
+                    ),
                 );
                 Step::Done
             }

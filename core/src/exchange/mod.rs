@@ -71,7 +71,7 @@ use crate::auth::{Caller, Decision};
 use crate::balance::BackendId;
 use crate::event::{AttemptRecord, Event, ExchangeRecord};
 use crate::forward::{self, ForwardPlan};
-use crate::outcome::{AttemptOutcome, Phase, Side, is_failure_status};
+use crate::outcome::{AttemptOutcome, Phase, Side};
 use crate::pool::Pool;
 use crate::retry::{RetryContext, RetryVerdict};
 use crate::route::{PoolId, RouteDecision};
@@ -196,12 +196,14 @@ struct OpenAttempt {
     record: AttemptRecord,
 }
 
-/// Whose fault an answered `status` is: a server failure is `server`'s (the backend, or the
-/// proxy for what it serves itself), any other 4xx the client's, a success nobody's.
-fn fault_of(status: u16, server: Side) -> Option<Side> {
+/// Whose fault an answered `status` is: `server`'s (the backend, or the proxy for what it
+/// serves itself) when `server_failed` says the status is the server failing, any other error
+/// (a 4xx, or a `501` a node answers to a request it cannot do) the client's, a success
+/// nobody's.
+fn fault_of(status: u16, server: Side, server_failed: bool) -> Option<Side> {
     match status {
-        _ if is_failure_status(status) => Some(server),
-        400..=499 => Some(Side::Client),
+        _ if server_failed => Some(server),
+        400..=599 => Some(Side::Client),
         _ => None,
     }
 }
@@ -297,7 +299,11 @@ impl Exchange {
     pub fn handle_served(&mut self, now: Instant, status: u16) -> Step {
         match self.state {
             State::Local => {
-                self.finish(now, ExchangeOutcome::Served { status }, fault_of(status, Side::Proxy));
+                self.finish(
+                    now,
+                    ExchangeOutcome::Served { status },
+                    fault_of(status, Side::Proxy, status >= 500),
+                );
                 Step::Done
             }
             State::Finished(_) => Step::Continue,

@@ -25,7 +25,11 @@ const ACTIVE: ActiveParameters = ActiveParameters {
 };
 
 fn machine(passive: Option<PassiveParameters>, active: Option<ActiveParameters>, count: u64) -> Health {
-    let mut health = Health::new(HealthParameters { passive, active });
+    let mut health = Health::new(HealthParameters {
+        passive,
+        active,
+        failures: crate::outcome::StatusSet::TRANSIENT,
+    });
     let mut rng = SmallRng::seed_from_u64(1);
     for id in 0..count {
         health.add(BackendId(id), Instant::EPOCH, &mut rng);

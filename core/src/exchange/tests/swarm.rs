@@ -304,3 +304,64 @@ proptest! {
         prop_assert_eq!(swarm(seed, 3, 20, 2)?, swarm(seed, 3, 20, 2)?);
     }
 }
+
+/// Answers that say the request, not the node, is wrong: every 4xx but 429, `501` and `505`.
+fn request_fault_status() -> impl Strategy<Value = u16> {
+    prop_oneof![400u16..=428, 430u16..=499, Just(501u16), Just(505u16)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+
+    /// No sequence of requests that healthy nodes answer with the request's fault (a 4xx, 501,
+    /// 505) changes a node's health, even where one failure would eject: no retry, no health
+    /// event, no error counted, every node available, each answer passed straight back.
+    #[test]
+    fn answers_that_fault_the_request_change_no_node(
+        seed in any::<u64>(),
+        answers in proptest::collection::vec((request_fault_status(), 0usize..5), 1..60),
+    ) {
+        let cluster = cluster_seeded(3, "[health.passive]\nconsecutive_failures = 1\n", seed);
+        let requests = [
+            ("GET", "/b/k?tagging", None),
+            ("HEAD", "/b/k", None),
+            ("PUT", "/b/k", Some("10")),
+            ("DELETE", "/b/k", None),
+            ("POST", "/b/k?uploads", None),
+        ];
+        let mut now = Instant::EPOCH;
+        for (status, which) in &answers {
+            now = now + Duration::from_millis(5);
+            let (method, uri, length) = requests[*which];
+            let parts = match length {
+                Some(length) => head(method, uri, &[("content-length", length)]),
+                None => head(method, uri, &[]),
+            };
+            let (mut exchange, step) = Exchange::start(&cluster, next_id(), now, &parts, &caller());
+            prop_assert!(matches!(step, Step::Forward(_)), "{step:?}");
+            exchange.handle_connected(now);
+            exchange.handle_request_sent(now);
+            prop_assert_eq!(exchange.handle_response_head(now, *status), Step::Return, "{} passes back", status);
+            prop_assert_eq!(exchange.handle_response_done(now), Step::Done);
+            while let Some(event) = exchange.poll_event() {
+                use crate::event::Event as CoreEvent;
+                match event {
+                    CoreEvent::Exchange(record) => {
+                        prop_assert_eq!(record.attempts.len(), 1, "retried a {}", status);
+                        prop_assert_eq!(record.fault, Some(Side::Client), "{} blamed on the node", status);
+                    }
+                    other => prop_assert!(false, "a {} moved the pool: {:?}", status, other),
+                }
+            }
+        }
+        let cell = cluster.pool(PoolId(0)).expect("dc1");
+        let pool = cell.lock();
+        for backend in pool.balancer().backends() {
+            prop_assert_eq!(backend.errors_total(), 0);
+            prop_assert!(pool.health().is_available(backend.id()), "{} is out", backend.id());
+        }
+        prop_assert_eq!(pool.health().ejections_total(), 0);
+        let dispatched: u64 = pool.balancer().backends().iter().map(|backend| backend.requests_total()).sum();
+        prop_assert_eq!(dispatched, answers.len() as u64);
+    }
+}
