@@ -448,7 +448,10 @@ fn settings(config: &Config, authorizer: Box<dyn Authorize>) -> Result<Settings,
         .unwrap_or(PoolId(0));
     Ok(Settings {
         router: Router::new(routes, rules, default_pool, config.routing.failover),
-        classify: ClassifyConfig::with_base_domains(&config.s3.base_domains),
+        classify: ClassifyConfig {
+            max_uri_bytes: config.server.max_uri_bytes,
+            ..ClassifyConfig::with_base_domains(&config.s3.base_domains)
+        },
         retry_policy: RetryPolicy {
             max_attempts: config.retry.max_attempts,
             retried: StatusSet::of(&config.retry.retry_statuses),

@@ -162,8 +162,9 @@ async fn a_denied_upload_is_refused_from_its_head_and_an_allowed_one_continues()
 #[tokio::test]
 async fn sigv4_callers_are_verified_and_get_their_own_identity() {
     // Proves SigV4 verification with aws-sdk-s3: the right key pair writes and reads (its
-    // policy rule, not the source address, allows it); a wrong secret, an unknown key and a
-    // signature 20 minutes old are refused with S3's codes.
+    // policy rule, not the source address, allows it); a wrong secret, a garbage session
+    // token beside a static key, an unknown key and a signature 20 minutes old are refused
+    // with S3's codes.
     let proxy = proxy().await;
     let s3 = common::client(proxy.endpoint, "AKIDAPP", "app-secret");
     s3.put_object()
@@ -200,6 +201,17 @@ async fn sigv4_callers_are_verified_and_get_their_own_identity() {
         Some("SignatureDoesNotMatch"),
         "{error:?}"
     );
+    // A static key with a session token beside it: the token cannot be the key's.
+    let garbage = common::session_client(proxy.endpoint, "AKIDAPP", "app-secret", Some("garbage"));
+    let error = garbage
+        .get_object()
+        .bucket("data")
+        .key("public/a.txt")
+        .send()
+        .await
+        .expect_err("a token with a static key");
+    assert_eq!(common::code(&error).as_deref(), Some("InvalidToken"), "{error:?}");
+    assert_eq!(common::status_of(&error), Some(400));
     let unknown = common::client(proxy.endpoint, "AKIDNOBODY", "x");
     let error = unknown
         .get_object()

@@ -585,3 +585,32 @@ async fn answers_that_fault_the_request_neither_eject_a_node_nor_are_retried() {
         assert_eq!(backend.errors_total, 0, "{backend:?}");
     }
 }
+
+#[tokio::test]
+async fn a_request_target_past_the_bound_gets_414_and_never_reaches_a_node() {
+    // Proves `server.max_uri_bytes` (default 8 KiB, as nginx and HAProxy bound it): a 16 KiB
+    // target is answered 414 with S3 XML and no backend contact; a 7 KiB one goes through.
+    let harness = harness(1, "").await;
+    let s3 = common::bucket_with_object(&harness, 10).await;
+    drop(s3);
+    let before = harness.nodes[0].stats().requests_total;
+    let long = format!(
+        "GET /data/object?x={} HTTP/1.1\r\nhost: p\r\n\r\n",
+        "a".repeat(16 * 1024)
+    );
+    let (_stream, text) = common::send_raw(harness.endpoint, long.as_bytes()).await;
+    assert!(text.starts_with("HTTP/1.1 414"), "{text}");
+    assert!(text.contains("<Code>RequestURITooLong</Code>"), "{text}");
+    assert_eq!(
+        harness.nodes[0].stats().requests_total,
+        before,
+        "the long target reached a node"
+    );
+    let fits = format!(
+        "HEAD /data/object?x={} HTTP/1.1\r\nhost: p\r\n\r\n",
+        "a".repeat(7 * 1024)
+    );
+    let (_stream, text) = common::send_raw(harness.endpoint, fits.as_bytes()).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(harness.nodes[0].stats().requests_total, before + 1);
+}

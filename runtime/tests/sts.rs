@@ -211,29 +211,8 @@ async fn tokens_for_another_audience_and_expired_or_forged_sessions_are_refused(
     let secret = between(&answer, "<SecretAccessKey>", "</SecretAccessKey>").to_owned();
     let token = between(&answer, "<SessionToken>", "</SessionToken>").to_owned();
     assert!(access_key.starts_with("ASIA"), "{answer}");
-    let session_client = |key: &str, secret: &str, token: &str| {
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version_latest()
-            .http_client(http)
-            .endpoint_url(format!("http://{}", setup.endpoint))
-            .force_path_style(true)
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .credentials_provider(aws_credential_types::Credentials::new(
-                key,
-                secret,
-                Some(token.to_owned()),
-                None,
-                "sts",
-            ))
-            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
-            .build();
-        aws_sdk_s3::Client::from_conf(config)
-    };
+    let session_client =
+        |key: &str, secret: &str, token: &str| common::session_client(setup.endpoint, key, secret, Some(token));
     let s3 = session_client(&access_key, &secret, &token);
     s3.put_object()
         .bucket("data")

@@ -73,6 +73,10 @@ pub struct ServerSection {
     /// Largest request head in bytes (HTTP/1.1 read buffer). Default 64 KiB: S3 heads with many
     /// user metadata headers stay far below; anything larger is rejected with 431.
     pub max_header_bytes: usize,
+    /// Longest request target (path and query) in bytes. Default 8 KiB (nginx's and HAProxy's
+    /// bound): the longest S3 key is 1 KiB, percent-encoded at most 3 KiB, and presigned
+    /// parameters add under 2 KiB; anything longer is answered `414`.
+    pub max_uri_bytes: usize,
     /// Most header fields in a request. Default 100: hyper's own default, above any SDK's.
     pub max_headers: usize,
     /// How long shutdown waits for in-flight requests. Default 30 s (Kubernetes' default grace
@@ -115,6 +119,7 @@ impl Default for ServerSection {
             listen: "127.0.0.1:9000".to_owned(),
             max_connections: 4096,
             max_header_bytes: 64 * 1024,
+            max_uri_bytes: crate::s3::DEFAULT_MAX_URI_BYTES,
             max_headers: 100,
             shutdown_grace: ConfigDuration::from_secs(30),
             tls: None,

@@ -96,6 +96,12 @@ impl Config {
                 format!("{} is below 1024 bytes", self.server.max_header_bytes),
             );
         }
+        if self.server.max_uri_bytes < 1024 {
+            report(
+                "server.max_uri_bytes".into(),
+                format!("{} is below 1024 bytes", self.server.max_uri_bytes),
+            );
+        }
         if self.server.max_headers == 0 {
             report("server.max_headers".into(), "must be at least 1".into());
         }

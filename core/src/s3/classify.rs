@@ -30,12 +30,24 @@ pub const BUCKET_LENGTH_MAX: usize = 255;
 /// The highest part number S3 accepts.
 pub const PART_NUMBER_MAX: u32 = 10_000;
 
+/// The default of `server.max_uri_bytes`.
+pub const DEFAULT_MAX_URI_BYTES: usize = 8 * 1024;
+
 /// What classification needs from configuration.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClassifyConfig {
     /// Base domains for virtual-host addressing, lowercase, without port (`s3.example.com`).
     /// Empty means path style only.
     pub base_domains: Vec<String>,
+    /// Longest request target (authority, path and query) in bytes (`server.max_uri_bytes`).
+    pub max_uri_bytes: usize,
+}
+
+impl Default for ClassifyConfig {
+    /// Path style only, the default target bound.
+    fn default() -> Self {
+        ClassifyConfig::with_base_domains(Vec::<String>::new())
+    }
 }
 
 impl ClassifyConfig {
@@ -50,6 +62,7 @@ impl ClassifyConfig {
                 .into_iter()
                 .map(|domain| domain.as_ref().trim_end_matches('.').to_ascii_lowercase())
                 .collect(),
+            max_uri_bytes: DEFAULT_MAX_URI_BYTES,
         }
     }
 }
@@ -66,6 +79,14 @@ pub fn classify_head(
     headers: &HeaderMap,
     config: &ClassifyConfig,
 ) -> Result<S3Request, ClassifyError> {
+    let length = uri.authority().map_or(0, |authority| authority.as_str().len())
+        + uri.path_and_query().map_or(0, |target| target.as_str().len());
+    if length > config.max_uri_bytes {
+        return Err(ClassifyError::UriTooLong {
+            length,
+            limit: config.max_uri_bytes,
+        });
+    }
     let host = request_host(uri, headers)?;
     let path = uri.path();
     if !path.starts_with('/') {

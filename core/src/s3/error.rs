@@ -39,6 +39,10 @@ pub enum ErrorCode {
     InvalidRequest,
     /// 400: malformed HTTP framing.
     BadRequest,
+    /// 400: a session token came with credentials that are not a session's, or is malformed.
+    InvalidToken,
+    /// 414: the request target is longer than `server.max_uri_bytes`.
+    UriTooLong,
     /// 504: the backend did not answer in time.
     GatewayTimeout,
     /// 502: the backend answered with something that is not HTTP, or broke off.
@@ -64,6 +68,8 @@ impl ErrorCode {
             ErrorCode::InvalidArgument => "InvalidArgument",
             ErrorCode::InvalidRequest => "InvalidRequest",
             ErrorCode::BadRequest => "BadRequest",
+            ErrorCode::InvalidToken => "InvalidToken",
+            ErrorCode::UriTooLong => "RequestURITooLong",
             ErrorCode::GatewayTimeout => "GatewayTimeout",
             ErrorCode::BadGateway => "BadGateway",
         }
@@ -87,7 +93,9 @@ impl ErrorCode {
             | ErrorCode::KeyTooLongError
             | ErrorCode::InvalidArgument
             | ErrorCode::InvalidRequest
-            | ErrorCode::BadRequest => 400,
+            | ErrorCode::BadRequest
+            | ErrorCode::InvalidToken => 400,
+            ErrorCode::UriTooLong => 414,
         }
     }
 }

@@ -9,7 +9,9 @@ mod classify;
 mod error;
 mod operation;
 
-pub use classify::{BUCKET_LENGTH_MAX, ClassifyConfig, KEY_LENGTH_MAX, PART_NUMBER_MAX, classify, classify_head};
+pub use classify::{
+    BUCKET_LENGTH_MAX, ClassifyConfig, DEFAULT_MAX_URI_BYTES, KEY_LENGTH_MAX, PART_NUMBER_MAX, classify, classify_head,
+};
 pub use error::{ErrorCode, S3ErrorResponse};
 pub use operation::{Action, Operation};
 
@@ -190,6 +192,14 @@ pub enum ClassifyError {
     /// Both `Content-Length` and `Transfer-Encoding` (request smuggling risk, RFC 9112 §6.3).
     #[error("both Content-Length and Transfer-Encoding are present")]
     ConflictingFraming,
+    /// The request target is longer than the configured bound.
+    #[error("the request target is {length} bytes; the limit is {limit}")]
+    UriTooLong {
+        /// Its length in bytes.
+        length: usize,
+        /// `server.max_uri_bytes`.
+        limit: usize,
+    },
 }
 
 impl ClassifyError {
@@ -208,6 +218,7 @@ impl ClassifyError {
             ClassifyError::InvalidContentLength { .. }
             | ClassifyError::InvalidTransferEncoding
             | ClassifyError::ConflictingFraming => ErrorCode::BadRequest,
+            ClassifyError::UriTooLong { .. } => ErrorCode::UriTooLong,
         };
         S3ErrorResponse::new(code, self.to_string())
     }

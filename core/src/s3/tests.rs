@@ -329,3 +329,39 @@ proptest! {
         prop_assert_eq!(request.key.as_deref(), Some(key.as_str()));
     }
 }
+
+#[test]
+fn a_request_target_past_the_bound_is_refused_with_414() {
+    // Proves the target bound: exactly at the limit classifies; one byte over is UriTooLong,
+    // answered 414 RequestURITooLong.
+    let config = ClassifyConfig {
+        max_uri_bytes: 1024,
+        ..config()
+    };
+    let target = |length: usize| {
+        let path = "/bkt/k?x=";
+        format!("{path}{}", "a".repeat(length - path.len()))
+    };
+    let head = |uri: &str| {
+        let (parts, ()) = http::Request::get(uri)
+            .header("host", "h")
+            .body(())
+            .expect("valid")
+            .into_parts();
+        parts
+    };
+    classify(&head(&target(1024)), &config).expect("at the bound");
+    let error = classify(&head(&target(1025)), &config).expect_err("past the bound");
+    assert_eq!(
+        error,
+        ClassifyError::UriTooLong {
+            length: 1025,
+            limit: 1024
+        }
+    );
+    let response = error.to_response();
+    assert_eq!(
+        (response.code.status(), response.code.as_str()),
+        (414, "RequestURITooLong")
+    );
+}

@@ -56,6 +56,15 @@ fn session_token(parts: &http::request::Parts) -> Option<String> {
     })
 }
 
+/// Whether the request carries a session token at all (readable or not).
+fn carries_session_token(parts: &http::request::Parts) -> bool {
+    parts.headers.contains_key("x-amz-security-token")
+        || parts
+            .uri
+            .query()
+            .is_some_and(|query| query.split('&').any(|pair| pair.starts_with("X-Amz-Security-Token=")))
+}
+
 /// The parts of a SigV4 signature, wherever it was carried.
 struct Signature<'a> {
     access_key: &'a str,
@@ -113,6 +122,13 @@ impl KeyStore {
             )
         };
         let (key, session) = match (self.keys.get(signature.access_key), &self.sessions) {
+            // A static key has no session: a token beside it is garbage, refused as S3 does.
+            (Some(_), _) if carries_session_token(parts) => {
+                return Err(reject(
+                    ErrorCode::InvalidToken,
+                    "The provided token is malformed or otherwise invalid.",
+                ));
+            }
             (Some(key), _) => (std::borrow::Cow::Borrowed(key), None),
             (None, Some(sessions)) if signature.access_key.starts_with("ASIA") => {
                 let token = session_token(parts).ok_or_else(unknown)?;

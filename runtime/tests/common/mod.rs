@@ -93,6 +93,11 @@ pub async fn serve(
 
 /// An aws-sdk-s3 client for `address` (path style, no SDK retries).
 pub fn client(address: SocketAddr, key: &str, secret: &str) -> aws_sdk_s3::Client {
+    session_client(address, key, secret, None)
+}
+
+/// [`client`] with a session token beside the key pair.
+pub fn session_client(address: SocketAddr, key: &str, secret: &str, token: Option<&str>) -> aws_sdk_s3::Client {
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
         .build_https();
@@ -102,7 +107,7 @@ pub fn client(address: SocketAddr, key: &str, secret: &str) -> aws_sdk_s3::Clien
         .endpoint_url(format!("http://{address}"))
         .force_path_style(true)
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(key, secret, None, None, "test"))
+        .credentials_provider(Credentials::new(key, secret, token.map(str::to_owned), None, "test"))
         .retry_config(RetryConfig::disabled())
         .build();
     aws_sdk_s3::Client::from_conf(config)
