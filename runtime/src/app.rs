@@ -96,9 +96,12 @@ impl<C: Connect> App<C> {
         let timeouts = *self.proxy.current().timeouts();
         let limits = ServerLimits {
             max_connections: config.server.max_connections,
+            max_connections_per_client: config.server.max_connections_per_client,
             max_header_bytes: config.server.max_header_bytes,
             max_headers: config.server.max_headers,
             header_read_timeout: timeouts.client_header,
+            idle_timeout: config.timeouts.client_idle.get(),
+            handshake_timeout: config.timeouts.tls_handshake.get(),
             write_idle_timeout: timeouts.response_write_idle,
             shutdown_grace: config.server.shutdown_grace.get(),
             proxy_protocol_from: config.server.proxy_protocol_from.clone(),

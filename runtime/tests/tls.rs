@@ -204,3 +204,60 @@ async fn https_in_and_tls_to_backends() {
     assert_eq!(common::status_of(&error), Some(503), "{error:?}");
     let _ = std::fs::remove_dir_all(&directory);
 }
+
+#[tokio::test]
+async fn half_open_tls_handshakes_are_cut_and_count_toward_the_limit() {
+    // Proves the handshake deadline: with one connection allowed and a 3 s handshake
+    // timeout, a TCP connection that never starts TLS holds the only slot (a second is
+    // closed at once, while the first is still open, with no plaintext answer on a TLS port)
+    // until the proxy cuts it; then HTTPS is served again.
+    let pki = pki();
+    let directory = std::env::temp_dir().join(format!("storefront-tls-half-open-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("temp dir");
+    let ca = directory.join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).expect("ca");
+    std::fs::write(directory.join("cert.pem"), &pki.cert_pem).expect("cert");
+    std::fs::write(directory.join("key.pem"), &pki.key_pem).expect("key");
+    let text = format!(
+        "[auth]\nmode = \"trust\"\n[health.active]\nenabled = false\n[server]\nmax_connections = 1\n\
+         [timeouts]\ntls_handshake = \"3s\"\n[server.tls]\ncert_file = \"{dir}/cert.pem\"\nkey_file = \"{dir}/key.pem\"\n\
+         [[pools]]\nname = \"dc1\"\nbackends = [\"127.0.0.1:9\"]\n",
+        dir = directory.display(),
+    );
+    let config = Config::from_toml(&text, "tls.toml").expect("valid");
+    let credentials = storefront::settings::resolve_credentials(&config, "tls.toml").expect("credentials");
+    let app = App::with_seed(config, credentials, None, TcpConnector, common::TEST_SEED).expect("app");
+    let (listener, endpoint) = App::<TcpConnector>::bind("127.0.0.1:0").await.expect("bind");
+    let serving = app.clone();
+    tokio::spawn(async move { serving.serve(listener).await });
+
+    use tokio::io::AsyncReadExt;
+    let read_all = |mut stream: tokio::net::TcpStream| async move {
+        let mut seen = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut seen))
+            .await
+            .map(|_| seen)
+    };
+    let half_open = tokio::net::TcpStream::connect(endpoint).await.expect("connect");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let second = tokio::net::TcpStream::connect(endpoint).await.expect("connect");
+    let said = read_all(second).await.expect("the second connection is closed");
+    assert!(
+        said.is_empty(),
+        "plaintext on a TLS port: {:?}",
+        String::from_utf8_lossy(&said)
+    );
+    let mut probe = [0u8; 1];
+    assert!(
+        matches!(half_open.try_read(&mut probe), Err(error) if error.kind() == std::io::ErrorKind::WouldBlock),
+        "the second was refused only once the first was cut: not at once"
+    );
+    let said = read_all(half_open).await.expect("the half-open handshake is cut");
+    assert!(said.is_empty());
+    let url = format!("https://{endpoint}/");
+    let (out, err) =
+        tokio::task::spawn_blocking(move || curl(&ca, &["--write-out", "%{http_code}", "--output", "/dev/null", &url]))
+            .await
+            .expect("curl");
+    assert_ne!(out, "000", "HTTPS is served again once the slot is free: {err}");
+}

@@ -66,10 +66,17 @@ pub struct ServerSection {
     /// Address the proxy listens on. Default `127.0.0.1:9000`: loopback until an operator
     /// opens it up deliberately.
     pub listen: String,
-    /// Client connections open at once; further connections wait in the accept backlog.
-    /// Default 4096: far above what one proxy replica should carry, and a cap on file
-    /// descriptors when clients misbehave.
+    /// Client connections open at once. Past it a new connection is refused at once (plain
+    /// HTTP: answered `503 SlowDown` with `Retry-After`, which SDKs back off from; TLS:
+    /// closed before any handshake work), never left waiting in the accept backlog, so a
+    /// client can tell a busy proxy from a dead one. Default 4096: far above what one proxy
+    /// replica should carry, and a cap on file descriptors when clients misbehave.
     pub max_connections: usize,
+    /// Client connections one address may hold at once (after PROXY protocol); past it, as
+    /// past `max_connections`. Default 1024, a quarter of the default limit: one host cannot
+    /// take the whole proxy. 0: no bound (behind a load balancer that sends no PROXY header,
+    /// every client has the balancer's few addresses).
+    pub max_connections_per_client: usize,
     /// Largest request head in bytes (HTTP/1.1 read buffer). Default 64 KiB: S3 heads with many
     /// user metadata headers stay far below; anything larger is rejected with 431.
     pub max_header_bytes: usize,
@@ -118,6 +125,7 @@ impl Default for ServerSection {
         ServerSection {
             listen: "127.0.0.1:9000".to_owned(),
             max_connections: 4096,
+            max_connections_per_client: 1024,
             max_header_bytes: 64 * 1024,
             max_uri_bytes: crate::s3::DEFAULT_MAX_URI_BYTES,
             max_headers: 100,
@@ -318,9 +326,18 @@ impl Default for RetrySection {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimeoutsSection {
-    /// Reading a request head. Default 30 s: generous for slow links, short enough that idle
-    /// or half-open connections do not pile up.
+    /// A complete request head, from the accept (or, once bytes of a next request arrived,
+    /// from the previous response's end): a connection that sends none in time is closed,
+    /// whether or not it sent a byte (with HTTP/2: one that opens no stream). Default 30 s:
+    /// generous for slow links, short enough that silent or half-open connections cannot
+    /// hold the connection limit.
     pub client_header: ConfigDuration,
+    /// A keep-alive connection with nothing arriving after a response is closed after this
+    /// long. Default 20 s: below `client_header`, and about what S3 itself allows; the SDKs
+    /// retry a request on a connection the server closed under them.
+    pub client_idle: ConfigDuration,
+    /// A TLS handshake (and a load balancer's PROXY header) from the accept. Default 10 s.
+    pub tls_handshake: ConfigDuration,
     /// Silence between request body chunks (slow writer). Default 30 s.
     pub client_body_idle: ConfigDuration,
     /// A client not accepting response bytes (slow reader). Default 30 s: past it the client
@@ -348,6 +365,8 @@ impl Default for TimeoutsSection {
     fn default() -> Self {
         TimeoutsSection {
             client_header: ConfigDuration::from_secs(30),
+            client_idle: ConfigDuration::from_secs(20),
+            tls_handshake: ConfigDuration::from_secs(10),
             client_body_idle: ConfigDuration::from_secs(30),
             response_write_idle: ConfigDuration::from_secs(30),
             backend_connect: ConfigDuration::from_secs(2),

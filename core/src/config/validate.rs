@@ -215,6 +215,8 @@ impl Config {
         let timeouts = &self.timeouts;
         for (key, value) in [
             ("timeouts.client_header", timeouts.client_header),
+            ("timeouts.client_idle", timeouts.client_idle),
+            ("timeouts.tls_handshake", timeouts.tls_handshake),
             ("timeouts.client_body_idle", timeouts.client_body_idle),
             ("timeouts.response_write_idle", timeouts.response_write_idle),
             ("timeouts.backend_connect", timeouts.backend_connect),

@@ -43,6 +43,8 @@ use crate::transport::Connect;
 pub struct ConnState {
     /// Set when the client stopped reading for longer than the write-idle timeout.
     pub write_timed_out: AtomicBool,
+    /// Requests in progress and the last bytes heard, for the connection's deadlines.
+    pub activity: Arc<crate::server::watchdog::Activity>,
 }
 
 /// Exchange ids: one space per process, kept across reloads. The top 24 bits are drawn from

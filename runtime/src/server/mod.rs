@@ -1,8 +1,10 @@
-//! The client-facing server: accept loop, connection limit, HTTP/1.1 and HTTP/2 via hyper,
-//! header limits, the slow-reader timeout, graceful shutdown.
+//! The client-facing server: accept loop, connection limits (in all, and per client
+//! address), HTTP/1.1 and HTTP/2 via hyper, header limits, the deadlines of a connection
+//! between requests, the slow-reader timeout, graceful shutdown.
 
 pub mod proxy_protocol;
 pub mod tls;
+pub mod watchdog;
 
 use std::convert::Infallible;
 use std::io;
@@ -18,8 +20,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Semaphore, watch};
 
+use http_body_util::BodyExt as _;
+
 use crate::request::{ConnState, Proxy};
 use crate::server::proxy_protocol::{Rewind, read_header};
+use crate::telemetry::{Expiry, Refusal, RuntimeEvent};
 use crate::transport::MaybeTls;
 use crate::transport::{Accept, Connect};
 
@@ -28,12 +33,18 @@ use crate::transport::{Accept, Connect};
 pub struct ServerLimits {
     /// Client connections at once.
     pub max_connections: usize,
+    /// Client connections one address may hold (0: no bound).
+    pub max_connections_per_client: usize,
     /// Largest request head (HTTP/1.1 read buffer).
     pub max_header_bytes: usize,
     /// Most header fields.
     pub max_headers: usize,
     /// Reading a request head.
     pub header_read_timeout: Duration,
+    /// A keep-alive connection with nothing arriving after a response.
+    pub idle_timeout: Duration,
+    /// A TLS handshake, or a load balancer's PROXY header.
+    pub handshake_timeout: Duration,
     /// A client not accepting response bytes.
     pub write_idle_timeout: Duration,
     /// Shutdown grace period.
@@ -42,8 +53,22 @@ pub struct ServerLimits {
     pub proxy_protocol_from: Vec<ipnet::IpNet>,
 }
 
-/// How long a client may take to complete the TLS handshake (bounded like the header read).
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a refused plain-HTTP client is told (as a busy S3 endpoint says it), before the close.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/xml\r\n\
+Content-Length: 126\r\nConnection: close\r\n\r\n<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+
+/// Refuse a connection at once: plain HTTP gets [`BUSY`] if its socket takes it without
+/// waiting, TLS nothing (a handshake costs what a proxy at its limit cannot spare); then the
+/// connection closes. Never waits.
+fn refuse<T: AsyncWrite + Unpin>(mut io: T, plain: bool) {
+    use futures::FutureExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    if plain {
+        let _ = io.write_all(BUSY).now_or_never();
+        let _ = io.shutdown().now_or_never();
+    }
+}
 
 /// A client connection whose writes time out: if the client stops reading and a write stays
 /// blocked for `timeout`, the write fails, hyper drops the connection and everything it was
@@ -85,7 +110,12 @@ impl<T> WriteTimeoutIo<T> {
 
 impl<T: AsyncRead + Unpin> AsyncRead for WriteTimeoutIo<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.conn.activity.read();
+        }
+        polled
     }
 }
 
@@ -152,14 +182,11 @@ pub async fn serve<A: Accept, C: Connect>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let plain = acceptor.is_none();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let per_client = watchdog::PerClient::new(limits.max_connections_per_client);
     let graceful = GracefulShutdown::new();
     loop {
-        let permit = tokio::select! {
-            biased;
-            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            _ = shutdown.changed() => break,
-        };
         let (io, peer) = tokio::select! {
             biased;
             accepted = listener.accept() => match accepted {
@@ -172,6 +199,17 @@ pub async fn serve<A: Accept, C: Connect>(
             },
             _ = shutdown.changed() => break,
         };
+        // At the limit a new connection is refused at once, not left in the accept backlog:
+        // its client can tell a busy proxy from a dead one, and silent connections cannot
+        // queue everyone else behind them.
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "connection refused: max_connections reached");
+            refuse(io, plain);
+            proxy
+                .events
+                .runtime(RuntimeEvent::ConnectionRefused(Refusal::AtCapacity));
+            continue;
+        };
         let from_load_balancer = limits
             .proxy_protocol_from
             .iter()
@@ -180,11 +218,13 @@ pub async fn serve<A: Accept, C: Connect>(
         let proxy = proxy.clone();
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
+        let per_client = per_client.clone();
         tokio::spawn(async move {
+            let events = proxy.events.clone();
             // A trusted load balancer says who the client is, before anything else (TLS too).
             let (io, peer) = if from_load_balancer {
                 let mut io = io;
-                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, read_header(&mut io)).await {
+                match tokio::time::timeout(limits.handshake_timeout, read_header(&mut io)).await {
                     Ok(Ok((source, rest))) => (Rewind::new(io, rest), source.unwrap_or(peer)),
                     Ok(Err(error)) => {
                         tracing::info!(%error, %peer, "closing a load balancer's connection");
@@ -192,16 +232,24 @@ pub async fn serve<A: Accept, C: Connect>(
                     }
                     Err(_) => {
                         tracing::info!(%peer, "no PROXY header in time from a load balancer");
+                        events.runtime(RuntimeEvent::ConnectionExpired(Expiry::Handshake));
                         return;
                     }
                 }
             } else {
                 (Rewind::new(io, bytes::Bytes::new()), peer)
             };
+            // One address holds at most its share (the TLS handshake counts already).
+            let Some(_client_slot) = per_client.admit(peer.ip()) else {
+                tracing::debug!(%peer, "connection refused: the client holds max_connections_per_client");
+                refuse(io, plain);
+                events.runtime(RuntimeEvent::ConnectionRefused(Refusal::PerClient));
+                return;
+            };
             // The TLS handshake runs here, not in the accept loop: a slow client must not hold
             // up everyone else's accepts.
             let io = match acceptor {
-                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+                Some(acceptor) => match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(io)).await {
                     Ok(Ok(stream)) => MaybeTls::Server(stream),
                     Ok(Err(error)) => {
                         tracing::debug!(%error, %peer, "TLS handshake failed");
@@ -209,18 +257,23 @@ pub async fn serve<A: Accept, C: Connect>(
                     }
                     Err(_) => {
                         tracing::debug!(%peer, "TLS handshake timed out");
+                        events.runtime(RuntimeEvent::ConnectionExpired(Expiry::Handshake));
                         return;
                     }
                 },
                 None => MaybeTls::Plain(io),
             };
             let io = TokioIo::new(WriteTimeoutIo::new(io, limits.write_idle_timeout, conn.clone()));
-            let events = proxy.events.clone();
             let cut = conn.clone();
             let service = hyper::service::service_fn(move |request| {
                 let proxy = proxy.clone();
                 let conn = conn.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(request, peer, conn).await) }
+                async move {
+                    // In progress from its head until hyper is done with its response body.
+                    let guard = conn.activity.begin();
+                    let response = proxy.handle(request, peer, conn).await;
+                    Ok::<_, Infallible>(response.map(|body| watchdog::Guarded::new(body, guard).boxed_unsync()))
+                }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
@@ -233,12 +286,25 @@ pub async fn serve<A: Accept, C: Connect>(
                 .http2()
                 .timer(TokioTimer::new())
                 .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-            let connection = builder.serve_connection(io, service).into_owned();
-            if let Err(error) = watcher.watch(connection).await {
-                tracing::debug!(%error, "client connection ended with an error");
+            let connection = watcher.watch(builder.serve_connection(io, service).into_owned());
+            tokio::select! {
+                biased;
+                served = connection => {
+                    if let Err(error) = served {
+                        tracing::debug!(%error, "client connection ended with an error");
+                    }
+                }
+                expired = cut.activity.expired(limits.header_read_timeout, limits.idle_timeout) => {
+                    // Dropping the connection closes it: no request was in progress.
+                    tracing::debug!(%peer, ?expired, "closing a connection that sent no request in time");
+                    events.runtime(RuntimeEvent::ConnectionExpired(match expired {
+                        watchdog::Expired::Header => Expiry::Header,
+                        watchdog::Expired::Idle => Expiry::Idle,
+                    }));
+                }
             }
             if cut.write_timed_out.load(Ordering::Acquire) {
-                events.runtime(crate::telemetry::RuntimeEvent::SlowReaderCut);
+                events.runtime(RuntimeEvent::SlowReaderCut);
             }
             drop(permit);
         });
@@ -252,5 +318,21 @@ pub async fn serve<A: Accept, C: Connect>(
         .is_err()
     {
         tracing::warn!(grace = ?limits.shutdown_grace, "grace period over: closing remaining connections");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_busy_answer_is_well_framed() {
+        // Proves the refusal's framing: its Content-Length is its body's length, its body S3 XML.
+        let text = std::str::from_utf8(super::BUSY).expect("ASCII");
+        let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+        assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+        assert!(
+            head.contains(&format!("\r\nContent-Length: {}\r\n", body.len())),
+            "{head}"
+        );
+        assert!(body.contains("<Code>SlowDown</Code>"), "{body}");
     }
 }

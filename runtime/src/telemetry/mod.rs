@@ -18,6 +18,32 @@ pub enum RuntimeEvent {
     /// A client connection was closed because the client stopped reading its response for
     /// longer than the write-idle timeout.
     SlowReaderCut,
+    /// A new client connection was refused at once (`max_connections` reached, or the client
+    /// address holds `max_connections_per_client`).
+    ConnectionRefused(Refusal),
+    /// A client connection was closed for sending no request in time (no complete head within
+    /// `client_header`, idle past `client_idle`, no TLS handshake or PROXY header in time).
+    ConnectionExpired(Expiry),
+}
+
+/// Why a client connection was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The proxy holds `server.max_connections`.
+    AtCapacity,
+    /// The client address holds `server.max_connections_per_client`.
+    PerClient,
+}
+
+/// Which deadline a client connection missed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// No complete request head within `timeouts.client_header`.
+    Header,
+    /// Idle between requests past `timeouts.client_idle`.
+    Idle,
+    /// No TLS handshake (or PROXY header) within `timeouts.tls_handshake`.
+    Handshake,
 }
 
 /// A reader of the proxy's events. Called on the request path: keep it short, never block.
