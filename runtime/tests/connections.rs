@@ -145,3 +145,27 @@ async fn an_idle_keep_alive_connection_is_closed_but_a_long_response_is_not_cut(
     assert_eq!(said.as_deref(), Some(""), "the idle connection was not closed");
     assert_eq!(seen.count(&RuntimeEvent::ConnectionExpired(Expiry::Idle)), 1);
 }
+
+#[tokio::test]
+async fn an_http2_connection_that_opens_no_stream_is_closed_at_the_header_timeout() {
+    // Proves the deadline for HTTP/2: a client that sends the connection preface and its
+    // settings but opens no stream is closed after client_header (1 s), as a silent HTTP/1
+    // one is.
+    let harness = harness(1, "[timeouts]\nclient_header = \"1s\"\n").await;
+    let seen = seen(&harness);
+    let mut stream = TcpStream::connect(harness.endpoint).await.expect("connect");
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .expect("preface");
+    // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+    stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.expect("settings");
+    let mut received = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut received)).await;
+    assert!(closed.is_ok(), "a streamless HTTP/2 connection was not closed");
+    assert!(
+        !received.is_empty(),
+        "the server spoke HTTP/2 (its SETTINGS) before closing"
+    );
+    assert_eq!(seen.count(&RuntimeEvent::ConnectionExpired(Expiry::Header)), 1);
+}
