@@ -439,7 +439,9 @@ fn recompute(
             .headers
             .get_all(*name)
             .iter()
-            .filter_map(|value| value.to_str().ok())
+            // As bytes, as S3 canonicalises them: UTF-8 in a value (user metadata such as
+            // `x-amz-meta-name: é`) is signed as sent, not dropped.
+            .filter_map(|value| std::str::from_utf8(value.as_bytes()).ok())
             .collect();
         if values.is_empty() {
             match (*name, authority.as_deref()) {

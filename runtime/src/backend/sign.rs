@@ -77,7 +77,11 @@ impl Signer {
         let headers: Vec<(&str, &str)> = parts
             .headers
             .iter()
-            .filter_map(|(name, value)| value.to_str().ok().map(|value| (name.as_str(), value)))
+            .filter_map(|(name, value)| {
+                std::str::from_utf8(value.as_bytes())
+                    .ok()
+                    .map(|value| (name.as_str(), value))
+            })
             .collect();
         let signable = SignableRequest::new(parts.method.as_str(), uri, headers.into_iter(), body)
             .map_err(|error| SignError(error.to_string()))?;
