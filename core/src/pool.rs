@@ -102,6 +102,11 @@ pub struct Pool {
     events: VecDeque<Event>,
     events_dropped: u64,
     probes: VecDeque<ProbeRequest>,
+    /// The latest `now` any caller passed. Callers on several threads read the clock before
+    /// they take the pool's lock, so one may arrive with a `now` a little behind another's:
+    /// the pool orders time under its lock ([`Pool::order`]), so that the machines inside it
+    /// never see it go backwards.
+    last_now: Instant,
 }
 
 impl Pool {
@@ -127,6 +132,7 @@ impl Pool {
             events: VecDeque::new(),
             events_dropped: 0,
             probes: VecDeque::new(),
+            last_now: now,
         };
         pool.update_backends(specs, now)?;
         Ok(pool)
@@ -163,6 +169,7 @@ impl Pool {
 
     /// Replace the backend set (DNS re-resolution, reload), keeping state of those that stay.
     pub fn update_backends(&mut self, specs: Vec<BackendSpec>, now: Instant) -> Result<UpdateSummary, BalanceError> {
+        let now = self.order(now);
         let summary = self.balancer.update(specs, now)?;
         for &id in &summary.removed {
             self.health.remove(id);
@@ -185,6 +192,7 @@ impl Pool {
         specs: Option<Vec<BackendSpec>>,
         now: Instant,
     ) -> Result<UpdateSummary, BalanceError> {
+        let now = self.order(now);
         let summary = match specs {
             Some(specs) => self.balancer.update(specs, now)?,
             None => UpdateSummary::default(),
@@ -211,6 +219,7 @@ impl Pool {
 
     /// Process health timers due at `now` (ejections end, probes fall due or time out).
     pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.order(now);
         if self.health.poll_timeout().is_some_and(|due| due <= now) {
             self.health.handle_timeout(now, &mut self.rng);
             self.apply_health_events();
@@ -224,6 +233,7 @@ impl Pool {
 
     /// Report a probe's result.
     pub fn handle_probe_result(&mut self, now: Instant, backend: BackendId, probe: ProbeId, healthy: bool) {
+        let now = self.order(now);
         if let Some(known) = self.balancer.get(backend) {
             let address = known.spec().address.clone();
             self.push_event(Event::Probe {
@@ -256,6 +266,13 @@ impl Pool {
         self.events.push_back(event);
     }
 
+    /// `now`, or the latest instant a caller already passed if that is later: under the
+    /// pool's lock, time only moves forward.
+    pub(crate) fn order(&mut self, now: Instant) -> Instant {
+        self.last_now = self.last_now.max(now);
+        self.last_now
+    }
+
     pub(crate) fn budget_mut(&mut self) -> &mut RetryBudget {
         &mut self.budget
     }
@@ -267,6 +284,7 @@ impl Pool {
 
     /// Record the end of an attempt in the balancer and in health, and apply any transition.
     pub(crate) fn end_attempt(&mut self, id: BackendId, outcome: AttemptOutcome, latency: Duration, now: Instant) {
+        let now = self.order(now);
         self.balancer.on_end(id, outcome, latency, now);
         self.health.handle_outcome(now, id, outcome);
         self.apply_health_events();

@@ -488,6 +488,11 @@ pub struct ConnectionsSection {
     /// How long a request may wait for a free connection slot before it gets `503 SlowDown`.
     /// Default 1 s: long enough to ride out a burst, short enough that SDKs back off soon.
     pub wait: ConfigDuration,
+    /// Requests that may wait for one busy backend's slots at once. Default 128 (as many as
+    /// are in flight to it): past it a request gets `503 SlowDown` with `Retry-After` at once,
+    /// so an overload is shed, not queued, and what the proxy holds stays bounded whatever
+    /// the offered load. 0: no waiting at all.
+    pub max_waiting: usize,
     /// Idle connections are closed after this long. Default 60 s: below the usual 65-120 s
     /// keep-alive of S3 servers, so the proxy closes first and never reuses a connection the
     /// server is closing.
@@ -499,6 +504,7 @@ impl Default for ConnectionsSection {
         ConnectionsSection {
             max_per_backend: 128,
             wait: ConfigDuration::from_secs(1),
+            max_waiting: 128,
             idle_timeout: ConfigDuration::from_secs(60),
         }
     }

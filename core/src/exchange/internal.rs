@@ -50,7 +50,7 @@ impl Exchange {
         }
         let pool_id = self.route?.pool;
         let id = self.id;
-        let withdrawn = self.with_pool(|pool| {
+        let withdrawn = self.with_pool(now, |pool, now| {
             let withdrawn = pool.budget_mut().try_withdraw(now);
             if !withdrawn {
                 pool.push_event(Event::RetryRefused {
@@ -87,13 +87,15 @@ impl Exchange {
         }
     }
 
-    /// Run `f` on this exchange's pool under its lock, and keep the events the call queued
-    /// for [`Exchange::poll_event`]. `None` before routing.
-    pub(super) fn with_pool<T>(&mut self, f: impl FnOnce(&mut Pool) -> T) -> Option<T> {
+    /// Run `f` on this exchange's pool under its lock, with `now` as the pool orders it (never
+    /// behind what another thread passed it), and keep the events the call queued for
+    /// [`Exchange::poll_event`]. `None` before routing.
+    pub(super) fn with_pool<T>(&mut self, now: Instant, f: impl FnOnce(&mut Pool, Instant) -> T) -> Option<T> {
         let cell: &PoolCell = self.snapshot.pools().get(self.pool?)?;
         let pending = &mut self.pending;
         Some(cell.with(|pool| {
-            let result = f(pool);
+            let now = pool.order(now);
+            let result = f(pool, now);
             pending.extend(std::iter::from_fn(|| pool.poll_event()));
             result
         }))
@@ -102,7 +104,7 @@ impl Exchange {
     /// Count the request in its pool's retry budget and dispatch its first attempt.
     pub(super) fn dispatch_first(&mut self, now: Instant) -> Option<Dispatch> {
         let tried = std::mem::take(&mut self.tried);
-        let picked = self.with_pool(|pool| {
+        let picked = self.with_pool(now, |pool, now| {
             pool.budget_mut().record_request(now);
             pick_and_start(pool, now, &tried)
         });
@@ -113,7 +115,7 @@ impl Exchange {
     /// Pick a backend (avoiding those tried) and start an attempt on it.
     pub(super) fn dispatch(&mut self, now: Instant) -> Option<Dispatch> {
         let tried = std::mem::take(&mut self.tried);
-        let picked = self.with_pool(|pool| pick_and_start(pool, now, &tried));
+        let picked = self.with_pool(now, |pool, now| pick_and_start(pool, now, &tried));
         self.tried = tried;
         self.start_attempt(now, picked??)
     }
@@ -176,7 +178,7 @@ impl Exchange {
     }
 
     pub(super) fn end_attempt(&mut self, backend: BackendId, outcome: AttemptOutcome, latency: Duration, now: Instant) {
-        self.with_pool(|pool| pool.end_attempt(backend, outcome, latency, now));
+        self.with_pool(now, |pool, now| pool.end_attempt(backend, outcome, latency, now));
         if let Some(open) = self.open.take() {
             debug_assert_eq!(open.record.backend, backend, "the open attempt is the one ending");
             let mut record = open.record;

@@ -165,3 +165,26 @@ fn a_refused_reload_changes_nothing() {
     assert_eq!(pools.len(), 1);
     assert_eq!(pools[0].lock().balancer().backends().len(), 3);
 }
+
+#[test]
+fn callers_whose_clock_readings_cross_are_ordered_by_the_pool() {
+    // Proves the pool orders time under its lock: threads read the clock before they take it,
+    // so one may arrive with a `now` behind another's; the machines inside never see time go
+    // backwards (their debug assertions would fire), and every exchange still ends cleanly.
+    let state = ProxyState::from_config(&config(DC1), Instant::EPOCH, 7).expect("state");
+    state.set_authorizer(Box::new(TrustAll));
+    let (mut later, step) = get(&state, Instant::from_millis(10), 1);
+    assert!(matches!(step, Step::Forward(_)), "{step:?}");
+    later.handle_request_sent(Instant::from_millis(10));
+    assert_eq!(later.handle_response_head(Instant::from_millis(12), 200), Step::Return);
+    assert_eq!(later.handle_response_done(Instant::from_millis(12)), Step::Done);
+    // A thread that read the clock at 5 ms only now takes the lock.
+    let (mut earlier, step) = get(&state, Instant::from_millis(5), 2);
+    assert!(matches!(step, Step::Forward(_)), "{step:?}");
+    earlier.handle_request_sent(Instant::from_millis(6));
+    assert_eq!(earlier.handle_response_head(Instant::from_millis(7), 200), Step::Return);
+    assert_eq!(earlier.handle_response_done(Instant::from_millis(7)), Step::Done);
+    state.handle_timeout(Instant::from_millis(3));
+    let cell = state.pool(PoolId(0)).expect("dc1");
+    assert_eq!(cell.lock().balancer().in_flight_total(), 0);
+}

@@ -10,6 +10,7 @@
 //! closes it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ pub struct PoolSettings {
     pub max_per_backend: usize,
     /// Longest wait for a lease before giving up.
     pub wait: Duration,
+    /// Requests that may wait for one backend's leases at once.
+    pub max_waiting: usize,
     /// Idle connections older than this are not reused.
     pub idle_timeout: Duration,
     /// Longest wait for a TCP connection to open (and TLS to be established).
@@ -71,6 +74,8 @@ struct Idle {
 
 struct BackendConnections {
     permits: Arc<Semaphore>,
+    /// Requests waiting for a permit now.
+    waiting: AtomicUsize,
     idle: Mutex<Vec<Idle>>,
     settings: PoolSettings,
 }
@@ -123,18 +128,36 @@ pub struct Slot {
     permit: OwnedSemaphorePermit,
 }
 
-/// A backend whose permits are all taken: [`PendingSlot::wait`] for one, bounded.
+/// A backend whose permits are all taken: [`PendingSlot::wait`] for one, bounded; counted
+/// among the backend's waiting requests while it lives.
 pub struct PendingSlot {
     backend: Arc<BackendConnections>,
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.backend.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What [`ConnectionPool::slot`] found.
+pub enum Checkout {
+    /// A permit at once.
+    Ready(Slot),
+    /// Every permit is taken: wait for one.
+    Wait(PendingSlot),
+    /// Every permit is taken and `max_waiting` requests wait already: shed this one.
+    Full,
 }
 
 impl PendingSlot {
     /// Wait up to the pool's `wait` for a permit; `Saturated` past it.
     pub async fn wait(self) -> Result<Slot, CheckoutError> {
-        let settings = &self.backend.settings;
-        match tokio::time::timeout(settings.wait, self.backend.permits.clone().acquire_owned()).await {
+        let backend = self.backend.clone();
+        let settings = &backend.settings;
+        match tokio::time::timeout(settings.wait, backend.permits.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(Slot {
-                backend: self.backend,
+                backend: backend.clone(),
                 permit,
             }),
             _ => Err(CheckoutError::Saturated(settings.max_per_backend)),
@@ -178,6 +201,7 @@ impl<C: Connect> ConnectionPool<C> {
         }
         let backend = Arc::new(BackendConnections {
             permits: Arc::new(Semaphore::new(settings.max_per_backend.max(1))),
+            waiting: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
             settings: settings.clone(),
         });
@@ -196,11 +220,21 @@ impl<C: Connect> ConnectionPool<C> {
 
     /// A slot of `address`'s connections at once, or the wait for one (the caller reports the
     /// wait to core, then awaits [`PendingSlot::wait`]).
-    pub fn slot(&self, address: &str, settings: &PoolSettings) -> Result<Slot, PendingSlot> {
+    pub fn slot(&self, address: &str, settings: &PoolSettings) -> Checkout {
         let backend = self.backend(address, settings);
-        match backend.permits.clone().try_acquire_owned() {
-            Ok(permit) => Ok(Slot { backend, permit }),
-            Err(_) => Err(PendingSlot { backend }),
+        if let Ok(permit) = backend.permits.clone().try_acquire_owned() {
+            return Checkout::Ready(Slot { backend, permit });
+        }
+        let admitted = backend
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |waiting| {
+                (waiting < backend.settings.max_waiting).then_some(waiting + 1)
+            })
+            .is_ok();
+        if admitted {
+            Checkout::Wait(PendingSlot { backend })
+        } else {
+            Checkout::Full
         }
     }
 

@@ -13,7 +13,7 @@ use storefront_core::forward::{self, ForwardPlan};
 use storefront_core::outcome::{Phase, Side};
 use storefront_core::s3::{ErrorCode, S3ErrorResponse};
 
-use crate::backend::pool::Lease;
+use crate::backend::pool::{Checkout, Lease};
 use crate::request::body::{BodyEnd, BodySource, Coalescing, ForwardBody};
 use crate::request::generation::Generation;
 use crate::request::response::{ProxyBody, ResponseBody, error_response};
@@ -89,8 +89,12 @@ impl<C: Connect> Attempt<'_, C> {
         // A connection slot: at once, or after a bounded wait (the proxy's own limit, during
         // which core runs no connect deadline).
         let slot = match self.proxy.connections.slot(&dispatch.address, settings) {
-            Ok(slot) => slot,
-            Err(pending) => {
+            Checkout::Ready(slot) => slot,
+            Checkout::Full => {
+                tracing::debug!(backend = %dispatch.address, "backend connection limit and wait queue full: shedding");
+                return AttemptResult::Next(self.step(|exchange, now| exchange.handle_local_limit(now)));
+            }
+            Checkout::Wait(pending) => {
                 self.step(|exchange, now| {
                     exchange.handle_waiting_for_connection(now);
                     Step::Continue

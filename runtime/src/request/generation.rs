@@ -197,6 +197,7 @@ impl Generation {
                 fingerprint,
                 max_per_backend: pool.connections.max_per_backend,
                 wait: pool.connections.wait.get(),
+                max_waiting: pool.connections.max_waiting,
                 idle_timeout: pool.connections.idle_timeout.get(),
                 connect_timeout: timeouts.backend_connect,
                 tls,
