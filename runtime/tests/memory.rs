@@ -3,33 +3,14 @@
 
 mod common;
 
-use std::time::Duration;
-
 use aws_sdk_s3::primitives::ByteStream;
+use common::status_kib;
 use s3_mock::{ClusterConfig, MockCluster};
 
 const OBJECT: usize = 256 * 1024 * 1024;
 /// The proxy's peak RSS must stay below this (a quarter of the object): memory does not grow
 /// with object size.
 const RSS_LIMIT_KIB: u64 = 64 * 1024;
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .expect("field present")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 #[tokio::test]
 async fn a_256_mib_object_streams_through_with_bounded_memory() {
@@ -46,34 +27,8 @@ async fn a_256_mib_object_streams_through_with_bounded_memory() {
     let nodes = MockCluster::start_tcp(&cluster, common::local(), 0)
         .await
         .expect("cluster");
-    let port = free_port();
-    let admin = free_port();
-    let text = common::config_text(
-        &nodes,
-        &format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[health.active]\nenabled = false\n"
-        ),
-    );
-    let directory = std::env::temp_dir().join(format!("storefront-memory-{}", std::process::id()));
-    std::fs::create_dir_all(&directory).expect("temp dir");
-    let path = directory.join("storefront.toml");
-    std::fs::write(&path, text).expect("config");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_storefront"))
-        .arg("run")
-        .arg("--config")
-        .arg(&path)
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start storefront");
-    let pid = child.id().expect("pid");
-    let endpoint: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(endpoint).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let proxy = common::proxy_process(&nodes, "", "", "", "memory").await;
+    let (pid, endpoint) = (proxy.pid, proxy.endpoint);
     let idle_kib = status_kib(pid, "VmRSS:");
     let s3 = common::client(endpoint, "caller", "caller-secret");
     s3.create_bucket().bucket("big").send().await.expect("create");
@@ -103,8 +58,7 @@ async fn a_256_mib_object_streams_through_with_bounded_memory() {
     assert_eq!(received, OBJECT);
     assert!(matches, "the body differs from what was uploaded");
     let peak_kib = status_kib(pid, "VmHWM:");
-    child.kill().await.expect("stop storefront");
-    let _ = std::fs::remove_dir_all(&directory);
+    proxy.stop().await;
     assert!(
         peak_kib < RSS_LIMIT_KIB,
         "proxy peak RSS {peak_kib} KiB (idle {idle_kib} KiB) for a {} MiB object",

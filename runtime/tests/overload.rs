@@ -13,24 +13,6 @@ const RSS_LIMIT_KIB: u64 = 64 * 1024;
 /// The proxy's bounded wait for a busy backend (`pools.connections.wait`).
 const WAIT: Duration = Duration::from_millis(300);
 
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .expect("VmHWM present")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_times_the_capacity_is_shed_quickly_with_bounded_memory_and_recovers_at_once() {
     // Two nodes of two 50 ms slots serve 80 requests a second; the proxy allows two in
@@ -54,37 +36,18 @@ async fn three_times_the_capacity_is_shed_quickly_with_bounded_memory_and_recove
     let nodes = MockCluster::start_tcp(&cluster, common::local(), 0)
         .await
         .expect("cluster");
-    let port = free_port();
-    let admin = free_port();
-    let text = common::config_text(
+    let proxy = common::proxy_process(
         &nodes,
+        "",
+        "",
         &format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[health.active]\nenabled = false\n"
+            "[pools.connections]\nmax_per_backend = 2\nmax_waiting = 2\nwait = \"{}ms\"\n",
+            WAIT.as_millis()
         ),
-    ) + &format!(
-        "[pools.connections]\nmax_per_backend = 2\nmax_waiting = 2\nwait = \"{}ms\"\n",
-        WAIT.as_millis()
-    );
-    let directory = std::env::temp_dir().join(format!("storefront-overload-{}", std::process::id()));
-    std::fs::create_dir_all(&directory).expect("temp dir");
-    let path = directory.join("storefront.toml");
-    std::fs::write(&path, text).expect("config");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_storefront"))
-        .arg("run")
-        .arg("--config")
-        .arg(&path)
-        .env("RUST_LOG", "error")
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start storefront");
-    let pid = child.id().expect("pid");
-    let endpoint: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(endpoint).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+        "overload",
+    )
+    .await;
+    let (pid, endpoint) = (proxy.pid, proxy.endpoint);
     let s3 = common::client(endpoint, "caller", "caller-secret");
     s3.create_bucket().bucket("data").send().await.expect("create");
     s3.put_object()
@@ -152,7 +115,7 @@ async fn three_times_the_capacity_is_shed_quickly_with_bounded_memory_and_recove
         "only {quick} of {} shed requests were answered at once (the rest waited the full wait)",
         shed.len()
     );
-    let peak = peak_rss_kib(pid);
+    let peak = common::status_kib(pid, "VmHWM:");
     assert!(peak < RSS_LIMIT_KIB, "proxy peak RSS {peak} KiB under overload");
 
     // The load is gone: served at once, and no node was blamed for the proxy's own limits.
@@ -162,9 +125,8 @@ async fn three_times_the_capacity_is_shed_quickly_with_bounded_memory_and_recove
         .send()
         .await
         .expect("the first request after the overload");
-    let admin_url: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().expect("addr");
     let (_stream, backends) = common::send_raw(
-        admin_url,
+        proxy.admin,
         b"GET /admin/backends HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n",
     )
     .await;
@@ -174,8 +136,7 @@ async fn three_times_the_capacity_is_shed_quickly_with_bounded_memory_and_recove
         assert_eq!(backend["errors_total"], 0, "{backend}");
         assert_eq!(backend["ejected"], false, "{backend}");
     }
-    child.kill().await.expect("stop storefront");
-    let _ = std::fs::remove_dir_all(&directory);
+    proxy.stop().await;
     eprintln!(
         "overload: {ok} served, {} shed ({quick} of them under {:?}); proxy peak RSS {peak} KiB",
         shed.len(),

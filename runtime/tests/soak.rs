@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
+use common::status_kib;
 use s3_mock::{ClusterConfig, MockCluster, NodeHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -31,26 +32,8 @@ fn knob(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("/proc status")
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .expect("field present")
-}
-
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).expect("/proc fd").count()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// One operation of the mix, by a ticket in 0..100.
@@ -241,41 +224,21 @@ async fn a_steady_load_beside_idle_connections_leaks_nothing() {
     let nodes = MockCluster::start_tcp(&cluster, common::local(), 0)
         .await
         .expect("cluster");
-    let port = free_port();
-    let admin = free_port();
     // Idle connections are held for the whole run (the idle deadline is the point of another
     // test); idle backend connections close after 2 s, so file descriptors can return to
     // their baseline.
-    let text = common::config_text(
+    let proxy = common::proxy_process(
         &nodes,
         &format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nmax_connections = {}\nmax_connections_per_client = 0\n\
-             [admin]\nlisten = \"127.0.0.1:{admin}\"\n[health.active]\nenabled = false\n\
-             [timeouts]\nclient_idle = \"1h\"\nclient_header = \"1h\"\n",
+            "max_connections = {}\nmax_connections_per_client = 0",
             idle_count + 4096
         ),
-    ) + "[pools.connections]\nidle_timeout = \"2s\"\n";
-    let directory = std::env::temp_dir().join(format!("storefront-soak-{}", std::process::id()));
-    std::fs::create_dir_all(&directory).expect("temp dir");
-    let path = directory.join("storefront.toml");
-    std::fs::write(&path, text).expect("config");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_storefront"))
-        .arg("run")
-        .arg("--config")
-        .arg(&path)
-        .env("RUST_LOG", "error")
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start storefront");
-    let pid = child.id().expect("pid");
-    let endpoint: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    for _ in 0..200 {
-        if let Ok(probe) = tokio::net::TcpStream::connect(endpoint).await {
-            drop(probe);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+        "[timeouts]\nclient_idle = \"1h\"\nclient_header = \"1h\"\n",
+        "[pools.connections]\nidle_timeout = \"2s\"\n",
+        "soak",
+    )
+    .await;
+    let (pid, endpoint) = (proxy.pid, proxy.endpoint);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let baseline_fds = open_fds(pid);
 
@@ -382,8 +345,7 @@ async fn a_steady_load_beside_idle_connections_leaks_nothing() {
         fds_after = open_fds(pid);
     }
     let peak_kib = status_kib(pid, "VmHWM:");
-    child.kill().await.expect("stop storefront");
-    let _ = std::fs::remove_dir_all(&directory);
+    proxy.stop().await;
 
     let mut table = format!(
         "soak: {seconds} s at {rate:.0} ops/s (80 % of a measured {capacity:.0}), {idle_count} idle connections; \

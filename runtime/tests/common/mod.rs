@@ -239,3 +239,81 @@ pub fn head_counts(harness: &Harness) -> Vec<u64> {
         })
         .collect()
 }
+
+/// A free loopback port (bound and released at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS:`, `VmHWM:`).
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("/proc status")
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("field present")
+}
+
+/// The storefront binary as its own process (so its memory and descriptors are its own).
+pub struct ProxyProcess {
+    pub child: tokio::process::Child,
+    pub pid: u32,
+    pub endpoint: SocketAddr,
+    pub admin: SocketAddr,
+    directory: std::path::PathBuf,
+}
+
+impl ProxyProcess {
+    /// Stop the proxy and remove its configuration.
+    pub async fn stop(mut self) {
+        self.child.kill().await.expect("stop storefront");
+        let _ = std::fs::remove_dir_all(&self.directory);
+    }
+}
+
+/// Run `storefront run` in front of `nodes`, with `server` lines added to `[server]` (after
+/// its listen address), `extra` sections before the pools and `tail` after them (such as
+/// `[pools.connections]`), named `name` for its temporary directory; returns once it accepts.
+pub async fn proxy_process(nodes: &[NodeHandle], server: &str, extra: &str, tail: &str, name: &str) -> ProxyProcess {
+    let port = free_port();
+    let admin_port = free_port();
+    let text = config_text(
+        nodes,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n{server}\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n[health.active]\nenabled = false\n{extra}"
+        ),
+    ) + tail;
+    let directory = std::env::temp_dir().join(format!("storefront-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("temp dir");
+    let path = directory.join("storefront.toml");
+    std::fs::write(&path, text).expect("config");
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_storefront"))
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .env("RUST_LOG", "error")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start storefront");
+    let pid = child.id().expect("pid");
+    let endpoint: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(endpoint).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    ProxyProcess {
+        child,
+        pid,
+        endpoint,
+        admin: format!("127.0.0.1:{admin_port}").parse().expect("addr"),
+        directory,
+    }
+}
