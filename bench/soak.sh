@@ -14,9 +14,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export SOAK_SECONDS=${SOAK_SECONDS:-600}
 export SOAK_IDLE=${SOAK_IDLE:-10000}
-export SOAK_OUT=${SOAK_OUT:-target/soak}
-# Both the clients (this test process) and the proxy hold a socket per idle connection.
-need=$((SOAK_IDLE * 2 + 4096))
+export SOAK_OUT=${SOAK_OUT:-$PWD/target/soak}
+# The clients (the test process) and the proxy each hold a socket per idle connection, plus
+# the load's and the backends' connections.
+need=$((SOAK_IDLE + 4096))
 ulimit -n "$(ulimit -Hn)"
 if [ "$(ulimit -n)" -lt "$need" ]; then
   echo "soak: needs $need open files (ulimit -n is $(ulimit -n)); lower SOAK_IDLE or raise the hard limit" >&2
