@@ -190,6 +190,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// A presigned URL's own parameter: SigV4's `X-Amz-*`, or SigV2's `AWSAccessKeyId`,
+/// `Signature` and `Expires`.
+fn is_signature_parameter(pair: &str) -> bool {
+    let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+    name.starts_with("X-Amz-") || matches!(name, "AWSAccessKeyId" | "Signature" | "Expires")
+}
+
 /// The path-style path and query for the backend.
 fn backend_uri(head: &http::request::Parts, request: &S3Request) -> Result<http::Uri, S3ErrorResponse> {
     let path = head.uri.path();
@@ -197,7 +204,7 @@ fn backend_uri(head: &http::request::Parts, request: &S3Request) -> Result<http:
         Some(query) if request.presigned => {
             let kept: Vec<&str> = query
                 .split('&')
-                .filter(|pair| !pair.is_empty() && !pair.starts_with("X-Amz-"))
+                .filter(|pair| !pair.is_empty() && !is_signature_parameter(pair))
                 .collect();
             (!kept.is_empty()).then(|| kept.join("&"))
         }

@@ -104,6 +104,12 @@ pub struct AuthSection {
     /// A TOML file of `[[keys]]` entries shaped like `[[auth.keys]]`, read at start and on
     /// every reload (a file that does not parse keeps the running configuration).
     pub keys_file: Option<String>,
+    /// Accept AWS Signature Version 2 (`Authorization: AWS key:signature`, and presigned URLs
+    /// with `AWSAccessKeyId`, `Expires`, `Signature`) from the same keys. Default off: SigV2
+    /// is HMAC-SHA1 over a canonical form that binds neither the payload nor a region, and AWS
+    /// has retired it; turn it on only for old tools that cannot sign SigV4 (awscli v1's
+    /// `presign`, `s3cmd signurl`). Off, such requests get `400 InvalidRequest`.
+    pub sigv2: bool,
     /// Largest accepted difference between a signature's time and the proxy's clock. Default
     /// 15 min (S3's): past it, `RequestTimeTooSkewed`.
     pub max_clock_skew: ConfigDuration,
@@ -190,6 +196,7 @@ impl Default for AuthSection {
             cidrs: Vec::new(),
             keys: Vec::new(),
             keys_file: None,
+            sigv2: false,
             max_clock_skew: ConfigDuration::from_secs(15 * 60),
             sts: None,
             pods: None,

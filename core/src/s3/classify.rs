@@ -351,7 +351,8 @@ impl Query {
                 "policy" => query.policy = true,
                 "location" => query.location = true,
                 "versions" => query.versions = true,
-                "X-Amz-Signature" | "X-Amz-Credential" => query.presigned = true,
+                // SigV4's presigned parameters, or SigV2's.
+                "X-Amz-Signature" | "X-Amz-Credential" | "AWSAccessKeyId" | "Signature" => query.presigned = true,
                 other if OTHER_SUBRESOURCES.contains(&other) => query.other_subresource = true,
                 _ => {}
             }

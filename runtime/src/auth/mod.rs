@@ -4,6 +4,7 @@
 
 pub mod pods;
 pub mod sessions;
+pub mod sigv2;
 pub mod sigv4;
 pub mod sts;
 

@@ -94,6 +94,11 @@ impl KeyStore {
         self
     }
 
+    /// The static key `id` (not sessions: SigV2 has none).
+    pub fn static_key(&self, id: &str) -> Option<&AccessKey> {
+        self.keys.get(id)
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.keys.len()

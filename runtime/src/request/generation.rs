@@ -235,7 +235,12 @@ impl Generation {
         for source in identify::consulted(auth.mode, &auth.sources) {
             match source {
                 IdentitySource::Sigv4 => {
-                    facts.signature = match self.keys.verify(parts, now, auth.max_clock_skew.get()) {
+                    let verified = if crate::auth::sigv2::is_signed(parts) {
+                        self.verify_sigv2(parts, now)
+                    } else {
+                        self.keys.verify(parts, now, auth.max_clock_skew.get())
+                    };
+                    facts.signature = match verified {
                         Ok(Some(verified)) => {
                             chunks = verified.chunks;
                             Some(Ok(verified.principal))
@@ -254,6 +259,33 @@ impl Generation {
         })?;
         let chunks = chunks.filter(|_| identified.source == Some(IdentitySource::Sigv4));
         Ok((identified.caller, chunks))
+    }
+
+    /// A SigV2 signature verified, where `auth.sigv2` accepts them.
+    fn verify_sigv2(
+        &self,
+        parts: &http::request::Parts,
+        now: std::time::SystemTime,
+    ) -> Result<Option<crate::auth::sigv4::Verified>, Rejection> {
+        if !self.config.auth.sigv2 {
+            return Err(crate::auth::reject(
+                storefront_core::s3::ErrorCode::InvalidRequest,
+                "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256.",
+            ));
+        }
+        // Virtual-host style signs the bucket in front of the path.
+        let bucket = storefront_core::s3::classify(parts, self.snapshot.settings().classify_config())
+            .ok()
+            .filter(|request| request.addressing == storefront_core::s3::Addressing::VirtualHost)
+            .and_then(|request| request.bucket);
+        crate::auth::sigv2::verify(
+            &self.keys,
+            parts,
+            bucket.as_deref(),
+            now,
+            self.config.auth.max_clock_skew.get(),
+        )
+        .map(Some)
     }
 
     /// Core's state (shared with the generations before and after this one). Drain its
