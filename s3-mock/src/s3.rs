@@ -338,16 +338,22 @@ impl S3 for NodeS3 {
             .store("ListObjects")
             .list(&input.bucket, &query)
             .map_err(store_error)?;
+        let encode = url_encoder(input.encoding_type.as_ref());
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(input.bucket),
-            prefix: Some(prefix),
-            marker: input.marker,
+            prefix: Some(encode(prefix)),
+            marker: input.marker.map(&encode),
             max_keys: input.max_keys.or(Some(1000)),
             is_truncated: Some(page.truncated),
-            next_marker: page.last.filter(|_| page.truncated),
-            contents: Some(page.objects.into_iter().map(object_entry).collect()),
-            common_prefixes: prefixes(page.common_prefixes),
-            delimiter: input.delimiter,
+            next_marker: page.last.filter(|_| page.truncated).map(&encode),
+            contents: Some(
+                page.objects
+                    .into_iter()
+                    .map(|(key, size, tag, modified)| object_entry((encode(key), size, tag, modified)))
+                    .collect(),
+            ),
+            common_prefixes: prefixes(page.common_prefixes.into_iter().map(&encode).collect()),
+            delimiter: input.delimiter.map(&encode),
             encoding_type: input.encoding_type,
             ..Default::default()
         }))
@@ -372,19 +378,25 @@ impl S3 for NodeS3 {
             .list(&input.bucket, &query)
             .map_err(store_error)?;
         let key_count = (page.objects.len() + page.common_prefixes.len()) as i32;
+        let encode = url_encoder(input.encoding_type.as_ref());
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(input.bucket),
-            prefix: Some(prefix),
+            prefix: Some(encode(prefix)),
             max_keys: input.max_keys.or(Some(1000)),
             key_count: Some(key_count),
             continuation_token: input.continuation_token,
             is_truncated: Some(page.truncated),
             next_continuation_token: page.last.filter(|_| page.truncated).map(|last| encode_token(&last)),
-            contents: Some(page.objects.into_iter().map(object_entry).collect()),
-            common_prefixes: prefixes(page.common_prefixes),
-            delimiter: input.delimiter,
+            contents: Some(
+                page.objects
+                    .into_iter()
+                    .map(|(key, size, tag, modified)| object_entry((encode(key), size, tag, modified)))
+                    .collect(),
+            ),
+            common_prefixes: prefixes(page.common_prefixes.into_iter().map(&encode).collect()),
+            delimiter: input.delimiter.map(&encode),
             encoding_type: input.encoding_type,
-            start_after: input.start_after,
+            start_after: input.start_after.map(&encode),
             ..Default::default()
         }))
     }

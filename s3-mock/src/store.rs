@@ -266,6 +266,10 @@ impl Store {
         let objects = &self.buckets.get(bucket).ok_or(StoreError::NoSuchBucket)?.objects;
         let max_keys = query.max_keys.min(MAX_KEYS_LIMIT);
         let mut page = ListPage::default();
+        // S3 answers `max-keys=0` with an empty page that is not truncated.
+        if max_keys == 0 {
+            return Ok(page);
+        }
         let start = match query.after {
             Some(after) if after >= query.prefix => after,
             _ => query.prefix,

@@ -475,3 +475,64 @@ async fn a_wrong_secret_gets_signature_does_not_match() {
     assert_eq!(status(&error), Some(403));
     assert_eq!(code(&error).as_deref(), Some("SignatureDoesNotMatch"));
 }
+
+#[tokio::test]
+async fn listings_encode_keys_on_request_and_max_keys_zero_is_not_truncated() {
+    // Proves two listing details S3 has: with `encoding-type=url` keys and prefixes come back
+    // percent-encoded (so a `+` or a space survives clients that decode them), without it as
+    // they are; `max-keys=0` answers an empty page that is not truncated.
+    let handles = cluster(1, ClusterConfig::default()).await;
+    let s3 = clients(&handles).remove(0);
+    s3.create_bucket().bucket("enc").send().await.expect("create");
+    for key in ["dir/a+b c.txt", "dir/plain"] {
+        s3.put_object()
+            .bucket("enc")
+            .key(key)
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .expect("put");
+    }
+    let keys = |listed: &aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output| -> Vec<String> {
+        listed
+            .contents()
+            .iter()
+            .filter_map(|object| object.key().map(str::to_owned))
+            .collect()
+    };
+    let encoded = s3
+        .list_objects_v2()
+        .bucket("enc")
+        .prefix("dir/")
+        .encoding_type(aws_sdk_s3::types::EncodingType::Url)
+        .send()
+        .await
+        .expect("list, url-encoded");
+    assert_eq!(keys(&encoded), ["dir/a%2Bb%20c.txt", "dir/plain"]);
+    let v1 = s3
+        .list_objects()
+        .bucket("enc")
+        .delimiter(" ")
+        .encoding_type(aws_sdk_s3::types::EncodingType::Url)
+        .send()
+        .await
+        .expect("list v1, url-encoded");
+    let prefixes: Vec<&str> = v1
+        .common_prefixes()
+        .iter()
+        .filter_map(|prefix| prefix.prefix())
+        .collect();
+    assert_eq!(prefixes, ["dir/a%2Bb%20"]);
+    let raw = s3.list_objects_v2().bucket("enc").send().await.expect("list");
+    assert_eq!(keys(&raw), ["dir/a+b c.txt", "dir/plain"]);
+    let none = s3
+        .list_objects_v2()
+        .bucket("enc")
+        .max_keys(0)
+        .send()
+        .await
+        .expect("max-keys=0");
+    assert!(none.contents().is_empty());
+    assert_eq!(none.is_truncated(), Some(false));
+    assert_eq!(none.key_count(), Some(0));
+}

@@ -251,6 +251,26 @@ pub(super) fn object_entry((key, size, tag, modified): (String, u64, String, Sys
     }
 }
 
+/// With `encoding-type=url`, S3 percent-encodes the keys and prefixes it lists (every byte but
+/// the unreserved ones and `/`), so keys with characters XML cannot carry, or that clients
+/// would misread (`+`), survive the trip; clients decode them again.
+pub(super) fn url_encoder(encoding: Option<&s3s::dto::EncodingType>) -> impl Fn(String) -> String + use<> {
+    let encode = encoding.is_some_and(|encoding| encoding.as_str() == "url");
+    move |text: String| {
+        if !encode {
+            return text;
+        }
+        text.bytes()
+            .map(|byte| match byte {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                    (byte as char).to_string()
+                }
+                _ => format!("%{byte:02X}"),
+            })
+            .collect()
+    }
+}
+
 pub(super) fn prefixes(list: Vec<String>) -> Option<Vec<CommonPrefix>> {
     (!list.is_empty()).then(|| {
         list.into_iter()
