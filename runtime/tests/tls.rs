@@ -39,6 +39,18 @@ fn pki() -> Pki {
     }
 }
 
+/// `pki`'s CA, certificate and key as `ca.pem`, `cert.pem` and `key.pem` in a fresh temporary
+/// directory named after `name`: the directory and the CA's path.
+fn pki_files(pki: &Pki, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let directory = std::env::temp_dir().join(format!("storefront-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).expect("temp dir");
+    let ca = directory.join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).expect("ca");
+    std::fs::write(directory.join("cert.pem"), &pki.cert_pem).expect("cert");
+    std::fs::write(directory.join("key.pem"), &pki.key_pem).expect("key");
+    (directory, ca)
+}
+
 /// A TLS front for a plain backend: terminates TLS and relays bytes.
 async fn tls_relay(pki: &Pki, backend: SocketAddr) -> SocketAddr {
     use rustls::pki_types::pem::PemObject;
@@ -90,12 +102,7 @@ async fn https_in_and_tls_to_backends() {
     // Proves TLS end to end: HTTPS from clients (h1 and h2), TLS to a backend behind a custom
     // CA, and refusal of a backend whose certificate the configured CA did not sign.
     let pki = pki();
-    let directory = std::env::temp_dir().join(format!("storefront-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&directory).expect("temp dir");
-    let ca = directory.join("ca.pem");
-    std::fs::write(&ca, &pki.ca_pem).expect("ca");
-    std::fs::write(directory.join("cert.pem"), &pki.cert_pem).expect("cert");
-    std::fs::write(directory.join("key.pem"), &pki.key_pem).expect("key");
+    let (directory, ca) = pki_files(&pki, "tls");
 
     let nodes = s3_mock::MockCluster::start_tcp(
         &s3_mock::ClusterConfig {
@@ -211,13 +218,7 @@ async fn half_open_tls_handshakes_are_cut_and_count_toward_the_limit() {
     // timeout, a TCP connection that never starts TLS holds the only slot (a second is
     // closed at once, while the first is still open, with no plaintext answer on a TLS port)
     // until the proxy cuts it; then HTTPS is served again.
-    let pki = pki();
-    let directory = std::env::temp_dir().join(format!("storefront-tls-half-open-{}", std::process::id()));
-    std::fs::create_dir_all(&directory).expect("temp dir");
-    let ca = directory.join("ca.pem");
-    std::fs::write(&ca, &pki.ca_pem).expect("ca");
-    std::fs::write(directory.join("cert.pem"), &pki.cert_pem).expect("cert");
-    std::fs::write(directory.join("key.pem"), &pki.key_pem).expect("key");
+    let (directory, ca) = pki_files(&pki(), "tls-half-open");
     let text = format!(
         "[auth]\nmode = \"trust\"\n[health.active]\nenabled = false\n[server]\nmax_connections = 1\n\
          [timeouts]\ntls_handshake = \"3s\"\n[server.tls]\ncert_file = \"{dir}/cert.pem\"\nkey_file = \"{dir}/key.pem\"\n\

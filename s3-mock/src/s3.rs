@@ -346,12 +346,7 @@ impl S3 for NodeS3 {
             max_keys: input.max_keys.or(Some(1000)),
             is_truncated: Some(page.truncated),
             next_marker: page.last.filter(|_| page.truncated).map(&encode),
-            contents: Some(
-                page.objects
-                    .into_iter()
-                    .map(|(key, size, tag, modified)| object_entry((encode(key), size, tag, modified)))
-                    .collect(),
-            ),
+            contents: Some(listed_objects(page.objects, &encode)),
             common_prefixes: prefixes(page.common_prefixes.into_iter().map(&encode).collect()),
             delimiter: input.delimiter.map(&encode),
             encoding_type: input.encoding_type,
@@ -387,12 +382,7 @@ impl S3 for NodeS3 {
             continuation_token: input.continuation_token,
             is_truncated: Some(page.truncated),
             next_continuation_token: page.last.filter(|_| page.truncated).map(|last| encode_token(&last)),
-            contents: Some(
-                page.objects
-                    .into_iter()
-                    .map(|(key, size, tag, modified)| object_entry((encode(key), size, tag, modified)))
-                    .collect(),
-            ),
+            contents: Some(listed_objects(page.objects, &encode)),
             common_prefixes: prefixes(page.common_prefixes.into_iter().map(&encode).collect()),
             delimiter: input.delimiter.map(&encode),
             encoding_type: input.encoding_type,

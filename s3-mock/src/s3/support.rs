@@ -271,6 +271,17 @@ pub(super) fn url_encoder(encoding: Option<&s3s::dto::EncodingType>) -> impl Fn(
     }
 }
 
+/// A listing's objects, their keys passed through `encode` (see [`url_encoder`]).
+pub(super) fn listed_objects(
+    objects: Vec<(String, u64, String, SystemTime)>,
+    encode: &impl Fn(String) -> String,
+) -> Vec<Object> {
+    objects
+        .into_iter()
+        .map(|(key, size, tag, modified)| object_entry((encode(key), size, tag, modified)))
+        .collect()
+}
+
 pub(super) fn prefixes(list: Vec<String>) -> Option<Vec<CommonPrefix>> {
     (!list.is_empty()).then(|| {
         list.into_iter()
