@@ -58,7 +58,6 @@ fn every_identity_source_is_decided_under_the_simulation_and_replays_exactly() {
     );
 
     // The DNS-backed pool reached every node.
-    assert_eq!(report.node_requests.len(), 3, "{:?}", report.node_requests);
     assert!(
         report.node_requests.values().all(|&count| count > 0),
         "{:?}",

@@ -75,7 +75,11 @@ fn a_dns_backed_pool_resolves_through_the_simulated_dns() {
     let p2c = [Mode::Proxy(storefront_core::balance::AlgorithmKind::P2cPeakEwma)];
     let first = sim::run(&scenario, 7, &p2c).expect("run");
     let report = &first.modes[0];
-    assert_eq!(report.node_requests.len(), 3, "every node was reached: {report:?}");
+    // The report lists every configured node, reached or not: each must have had requests.
+    assert!(
+        report.node_requests.values().all(|&count| count > 0),
+        "every node was reached: {report:?}"
+    );
     assert!(report.imbalance_max_over_mean <= 1.10, "p2c over DNS: {report:?}");
     assert!(report.cv <= 0.05, "p2c over DNS: {report:?}");
     assert!(report.client_errors.is_empty(), "errors: {:?}", report.client_errors);

@@ -153,14 +153,11 @@ pub enum Checkout {
 impl PendingSlot {
     /// Wait up to the pool's `wait` for a permit; `Saturated` past it.
     pub async fn wait(self) -> Result<Slot, CheckoutError> {
+        // Cloned, not moved: dropping `self` uncounts the wait.
         let backend = self.backend.clone();
-        let settings = &backend.settings;
-        match tokio::time::timeout(settings.wait, backend.permits.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(Slot {
-                backend: backend.clone(),
-                permit,
-            }),
-            _ => Err(CheckoutError::Saturated(settings.max_per_backend)),
+        match tokio::time::timeout(backend.settings.wait, backend.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Slot { backend, permit }),
+            _ => Err(CheckoutError::Saturated(backend.settings.max_per_backend)),
         }
     }
 }

@@ -20,8 +20,6 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Semaphore, watch};
 
-use http_body_util::BodyExt as _;
-
 use crate::request::{ConnState, Proxy};
 use crate::server::proxy_protocol::{Rewind, read_header};
 use crate::telemetry::{Expiry, Refusal, RuntimeEvent};
@@ -272,7 +270,7 @@ pub async fn serve<A: Accept, C: Connect>(
                     // In progress from its head until hyper is done with its response body.
                     let guard = conn.activity.begin();
                     let response = proxy.handle(request, peer, conn).await;
-                    Ok::<_, Infallible>(response.map(|body| watchdog::Guarded::new(body, guard).boxed_unsync()))
+                    Ok::<_, Infallible>(response.map(|body| watchdog::Guarded::new(body, guard)))
                 }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());

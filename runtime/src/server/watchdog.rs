@@ -62,10 +62,14 @@ impl Activity {
         u64::try_from(self.accepted.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Bytes arrived from the client.
+    /// Bytes arrived from the client. Only what arrives between requests matters to the
+    /// deadlines, so a read during a request (a body streaming in) costs one atomic load, not
+    /// a clock reading.
     pub fn read(&self) {
-        // Never 0, which means "nothing yet".
-        self.last_read.store(self.since_accept().max(1), Ordering::Relaxed);
+        if self.active.load(Ordering::Relaxed) == 0 {
+            // Never 0, which means "nothing yet".
+            self.last_read.store(self.since_accept().max(1), Ordering::Relaxed);
+        }
     }
 
     /// A request head arrived; the request is in progress until the guard drops (with the
