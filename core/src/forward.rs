@@ -77,6 +77,11 @@ pub enum BodyFraming {
     },
     /// A signed aws-chunked stream with trailers, re-framed as unsigned aws-chunked.
     ReframeSigned,
+    /// A browser form upload, re-signed for the backend: the runtime sends the form's fields
+    /// as [`crate::s3::form::Form::forward_prefix`] writes them for the backend's credential,
+    /// then the client's bytes from the file part's first byte on, unchanged, and sets
+    /// `Content-Length` to the sum when the client declared its own.
+    Form,
 }
 
 impl BodyFraming {
@@ -86,7 +91,7 @@ impl BodyFraming {
             BodyFraming::Empty => Some(0),
             BodyFraming::Raw { length } => length,
             BodyFraming::DecodeSigned { decoded_length } => Some(decoded_length),
-            BodyFraming::ReframeSigned => None,
+            BodyFraming::ReframeSigned | BodyFraming::Form => None,
         }
     }
 }
@@ -146,7 +151,7 @@ pub fn plan(head: &http::request::Parts, request: &S3Request) -> Result<ForwardP
         BodyFraming::ReframeSigned => {
             headers.remove(header::CONTENT_LENGTH);
         }
-        BodyFraming::Empty | BodyFraming::Raw { .. } => {}
+        BodyFraming::Empty | BodyFraming::Raw { .. } | BodyFraming::Form => {}
     }
     let payload_hash = match request.payload {
         Payload::Sha256 => head
@@ -170,6 +175,17 @@ pub fn plan(head: &http::request::Parts, request: &S3Request) -> Result<ForwardP
         body,
         payload_hash,
     })
+}
+
+/// The plan for a browser form upload (PostObject) whose fields the runtime read: as
+/// [`plan`], but its body is the re-signed form ([`BodyFraming::Form`]), whose length the
+/// runtime sets, and nothing in its head signs the payload.
+pub fn plan_form(head: &http::request::Parts, request: &S3Request) -> Result<ForwardPlan, S3ErrorResponse> {
+    let mut plan = plan(head, request)?;
+    plan.headers.remove(header::CONTENT_LENGTH);
+    plan.body = BodyFraming::Form;
+    plan.payload_hash = PayloadHash::Unsigned;
+    Ok(plan)
 }
 
 /// Remove hop-by-hop headers, and those the `Connection` header names, from `headers` (a

@@ -75,7 +75,7 @@ use crate::outcome::{AttemptOutcome, Phase, Side};
 use crate::pool::Pool;
 use crate::retry::{RetryContext, RetryVerdict};
 use crate::route::{PoolId, RouteDecision};
-use crate::s3::{ErrorCode, S3ErrorResponse, S3Request, classify};
+use crate::s3::{ErrorCode, Operation, S3ErrorResponse, S3Request, classify};
 use crate::state::{PoolCell, ProxyState, Snapshot, Timeouts};
 use crate::time::Instant;
 
@@ -269,7 +269,42 @@ impl Exchange {
             Ok(request) => request,
             Err(error) => return exchange.reject(now, error.to_response(), Side::Client),
         };
-        exchange.admit(now, head, request, caller)
+        exchange.admit(now, head, request, caller, forward::plan)
+    }
+
+    /// [`Exchange::start_in`] for a browser form upload (PostObject) whose fields the runtime
+    /// read before the file: the object is `key` (the form's, `${filename}` replaced), which
+    /// is what the upload is authorised for, like a PutObject of that key; the plan re-signs
+    /// the form ([`forward::plan_form`]).
+    pub fn start_form(
+        snapshot: Arc<Snapshot>,
+        id: u64,
+        now: Instant,
+        head: &http::request::Parts,
+        caller: &Caller,
+        key: String,
+    ) -> (Exchange, Step) {
+        let exchange = Exchange::new(snapshot, id, now, caller);
+        let mut request = match classify(head, exchange.snapshot.settings().classify_config()) {
+            Ok(request) if request.operation == Operation::PostObject => request,
+            Ok(_) => {
+                return exchange.reject(
+                    now,
+                    S3ErrorResponse::new(ErrorCode::InvalidRequest, "not a browser form upload"),
+                    Side::Client,
+                );
+            }
+            Err(error) => return exchange.reject(now, error.to_response(), Side::Client),
+        };
+        if key.len() > crate::s3::KEY_LENGTH_MAX {
+            return exchange.reject(
+                now,
+                S3ErrorResponse::new(ErrorCode::KeyTooLongError, "Your key is too long"),
+                Side::Client,
+            );
+        }
+        request.key = Some(key);
+        exchange.admit(now, head, request, caller, forward::plan_form)
     }
 
     /// Exchange `id`, refused with `error` before core could decide anything (its signature
@@ -341,7 +376,14 @@ impl Exchange {
     }
 
     /// Authorise, route and dispatch a classified request.
-    fn admit(self, now: Instant, head: &http::request::Parts, request: S3Request, caller: &Caller) -> (Exchange, Step) {
+    fn admit(
+        self,
+        now: Instant,
+        head: &http::request::Parts,
+        request: S3Request,
+        caller: &Caller,
+        plan: fn(&http::request::Parts, &S3Request) -> Result<ForwardPlan, S3ErrorResponse>,
+    ) -> (Exchange, Step) {
         let mut exchange = self;
         let decision = exchange.snapshot.settings().authorizer().decide(caller, &request);
         let denied = match &decision {
@@ -362,7 +404,7 @@ impl Exchange {
             );
         }
         let request = exchange.request.as_ref().expect("set above");
-        match forward::plan(head, request) {
+        match plan(head, request) {
             Ok(plan) => exchange.plan = Some(Arc::new(plan)),
             Err(error) => return exchange.reject(now, error, Side::Client),
         }

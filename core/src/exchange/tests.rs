@@ -519,3 +519,72 @@ fn core_owns_the_connect_first_byte_and_total_deadlines() {
 }
 
 mod swarm;
+
+#[test]
+fn a_form_upload_is_authorised_for_its_form_key_and_planned_as_a_re_signed_form() {
+    // Proves PostObject is decided like a PutObject of the form's key: a rule that allows
+    // writes under `uploads/` only lets the form through for such a key, and the plan re-signs
+    // the form (its length is the runtime's to set, nothing signs its payload).
+    let text = "[auth]\nmode = \"policy\"\n\n[[policy.rules]]\nname = \"uploads\"\neffect = \"allow\"\n\
+                identity = { anonymous = true }\nactions = [\"write\"]\nbuckets = [\"data\"]\nkeys = [\"uploads/*\"]\n\n\
+                [health.active]\nenabled = false\n\n[[pools]]\nname = \"dc1\"\nbackends = [\"10.0.0.1:9000\"]\n";
+    let config = Config::from_toml(text, "test.toml").expect("valid test config");
+    let cluster = ProxyState::from_config(&config, Instant::EPOCH, 0).expect("state");
+    cluster.set_authorizer(Box::new(crate::auth::policy::Policy::new(&config.policy)));
+    let form = head(
+        "POST",
+        "/data",
+        &[
+            ("content-type", "multipart/form-data; boundary=B"),
+            ("content-length", "900"),
+        ],
+    );
+    let (exchange, step) = Exchange::start_form(
+        cluster.snapshot(),
+        next_id(),
+        Instant::EPOCH,
+        &form,
+        &caller(),
+        "uploads/a.jpg".into(),
+    );
+    let Step::Forward(dispatch) = step else {
+        panic!("allowed under uploads/: {step:?}")
+    };
+    assert_eq!(
+        exchange.request().and_then(|request| request.key.as_deref()),
+        Some("uploads/a.jpg")
+    );
+    assert_eq!(dispatch.plan.body, forward::BodyFraming::Form);
+    assert_eq!(dispatch.plan.payload_hash, forward::PayloadHash::Unsigned);
+    assert!(
+        !dispatch.plan.headers.contains_key("content-length"),
+        "the runtime sets the re-signed form's length"
+    );
+    assert_eq!(dispatch.plan.uri, "/data");
+    let (_, step) = Exchange::start_form(
+        cluster.snapshot(),
+        next_id(),
+        Instant::EPOCH,
+        &form,
+        &caller(),
+        "secret/a.jpg".into(),
+    );
+    assert!(
+        matches!(&step, Step::Reject(error) if error.code == ErrorCode::AccessDenied),
+        "{step:?}"
+    );
+    // A request that is no form upload is not taken for one.
+    let put = head("PUT", "/data/uploads/a.jpg", &[("content-length", "1")]);
+    let (_, step) = Exchange::start_form(
+        cluster.snapshot(),
+        next_id(),
+        Instant::EPOCH,
+        &put,
+        &caller(),
+        "uploads/a.jpg".into(),
+    );
+    assert!(
+        matches!(&step, Step::Reject(error) if error.code == ErrorCode::InvalidRequest),
+        "{step:?}"
+    );
+}

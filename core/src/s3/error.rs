@@ -47,6 +47,16 @@ pub enum ErrorCode {
     GatewayTimeout,
     /// 502: the backend answered with something that is not HTTP, or broke off.
     BadGateway,
+    /// 400: a form upload's policy is malformed or its conditions do not hold.
+    InvalidPolicyDocument,
+    /// 400: a form upload's file is larger than its policy allows.
+    EntityTooLarge,
+    /// 400: a form upload's file is smaller than its policy allows.
+    EntityTooSmall,
+    /// 400: a form upload's body is not well-formed multipart/form-data.
+    MalformedPostRequest,
+    /// 400: a form upload's fields before its file are longer than the proxy reads.
+    MaxPostPreDataLengthExceeded,
 }
 
 impl ErrorCode {
@@ -72,6 +82,11 @@ impl ErrorCode {
             ErrorCode::UriTooLong => "RequestURITooLong",
             ErrorCode::GatewayTimeout => "GatewayTimeout",
             ErrorCode::BadGateway => "BadGateway",
+            ErrorCode::InvalidPolicyDocument => "InvalidPolicyDocument",
+            ErrorCode::EntityTooLarge => "EntityTooLarge",
+            ErrorCode::EntityTooSmall => "EntityTooSmall",
+            ErrorCode::MalformedPostRequest => "MalformedPOSTRequest",
+            ErrorCode::MaxPostPreDataLengthExceeded => "MaxPostPreDataLengthExceededError",
         }
     }
 
@@ -94,7 +109,12 @@ impl ErrorCode {
             | ErrorCode::InvalidArgument
             | ErrorCode::InvalidRequest
             | ErrorCode::BadRequest
-            | ErrorCode::InvalidToken => 400,
+            | ErrorCode::InvalidToken
+            | ErrorCode::InvalidPolicyDocument
+            | ErrorCode::EntityTooLarge
+            | ErrorCode::EntityTooSmall
+            | ErrorCode::MalformedPostRequest
+            | ErrorCode::MaxPostPreDataLengthExceeded => 400,
             ErrorCode::UriTooLong => 414,
         }
     }

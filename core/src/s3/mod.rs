@@ -7,6 +7,7 @@
 pub mod chunked;
 mod classify;
 mod error;
+pub mod form;
 mod operation;
 
 pub use classify::{
