@@ -156,9 +156,9 @@ impl Form {
                     "a SigV4 form needs the fields policy, x-amz-credential, x-amz-date and x-amz-signature",
                 ));
             };
-            if !self
+            if self
                 .field("x-amz-algorithm")
-                .is_some_and(|algorithm| algorithm == "AWS4-HMAC-SHA256")
+                .is_none_or(|algorithm| algorithm != "AWS4-HMAC-SHA256")
             {
                 return Err(form_error(
                     ErrorCode::InvalidArgument,
