@@ -190,15 +190,21 @@ impl Form {
     }
 
     /// The body the backend gets up to the file's first byte: every field but the caller's
-    /// credential, then `credential` (the backend's policy and signature fields, none for an
-    /// anonymous backend), then the file part's head as sent.
+    /// credential, the key resolved (`${filename}` replaced: the backend writes exactly the key
+    /// the proxy authorised, whatever its own substitution rules), then `credential` (the
+    /// backend's policy and signature fields, none for an anonymous backend), then the file
+    /// part's head as sent.
     pub fn forward_prefix(&self, credential: &[(&str, &str)]) -> Bytes {
         let mut out = BytesMut::with_capacity(self.file_head.len() + 256 * (self.fields.len() + credential.len()));
+        let key = self.key().ok();
         let kept = self
             .fields
             .iter()
             .filter(|(name, _)| !is_credential_field(name))
-            .map(|(name, value)| (name.as_str(), value.as_str()));
+            .map(|(name, value)| match &key {
+                Some(key) if name.eq_ignore_ascii_case("key") => (name.as_str(), key.as_str()),
+                _ => (name.as_str(), value.as_str()),
+            });
         for (name, value) in kept.chain(credential.iter().copied()) {
             out.put_slice(b"--");
             out.put_slice(self.boundary.as_bytes());
@@ -303,6 +309,76 @@ impl SizeRange {
     }
 }
 
+/// Where the file ends, and whether its size is within the policy's range, found as the
+/// bytes after the file part's head stream past (the file may be gigabytes: nothing is kept
+/// but the last few bytes, in case the closing delimiter spans two pieces). A file outside its
+/// range is refused before the bytes that prove it are forwarded, so the backend sees a form
+/// that never ends and stores nothing.
+#[derive(Clone, Debug)]
+pub struct FileScan {
+    finder: memchr::memmem::Finder<'static>,
+    carry: Vec<u8>,
+    seen: u64,
+    range: SizeRange,
+    size: Option<u64>,
+}
+
+impl FileScan {
+    /// A scan for the end of a file part of a form delimited by `boundary`, sized within
+    /// `range`.
+    pub fn new(boundary: &str, range: SizeRange) -> FileScan {
+        let delimiter = format!("\r\n--{boundary}");
+        FileScan {
+            finder: memchr::memmem::Finder::new(delimiter.as_bytes()).into_owned(),
+            carry: Vec::with_capacity(delimiter.len()),
+            seen: 0,
+            range,
+            size: None,
+        }
+    }
+
+    /// The next bytes after the file part's head, before they are forwarded: `Err` when they
+    /// show the file is larger or smaller than its range allows.
+    pub fn observe(&mut self, data: &[u8]) -> Result<(), S3ErrorResponse> {
+        if self.size.is_some() {
+            return Ok(());
+        }
+        let keep = self.finder.needle().len() - 1;
+        // A delimiter that starts in the bytes kept from before and ends in these.
+        let mut junction = self.carry.clone();
+        junction.extend_from_slice(&data[..keep.min(data.len())]);
+        let start = self.seen - self.carry.len() as u64;
+        let found = self
+            .finder
+            .find(&junction)
+            .map(|at| start + at as u64)
+            .or_else(|| self.finder.find(data).map(|at| self.seen + at as u64));
+        if let Some(size) = found {
+            self.size = Some(size);
+            return self.range.check(size);
+        }
+        self.seen += data.len() as u64;
+        if data.len() >= keep {
+            self.carry.clear();
+            self.carry.extend_from_slice(&data[data.len() - keep..]);
+        } else {
+            self.carry.extend_from_slice(data);
+            let excess = self.carry.len().saturating_sub(keep);
+            self.carry.drain(..excess);
+        }
+        // All but the last few bytes seen are the file's for certain.
+        if self.seen.saturating_sub(keep as u64) > self.range.max {
+            return Err(self.range.check(u64::MAX).expect_err("above any maximum"));
+        }
+        Ok(())
+    }
+
+    /// The file's size, once its end was seen.
+    pub fn size(&self) -> Option<u64> {
+        self.size
+    }
+}
+
 /// A decoded policy document.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PostPolicy {
@@ -394,19 +470,57 @@ impl PostPolicy {
         Ok(range)
     }
 
-    /// This policy for the backend: the same document (expiration, conditions) with the
-    /// conditions on the caller's credential replaced by exact matches on `credential` (the
-    /// backend's `x-amz-algorithm`, `x-amz-credential`, `x-amz-date`), as base64 text.
-    pub fn for_backend(&self, credential: &[(&str, &str)]) -> String {
+    /// A policy that admits `form` exactly as it is, posted to `bucket`, until `expiration`:
+    /// for a form that came without one (an anonymous upload the proxy's own policy allowed)
+    /// on its way to a backend that only takes signed forms.
+    pub fn admitting(form: &Form, bucket: &str, expiration: SystemTime) -> PostPolicy {
+        let mut conditions = vec![Condition::Eq {
+            field: "bucket".to_owned(),
+            value: bucket.to_owned(),
+        }];
+        let mut raw = vec![serde_json::json!({ "bucket": bucket })];
+        for (name, value) in form
+            .fields
+            .iter()
+            .filter(|(name, _)| !is_credential_field(name) && !name.eq_ignore_ascii_case("key"))
+        {
+            let field = name.to_ascii_lowercase();
+            raw.push(serde_json::json!(["eq", format!("${field}"), value]));
+            conditions.push(Condition::Eq {
+                field,
+                value: value.clone(),
+            });
+        }
+        let mut document = serde_json::Map::new();
+        document.insert("expiration".to_owned(), Value::String(format_iso8601(expiration)));
+        document.insert("conditions".to_owned(), Value::Array(raw));
+        PostPolicy {
+            expiration,
+            conditions,
+            document,
+        }
+    }
+
+    /// This policy for the backend of a form for `key` (resolved, as the backend gets it):
+    /// the same document (expiration, conditions) with the conditions on the key and on the
+    /// caller's credential replaced by exact matches on `key` and on `credential` (the
+    /// backend's `x-amz-algorithm`, `x-amz-credential`, `x-amz-date`), as base64 text. The
+    /// proxy checked the caller's key conditions already; the backend's says the one key the
+    /// proxy authorised.
+    pub fn for_backend(&self, key: &str, credential: &[(&str, &str)]) -> String {
         let mut document = self.document.clone();
         let mut conditions: Vec<Value> = match document.remove("conditions") {
             Some(Value::Array(conditions)) => conditions
                 .into_iter()
-                .filter(|condition| !names_credential(condition))
+                .filter(|condition| {
+                    !names_field(condition, |field| {
+                        is_credential_field(field) || field.eq_ignore_ascii_case("key")
+                    })
+                })
                 .collect(),
             _ => Vec::new(),
         };
-        for (name, value) in credential {
+        for (name, value) in std::iter::once(&("key", key)).chain(credential) {
             let mut exact = serde_json::Map::new();
             exact.insert((*name).to_owned(), Value::String((*value).to_owned()));
             conditions.push(Value::Object(exact));
@@ -417,15 +531,15 @@ impl PostPolicy {
     }
 }
 
-/// True for a condition on one of the caller's credential fields.
-fn names_credential(condition: &Value) -> bool {
+/// True for a condition on a field that `named` picks.
+fn names_field(condition: &Value, named: impl Fn(&str) -> bool) -> bool {
     match condition {
-        Value::Object(map) => map.keys().any(|name| is_credential_field(name)),
+        Value::Object(map) => map.keys().any(|name| named(name.trim_start_matches('$'))),
         Value::Array(items) => items
             .get(1)
             .and_then(Value::as_str)
             .and_then(|field| field.strip_prefix('$'))
-            .is_some_and(is_credential_field),
+            .is_some_and(named),
         _ => false,
     }
 }
@@ -517,6 +631,37 @@ pub fn parse_iso8601(text: &str) -> Option<SystemTime> {
     let days = days_from_civil(year, month, day);
     let seconds = u64::try_from(days).ok()? * 86_400 + hour * 3600 + minute * 60 + second;
     Some(UNIX_EPOCH + Duration::from_secs(seconds))
+}
+
+/// `time` as policies write it (`2026-12-01T12:00:00Z`, whole seconds).
+pub fn format_iso8601(time: SystemTime) -> String {
+    let seconds = time.duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs());
+    let (days, rest) = (seconds / 86_400, seconds % 86_400);
+    let (year, month, day) = civil_from_days(i64::try_from(days).unwrap_or(i64::MAX / 2));
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).

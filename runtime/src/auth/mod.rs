@@ -1,7 +1,8 @@
 //! Establishing who a caller is, for core to decide: SigV4 verification of access keys and
-//! sessions (header, presigned, signed chunks), the token exchange that issues sessions (STS),
+//! sessions (header, presigned, signed chunks, browser forms), the token exchange that issues sessions (STS),
 //! and the pod watch that maps source addresses to pods.
 
+pub mod form;
 pub mod pods;
 pub mod sessions;
 pub mod sigv2;

@@ -16,7 +16,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use hmac::{KeyInit, Mac};
-use storefront_core::auth::{Principal, Source};
 use storefront_core::s3::ErrorCode;
 use subtle::ConstantTimeEq;
 
@@ -262,12 +261,8 @@ pub fn verify(
             "The request signature we calculated does not match the signature you provided.",
         ));
     }
-    let name = key.name.clone().unwrap_or_else(|| key.access_key.clone());
-    let mut principal = Principal::new(format!("key:{name}"), Source::AccessKey);
-    principal.access_key = Some(key.access_key.clone());
-    principal.zone = key.zone.clone();
     Ok(Verified {
-        principal,
+        principal: super::sigv4::principal_of(key),
         chunks: None,
     })
 }

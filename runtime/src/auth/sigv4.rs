@@ -109,6 +109,37 @@ impl KeyStore {
         self.keys.is_empty()
     }
 
+    /// The key `access_key` names: a static key (refused with a session token beside it,
+    /// `carries_token`, as S3 refuses garbage tokens), or a session this proxy issued, opened
+    /// with `token`; for a session, also its principal.
+    pub fn resolve(
+        &self,
+        access_key: &str,
+        token: Option<&str>,
+        carries_token: bool,
+        now: SystemTime,
+    ) -> Result<(std::borrow::Cow<'_, AccessKey>, Option<Principal>), Rejection> {
+        let unknown = || {
+            reject(
+                ErrorCode::InvalidAccessKeyId,
+                "The AWS Access Key Id you provided does not exist in our records.",
+            )
+        };
+        match (self.keys.get(access_key), &self.sessions) {
+            (Some(_), _) if carries_token => Err(reject(
+                ErrorCode::InvalidToken,
+                "The provided token is malformed or otherwise invalid.",
+            )),
+            (Some(key), _) => Ok((std::borrow::Cow::Borrowed(key), None)),
+            (None, Some(sessions)) if access_key.starts_with("ASIA") => {
+                let token = token.ok_or_else(unknown)?;
+                let (key, principal) = sessions.open(access_key, token, now)?;
+                Ok((std::borrow::Cow::Owned(key), Some(principal)))
+            }
+            _ => Err(unknown()),
+        }
+    }
+
     /// Verify `parts` if it carries a SigV4 signature: `Ok(None)` when it is not signed,
     /// `Ok(Some(verified))` for a valid signature, `Err` otherwise.
     pub fn verify(
@@ -120,28 +151,12 @@ impl KeyStore {
         let Some(signature) = parse(parts)? else {
             return Ok(None);
         };
-        let unknown = || {
-            reject(
-                ErrorCode::InvalidAccessKeyId,
-                "The AWS Access Key Id you provided does not exist in our records.",
-            )
-        };
-        let (key, session) = match (self.keys.get(signature.access_key), &self.sessions) {
-            // A static key has no session: a token beside it is garbage, refused as S3 does.
-            (Some(_), _) if carries_session_token(parts) => {
-                return Err(reject(
-                    ErrorCode::InvalidToken,
-                    "The provided token is malformed or otherwise invalid.",
-                ));
-            }
-            (Some(key), _) => (std::borrow::Cow::Borrowed(key), None),
-            (None, Some(sessions)) if signature.access_key.starts_with("ASIA") => {
-                let token = session_token(parts).ok_or_else(unknown)?;
-                let (key, principal) = sessions.open(signature.access_key, &token, now)?;
-                (std::borrow::Cow::Owned(key), Some(principal))
-            }
-            _ => return Err(unknown()),
-        };
+        let (key, session) = self.resolve(
+            signature.access_key,
+            session_token(parts).as_deref(),
+            carries_session_token(parts),
+            now,
+        )?;
         let key = key.as_ref();
         if signature.service != "s3" || signature.terminator != "aws4_request" {
             return Err(reject(
@@ -195,13 +210,7 @@ impl KeyStore {
                 "The request signature we calculated does not match the signature you provided.",
             ));
         }
-        let principal = session.unwrap_or_else(|| {
-            let name = key.name.clone().unwrap_or_else(|| key.access_key.clone());
-            let mut principal = Principal::new(format!("key:{name}"), Source::AccessKey);
-            principal.access_key = Some(key.access_key.clone());
-            principal.zone = key.zone.clone();
-            principal
-        });
+        let principal = session.unwrap_or_else(|| principal_of(key));
         let streaming = parts
             .headers
             .get("x-amz-content-sha256")
@@ -221,6 +230,15 @@ impl KeyStore {
         });
         Ok(Some(Verified { principal, chunks }))
     }
+}
+
+/// The identity of a static key: `key:<name>` (its access key when it has no name).
+pub fn principal_of(key: &AccessKey) -> Principal {
+    let name = key.name.clone().unwrap_or_else(|| key.access_key.clone());
+    let mut principal = Principal::new(format!("key:{name}"), Source::AccessKey);
+    principal.access_key = Some(key.access_key.clone());
+    principal.zone = key.zone.clone();
+    principal
 }
 
 /// A verified signature: who signed, and for a signed aws-chunked body, its chunk verifier.
@@ -529,7 +547,7 @@ fn recompute(
 }
 
 /// `YYYYMMDDTHHMMSSZ` as a time.
-fn parse_amz_date(text: &str) -> Option<SystemTime> {
+pub(crate) fn parse_amz_date(text: &str) -> Option<SystemTime> {
     let bytes = text.as_bytes();
     if bytes.len() != 16 || bytes[8] != b'T' || bytes[15] != b'Z' {
         return None;

@@ -21,12 +21,15 @@ use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 
 pub use storefront_core::forward::PayloadHash;
+use storefront_core::s3::form::{Form, PostPolicy};
 
 /// Signs requests for one pool's backends.
 #[derive(Clone, Debug)]
 pub struct Signer {
     region: String,
     identity: Option<Identity>,
+    /// The access key and secret of `identity`, for signing forms.
+    keys: Option<(String, String)>,
 }
 
 /// Why signing failed.
@@ -39,9 +42,10 @@ impl Signer {
     pub fn new(region: impl Into<String>, credentials: Option<(String, String)>) -> Self {
         Signer {
             region: region.into(),
-            identity: credentials.map(|(access_key, secret_key)| {
+            identity: credentials.clone().map(|(access_key, secret_key)| {
                 Credentials::new(access_key, secret_key, None, None, "storefront-config").into()
             }),
+            keys: credentials,
         }
     }
 
@@ -94,5 +98,83 @@ impl Signer {
         instructions.apply_to_request_http1x(&mut request);
         *parts = request.into_parts().0;
         Ok(())
+    }
+
+    /// The credential fields of a browser form upload of `key` for the backend, signed at `time`:
+    /// `policy` (the caller's, or one that admits the form as it is: see
+    /// [`FormPolicy`]) rewritten under this signer's credential and signed with SigV4, as
+    /// `(name, value)` pairs in the order they are sent. None for unsigned backends.
+    pub fn form_fields(&self, policy: FormPolicy<'_>, key: &str, time: SystemTime) -> Vec<(&'static str, String)> {
+        let Some((access_key, secret_key)) = &self.keys else {
+            return Vec::new();
+        };
+        let date = amz_date(time);
+        let credential = format!("{access_key}/{}/{}/s3/aws4_request", &date[..8], self.region);
+        let fields = [
+            ("x-amz-algorithm", "AWS4-HMAC-SHA256"),
+            ("x-amz-credential", credential.as_str()),
+            ("x-amz-date", date.as_str()),
+        ];
+        let policy = match policy {
+            FormPolicy::Caller(policy) => policy.for_backend(key, &fields),
+            FormPolicy::Admitting { form, bucket } => {
+                // Valid long enough for any upload a bounded total deadline lets through.
+                PostPolicy::admitting(form, bucket, time + std::time::Duration::from_secs(24 * 3600))
+                    .for_backend(key, &fields)
+            }
+        };
+        let signing_key = v4::generate_signing_key(secret_key, time, &self.region, "s3");
+        let signature = v4::calculate_signature(signing_key, policy.as_bytes());
+        let mut out: Vec<(&'static str, String)> = fields
+            .iter()
+            .map(|(name, value)| (*name, (*value).to_owned()))
+            .collect();
+        out.push(("policy", policy));
+        out.push(("x-amz-signature", signature));
+        out
+    }
+}
+
+/// The policy a re-signed form carries to the backend.
+#[derive(Clone, Copy, Debug)]
+pub enum FormPolicy<'a> {
+    /// The caller's own (its conditions, its expiration).
+    Caller(&'a PostPolicy),
+    /// The caller sent none (an anonymous upload the proxy's policy allowed): one that admits
+    /// `form`'s fields as they are, posted to `bucket`.
+    Admitting {
+        /// The form.
+        form: &'a Form,
+        /// The bucket it is posted to.
+        bucket: &'a str,
+    },
+}
+
+/// `time` as SigV4 writes it: `YYYYMMDDTHHMMSSZ`.
+fn amz_date(time: SystemTime) -> String {
+    let seconds = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let (days, rest) = (seconds / 86_400, seconds % 86_400);
+    let (year, month, day) = storefront_core::s3::form::civil_from_days(i64::try_from(days).unwrap_or(i64::MAX / 2));
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amz_dates_are_utc_calendar_times() {
+        let at = |seconds| std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
+        assert_eq!(amz_date(at(0)), "19700101T000000Z");
+        assert_eq!(amz_date(at(1_796_126_400)), "20261201T120000Z");
+        assert_eq!(amz_date(at(951_868_801)), "20000301T000001Z");
+        assert_eq!(amz_date(at(951_782_399)), "20000228T235959Z");
     }
 }

@@ -9,12 +9,13 @@ use http::header::{self, HeaderValue};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use storefront_core::exchange::{Dispatch, Exchange, Step};
-use storefront_core::forward::{self, ForwardPlan};
+use storefront_core::forward::{self, BodyFraming, ForwardPlan};
 use storefront_core::outcome::{Phase, Side};
 use storefront_core::s3::{ErrorCode, S3ErrorResponse};
 
 use crate::backend::pool::{Checkout, Lease};
 use crate::request::body::{BodyEnd, BodySource, Coalescing, ForwardBody};
+use crate::request::form::FormUpload;
 use crate::request::generation::Generation;
 use crate::request::response::{ProxyBody, ResponseBody, error_response};
 use crate::request::{ConnState, Proxy};
@@ -51,6 +52,8 @@ pub(crate) struct Attempt<'a, C: Connect> {
     pub(crate) conn: &'a Arc<ConnState>,
     pub(crate) exchange: Option<Exchange>,
     pub(crate) request_id: &'a str,
+    /// A form upload's fields, re-signed per attempt.
+    pub(crate) form: Option<&'a FormUpload>,
 }
 
 impl<C: Connect> Drop for Attempt<'_, C> {
@@ -147,14 +150,18 @@ impl<C: Connect> Attempt<'_, C> {
             exchange.handle_connected(now);
             Step::Continue
         });
-        let mut request = match backend_request(&dispatch.plan, &dispatch.address, self.source.clone()) {
-            Ok(request) => request,
-            Err(error) => return self.unforwardable(Side::Proxy, error),
-        };
         let signer = self
             .generation
             .signer(dispatch.pool.0)
             .expect("every pool has a signer");
+        let prefix = match (dispatch.plan.body, self.form) {
+            (BodyFraming::Form, Some(form)) => Some(form.prefix(signer, self.proxy.clock.wall())),
+            _ => None,
+        };
+        let mut request = match backend_request(&dispatch.plan, &dispatch.address, self.source.clone(), prefix) {
+            Ok(request) => request,
+            Err(error) => return self.unforwardable(Side::Proxy, error),
+        };
         {
             let (mut head, body) = request.into_parts();
             if let Err(error) = signer.sign(&mut head, &dispatch.plan.payload_hash, self.proxy.clock.wall()) {
@@ -272,6 +279,16 @@ impl<C: Connect> Attempt<'_, C> {
                         ),
                     )
                 }
+                Some(BodyEnd::OutOfRange(code)) => {
+                    tracing::info!(
+                        code = code.as_str(),
+                        "a form upload's file is outside its policy's size range: upload aborted"
+                    );
+                    self.unforwardable(
+                        Side::Client,
+                        S3ErrorResponse::new(code, "the file is outside the size range the form's policy allows"),
+                    )
+                }
                 Some(BodyEnd::Malformed) => self.unforwardable(
                     Side::Client,
                     S3ErrorResponse::new(ErrorCode::InvalidRequest, "malformed aws-chunked request body"),
@@ -361,14 +378,25 @@ impl<C: Connect> Attempt<'_, C> {
 }
 
 /// The backend request `plan` describes, to the backend at `address` (its `Host`), with the
-/// client's body from `source`. Only the proxy's own failure (an address that is no header
-/// value) can make this fail: everything the client sent was checked when core planned it.
+/// client's body from `source` (after `prefix`, a re-signed form's fields, with the length of
+/// the whole when known). Only the proxy's own failure (an address that is no header value)
+/// can make this fail: everything the client sent was checked when core planned it.
 fn backend_request(
     plan: &ForwardPlan,
     address: &str,
     source: Arc<BodySource>,
+    prefix: Option<(bytes::Bytes, Option<u64>)>,
 ) -> Result<http::Request<ForwardBody>, S3ErrorResponse> {
     let mut headers = plan.headers.clone();
+    let body = match prefix {
+        Some((prefix, length)) => {
+            if let Some(length) = length {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            }
+            ForwardBody::with_prefix(source, prefix, length)
+        }
+        None => ForwardBody::new(source),
+    };
     headers.insert(
         header::HOST,
         HeaderValue::from_str(address)
@@ -380,6 +408,6 @@ fn backend_request(
         .version(http::Version::HTTP_11);
     *builder.headers_mut().expect("builder is valid") = headers;
     builder
-        .body(ForwardBody::new(source))
+        .body(body)
         .map_err(|_| S3ErrorResponse::new(ErrorCode::InternalError, "cannot build the backend request"))
 }

@@ -24,6 +24,7 @@ use hyper::body::Incoming;
 use storefront_core::s3::chunked::{
     ChunkedDecoder, ChunkedError, ChunkedEvent, encode_unsigned_chunk, encode_unsigned_end,
 };
+use storefront_core::s3::form::FileScan;
 use tokio::sync::Notify;
 
 use crate::auth::sigv4::ChunkVerifier;
@@ -54,6 +55,8 @@ pub enum BodyEnd {
     Malformed,
     /// A chunk signature of the client's signed aws-chunked upload did not verify.
     BadSignature,
+    /// A form upload's file is outside its policy's size range (the code says which way).
+    OutOfRange(storefront_core::s3::ErrorCode),
 }
 
 /// Errors a forwarded body yields to hyper (which then aborts the backend request).
@@ -68,6 +71,9 @@ pub enum ForwardError {
     /// The aws-chunked framing is broken.
     #[error("malformed aws-chunked request body: {0}")]
     Malformed(ChunkedError),
+    /// A form upload's file broke its policy's size range.
+    #[error("form upload refused: {0}")]
+    OutOfRange(&'static str),
     /// A second attempt tried to send a body the first one had started (a bug guard).
     #[error("request body already committed to another attempt")]
     AlreadyTaken,
@@ -75,7 +81,11 @@ pub enum ForwardError {
 
 struct SourceState {
     incoming: Incoming,
-    prefetched: Option<Frame<Bytes>>,
+    /// Frames read before an attempt took the body: by `prime`, or a form's bytes after its
+    /// fields (read to find the file).
+    prefetched: VecDeque<Frame<Bytes>>,
+    /// Watches a form upload's file for its end and size.
+    file: Option<FileScan>,
     mode: BodyMode,
     decoder: ChunkedDecoder,
     /// Output waiting to be sent (decoded or re-framed pieces).
@@ -119,7 +129,8 @@ impl BodySource {
         Arc::new(BodySource {
             slot: Mutex::new((!empty).then_some(SourceState {
                 incoming,
-                prefetched: None,
+                prefetched: VecDeque::new(),
+                file: None,
                 mode,
                 decoder: ChunkedDecoder::new(),
                 queue: VecDeque::new(),
@@ -155,11 +166,29 @@ impl BodySource {
         })
     }
 
+    /// This body is a form upload's, whose fields (`taken` bytes) were read already: `rest`
+    /// is what was read past them (the file's first bytes), sent first; `scan` watches the
+    /// file's size as it streams.
+    pub fn form(&self, taken: u64, rest: Bytes, scan: FileScan) {
+        self.received.fetch_add(taken, Ordering::Relaxed);
+        if let Some(state) = self.slot.lock().expect("slot lock is never poisoned").as_mut() {
+            if !rest.is_empty() {
+                state.prefetched.push_front(Frame::data(rest));
+            }
+            state.file = Some(scan);
+        }
+    }
+
     /// Verify the chunk signatures of this (signed aws-chunked) body as it streams.
     pub fn verify_chunks(&self, verifier: ChunkVerifier) {
         if let Some(state) = self.slot.lock().expect("slot lock is never poisoned").as_mut() {
             state.verifier = Some(verifier);
         }
+    }
+
+    /// True when the request has no body.
+    pub fn is_empty(&self) -> bool {
+        self.empty
     }
 
     /// True once some body byte was handed to a backend attempt.
@@ -217,14 +246,14 @@ impl BodySource {
         std::future::poll_fn(|cx| {
             let mut slot = self.slot.lock().expect("slot lock is never poisoned");
             if let Some(state) = slot.as_mut()
-                && state.prefetched.is_none()
+                && state.prefetched.is_empty()
             {
                 match Pin::new(&mut state.incoming).poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => state.prefetched = Some(frame),
+                    Poll::Ready(Some(Ok(frame))) => state.prefetched.push_back(frame),
                     Poll::Ready(Some(Err(_))) => self.finish(BodyEnd::ClientGone),
                     Poll::Ready(None) => {
                         // Keep an empty end-of-stream marker so the attempt ends cleanly.
-                        state.prefetched = Some(Frame::data(Bytes::new()));
+                        state.prefetched.push_back(Frame::data(Bytes::new()));
                     }
                     Poll::Pending => {}
                 }
@@ -253,17 +282,34 @@ pub struct ForwardBody {
     state: Option<SourceState>,
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
     done: bool,
+    /// This attempt's own first bytes (a re-signed form's fields), sent before the client's.
+    prefix: Option<Bytes>,
+    /// The length this attempt sends, when it differs from the source's.
+    length: Option<u64>,
 }
 
 impl ForwardBody {
     /// A body for one attempt.
     pub fn new(source: Arc<BodySource>) -> Self {
         let done = source.empty;
+        let length = source.length;
         ForwardBody {
             source,
             state: None,
             idle: None,
             done,
+            prefix: None,
+            length,
+        }
+    }
+
+    /// A body for one attempt that sends `prefix` first, then the client's body; `length` is
+    /// the whole, when known.
+    pub fn with_prefix(source: Arc<BodySource>, prefix: Bytes, length: Option<u64>) -> Self {
+        ForwardBody {
+            prefix: Some(prefix),
+            length,
+            ..ForwardBody::new(source)
         }
     }
 }
@@ -305,7 +351,7 @@ impl Body for ForwardBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.source.length {
+        match self.length {
             Some(length) if self.state.is_none() => SizeHint::with_exact(length),
             _ => SizeHint::default(),
         }
@@ -321,8 +367,11 @@ impl ForwardBody {
         if this.state.is_none() {
             let taken = this.source.slot.lock().expect("slot lock is never poisoned").take();
             match taken {
-                Some(state) => {
+                Some(mut state) => {
                     this.source.started.store(true, Ordering::Release);
+                    if let Some(prefix) = this.prefix.take() {
+                        state.queue.push_front(prefix);
+                    }
                     this.state = Some(state);
                 }
                 None => return Poll::Ready(Some(Err(ForwardError::AlreadyTaken))),
@@ -339,7 +388,7 @@ impl ForwardBody {
                 this.source.finish(BodyEnd::Complete);
                 return Poll::Ready(None);
             }
-            let polled = match state.prefetched.take() {
+            let polled = match state.prefetched.pop_front() {
                 Some(frame) if frame.data_ref().is_some_and(Bytes::is_empty) && state.incoming.is_end_stream() => {
                     Poll::Ready(None)
                 }
@@ -353,6 +402,13 @@ impl ForwardBody {
                         this.source.received.fetch_add(data.len() as u64, Ordering::Relaxed);
                     }
                     if state.mode == BodyMode::Raw {
+                        if let (Some(scan), Some(data)) = (state.file.as_mut(), frame.data_ref())
+                            && let Err(error) = scan.observe(data)
+                        {
+                            this.done = true;
+                            this.source.finish(BodyEnd::OutOfRange(error.code));
+                            return Poll::Ready(Some(Err(ForwardError::OutOfRange(error.code.as_str()))));
+                        }
                         return Poll::Ready(Some(Ok(frame)));
                     }
                     if let Ok(data) = frame.into_data()

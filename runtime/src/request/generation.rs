@@ -229,26 +229,61 @@ impl Generation {
         peer: std::net::IpAddr,
         now: std::time::SystemTime,
     ) -> Result<(Caller, Option<ChunkVerifier>), Rejection> {
+        let mut chunks = None;
+        let caller = self.identify_by(peer, || {
+            let verified = if crate::auth::sigv2::is_signed(parts) {
+                self.verify_sigv2(parts, now)
+            } else {
+                self.keys.verify(parts, now, self.config.auth.max_clock_skew.get())
+            };
+            match verified {
+                Ok(Some(verified)) => {
+                    chunks = verified.chunks;
+                    Some(Ok(verified.principal))
+                }
+                Ok(None) => None,
+                Err(rejection) => Some(Err(S3ErrorResponse::new(rejection.code, rejection.message))),
+            }
+        })?;
+        let chunks = chunks.filter(|_| caller.1 == Some(IdentitySource::Sigv4));
+        Ok((caller.0, chunks))
+    }
+
+    /// Who the caller of a browser form upload is: as [`Generation::identify`], with the
+    /// signature the form's fields carry instead of the head's.
+    pub fn identify_form(
+        &self,
+        form: &storefront_core::s3::form::Form,
+        peer: std::net::IpAddr,
+        now: std::time::SystemTime,
+    ) -> Result<Caller, Rejection> {
+        self.identify_by(peer, || {
+            let credential = match form.credential() {
+                Ok(credential) => credential,
+                Err(error) => return Some(Err(error)),
+            };
+            match crate::auth::form::verify(&self.keys, credential, now, self.config.auth.sigv2) {
+                Ok(principal) => principal.map(Ok),
+                Err(rejection) => Some(Err(S3ErrorResponse::new(rejection.code, rejection.message))),
+            }
+        })
+        .map(|(caller, _)| caller)
+    }
+
+    /// Core's decision on the caller from `peer`, given what the configured identity sources
+    /// say: `signature` (consulted only where SigV4 is a source) and the pod table and CIDR
+    /// map's answers. Also which source won.
+    fn identify_by(
+        &self,
+        peer: std::net::IpAddr,
+        signature: impl FnOnce() -> Option<Result<storefront_core::auth::Principal, S3ErrorResponse>>,
+    ) -> Result<(Caller, Option<IdentitySource>), Rejection> {
         let auth = &self.config.auth;
         let mut facts = IdentityFacts::default();
-        let mut chunks = None;
+        let mut signature = Some(signature);
         for source in identify::consulted(auth.mode, &auth.sources) {
             match source {
-                IdentitySource::Sigv4 => {
-                    let verified = if crate::auth::sigv2::is_signed(parts) {
-                        self.verify_sigv2(parts, now)
-                    } else {
-                        self.keys.verify(parts, now, auth.max_clock_skew.get())
-                    };
-                    facts.signature = match verified {
-                        Ok(Some(verified)) => {
-                            chunks = verified.chunks;
-                            Some(Ok(verified.principal))
-                        }
-                        Ok(None) => None,
-                        Err(rejection) => Some(Err(S3ErrorResponse::new(rejection.code, rejection.message))),
-                    }
-                }
+                IdentitySource::Sigv4 => facts.signature = signature.take().and_then(|signature| signature()),
                 IdentitySource::Pods => facts.pod = self.pods.as_ref().map(|pods| pods.lookup(peer)),
                 IdentitySource::Cidrs => facts.cidr = self.cidrs.lookup(peer),
             }
@@ -257,8 +292,7 @@ impl Generation {
             code: error.code,
             message: error.message.into_owned(),
         })?;
-        let chunks = chunks.filter(|_| identified.source == Some(IdentitySource::Sigv4));
-        Ok((identified.caller, chunks))
+        Ok((identified.caller, identified.source))
     }
 
     /// A SigV2 signature verified, where `auth.sigv2` accepts them.

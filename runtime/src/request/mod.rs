@@ -9,10 +9,12 @@
 //! - [`attempt`]: one attempt: a connection slot, a connection, the planned head re-signed,
 //!   the body streamed, every wait bounded by core's deadlines or a per-IO timeout;
 //! - [`response`]: the backend's response streamed to the client, reporting its end;
-//! - [`body`]: the client's request body as the plan frames it.
+//! - [`body`]: the client's request body as the plan frames it;
+//! - [`form`]: browser form uploads, whose credential and key are in the body.
 
 pub mod attempt;
 pub mod body;
+pub mod form;
 pub mod generation;
 pub mod response;
 
@@ -168,6 +170,11 @@ impl<C: Connect> Proxy<C> {
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
             return response;
         }
+        if form::is_form_upload(&parts, &generation) {
+            return self
+                .handle_form(generation, id, request_id, parts, incoming, peer, conn)
+                .await;
+        }
         let (caller, chunks) = match generation.identify(&parts, peer.ip(), self.clock.wall()) {
             Ok(identified) => identified,
             Err(rejection) => {
@@ -202,14 +209,33 @@ impl<C: Connect> Proxy<C> {
             // backend round trip.
             source.prime().await;
         }
+        self.drive(&generation, &parts, &source, &conn, exchange, step, &request_id, None)
+            .await
+    }
+
+    /// Run the attempts of `exchange` from its first `step` until a response goes back.
+    #[allow(clippy::too_many_arguments)]
+    async fn drive(
+        self: &Arc<Self>,
+        generation: &Arc<Generation>,
+        parts: &http::request::Parts,
+        source: &Arc<BodySource>,
+        conn: &Arc<ConnState>,
+        exchange: Exchange,
+        step: Step,
+        request_id: &str,
+        form: Option<&form::FormUpload>,
+    ) -> http::Response<ProxyBody> {
+        let empty = source.is_empty();
         let mut attempt = Attempt {
-            proxy: &self,
-            generation: &generation,
-            parts: &parts,
-            source: &source,
-            conn: &conn,
+            proxy: self,
+            generation,
+            parts,
+            source,
+            conn,
             exchange: Some(exchange),
-            request_id: &request_id,
+            request_id,
+            form,
         };
         let mut step = step;
         loop {
@@ -221,14 +247,14 @@ impl<C: Connect> Proxy<C> {
                     AttemptResult::Respond(response) => return response,
                 },
                 Step::Reject(error) | Step::Fail(error) => {
-                    return error_response(&error, parts.uri.path(), &request_id, !source.started() && !empty);
+                    return error_response(&error, parts.uri.path(), request_id, !source.started() && !empty);
                 }
                 Step::Return | Step::Abort | Step::Done | Step::Continue => {
                     // The client is gone (Done) or nothing more can be sent.
                     return error_response(
                         &S3ErrorResponse::new(ErrorCode::RequestTimeout, "the exchange ended"),
                         parts.uri.path(),
-                        &request_id,
+                        request_id,
                         true,
                     );
                 }
@@ -246,6 +272,7 @@ fn body_framing(exchange: &Exchange) -> (bool, Option<u64>, BodyMode) {
         Some(BodyFraming::Raw { length }) => (false, length, BodyMode::Raw),
         Some(BodyFraming::DecodeSigned { decoded_length }) => (false, Some(decoded_length), BodyMode::DecodeSigned),
         Some(BodyFraming::ReframeSigned) => (false, None, BodyMode::ReframeSigned),
+        Some(BodyFraming::Form) => (false, None, BodyMode::Raw),
         None => match exchange.request().map(|request| request.body) {
             Some(s3::Body::Length(length)) => (false, Some(length), BodyMode::Raw),
             Some(s3::Body::Chunked) => (false, None, BodyMode::Raw),

@@ -208,19 +208,35 @@ fn the_backend_gets_the_same_policy_under_its_own_credential() {
         ("x-amz-credential", "BACKEND/20261201/us-east-1/s3/aws4_request"),
         ("x-amz-date", "20261201T120001Z"),
     ];
-    let rewritten = PostPolicy::decode(&policy.for_backend(&backend)).expect("the rewrite decodes");
+    let rewritten =
+        PostPolicy::decode(&policy.for_backend("uploads/photo.jpg", &backend)).expect("the rewrite decodes");
     assert_eq!(rewritten.expiration, policy.expiration);
     let credential_free: Vec<&Condition> = rewritten
         .conditions
         .iter()
-        .filter(|condition| !matches!(condition, Condition::Eq { field, .. } if field.starts_with("x-amz-")))
+        .filter(|condition| !is_replaced(condition))
         .collect();
     let original_free: Vec<&Condition> = policy
         .conditions
         .iter()
-        .filter(|condition| !matches!(condition, Condition::Eq { field, .. } if field.starts_with("x-amz-")))
+        .filter(|condition| !is_replaced(condition))
         .collect();
     assert_eq!(credential_free, original_free, "every other condition is kept");
+    assert!(
+        rewritten.conditions.contains(&Condition::Eq {
+            field: "key".into(),
+            value: "uploads/photo.jpg".into()
+        }),
+        "the key authorised, exactly"
+    );
+    assert_eq!(
+        rewritten
+            .conditions
+            .iter()
+            .filter(|condition| is_replaced(condition))
+            .count(),
+        4
+    );
     assert!(rewritten.conditions.contains(&Condition::Eq {
         field: "x-amz-credential".into(),
         value: "BACKEND/20261201/us-east-1/s3/aws4_request".into()
@@ -239,8 +255,8 @@ fn the_backend_gets_the_same_policy_under_its_own_credential() {
     let prefix = form.forward_prefix(&fields);
     let text = std::str::from_utf8(&prefix).expect("text");
     assert!(
-        text.starts_with("--B\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nuploads/${filename}\r\n"),
-        "{text}"
+        text.starts_with("--B\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nuploads/photo.jpg\r\n"),
+        "the key resolved: {text}"
     );
     assert!(
         !text.contains("AKIDAPP") && !text.contains("00ff"),
@@ -268,8 +284,14 @@ fn the_backend_gets_the_same_policy_under_its_own_credential() {
     );
 }
 
+/// A condition the backend's policy replaces: on the key or the credential.
+fn is_replaced(condition: &Condition) -> bool {
+    matches!(condition, Condition::Eq { field, .. } | Condition::StartsWith { field, .. }
+        if field.starts_with("x-amz-") || field == "key")
+}
+
 fn rewritten_text(policy: &PostPolicy, credential: &[(&str, &str)]) -> String {
-    policy.for_backend(credential)
+    policy.for_backend("uploads/photo.jpg", credential)
 }
 
 #[test]
@@ -306,4 +328,77 @@ fn iso8601_times_read_as_utc() {
     ] {
         assert_eq!(parse_iso8601(bad), None, "{bad}");
     }
+}
+
+#[test]
+fn an_admitting_policy_admits_the_form_as_it_is_and_nothing_else() {
+    let form = Form::new(
+        "B",
+        vec![
+            ("key".into(), "uploads/${filename}".into()),
+            ("acl".into(), "private".into()),
+        ],
+        Some("a.txt".into()),
+        Bytes::new(),
+    );
+    let expiration = at("2026-12-02T12:00:00Z");
+    let policy =
+        PostPolicy::decode(&PostPolicy::admitting(&form, "data", expiration).for_backend("uploads/a.txt", &[]))
+            .expect("decodes");
+    assert_eq!(policy.expiration, expiration);
+    // As the backend gets it: the key resolved.
+    let resolved = Form::new(
+        "B",
+        vec![("key".into(), "uploads/a.txt".into()), ("acl".into(), "private".into())],
+        Some("a.txt".into()),
+        Bytes::new(),
+    );
+    assert_eq!(
+        policy.check(&resolved, "data", at("2026-12-02T11:00:00Z")),
+        Ok(SizeRange::ANY)
+    );
+    assert!(
+        policy.check(&form, "data", at("2026-12-02T11:00:00Z")).is_err(),
+        "only the resolved key"
+    );
+    assert!(policy.check(&resolved, "other", at("2026-12-02T11:00:00Z")).is_err());
+    assert_eq!(format_iso8601(at("2000-02-29T23:59:59Z")), "2000-02-29T23:59:59Z");
+}
+
+#[test]
+fn a_file_scan_finds_the_end_across_any_split_and_bounds_the_size() {
+    // Proves the streaming size check: the file's end is found wherever the closing delimiter
+    // falls among the pieces, and a file above the maximum is refused before its end.
+    let body = b"0123456789\r\n--B--\r\n";
+    for split in 0..body.len() {
+        for second in split..body.len() {
+            let mut scan = FileScan::new("B", SizeRange::ANY);
+            for piece in [&body[..split], &body[split..second], &body[second..]] {
+                scan.observe(piece).expect("in range");
+            }
+            assert_eq!(scan.size(), Some(10), "pieces split at {split} and {second}");
+        }
+    }
+    // A near-delimiter inside the file does not end it.
+    let mut scan = FileScan::new("B", SizeRange::ANY);
+    scan.observe(b"ab\r\n--C\r\n--").expect("in range");
+    scan.observe(b"Bx").expect("in range");
+    assert_eq!(scan.size(), Some(7), "the end is the delimiter that spans the pieces");
+    // Too large: refused once the bytes seen exceed the maximum by more than a delimiter.
+    let mut scan = FileScan::new("B", SizeRange { min: 0, max: 4 });
+    assert!(
+        scan.observe(b"12345").is_ok(),
+        "these five might still end in a delimiter"
+    );
+    let error = scan.observe(b"6789").expect_err("nine file bytes for certain");
+    assert_eq!(error.code, ErrorCode::EntityTooLarge);
+    // Too small: refused at the end.
+    let mut scan = FileScan::new("B", SizeRange { min: 4, max: 10 });
+    let error = scan.observe(b"12\r\n--B--").expect_err("two bytes");
+    assert_eq!(error.code, ErrorCode::EntityTooSmall);
+    // Exactly at the maximum passes.
+    let mut scan = FileScan::new("B", SizeRange { min: 0, max: 4 });
+    scan.observe(b"1234").expect("four");
+    scan.observe(b"\r\n--B--\r\n").expect("ends at four");
+    assert_eq!(scan.size(), Some(4));
 }
