@@ -3,10 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Real Python S3 clients (boto3, awscli) are part of the suite.
-if ! python3 -c 'import boto3' 2>/dev/null || ! command -v aws >/dev/null 2>&1; then
-  echo "installing boto3 and awscli (pip)"
-  python3 -m pip install --quiet --disable-pip-version-check boto3 awscli
+# Real Python S3 clients (boto3, awscli, s3cmd) are part of the suite.
+if ! python3 -c 'import boto3' 2>/dev/null || ! command -v aws >/dev/null 2>&1 || ! command -v s3cmd >/dev/null 2>&1; then
+  echo "installing boto3, awscli and s3cmd (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check boto3 awscli s3cmd
 fi
 
 cargo test --workspace "$@"
