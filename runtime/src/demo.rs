@@ -65,6 +65,7 @@ pub async fn start_cluster() -> std::io::Result<Vec<s3_mock::NodeHandle>> {
     let config = ClusterConfig {
         nodes: 3,
         credentials: Some((BACKEND_ACCESS_KEY.into(), BACKEND_SECRET_KEY.into())),
+        wall_clock: true,
         ..ClusterConfig::default()
     };
     MockCluster::start_tcp(&config, IpAddr::V4(Ipv4Addr::LOCALHOST), 0).await

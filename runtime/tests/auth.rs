@@ -720,7 +720,13 @@ async fn cli_presigned(endpoint: SocketAddr, tool: &str) -> String {
     let mut command = match tool {
         "aws" => {
             let mut command = tokio::process::Command::new("aws");
-            command.args(["s3", "presign", "s3://data/v2/object", "--endpoint-url", &format!("http://{endpoint}")]);
+            command.args([
+                "s3",
+                "presign",
+                "s3://data/v2/object",
+                "--endpoint-url",
+                &format!("http://{endpoint}"),
+            ]);
             command
         }
         _ => {
@@ -753,9 +759,16 @@ async fn cli_presigned(endpoint: SocketAddr, tool: &str) -> String {
         .await
         .unwrap_or_else(|error| panic!("{tool} runs: {error}"));
     let stdout = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    assert!(output.status.success(), "{tool} failed: {stdout} {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{tool} failed: {stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let url = stdout.lines().last().unwrap_or_default().to_owned();
-    assert!(url.contains("AWSAccessKeyId=AKIDAPP") && url.contains("Signature="), "{tool} signs with SigV2: {url}");
+    assert!(
+        url.contains("AWSAccessKeyId=AKIDAPP") && url.contains("Signature="),
+        "{tool} signs with SigV2: {url}"
+    );
     url
 }
 
@@ -771,20 +784,30 @@ async fn awscli_and_s3cmd_presigned_urls_work_with_sigv2_and_are_refused_without
             RULES.to_owned()
         };
         let (endpoint, nodes) = common::policy_proxy(&rules).await;
-        common::client(nodes[0].address().expect("bound"), common::BACKEND_KEY, common::BACKEND_SECRET)
-            .put_object()
-            .bucket("data")
-            .key("v2/object")
-            .body(ByteStream::from_static(b"presigned by a tool"))
-            .send()
-            .await
-            .expect("put");
+        common::client(
+            nodes[0].address().expect("bound"),
+            common::BACKEND_KEY,
+            common::BACKEND_SECRET,
+        )
+        .put_object()
+        .bucket("data")
+        .key("v2/object")
+        .body(ByteStream::from_static(b"presigned by a tool"))
+        .send()
+        .await
+        .expect("put");
         for tool in ["aws", "s3cmd"] {
             let url = cli_presigned(endpoint, tool).await;
-            let target = url.split_once(&endpoint.to_string()).map(|(_, target)| target).unwrap_or_default();
+            let target = url
+                .split_once(&endpoint.to_string())
+                .map(|(_, target)| target)
+                .unwrap_or_default();
             let request = format!("GET {target} HTTP/1.1\r\nHost: {endpoint}\r\n\r\n");
             let (_, said) = common::send_raw(endpoint, request.as_bytes()).await;
-            assert!(said.starts_with(&format!("HTTP/1.1 {expected}")), "{tool} with sigv2 = {sigv2}: {said}");
+            assert!(
+                said.starts_with(&format!("HTTP/1.1 {expected}")),
+                "{tool} with sigv2 = {sigv2}: {said}"
+            );
             if sigv2 {
                 assert!(said.ends_with("presigned by a tool"), "{tool}: {said}");
             } else {

@@ -1,4 +1,5 @@
-//! Wall-clock-free timestamps: a fixed base date plus the time elapsed on tokio's clock.
+//! Object timestamps: by default wall-clock-free, a fixed base date plus the time elapsed on
+//! tokio's clock; or the wall clock, for clusters people look at (the demo, the binary).
 //!
 //! Under turmoil, tokio's clock is the simulation's, so `LastModified` dates replay exactly.
 //! The clock starts at its first reading, not at construction: a cluster may be built outside
@@ -15,6 +16,7 @@ pub const BASE_UNIX_SECONDS: u64 = 1_767_225_600;
 #[derive(Clone, Debug, Default)]
 pub struct ModelClock {
     started: Arc<OnceLock<tokio::time::Instant>>,
+    wall: bool,
 }
 
 impl ModelClock {
@@ -23,8 +25,20 @@ impl ModelClock {
         ModelClock::default()
     }
 
-    /// The base date plus the tokio time elapsed since the first reading.
+    /// A clock that reads the wall clock.
+    pub fn wall() -> Self {
+        ModelClock {
+            wall: true,
+            ..ModelClock::default()
+        }
+    }
+
+    /// The base date plus the tokio time elapsed since the first reading (the wall clock's
+    /// time for [`ModelClock::wall`]).
     pub fn now(&self) -> SystemTime {
+        if self.wall {
+            return SystemTime::now();
+        }
         let started = self.started.get_or_init(tokio::time::Instant::now);
         UNIX_EPOCH + Duration::from_secs(BASE_UNIX_SECONDS) + started.elapsed()
     }

@@ -36,6 +36,9 @@ pub struct ClusterConfig {
     pub seed: u64,
     /// Smallest allowed part (except the last) of a multipart upload.
     pub min_part_size: u64,
+    /// Date objects by the wall clock (the demo, the standalone binary: people read these
+    /// dates) instead of the model clock, whose dates replay exactly (tests, the simulation).
+    pub wall_clock: bool,
 }
 
 impl Default for ClusterConfig {
@@ -47,6 +50,7 @@ impl Default for ClusterConfig {
             faults: Faults::default(),
             seed: 0,
             min_part_size: MIN_PART_SIZE_DEFAULT,
+            wall_clock: false,
         }
     }
 }
@@ -66,7 +70,11 @@ impl MockCluster {
     /// Build the nodes of `config` over one new store.
     pub fn build(config: &ClusterConfig) -> Self {
         let store = Arc::new(Mutex::new(Store::new(config.min_part_size)));
-        let clock = ModelClock::start();
+        let clock = if config.wall_clock {
+            ModelClock::wall()
+        } else {
+            ModelClock::start()
+        };
         let mut services = Vec::with_capacity(config.nodes);
         let mut handles = Vec::with_capacity(config.nodes);
         for index in 0..config.nodes {

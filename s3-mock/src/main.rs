@@ -107,6 +107,7 @@ async fn run(args: Args) -> Result<(), String> {
         faults: Faults::default(),
         seed: args.seed,
         min_part_size: args.min_part_size,
+        wall_clock: true,
     };
     let handles = MockCluster::start_tcp(&config, args.host, args.port)
         .await

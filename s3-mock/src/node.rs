@@ -148,7 +148,15 @@ impl NodeService {
                 None,
             );
         };
-        let response = match self.s3.call(request).await {
+        // `HEAD /` is the node's health answer (what a proxy's active probe asks by default):
+        // answered here, after faults and capacity like any request, not by s3s, which has
+        // no such operation and would log an error for every probe.
+        let answered = if request.method() == http::Method::HEAD && request.uri().path() == "/" {
+            Ok(http::Response::new(s3s::Body::empty()))
+        } else {
+            self.s3.call(request).await
+        };
+        let response = match answered {
             Ok(response) => response,
             Err(error) => {
                 tracing::debug!(node = shared.index, ?error, "s3s refused the request");

@@ -145,6 +145,13 @@ impl S3 for NodeS3 {
             content_type: input.content_type,
             user: input.metadata.unwrap_or_default(),
             checksums: checksums.clone(),
+            headers: stored_headers(
+                input.cache_control,
+                input.content_disposition,
+                input.content_encoding,
+                input.content_language,
+                input.expires.as_ref(),
+            ),
         };
         let tag = store
             .put_object(&input.bucket, &input.key, data, meta, now)
@@ -176,14 +183,9 @@ impl S3 for NodeS3 {
             input.if_unmodified_since.as_ref(),
         )?;
         let total = object.data.len() as u64;
-        let (range, parts_count) = match (input.part_number, &object.part_sizes) {
-            (Some(number), Some(sizes)) => {
-                let index = usize::try_from(number - 1).ok().filter(|&index| index < sizes.len());
-                let index = index.ok_or_else(invalid_part_number)?;
-                let start: u64 = sizes[..index].iter().sum();
-                (Some(start..start + sizes[index]), Some(sizes.len() as i32))
-            }
-            (Some(1), None) | (None, _) => match input.range {
+        let (range, parts_count) = match part_range(&object, input.part_number)? {
+            Some(part) => part,
+            None => match input.range {
                 Some(range) => {
                     let range = range
                         .check(total)
@@ -192,7 +194,6 @@ impl S3 for NodeS3 {
                 }
                 None => (None, None),
             },
-            (Some(_), None) => return Err(invalid_part_number()),
         };
         let (body, content_range) = match range {
             Some(range) => {
@@ -215,6 +216,11 @@ impl S3 for NodeS3 {
             e_tag: Some(etag(&object.etag)),
             last_modified: Some(timestamp(object.last_modified)),
             content_type: object.meta.content_type.clone(),
+            cache_control: object.meta.headers.cache_control.clone(),
+            content_disposition: object.meta.headers.content_disposition.clone(),
+            content_encoding: object.meta.headers.content_encoding.clone(),
+            content_language: object.meta.headers.content_language.clone(),
+            expires: expires_of(&object.meta.headers),
             metadata: metadata(&object.meta.user),
             parts_count,
             // S3 returns whole-object checksums only for whole-object reads.
@@ -248,21 +254,41 @@ impl S3 for NodeS3 {
             input.if_unmodified_since.as_ref(),
         )?;
         let checksums = &object.meta.checksums;
-        Ok(S3Response::new(HeadObjectOutput {
-            content_length: Some(object.data.len() as i64),
+        let total = object.data.len() as u64;
+        let part = part_range(&object, input.part_number)?;
+        let (length, content_range) = match &part {
+            Some((Some(range), _)) => (
+                range.end - range.start,
+                Some(format!("bytes {}-{}/{total}", range.start, range.end.saturating_sub(1))),
+            ),
+            _ => (total, None),
+        };
+        let whole = content_range.is_none();
+        let mut response = S3Response::new(HeadObjectOutput {
+            content_length: Some(length as i64),
+            content_range,
             accept_ranges: Some("bytes".to_owned()),
             e_tag: Some(etag(&object.etag)),
             last_modified: Some(timestamp(object.last_modified)),
             content_type: object.meta.content_type.clone(),
+            cache_control: object.meta.headers.cache_control.clone(),
+            content_disposition: object.meta.headers.content_disposition.clone(),
+            content_encoding: object.meta.headers.content_encoding.clone(),
+            content_language: object.meta.headers.content_language.clone(),
+            expires: expires_of(&object.meta.headers),
             metadata: metadata(&object.meta.user),
             parts_count: object.part_sizes.as_ref().map(|sizes| sizes.len() as i32),
-            checksum_crc32: checksums.crc32.clone(),
-            checksum_crc32c: checksums.crc32c.clone(),
-            checksum_sha1: checksums.sha1.clone(),
-            checksum_sha256: checksums.sha256.clone(),
-            checksum_crc64nvme: checksums.crc64nvme.clone(),
+            checksum_crc32: checksums.crc32.clone().filter(|_| whole),
+            checksum_crc32c: checksums.crc32c.clone().filter(|_| whole),
+            checksum_sha1: checksums.sha1.clone().filter(|_| whole),
+            checksum_sha256: checksums.sha256.clone().filter(|_| whole),
+            checksum_crc64nvme: checksums.crc64nvme.clone().filter(|_| whole),
             ..Default::default()
-        }))
+        });
+        if !whole {
+            response.status = Some(http::StatusCode::PARTIAL_CONTENT);
+        }
+        Ok(response)
     }
 
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
@@ -309,10 +335,26 @@ impl S3 for NodeS3 {
                 content_type: input.content_type.clone(),
                 user: input.metadata.clone().unwrap_or_default(),
                 checksums: Checksums::default(),
+                headers: stored_headers(
+                    input.cache_control.clone(),
+                    input.content_disposition.clone(),
+                    input.content_encoding.clone(),
+                    input.content_language.clone(),
+                    input.expires.as_ref(),
+                ),
             });
         let now = self.now();
-        let (tag, modified) = self
-            .store("CopyObject")
+        let mut store = self.store("CopyObject");
+        let source = store.get_object(source_bucket, source_key).map_err(store_error)?;
+        check_copy_conditions(
+            &source.etag,
+            source.last_modified,
+            input.copy_source_if_match.as_ref(),
+            input.copy_source_if_none_match.as_ref(),
+            input.copy_source_if_modified_since.as_ref(),
+            input.copy_source_if_unmodified_since.as_ref(),
+        )?;
+        let (tag, modified) = store
             .copy_object((source_bucket, source_key), (&input.bucket, &input.key), replace, now)
             .map_err(store_error)?;
         Ok(S3Response::new(CopyObjectOutput {
@@ -400,6 +442,13 @@ impl S3 for NodeS3 {
             content_type: input.content_type,
             user: input.metadata.unwrap_or_default(),
             checksums: Checksums::default(),
+            headers: stored_headers(
+                input.cache_control,
+                input.content_disposition,
+                input.content_encoding,
+                input.content_language,
+                input.expires.as_ref(),
+            ),
         };
         let now = self.now();
         let upload_id = self
@@ -461,6 +510,66 @@ impl S3 for NodeS3 {
             checksum_sha1: checksums.sha1,
             checksum_sha256: checksums.sha256,
             checksum_crc64nvme: checksums.crc64nvme,
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let input = req.input;
+        if !(1..=10_000).contains(&input.part_number) {
+            return Err(s3_error!(
+                InvalidArgument,
+                "Part number must be an integer between 1 and 10000, inclusive"
+            ));
+        }
+        let CopySource::Bucket {
+            bucket: source_bucket,
+            key: source_key,
+            ..
+        } = &input.copy_source
+        else {
+            return Err(s3_error!(NotImplemented, "only bucket/key copy sources are supported"));
+        };
+        let now = self.now();
+        let mut store = self.store("UploadPartCopy");
+        store
+            .upload(&input.bucket, &input.key, &input.upload_id)
+            .map_err(store_error)?;
+        let source = store.get_object(source_bucket, source_key).map_err(store_error)?;
+        check_copy_conditions(
+            &source.etag,
+            source.last_modified,
+            input.copy_source_if_match.as_ref(),
+            input.copy_source_if_none_match.as_ref(),
+            input.copy_source_if_modified_since.as_ref(),
+            input.copy_source_if_unmodified_since.as_ref(),
+        )?;
+        let data = match input.copy_source_range.as_deref() {
+            Some(range) => {
+                let range = copy_source_range(range, source.data.len() as u64)?;
+                source.data.slice(range.start as usize..range.end as usize)
+            }
+            None => source.data.clone(),
+        };
+        let tag = store
+            .upload_part(
+                &input.bucket,
+                &input.key,
+                &input.upload_id,
+                input.part_number,
+                data,
+                now,
+            )
+            .map_err(store_error)?;
+        Ok(S3Response::new(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(etag(&tag)),
+                last_modified: Some(timestamp(now)),
+                ..Default::default()
+            }),
             ..Default::default()
         }))
     }

@@ -140,10 +140,7 @@ mod tests {
         // "aws4_request", then over the policy text) with Python's hmac module.
         let signature = "2ce56e2ec65b4b63d97fe109c294c160b8c0c3a0c1a1d7d99e06b777ded39bf6".to_owned();
         let principal = verify(&keys(), v4(&signature, None), noon(), false).expect("verifies");
-        assert_eq!(
-            principal.map(|principal| principal.name),
-            Some("key:app".to_owned())
-        );
+        assert_eq!(principal.map(|principal| principal.name), Some("key:app".to_owned()));
         let mut tampered = signature.clone();
         tampered.replace_range(..1, if signature.starts_with('0') { "1" } else { "0" });
         let refused = verify(&keys(), v4(&tampered, None), noon(), false).expect_err("tampered");

@@ -12,7 +12,7 @@ use s3s::crypto::Checksum as _;
 use s3s::dto::*;
 use s3s::{S3Error, S3Result, s3_error};
 
-use crate::store::{Checksums, StoreError};
+use crate::store::{Checksums, Object as StoredObject, StoreError, StoredHeaders};
 
 use super::BODY_LENGTH_MAX;
 
@@ -212,6 +212,124 @@ pub(super) fn check_conditions(
         return Err(s3_error!(NotModified));
     }
     Ok(())
+}
+
+/// `x-amz-copy-source-if-*` on a copy's source: as `If-*` on a read, except that every
+/// failed condition is `412 Precondition Failed` (a copy has nothing to answer 304 with).
+pub(super) fn check_copy_conditions(
+    object_etag: &str,
+    modified: SystemTime,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> S3Result<()> {
+    check_conditions(
+        object_etag,
+        modified,
+        if_match,
+        if_none_match,
+        if_modified_since,
+        if_unmodified_since,
+    )
+    .map_err(|error| {
+        if *error.code() == s3s::S3ErrorCode::NotModified {
+            s3_error!(
+                PreconditionFailed,
+                "At least one of the pre-conditions you specified did not hold"
+            )
+        } else {
+            error
+        }
+    })
+}
+
+/// The byte range `x-amz-copy-source-range: bytes=first-last` names in a source of `total`
+/// bytes (both offsets inclusive, within the source).
+pub(super) fn copy_source_range(text: &str, total: u64) -> S3Result<std::ops::Range<u64>> {
+    let malformed = || {
+        s3_error!(
+            InvalidArgument,
+            "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy"
+        )
+    };
+    let (first, last) = text
+        .strip_prefix("bytes=")
+        .and_then(|range| range.split_once('-'))
+        .ok_or_else(malformed)?;
+    let (first, last): (u64, u64) = (
+        first.trim().parse().map_err(|_| malformed())?,
+        last.trim().parse().map_err(|_| malformed())?,
+    );
+    if first > last {
+        return Err(malformed());
+    }
+    if last >= total {
+        return Err(s3_error!(InvalidRange, "The requested range is not satisfiable"));
+    }
+    Ok(first..last + 1)
+}
+
+/// A part's byte range (`None`: the whole object) and its object's part count.
+pub(super) type PartRange = (Option<std::ops::Range<u64>>, Option<i32>);
+
+/// The part `?partNumber=` names: its byte range (`None`: the whole object) and the object's
+/// part count. `None` without a part number. A single-part object has one part, the whole.
+pub(super) fn part_range(object: &StoredObject, part_number: Option<i32>) -> S3Result<Option<PartRange>> {
+    let Some(number) = part_number else {
+        return Ok(None);
+    };
+    match &object.part_sizes {
+        Some(sizes) => {
+            let index = usize::try_from(number - 1).ok().filter(|&index| index < sizes.len());
+            let index = index.ok_or_else(invalid_part_number)?;
+            let start: u64 = sizes[..index].iter().sum();
+            Ok(Some((Some(start..start + sizes[index]), Some(sizes.len() as i32))))
+        }
+        None if number == 1 => Ok(Some((None, None))),
+        None => Err(invalid_part_number()),
+    }
+}
+
+/// The representation headers an upload sets, kept as sent (`Expires` as an HTTP date;
+/// `aws-chunked` dropped from `Content-Encoding`: it framed the upload, not the object).
+pub(super) fn stored_headers(
+    cache_control: Option<String>,
+    content_disposition: Option<String>,
+    content_encoding: Option<String>,
+    content_language: Option<String>,
+    expires: Option<&Timestamp>,
+) -> StoredHeaders {
+    let content_encoding = content_encoding
+        .map(|value| {
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("aws-chunked"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .filter(|value| !value.is_empty());
+    let expires = expires.and_then(|expires| {
+        let mut text = Vec::new();
+        expires.format(TimestampFormat::HttpDate, &mut text).ok()?;
+        String::from_utf8(text).ok()
+    });
+    StoredHeaders {
+        cache_control,
+        content_disposition,
+        content_encoding,
+        content_language,
+        expires,
+    }
+}
+
+/// The `Expires` an object returns.
+pub(super) fn expires_of(headers: &StoredHeaders) -> Option<Timestamp> {
+    headers
+        .expires
+        .as_deref()
+        .and_then(|text| Timestamp::parse(TimestampFormat::HttpDate, text).ok())
 }
 
 pub(super) fn metadata(user: &HashMap<String, String>) -> Option<Metadata> {
