@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::TokioExecutor;
-use s3s::auth::SimpleAuth;
+use s3s::auth::{S3Auth, SecretKey};
 use s3s::service::S3ServiceBuilder;
 use serde::Serialize;
 
@@ -66,6 +66,27 @@ pub struct MockCluster {
     pub store: Arc<Mutex<Store>>,
 }
 
+/// The one key pair a cluster accepts. An unknown access key is `InvalidAccessKeyId`, as S3
+/// answers (s3s's `SimpleAuth` says `NotSignedUp`).
+struct ClusterKey {
+    access_key: String,
+    secret_key: SecretKey,
+}
+
+#[async_trait::async_trait]
+impl S3Auth for ClusterKey {
+    async fn get_secret_key(&self, access_key: &str) -> s3s::S3Result<SecretKey> {
+        if access_key == self.access_key {
+            Ok(self.secret_key.clone())
+        } else {
+            Err(s3s::s3_error!(
+                InvalidAccessKeyId,
+                "The AWS Access Key Id you provided does not exist in our records."
+            ))
+        }
+    }
+}
+
 impl MockCluster {
     /// Build the nodes of `config` over one new store.
     pub fn build(config: &ClusterConfig) -> Self {
@@ -81,7 +102,10 @@ impl MockCluster {
             let stats = Arc::new(NodeStats::default());
             let mut builder = S3ServiceBuilder::new(NodeS3::new(store.clone(), stats.clone(), clock.clone()));
             if let Some((access_key, secret_key)) = &config.credentials {
-                builder.set_auth(SimpleAuth::from_single(access_key.clone(), secret_key.clone()));
+                builder.set_auth(ClusterKey {
+                    access_key: access_key.clone(),
+                    secret_key: SecretKey::from(secret_key.clone()),
+                });
             }
             let (handle, service) = build_node(
                 index,

@@ -102,6 +102,45 @@ impl NodeHandle {
     }
 }
 
+/// A browser form upload (`POST /bucket`, `multipart/form-data`) with `${filename}` in its
+/// key resolved, as S3 resolves it (s3s does not); other requests as they are. The form is
+/// read whole first, as s3s reads it anyway; a body that breaks off is answered 400.
+async fn resolve_form_key(
+    request: http::Request<s3s::Body>,
+) -> Result<http::Request<s3s::Body>, http::Response<s3s::Body>> {
+    let boundary = (request.method() == http::Method::POST && request.uri().query().is_none())
+        .then(|| request.headers().get(http::header::CONTENT_TYPE))
+        .flatten()
+        .and_then(|value| value.to_str().ok())
+        .and_then(crate::form::boundary)
+        .map(str::to_owned);
+    let Some(boundary) = boundary else {
+        return Ok(request);
+    };
+    let (mut parts, body) = request.into_parts();
+    let body = match http_body_util::Limited::new(body, crate::s3::BODY_LENGTH_MAX)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            let mut refused = http::Response::new(s3s::Body::empty());
+            *refused.status_mut() = http::StatusCode::BAD_REQUEST;
+            return Err(refused);
+        }
+    };
+    let body = match crate::form::resolve_filename(&body, &boundary) {
+        Some(resolved) => {
+            parts
+                .headers
+                .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(resolved.len()));
+            Bytes::from(resolved)
+        }
+        None => body,
+    };
+    Ok(http::Request::from_parts(parts, s3s::Body::from(body)))
+}
+
 /// The HTTP service of a node: faults, then capacity, then s3s.
 #[derive(Clone)]
 pub struct NodeService {
@@ -154,7 +193,10 @@ impl NodeService {
         let answered = if request.method() == http::Method::HEAD && request.uri().path() == "/" {
             Ok(http::Response::new(s3s::Body::empty()))
         } else {
-            self.s3.call(request).await
+            match resolve_form_key(request).await {
+                Ok(request) => self.s3.call(request).await,
+                Err(response) => Ok(response),
+            }
         };
         let response = match answered {
             Ok(response) => response,

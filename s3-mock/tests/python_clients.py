@@ -51,4 +51,24 @@ with tempfile.TemporaryDirectory() as target:
                    check=True, env=env)
     with open(path, "rb") as copied:
         assert copied.read() == data, "awscli download differs"
+
+# Server-side copies of a large object: boto3's managed copy() and awscli's s3-to-s3 cp send
+# UploadPartCopy (in 5 MiB and 8 MiB parts).
+first.copy({"Bucket": "pyclients", "Key": "big.bin"}, "pyclients", "big-copy.bin",
+           Config=TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024))
+copied = last.get_object(Bucket="pyclients", Key="big-copy.bin")
+assert copied["ETag"].endswith('-3"'), copied["ETag"]
+assert copied["Body"].read() == data, "boto3 copy() differs"
+subprocess.run(["aws", "--endpoint-url", endpoints[-1], "s3", "cp", "s3://pyclients/big.bin",
+                "s3://pyclients/cli-copy.bin", "--only-show-errors"], check=True, env=env)
+assert last.get_object(Bucket="pyclients", Key="cli-copy.bin")["Body"].read() == data, "awscli s3 cp s3->s3 differs"
+
+# A key with `+` and a space is removed by `aws s3 rm --recursive` (it lists with
+# encoding-type=url), and then the bucket goes.
+first.put_object(Bucket="pyclients", Key="odd/a+b c.txt", Body=b"x")
+subprocess.run(["aws", "--endpoint-url", endpoints[0], "s3", "rm", "s3://pyclients/", "--recursive", "--only-show-errors"],
+               check=True, env=env)
+assert "Contents" not in last.list_objects_v2(Bucket="pyclients"), "aws s3 rm --recursive left keys"
+subprocess.run(["aws", "--endpoint-url", endpoints[-1], "s3", "rb", "s3://pyclients"], check=True, env=env,
+               capture_output=True)
 print("python clients OK")

@@ -10,7 +10,8 @@ use s3_mock::ClusterConfig;
 
 #[tokio::test]
 async fn boto3_and_awscli_use_the_cluster() {
-    // Proves the mock serves real Python clients: put/get/list, multipart, awscli ls and cp.
+    // Proves the mock serves real Python clients: put/get/list, multipart, awscli ls and cp,
+    // server-side copies of a large object (UploadPartCopy), rm --recursive and rb.
     let handles = cluster(3, ClusterConfig::default()).await;
     let endpoints: Vec<String> = handles
         .iter()
