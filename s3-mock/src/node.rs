@@ -138,8 +138,23 @@ async fn resolve_form_key(
         }
         None => body,
     };
-    Ok(http::Request::from_parts(parts, s3s::Body::from(body)))
+    // In pieces of the size a socket read gives: s3s's form parser buffers a piece whole while
+    // it looks for the fields (refusing one above 20 MB) and, in the file, while it looks for
+    // a delimiter across pieces (refusing more than 64 KiB).
+    let pieces: Vec<Result<http_body::Frame<Bytes>, Infallible>> = (0..body.len())
+        .step_by(FORM_PIECE)
+        .map(|start| {
+            Ok(http_body::Frame::data(
+                body.slice(start..body.len().min(start + FORM_PIECE)),
+            ))
+        })
+        .collect();
+    let body = http_body_util::StreamBody::new(futures::stream::iter(pieces));
+    Ok(http::Request::from_parts(parts, s3s::Body::http_body(body)))
 }
+
+/// The pieces a buffered form is handed to s3s in.
+const FORM_PIECE: usize = 16 * 1024;
 
 /// The HTTP service of a node: faults, then capacity, then s3s.
 #[derive(Clone)]
