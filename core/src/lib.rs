@@ -33,6 +33,7 @@
 
 pub mod auth;
 pub mod balance;
+pub mod calendar;
 pub mod config;
 pub mod event;
 pub mod exchange;

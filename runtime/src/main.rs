@@ -52,8 +52,10 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Colour only for a terminal: a log file or a collector gets plain text.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let result = match Cli::parse().command {
         Command::Run { config, seed } => run(config, seed).await,

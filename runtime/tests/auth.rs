@@ -672,22 +672,7 @@ try:
 except ClientError as error:
     print("wrong secret:", error.response["ResponseMetadata"]["HTTPStatusCode"], error.response["Error"]["Code"])
 "#;
-    let output = tokio::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", std::env::temp_dir())
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("S3_URL", format!("http://{endpoint}"))
-        .output()
-        .await
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "boto3 failed:\n{stdout}\n{stderr}");
-    stdout
+    common::python(endpoint, script).await
 }
 
 #[tokio::test]

@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use aws_sigv4::sign::v4;
 use base64::Engine as _;
-use storefront_core::s3::form::format_iso8601;
+use storefront_core::calendar::format_iso8601;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const RULES: &str = r#"
@@ -33,26 +32,6 @@ actions = ["read", "write"]
 buckets = ["data"]
 keys = ["uploads/*"]
 "#;
-
-/// Run `script` (Python, boto3) against `endpoint`; its stdout.
-async fn python(endpoint: SocketAddr, script: &str) -> String {
-    let output = tokio::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", std::env::temp_dir())
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("S3_URL", format!("http://{endpoint}"))
-        .output()
-        .await
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "python failed:\n{stdout}\n{stderr}");
-    stdout
-}
 
 /// What the scripts share: a boto3 client of the app key and an HTML-form-style POST.
 const PRELUDE: &str = r#"
@@ -132,7 +111,7 @@ print("expired:", post(soon, b"late", filename="late.jpg"))
 print("late:", stored("uploads/late.jpg"))
 "#
     );
-    let said = python(endpoint, &script).await;
+    let said = common::python(endpoint, &script).await;
     for expected in [
         "stored: 204",
         "read back: jpeg bytes",
@@ -173,7 +152,7 @@ print("v2 tampered:", post(form, b"x", filename="v2t.txt", change={"signature": 
     );
     let (endpoint, _nodes) =
         common::policy_proxy(&RULES.replacen("mode = \"policy\"\n", "mode = \"policy\"\nsigv2 = true\n", 1)).await;
-    let said = python(endpoint, &script).await;
+    let said = common::python(endpoint, &script).await;
     for expected in [
         "v2: 204",
         "v2 read back: signed with v2",
@@ -182,7 +161,7 @@ print("v2 tampered:", post(form, b"x", filename="v2t.txt", change={"signature": 
         assert!(said.lines().any(|line| line == expected), "no `{expected}` in:\n{said}");
     }
     let (endpoint, _nodes) = common::policy_proxy(RULES).await;
-    let said = python(endpoint, &script).await;
+    let said = common::python(endpoint, &script).await;
     assert!(said.lines().any(|line| line == "v2: 400 InvalidRequest"), "{said}");
     assert!(
         said.lines().any(|line| line == "v2 read back: missing (NoSuchKey)"),

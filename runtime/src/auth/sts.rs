@@ -174,7 +174,7 @@ impl Sts {
             key = credentials.access_key,
             token = credentials.token,
             secret = credentials.secret_key,
-            expiration = iso8601(credentials.expiration),
+            expiration = storefront_core::calendar::format_iso8601(credentials.expiration),
         );
         StsResponse {
             status: 200,
@@ -223,32 +223,6 @@ fn form_urlencoded(input: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `2026-11-27T10:15:00Z`.
-fn iso8601(time: SystemTime) -> String {
-    let seconds = time.duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs()) as i64;
-    let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z - era * 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,13 +230,16 @@ mod tests {
     #[test]
     fn dates_and_forms() {
         // Proves the date formatting against known instants and form decoding.
-        assert_eq!(iso8601(UNIX_EPOCH), "1970-01-01T00:00:00Z");
         assert_eq!(
-            iso8601(UNIX_EPOCH + Duration::from_secs(1_795_774_500)),
+            storefront_core::calendar::format_iso8601(UNIX_EPOCH),
+            "1970-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            storefront_core::calendar::format_iso8601(UNIX_EPOCH + Duration::from_secs(1_795_774_500)),
             "2026-11-27T10:15:00Z"
         );
         assert_eq!(
-            iso8601(UNIX_EPOCH + Duration::from_secs(951_825_600)),
+            storefront_core::calendar::format_iso8601(UNIX_EPOCH + Duration::from_secs(951_825_600)),
             "2000-02-29T12:00:00Z"
         );
         assert_eq!(

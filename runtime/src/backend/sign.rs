@@ -108,7 +108,7 @@ impl Signer {
         let Some((access_key, secret_key)) = &self.keys else {
             return Vec::new();
         };
-        let date = amz_date(time);
+        let date = storefront_core::calendar::amz_date(time);
         let credential = format!("{access_key}/{}/{}/s3/aws4_request", &date[..8], self.region);
         let fields = [
             ("x-amz-algorithm", "AWS4-HMAC-SHA256"),
@@ -148,33 +148,4 @@ pub enum FormPolicy<'a> {
         /// The bucket it is posted to.
         bucket: &'a str,
     },
-}
-
-/// `time` as SigV4 writes it: `YYYYMMDDTHHMMSSZ`.
-fn amz_date(time: SystemTime) -> String {
-    let seconds = time
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
-    let (days, rest) = (seconds / 86_400, seconds % 86_400);
-    let (year, month, day) = storefront_core::s3::form::civil_from_days(i64::try_from(days).unwrap_or(i64::MAX / 2));
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn amz_dates_are_utc_calendar_times() {
-        let at = |seconds| std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
-        assert_eq!(amz_date(at(0)), "19700101T000000Z");
-        assert_eq!(amz_date(at(1_796_126_400)), "20261201T120000Z");
-        assert_eq!(amz_date(at(951_868_801)), "20000301T000001Z");
-        assert_eq!(amz_date(at(951_782_399)), "20000228T235959Z");
-    }
 }

@@ -317,3 +317,24 @@ pub async fn proxy_process(nodes: &[NodeHandle], server: &str, extra: &str, tail
         directory,
     }
 }
+
+/// Run the Python `script` (boto3, awscli) with `S3_URL` pointing at `endpoint` and no AWS
+/// configuration of the machine's; its stdout. Fails the test when the script fails.
+pub async fn python(endpoint: SocketAddr, script: &str) -> String {
+    let output = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", std::env::temp_dir())
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("S3_URL", format!("http://{endpoint}"))
+        .output()
+        .await
+        .expect("python3 runs (with boto3: `bash ci/test.sh` installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "python failed:\n{stdout}\n{stderr}");
+    stdout
+}
