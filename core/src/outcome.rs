@@ -37,7 +37,32 @@ pub enum Phase {
     Total,
 }
 
+impl Side {
+    /// The side's name in logs and metric attributes.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Proxy => "proxy",
+            Side::Backend => "backend",
+        }
+    }
+}
+
 impl Phase {
+    /// The phase's name in logs and metric attributes.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Phase::ClientHeader => "client_header",
+            Phase::ClientBodyIdle => "client_body_idle",
+            Phase::ResponseWriteIdle => "response_write_idle",
+            Phase::BackendConnect => "backend_connect",
+            Phase::BackendSendIdle => "backend_send_idle",
+            Phase::BackendFirstByte => "backend_first_byte",
+            Phase::BackendBodyIdle => "backend_body_idle",
+            Phase::Total => "total",
+        }
+    }
+
     /// Whose slowness the phase measures.
     pub const fn side(self) -> Side {
         match self {
@@ -89,6 +114,19 @@ pub enum AttemptOutcome {
 }
 
 impl AttemptOutcome {
+    /// The outcome's kind, as logs and metric attributes name it (`response`,
+    /// `connect_failed`, `reset`, `timeout`, `abandoned`, `proxy_fault`).
+    pub const fn kind(self) -> &'static str {
+        match self {
+            AttemptOutcome::Response { .. } => "response",
+            AttemptOutcome::ConnectFailed => "connect_failed",
+            AttemptOutcome::Reset { .. } => "reset",
+            AttemptOutcome::Timeout(_) => "timeout",
+            AttemptOutcome::Abandoned => "abandoned",
+            AttemptOutcome::ProxyFault => "proxy_fault",
+        }
+    }
+
     /// Whose fault the outcome is.
     pub fn side(self) -> Side {
         match self {

@@ -13,13 +13,16 @@ use crate::request::{ConfigureError, Generation, Proxy};
 use crate::server::{self, ServerLimits};
 use crate::settings;
 use crate::settings::KeyPair;
-use crate::telemetry::Events;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::{Events, RuntimeEvent};
 use crate::transport::{Accept, Connect};
 
 /// Shared by the server, the admin listener and the signal handlers.
 pub struct App<C: Connect> {
     /// The proxy.
     pub proxy: Arc<Proxy<C>>,
+    /// Its metrics (the admin listener serves them at `/metrics`).
+    pub metrics: Arc<Metrics>,
     config_path: Option<PathBuf>,
     stop: watch::Sender<bool>,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -67,11 +70,14 @@ impl<C: Connect> App<C> {
             None => None,
         };
         let events = Arc::new(Events::default());
+        let metrics = Arc::new(Metrics::new(&config).map_err(|error| ConfigureError::Telemetry(error.to_string()))?);
+        events.subscribe(metrics.clone());
         let generation = Generation::new(config, credentials, &clock, seed, events.clone(), &connector)?;
         let proxy = Arc::new(Proxy::new(generation, connector, clock, seed, events));
         let (stop, _) = watch::channel(false);
         let app = Arc::new(App {
             proxy,
+            metrics,
             config_path,
             stop,
             tls,
@@ -123,20 +129,29 @@ impl<C: Connect> App<C> {
     /// survives unless its settings changed); a bad file is refused and the running
     /// configuration stays. Server limits and listen addresses take effect at restart only.
     pub fn reload(&self) -> Result<(), ConfigureError> {
+        let next = self
+            .next_generation()
+            .inspect_err(|_| self.proxy.events.runtime(RuntimeEvent::ConfigRefused))?;
+        self.metrics.configure(&next.config);
         let path = self.config_path.as_ref().ok_or(ConfigureError::NoConfigFile)?;
-        let (config, credentials) = settings::load(path)?;
-        let generation = self.proxy.current().next(
-            config,
-            credentials,
-            &self.proxy.clock,
-            self.proxy.connections.connector(),
-        )?;
-        let next = self.proxy.swap(generation);
+        let next = self.proxy.swap(next);
         let names: Vec<&str> = next.config.pools.iter().map(|pool| pool.name.as_str()).collect();
         self.proxy.connections.retain_pools(&names);
         self.start_drivers(next);
         tracing::info!(file = %path.display(), "configuration reloaded");
         Ok(())
+    }
+
+    /// The generation the configuration file now describes (not yet in force).
+    fn next_generation(&self) -> Result<Generation, ConfigureError> {
+        let path = self.config_path.as_ref().ok_or(ConfigureError::NoConfigFile)?;
+        let (config, credentials) = settings::load(path)?;
+        self.proxy.current().next(
+            config,
+            credentials,
+            &self.proxy.clock,
+            self.proxy.connections.connector(),
+        )
     }
 
     /// Stop accepting, drain in-flight requests (up to the grace period), stop the drivers.

@@ -10,28 +10,9 @@ use common::{BACKEND_KEY, BACKEND_SECRET, Harness, harness};
 use s3_mock::{BodyFault, Faults};
 use storefront::App;
 use storefront::transport::TcpConnector;
+
+use common::{admin, admin_call as call};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// One HTTP/1.1 request to `address`; returns status and body.
-async fn call(address: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
-    let request = format!("{method} {path} HTTP/1.1\r\nhost: admin\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    let status = response.get(9..12).and_then(|code| code.parse().ok()).unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-async fn admin(harness: &Harness) -> SocketAddr {
-    let (listener, address) = App::<TcpConnector>::bind("127.0.0.1:0").await.expect("bind admin");
-    tokio::spawn(storefront::admin::serve(listener, harness.app.clone()));
-    address
-}
 
 /// Replace `harness`'s proxy with one started from the file at `path` (so it can reload), and
 /// serve its admin endpoints; returns the admin address.
@@ -190,6 +171,20 @@ async fn reload_swaps_a_good_file_refuses_a_bad_one_and_spares_requests_in_fligh
         Some(1),
         "the refused file changed the configuration"
     );
+    // Both counted: the start and the good reload applied, the bad one refused.
+    let (_, metrics) = call(admin, "GET", "/metrics").await;
+    let reloads = |result: &str| {
+        metrics
+            .lines()
+            .find(|line| {
+                line.starts_with("storefront_config_reloads_total{")
+                    && line.contains(&format!("storefront_reload_result=\"{result}\""))
+            })
+            .and_then(|line| line.rsplit_once(' '))
+            .and_then(|(_, value)| value.parse::<u64>().ok())
+    };
+    assert_eq!(reloads("applied"), Some(2), "{metrics}");
+    assert_eq!(reloads("refused"), Some(1), "{metrics}");
     for node in &harness.nodes {
         node.set_faults(Faults::default());
     }

@@ -43,6 +43,30 @@ pub enum Source {
     Session,
 }
 
+impl Source {
+    /// The source's name in logs and metric attributes.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Source::Cidr => "cidr",
+            Source::Pod => "pod",
+            Source::AccessKey => "access_key",
+            Source::Session => "session",
+        }
+    }
+}
+
+impl Identity {
+    /// How the identity was established, as logs and metric attributes name it: a
+    /// [`Source`]'s name, `anonymous` or `trusted`.
+    pub fn source_name(&self) -> &'static str {
+        match self {
+            Identity::Anonymous => "anonymous",
+            Identity::Trusted => "trusted",
+            Identity::Named(principal) => principal.source.as_str(),
+        }
+    }
+}
+
 /// An established identity and the attributes policy rules match on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {

@@ -57,6 +57,19 @@ pub struct Config {
     /// Who may do what (`[[policy.rules]]`); deny by default.
     #[serde(default)]
     pub policy: PolicySection,
+    /// Metrics, traces and the access log.
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
+}
+
+/// `[telemetry]`
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySection {
+    /// Buckets that appear by name in metric attributes (`storefront.bucket`); every other
+    /// bucket is `_other`. Default none (and no bucket attribute at all): bucket names are
+    /// unbounded, and each one multiplies every request series.
+    pub metric_buckets: Vec<String>,
 }
 
 /// `[server]`

@@ -98,6 +98,7 @@ pub fn handle<C: Connect>(app: &App<C>, method: &http::Method, path: &str) -> ht
             Ok(()) => respond(200, "text/plain", "ready\n".into()),
             Err(missing) => respond(503, "text/plain", format!("not ready: {missing}\n")),
         },
+        ("GET", ["metrics"]) => respond(200, "text/plain; version=0.0.4; charset=utf-8", app.metrics.render()),
         ("GET", ["admin", "backends"]) => {
             let body = serde_json::to_string_pretty(&backends(app)).expect("backend views serialise");
             respond(200, "application/json", body)
@@ -136,7 +137,7 @@ pub fn handle<C: Connect>(app: &App<C>, method: &http::Method, path: &str) -> ht
         _ => respond(
             404,
             "text/plain",
-            "not found: /healthz /readyz /admin/backends /admin/backends/{id}/drain /admin/reload\n".into(),
+            "not found: /healthz /readyz /metrics /admin/backends /admin/backends/{id}/drain /admin/reload\n".into(),
         ),
     }
 }

@@ -78,6 +78,9 @@ pub enum ConfigureError {
     /// No client of the Kubernetes API (`auth.pods`, `auth.sts`) could be built.
     #[error(transparent)]
     Kubernetes(#[from] crate::transport::KubernetesError),
+    /// Telemetry (`[telemetry]`) could not be set up.
+    #[error("telemetry: {0}")]
+    Telemetry(String),
     /// A reload was asked of a proxy that was not started from a file.
     #[error("this proxy was not started from a configuration file")]
     NoConfigFile,

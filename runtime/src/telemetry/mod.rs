@@ -4,8 +4,10 @@
 //!
 //! The runtime drains core's queues after every call into core (see `proxy::Generation`) and
 //! emits what it drained once the pool lock is released, so an observer never runs under a
-//! lock the request path needs. Observers are the simulation's report today, and telemetry
-//! (metrics, traces, the access log) next: none of them reaches into core's state.
+//! lock the request path needs. Observers are the simulation's report and the metrics
+//! ([`metrics`]); none of them reaches into core's state.
+
+pub mod metrics;
 
 use std::sync::{Arc, RwLock};
 
@@ -24,6 +26,8 @@ pub enum RuntimeEvent {
     /// A client connection was closed for sending no request in time (no complete head within
     /// `client_header`, idle past `client_idle`, no TLS handshake or PROXY header in time).
     ConnectionExpired(Expiry),
+    /// A reloaded configuration was refused; the running one stays.
+    ConfigRefused,
 }
 
 /// Why a client connection was refused.

@@ -338,3 +338,26 @@ pub async fn python(endpoint: SocketAddr, script: &str) -> String {
     assert!(output.status.success(), "python failed:\n{stdout}\n{stderr}");
     stdout
 }
+
+/// One HTTP/1.1 request to `address` (an admin listener); returns status and body.
+pub async fn admin_call(address: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let request = format!("{method} {path} HTTP/1.1\r\nhost: admin\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let status = response.get(9..12).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Serve `harness`'s admin endpoints on a free loopback port; its address.
+pub async fn admin(harness: &Harness) -> SocketAddr {
+    let (listener, address) = App::<TcpConnector>::bind("127.0.0.1:0").await.expect("bind admin");
+    tokio::spawn(storefront::admin::serve(listener, harness.app.clone()));
+    address
+}
