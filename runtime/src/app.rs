@@ -13,6 +13,7 @@ use crate::request::{ConfigureError, Generation, Proxy};
 use crate::server::{self, ServerLimits};
 use crate::settings;
 use crate::settings::KeyPair;
+use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::{Events, RuntimeEvent};
 use crate::transport::{Accept, Connect};
@@ -72,6 +73,11 @@ impl<C: Connect> App<C> {
         let events = Arc::new(Events::default());
         let metrics = Arc::new(Metrics::new(&config).map_err(|error| ConfigureError::Telemetry(error.to_string()))?);
         events.subscribe(metrics.clone());
+        if let Some(log) = AccessLog::start(&config.telemetry).map_err(ConfigureError::Telemetry)? {
+            let log = Arc::new(log);
+            events.subscribe(log.clone());
+            metrics.watch_access_log(log);
+        }
         let generation = Generation::new(config, credentials, &clock, seed, events.clone(), &connector)?;
         let proxy = Arc::new(Proxy::new(generation, connector, clock, seed, events));
         let (stop, _) = watch::channel(false);

@@ -606,6 +606,9 @@ fn proxy_config(scenario: &Scenario, algorithm: AlgorithmKind, zone: Option<&str
     let mut config = Config::from_toml(&text, &format!("scenario {} proxy_config", scenario.name))
         .map_err(|error| error.to_string())?;
     config.balance.algorithm = algorithm;
+    // The report is the simulation's record of every request; an access log line per simulated
+    // request would only slow it down.
+    config.telemetry.access_log = "off".to_owned();
     for pool in &mut config.pools {
         pool.connections.idle_timeout = ConfigDuration(PROXY_IDLE_TIMEOUT);
     }

@@ -63,13 +63,34 @@ pub struct Config {
 }
 
 /// `[telemetry]`
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetrySection {
     /// Buckets that appear by name in metric attributes (`storefront.bucket`); every other
     /// bucket is `_other`. Default none (and no bucket attribute at all): bucket names are
     /// unbounded, and each one multiplies every request series.
     pub metric_buckets: Vec<String>,
+    /// Where the access log goes, one JSON line per request: `"stdout"` (the default, as a
+    /// container's log collector expects), `"stderr"`, `"off"`, or a file path (appended to).
+    /// Taken at start: a reload does not move it.
+    pub access_log: String,
+    /// Whether access log lines name the object key. Default true (S3's own server access
+    /// logs do); false where keys are sensitive.
+    pub access_log_keys: bool,
+    /// Lines the access log holds for its writer before it drops (and counts) new ones rather
+    /// than hold up a request. Default 8192.
+    pub access_log_queue: usize,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        TelemetrySection {
+            metric_buckets: Vec::new(),
+            access_log: "stdout".to_owned(),
+            access_log_keys: true,
+            access_log_queue: 8192,
+        }
+    }
 }
 
 /// `[server]`

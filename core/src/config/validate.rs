@@ -87,6 +87,15 @@ impl Config {
                 );
             }
         }
+        if self.telemetry.access_log.trim().is_empty() {
+            report(
+                "telemetry.access_log".into(),
+                "is empty: say \"stdout\", \"stderr\", \"off\" or a file path".into(),
+            );
+        }
+        if self.telemetry.access_log_queue == 0 {
+            report("telemetry.access_log_queue".into(), "must be at least 1".into());
+        }
         if self.server.max_connections == 0 {
             report("server.max_connections".into(), "must be at least 1".into());
         }

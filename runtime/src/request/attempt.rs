@@ -355,6 +355,9 @@ impl<C: Connect> Attempt<'_, C> {
             .map(|(due, _)| Box::pin(tokio::time::sleep_until(self.proxy.clock.to_tokio(due))));
         let (mut head, incoming) = response.into_parts();
         forward::strip_hop_by_hop(&mut head.headers);
+        if let Ok(value) = HeaderValue::from_str(self.request_id) {
+            head.headers.insert(crate::request::response::PROXY_REQUEST_ID, value);
+        }
         let body = ResponseBody {
             incoming: Coalescing::new(incoming),
             request_bytes: self.source.received(),

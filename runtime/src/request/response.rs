@@ -153,6 +153,11 @@ impl Drop for ResponseBody {
     }
 }
 
+/// The header that carries the proxy's own request id on every response (the access log's
+/// `request_id`): a proxied answer keeps the backend's `x-amz-request-id`, which the backend's
+/// own logs know, and gets this beside it.
+pub const PROXY_REQUEST_ID: &str = "x-storefront-request-id";
+
 /// An S3 XML error response from the proxy itself. `close` asks the client to drop the
 /// connection (used when a request body was left unread).
 pub fn error_response(
@@ -172,7 +177,8 @@ pub fn error_response(
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
     if let Ok(value) = HeaderValue::from_str(request_id) {
-        headers.insert("x-amz-request-id", value);
+        headers.insert("x-amz-request-id", value.clone());
+        headers.insert(PROXY_REQUEST_ID, value);
     }
     if error.code == ErrorCode::SlowDown || error.code == ErrorCode::ServiceUnavailable {
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -69,6 +69,9 @@ struct Names {
 /// names attributes are drawn from.
 pub struct Metrics {
     provider: SdkMeterProvider,
+    meter: Meter,
+    /// Instruments read at collection time, kept alive with their callbacks.
+    observed: std::sync::Mutex<Vec<Box<dyn std::any::Any + Send + Sync>>>,
     registry: prometheus::Registry,
     names: RwLock<Names>,
     server_duration: Histogram<f64>,
@@ -118,6 +121,20 @@ impl Metrics {
         metrics.configure(config);
         metrics.build_info(&meter);
         Ok(metrics)
+    }
+
+    /// `storefront.access_log.dropped`: lines `log` dropped because its writer fell behind.
+    pub fn watch_access_log(&self, log: Arc<super::access_log::AccessLog>) {
+        let counter = self
+            .meter
+            .u64_observable_counter("storefront.access_log.dropped")
+            .with_description("Access log lines dropped because the writer fell behind (never waited for).")
+            .with_callback(move |observer| observer.observe(log.dropped(), &[]))
+            .build();
+        self.observed
+            .lock()
+            .expect("observed instruments are never poisoned")
+            .push(Box::new(counter));
     }
 
     fn with_meter(provider: SdkMeterProvider, registry: prometheus::Registry, meter: &Meter) -> Metrics {
@@ -209,6 +226,8 @@ impl Metrics {
                 "Client connections cut for not reading their response.",
             ),
             provider,
+            meter: meter.clone(),
+            observed: std::sync::Mutex::new(Vec::new()),
             registry,
             names: RwLock::new(Names::default()),
         }
