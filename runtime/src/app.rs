@@ -80,6 +80,13 @@ impl<C: Connect> App<C> {
         }
         let generation = Generation::new(config, credentials, &clock, seed, events.clone(), &connector)?;
         let proxy = Arc::new(Proxy::new(generation, connector, clock, seed, events));
+        let watched = Arc::downgrade(&proxy);
+        metrics.watch_backends(Arc::new(move || {
+            watched
+                .upgrade()
+                .map(|proxy| crate::admin::backend_views(&proxy))
+                .unwrap_or_default()
+        }));
         let (stop, _) = watch::channel(false);
         let app = Arc::new(App {
             proxy,

@@ -15,7 +15,7 @@ use crate::request::ProxyBody;
 use crate::transport::{Accept, Connect};
 
 /// One backend in `GET /admin/backends`.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct BackendView {
     /// `POOL_INDEX.BACKEND_ID`, as used in `POST /admin/backends/{id}/drain`.
     pub id: String,
@@ -39,12 +39,19 @@ pub struct BackendView {
     pub errors_total: u64,
     /// Peak-EWMA latency estimate.
     pub latency_ewma_ms: f64,
+    /// Its relative capacity in the pool.
+    pub weight: u32,
 }
 
 /// The backends of the current configuration.
 pub fn backends<C: Connect>(app: &App<C>) -> Vec<BackendView> {
-    let generation = app.proxy.current();
-    let now = app.proxy.clock.now();
+    backend_views(&app.proxy)
+}
+
+/// The backends of `proxy`'s current configuration (the admin table and the metrics' gauges).
+pub fn backend_views<C: Connect>(proxy: &crate::request::Proxy<C>) -> Vec<BackendView> {
+    let generation = proxy.current();
+    let now = proxy.clock.now();
     let mut views = Vec::new();
     for cell in generation.state().pools() {
         let pool = cell.lock();
@@ -70,6 +77,7 @@ pub fn backends<C: Connect>(app: &App<C>) -> Vec<BackendView> {
                 requests_total: backend.requests_total(),
                 errors_total: backend.errors_total(),
                 latency_ewma_ms: backend.latency_estimate(now, &ewma).as_secs_f64() * 1000.0,
+                weight: backend.spec().weight,
             });
         }
     }

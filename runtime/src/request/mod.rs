@@ -132,6 +132,7 @@ impl<C: Connect> Proxy<C> {
     ) -> http::Response<ProxyBody> {
         let generation = self.current();
         let id = self.ids.next();
+        self.events.runtime(crate::telemetry::RuntimeEvent::RequestStarted);
         let request_id = request_id(id);
         let (parts, incoming) = request.into_parts();
         if let Some(sts) = generation.sts.clone()

@@ -75,6 +75,7 @@ pub struct Metrics {
     registry: prometheus::Registry,
     names: RwLock<Names>,
     server_duration: Histogram<f64>,
+    active_requests: UpDownCounter<i64>,
     server_ttfb: Histogram<f64>,
     server_request_size: Histogram<u64>,
     server_response_size: Histogram<u64>,
@@ -123,6 +124,118 @@ impl Metrics {
         Ok(metrics)
     }
 
+    /// The gauges read from the backends at collection time (`views`: the current
+    /// configuration's backends, as `/admin/backends` shows them): in-flight attempts, the
+    /// latency estimate, availability, ejection and drain, each backend's share of its pool's
+    /// attempts over the last minute next to its fair share (its weight's), and per pool the
+    /// largest share against the fair one (`storefront.pool.imbalance`: 1 is perfect balance,
+    /// 1.3 a node taking 30 % more than its share) and their coefficient of variation.
+    pub fn watch_backends(&self, views: Arc<dyn Fn() -> Vec<crate::admin::BackendView> + Send + Sync>) {
+        let window = Arc::new(ShareWindow::default());
+        let mut observed = Vec::<Box<dyn std::any::Any + Send + Sync>>::new();
+        let each = |name: &'static str,
+                    unit: &'static str,
+                    description: &'static str,
+                    value: fn(&crate::admin::BackendView) -> f64| {
+            let views = views.clone();
+            self.meter
+                .f64_observable_gauge(name)
+                .with_unit(unit)
+                .with_description(description)
+                .with_callback(move |observer| {
+                    for view in views() {
+                        observer.observe(value(&view), &backend_attributes(&view));
+                    }
+                })
+                .build()
+        };
+        observed.push(Box::new(each(
+            "storefront.backend.in_flight",
+            "{attempt}",
+            "Attempts in flight at the backend.",
+            |view| f64::from(view.in_flight),
+        )));
+        observed.push(Box::new(each(
+            "storefront.backend.latency_score",
+            "s",
+            "The balancer's peak-EWMA latency estimate of the backend.",
+            |view| view.latency_ewma_ms / 1000.0,
+        )));
+        observed.push(Box::new(each(
+            "storefront.backend.available",
+            "1",
+            "1 while the backend takes new requests (healthy, not ejected, not draining).",
+            |view| f64::from(u8::from(view.healthy && !view.ejected && !view.draining)),
+        )));
+        observed.push(Box::new(each(
+            "storefront.backend.ejected",
+            "1",
+            "1 while the backend is passively ejected.",
+            |view| f64::from(u8::from(view.ejected)),
+        )));
+        observed.push(Box::new(each(
+            "storefront.backend.draining",
+            "1",
+            "1 while the backend is drained by an operator.",
+            |view| f64::from(u8::from(view.draining)),
+        )));
+        let shares = {
+            let (views, window) = (views.clone(), window.clone());
+            self.meter
+                .f64_observable_gauge("storefront.backend.share")
+                .with_unit("1")
+                .with_description("The backend's share of its pool's attempts over the last minute.")
+                .with_callback(move |observer| {
+                    for (view, share) in window.shares(&views()) {
+                        observer.observe(share.actual, &backend_attributes(&view));
+                    }
+                })
+                .build()
+        };
+        observed.push(Box::new(shares));
+        let fair = {
+            let (views, window) = (views.clone(), window.clone());
+            self.meter
+                .f64_observable_gauge("storefront.backend.fair_share")
+                .with_unit("1")
+                .with_description("The share the backend's weight entitles it to among its pool's available backends.")
+                .with_callback(move |observer| {
+                    for (view, share) in window.shares(&views()) {
+                        observer.observe(share.fair, &backend_attributes(&view));
+                    }
+                })
+                .build()
+        };
+        observed.push(Box::new(fair));
+        let pool_gauge = |name: &'static str, description: &'static str, statistic: fn(&PoolShares) -> f64| {
+            let (views, window) = (views.clone(), window.clone());
+            self.meter
+                .f64_observable_gauge(name)
+                .with_unit("1")
+                .with_description(description)
+                .with_callback(move |observer| {
+                    for (pool, shares) in pool_shares(&window.shares(&views())) {
+                        observer.observe(statistic(&shares), &[KeyValue::new("storefront.pool", pool)]);
+                    }
+                })
+                .build()
+        };
+        observed.push(Box::new(pool_gauge(
+            "storefront.pool.imbalance",
+            "The largest backend share against its fair share over the last minute (1: balanced).",
+            |shares| shares.max_ratio,
+        )));
+        observed.push(Box::new(pool_gauge(
+            "storefront.pool.share_cv",
+            "Coefficient of variation of the backends' share-to-fair-share ratios over the last minute.",
+            |shares| shares.cv,
+        )));
+        self.observed
+            .lock()
+            .expect("observed instruments are never poisoned")
+            .extend(observed);
+    }
+
     /// `storefront.access_log.dropped`: lines `log` dropped because its writer fell behind.
     pub fn watch_access_log(&self, log: Arc<super::access_log::AccessLog>) {
         let counter = self
@@ -163,6 +276,11 @@ impl Metrics {
                 "Client requests, from the head to the last byte answered.",
                 &DURATION_BOUNDARIES,
             ),
+            active_requests: meter
+                .i64_up_down_counter("http.server.active_requests")
+                .with_unit("{request}")
+                .with_description("Client requests whose exchange has begun and not yet ended.")
+                .build(),
             server_ttfb: seconds(
                 "storefront.server.time_to_first_byte",
                 "Client requests, from the head to the response head (the backend's answer or the proxy's own).",
@@ -273,6 +391,7 @@ impl Metrics {
     }
 
     fn exchange(&self, record: &ExchangeRecord) {
+        self.active_requests.add(-1, &[]);
         let names = self.names.read().expect("metric names are never poisoned");
         let operation = record.operation.map_or("_unclassified", |operation| operation.name());
         let pool = match &record.route {
@@ -406,6 +525,132 @@ impl Drop for Metrics {
     }
 }
 
+/// The attributes of a backend's gauges.
+fn backend_attributes(view: &crate::admin::BackendView) -> [KeyValue; 3] {
+    let (host, port) = split_address(&view.address);
+    [
+        KeyValue::new("server.address", host.to_owned()),
+        KeyValue::new("server.port", i64::from(port)),
+        KeyValue::new("storefront.pool", view.pool.clone()),
+    ]
+}
+
+/// How long the share gauges look back.
+const SHARE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Attempt totals of every backend, sampled at collection times over [`SHARE_WINDOW`]: a
+/// backend's share is its attempts since the oldest sample against its pool's.
+#[derive(Default)]
+struct ShareWindow {
+    samples: std::sync::Mutex<std::collections::VecDeque<(std::time::Instant, std::collections::HashMap<String, u64>)>>,
+}
+
+/// A backend's share of its pool's attempts, and the share its weight entitles it to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Share {
+    actual: f64,
+    fair: f64,
+}
+
+impl ShareWindow {
+    /// Each backend's share over the window (sampling now, at most once a second).
+    fn shares(&self, views: &[crate::admin::BackendView]) -> Vec<(crate::admin::BackendView, Share)> {
+        let now = std::time::Instant::now();
+        let totals: std::collections::HashMap<String, u64> = views
+            .iter()
+            .map(|view| (view.id.clone(), view.requests_total))
+            .collect();
+        let baseline = {
+            let mut samples = self.samples.lock().expect("share samples are never poisoned");
+            if samples
+                .back()
+                .is_none_or(|(at, _)| now.duration_since(*at) >= std::time::Duration::from_secs(1))
+            {
+                samples.push_back((now, totals.clone()));
+            }
+            while samples.len() > 1
+                && samples
+                    .get(1)
+                    .is_some_and(|(at, _)| now.duration_since(*at) >= SHARE_WINDOW)
+            {
+                samples.pop_front();
+            }
+            // With one sample only, the window is everything since the backends joined.
+            if samples.len() > 1 {
+                samples.front().map(|(_, totals)| totals.clone()).unwrap_or_default()
+            } else {
+                std::collections::HashMap::new()
+            }
+        };
+        let served = |view: &crate::admin::BackendView| {
+            view.requests_total
+                .saturating_sub(baseline.get(&view.id).copied().unwrap_or(0))
+        };
+        let eligible = |view: &crate::admin::BackendView| view.healthy && !view.ejected && !view.draining;
+        views
+            .iter()
+            .map(|view| {
+                let pool = views.iter().filter(|other| other.pool == view.pool);
+                let (pool_served, pool_weight) = pool.fold((0u64, 0u64), |(served_sum, weight_sum), other| {
+                    (
+                        served_sum + served(other),
+                        weight_sum + if eligible(other) { u64::from(other.weight) } else { 0 },
+                    )
+                });
+                let actual = if pool_served == 0 {
+                    0.0
+                } else {
+                    served(view) as f64 / pool_served as f64
+                };
+                let fair = if pool_weight == 0 || !eligible(view) {
+                    0.0
+                } else {
+                    f64::from(view.weight) / pool_weight as f64
+                };
+                (view.clone(), Share { actual, fair })
+            })
+            .collect()
+    }
+}
+
+/// A pool's balance over the window.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct PoolShares {
+    /// The largest share-to-fair-share ratio among backends entitled to a share.
+    max_ratio: f64,
+    /// The coefficient of variation of those ratios.
+    cv: f64,
+}
+
+/// Per pool, from its backends' shares; pools that served nothing in the window are left out.
+fn pool_shares(shares: &[(crate::admin::BackendView, Share)]) -> Vec<(String, PoolShares)> {
+    let mut pools: Vec<String> = shares.iter().map(|(view, _)| view.pool.clone()).collect();
+    pools.dedup();
+    pools
+        .into_iter()
+        .filter_map(|pool| {
+            let ratios: Vec<f64> = shares
+                .iter()
+                .filter(|(view, share)| view.pool == pool && share.fair > 0.0)
+                .map(|(_, share)| share.actual / share.fair)
+                .collect();
+            let served: f64 = shares
+                .iter()
+                .filter(|(view, _)| view.pool == pool)
+                .map(|(_, share)| share.actual)
+                .sum();
+            if ratios.is_empty() || served == 0.0 {
+                return None;
+            }
+            let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+            let variance = ratios.iter().map(|ratio| (ratio - mean).powi(2)).sum::<f64>() / ratios.len() as f64;
+            let max_ratio = ratios.iter().copied().fold(0.0, f64::max);
+            let cv = if mean > 0.0 { variance.sqrt() / mean } else { 0.0 };
+            Some((pool, PoolShares { max_ratio, cv }))
+        })
+        .collect()
+}
+
 /// What went wrong, as `error.type` names it: the S3 error code the proxy answered, or the
 /// kind of the break; none for an answered request.
 fn error_type(record: &ExchangeRecord) -> Option<&'static str> {
@@ -507,6 +752,7 @@ impl Observer for Metrics {
             RuntimeEvent::ConfigRefused => self
                 .reloads
                 .add(1, &[KeyValue::new("storefront.reload.result", "refused")]),
+            RuntimeEvent::RequestStarted => self.active_requests.add(1, &[]),
         }
     }
 }

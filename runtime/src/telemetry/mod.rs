@@ -29,6 +29,8 @@ pub enum RuntimeEvent {
     ConnectionExpired(Expiry),
     /// A reloaded configuration was refused; the running one stays.
     ConfigRefused,
+    /// A request head arrived: its exchange begins (and ends with exactly one record).
+    RequestStarted,
 }
 
 /// Why a client connection was refused.
