@@ -1,7 +1,7 @@
 //! `sim`: run a scenario in every mode and compare.
 //!
 //! ```text
-//! cargo run --release -p sim -- --scenario hotspot --seed 7 [--json out.json]
+//! cargo run --release -p sim -- --scenario hotspot --seed 7 [--json out.json] [--metrics out.prom]
 //! ```
 
 use std::process::ExitCode;
@@ -24,6 +24,10 @@ struct Args {
     /// Also draw per-node load over time for each mode as SVG to this file.
     #[arg(long)]
     plot: Option<std::path::PathBuf>,
+    /// Also write each proxy's final metrics (Prometheus text, as its `/metrics` would show
+    /// them) for every proxy mode to this file.
+    #[arg(long)]
+    metrics: Option<std::path::PathBuf>,
     /// List the built-in scenarios.
     #[arg(long)]
     list: bool,
@@ -87,6 +91,18 @@ fn main() -> ExitCode {
             if let Some(path) = args.json {
                 let json = serde_json::to_string_pretty(&report).expect("the report serialises");
                 if let Err(error) = std::fs::write(&path, json + "\n") {
+                    eprintln!("sim: cannot write {}: {error}", path.display());
+                    return ExitCode::from(2);
+                }
+            }
+            if let Some(path) = args.metrics {
+                let mut text = String::new();
+                for mode in &report.modes {
+                    for (proxy, exposition) in &mode.metrics {
+                        text.push_str(&format!("# mode {} {proxy}\n{exposition}", mode.mode));
+                    }
+                }
+                if let Err(error) = std::fs::write(&path, text) {
                     eprintln!("sim: cannot write {}: {error}", path.display());
                     return ExitCode::from(2);
                 }

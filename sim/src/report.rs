@@ -26,6 +26,10 @@ pub struct Percentiles {
 pub struct ModeReport {
     /// `direct`, `proxy-round-robin`, ...
     pub mode: String,
+    /// Each proxy's final metrics exposition (Prometheus text), for `--metrics`; not in the
+    /// JSON report.
+    #[serde(skip)]
+    pub metrics: Vec<(String, String)>,
     /// Client requests issued.
     pub requests: u64,
     /// Requests each node received, by node name.
@@ -141,6 +145,7 @@ impl ModeReport {
         }
         ModeReport {
             mode: run.mode.name(),
+            metrics: run.metrics.clone(),
             requests: run.records.len() as u64,
             node_requests: run
                 .node_requests

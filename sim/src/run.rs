@@ -94,6 +94,8 @@ pub struct ModeRun {
     pub connections_open_at_end: u64,
     /// The proxies' exchanges by identity source and result.
     pub decisions: BTreeMap<(String, String), u64>,
+    /// Each proxy's final metrics, as Prometheus text, with its name.
+    pub metrics: Vec<(String, String)>,
 }
 
 fn node_name(index: usize) -> String {
@@ -458,6 +460,11 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
         proxy_in_flight_at_end,
         lost_writes,
         decisions: std::mem::take(&mut *tally.decisions.lock().expect("single-threaded simulation")),
+        metrics: apps
+            .iter()
+            .enumerate()
+            .map(|(index, app)| (format!("proxy-{}", index + 1), app.metrics.render()))
+            .collect(),
     })
 }
 

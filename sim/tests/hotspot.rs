@@ -89,3 +89,32 @@ fn a_dns_backed_pool_resolves_through_the_simulated_dns() {
         serde_json::to_string(&second).expect("json")
     );
 }
+
+#[test]
+fn the_proxys_hotspot_gauge_agrees_with_the_reports_max_over_mean() {
+    // Proves the simulation runs the same metrics code as a deployment (`--metrics`): each
+    // proxy mode's final exposition carries the pool's imbalance gauge, and it agrees with the
+    // report's max/mean of the nodes' requests (the nodes also count the proxy's probes, which
+    // are no attempts: hence the tolerance).
+    let scenario = short_hotspot();
+    let report = sim::run(&scenario, 7, &Mode::ALL).expect("run");
+    for mode in report.modes.iter().filter(|mode| mode.mode.starts_with("proxy-")) {
+        let [(_, exposition)] = mode.metrics.as_slice() else {
+            panic!("one proxy, one exposition: {:?}", mode.metrics.len());
+        };
+        let gauge: f64 = exposition
+            .lines()
+            .find(|line| line.starts_with("storefront_pool_imbalance_ratio{"))
+            .and_then(|line| line.rsplit_once(' '))
+            .and_then(|(_, value)| value.parse().ok())
+            .unwrap_or_else(|| panic!("no imbalance gauge in {}:\n{exposition}", mode.mode));
+        assert!(
+            (gauge - mode.imbalance_max_over_mean).abs() < 0.05,
+            "{}: gauge {gauge}, report {}",
+            mode.mode,
+            mode.imbalance_max_over_mean
+        );
+    }
+    let direct = report.modes.iter().find(|mode| mode.mode == "direct").expect("direct");
+    assert!(direct.metrics.is_empty(), "no proxy, no metrics");
+}
