@@ -17,20 +17,25 @@ if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bi
 fi
 export CONFORMANCE_S3S_FS=required
 
-# A real Prometheus scrapes the proxy in a test, and promtool checks the exposition: Debian's
-# `prometheus` package (apt needs root; elsewhere those two tests say they are skipped, and
-# under CI they are required).
-if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+# A real Prometheus scrapes the proxy in a test, and promtool checks the exposition and the
+# alert rules: Debian's `prometheus` package (apt needs root; elsewhere those tests say they are
+# skipped, and under CI they are required).
+# And a real browser loads the live view: Debian's `chromium`.
+missing=""
+command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing="prometheus"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing prometheus (apt)"
+    echo "installing$missing (apt)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   else
-    echo "prometheus is not installed and apt needs root: the Prometheus tests will be skipped"
+    echo "not installed, and apt needs root:$missing; their tests will be skipped"
   fi
 fi
 if [ "${CI:-}" = true ]; then
-  export STOREFRONT_PROMETHEUS=required
+  export STOREFRONT_PROMETHEUS=required STOREFRONT_CHROMIUM=required
 fi
 
 cargo test --workspace "$@"

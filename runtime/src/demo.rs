@@ -78,6 +78,7 @@ pub fn banner(endpoint: &str, admin: &str, backends: &[String]) -> String {
          \n  S3 endpoint:  http://{endpoint}   (path-style; demo access key pair: demo / demo, verified; unsigned requests from this machine are identity `cidr:demo`)\
          \n  admin:        http://{admin}/admin/backends   /healthz   /readyz\
          \n  metrics:      http://{admin}/metrics   (Prometheus text; the access log is the JSON lines below)\
+         \n  live view:    http://{admin}/dashboard   (each node's share, in-flight, latency and health)\
          \n  storage:      3 s3-mock nodes at {nodes}\n\
          \naws-cli:\
          \n  export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_DEFAULT_REGION=us-east-1\

@@ -271,22 +271,9 @@ buckets = ["data"]
     );
 }
 
-/// `binary` on PATH, if installed (Debian's `prometheus` package; `.ci/run` installs it and
-/// sets `STOREFRONT_PROMETHEUS=required`).
+/// `binary` (Debian's `prometheus` package: prometheus, promtool), if installed.
 fn installed(binary: &str) -> Option<std::path::PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(binary))
-            .find(|path| path.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var("STOREFRONT_PROMETHEUS").as_deref() != Ok("required"),
-            "STOREFRONT_PROMETHEUS=required but `{binary}` is not installed"
-        );
-        eprintln!("`{binary}` is not installed: skipped (CI installs Debian's prometheus package)");
-    }
-    found
+    common::installed(binary, "STOREFRONT_PROMETHEUS")
 }
 
 /// GET `path` from `address` over HTTP/1.1; the body of a 200, `None` for anything else (not

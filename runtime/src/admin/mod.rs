@@ -1,4 +1,6 @@
-//! The admin listener: `/healthz`, `/readyz`, `/admin/backends`, drain, reload.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/dashboard` (a live view of the
+//! backends: one page from the binary, no CDN, polling `/admin/backends`), `/admin/backends`,
+//! drain, reload.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,6 +15,9 @@ use storefront_core::route::PoolId;
 use crate::app::App;
 use crate::request::ProxyBody;
 use crate::transport::{Accept, Connect};
+
+/// The live view, served as it is.
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// One backend in `GET /admin/backends`.
 #[derive(Clone, Debug, Serialize)]
@@ -106,6 +111,7 @@ pub fn handle<C: Connect>(app: &App<C>, method: &http::Method, path: &str) -> ht
             Ok(()) => respond(200, "text/plain", "ready\n".into()),
             Err(missing) => respond(503, "text/plain", format!("not ready: {missing}\n")),
         },
+        ("GET", ["dashboard"]) => respond(200, "text/html; charset=utf-8", DASHBOARD.to_owned()),
         ("GET", ["metrics"]) => respond(200, "text/plain; version=0.0.4; charset=utf-8", app.metrics.render()),
         ("GET", ["admin", "backends"]) => {
             let body = serde_json::to_string_pretty(&backends(app)).expect("backend views serialise");
@@ -145,7 +151,7 @@ pub fn handle<C: Connect>(app: &App<C>, method: &http::Method, path: &str) -> ht
         _ => respond(
             404,
             "text/plain",
-            "not found: /healthz /readyz /metrics /admin/backends /admin/backends/{id}/drain /admin/reload\n".into(),
+            "not found: /healthz /readyz /metrics /dashboard /admin/backends /admin/backends/{id}/drain /admin/reload\n".into(),
         ),
     }
 }

@@ -368,3 +368,22 @@ pub async fn admin(harness: &Harness) -> SocketAddr {
     tokio::spawn(storefront::admin::serve(listener, harness.app.clone()));
     address
 }
+
+/// `binary` on PATH, if installed (a Debian package `ci/test.sh` installs as root); when it is
+/// not and the environment variable `required` says `required` (as CI sets it), the test fails
+/// instead of skipping.
+pub fn installed(binary: &str, required: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(binary))
+            .find(|path| path.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var(required).as_deref() != Ok("required"),
+            "{required}=required but `{binary}` is not installed"
+        );
+        eprintln!("`{binary}` is not installed: skipped (CI installs it)");
+    }
+    found
+}
