@@ -587,3 +587,46 @@ async fn the_dashboard_queries_are_promql_over_families_the_proxy_exports() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_slow_node_stands_out_in_the_p99_against_the_pool_median() {
+    // Proves the latency gauges: with one node ten times slower, its p99 time to first byte
+    // over the pool's median is well above the others' (which sit near or below 1).
+    let harness = harness(3, ROUND_ROBIN).await;
+    let admin = admin(&harness).await;
+    let slow = harness.nodes[1].address().expect("bound").port().to_string();
+    harness.nodes[1].set_faults(s3_mock::Faults {
+        slow_factor: 10.0,
+        ..s3_mock::Faults::default()
+    });
+    let s3 = harness.client();
+    s3.create_bucket().bucket("latency").send().await.expect("create");
+    for _ in 0..30 {
+        s3.head_bucket().bucket("latency").send().await.expect("head");
+    }
+    let (_, text) = admin_call(admin, "GET", "/metrics").await;
+    let samples = samples(&text);
+    let ratio = |port: &str| {
+        total(
+            &samples,
+            "storefront_backend_latency_p99_over_pool_median_ratio",
+            &[("server_port", port)],
+        )
+    };
+    assert!(ratio(&slow) > 3.0, "the slow node: {}\n{text}", ratio(&slow));
+    for node in [&harness.nodes[0], &harness.nodes[2]] {
+        let port = node.address().expect("bound").port().to_string();
+        assert!(ratio(&port) < 2.0, "node {port}: {}", ratio(&port));
+        let p99 = total(
+            &samples,
+            "storefront_backend_latency_p99_seconds",
+            &[("server_port", &port)],
+        );
+        let slow_p99 = total(
+            &samples,
+            "storefront_backend_latency_p99_seconds",
+            &[("server_port", &slow)],
+        );
+        assert!(slow_p99 > p99 * 3.0, "slow {slow_p99} against {p99}");
+    }
+}

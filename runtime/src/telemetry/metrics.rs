@@ -70,6 +70,8 @@ struct Names {
 pub struct Metrics {
     provider: SdkMeterProvider,
     meter: Meter,
+    /// Recent first-byte latencies per backend, for the p99 gauges.
+    latencies: Arc<std::sync::Mutex<Latencies>>,
     /// Instruments read at collection time, kept alive with their callbacks.
     observed: std::sync::Mutex<Vec<Box<dyn std::any::Any + Send + Sync>>>,
     registry: prometheus::Registry,
@@ -230,6 +232,46 @@ impl Metrics {
             "Coefficient of variation of the backends' share-to-fair-share ratios over the last minute.",
             |shares| shares.cv,
         )));
+        for (name, description, ratio) in [
+            (
+                "storefront.backend.latency_p99",
+                "The backend's p99 time to first byte over its last 512 responses within a minute.",
+                false,
+            ),
+            (
+                "storefront.backend.latency_p99_over_pool_median",
+                "The backend's p99 time to first byte over the median of its pool's (a slow node stands out above 1).",
+                true,
+            ),
+        ] {
+            let latencies = self.latencies.clone();
+            let gauge = self
+                .meter
+                .f64_observable_gauge(name)
+                .with_unit(if ratio { "1" } else { "s" })
+                .with_description(description)
+                .with_callback(move |observer| {
+                    let latencies = latencies.lock().expect("latency samples are never poisoned");
+                    for (pool, address, p99, median) in latencies.p99s() {
+                        let value = if ratio {
+                            if median > 0.0 { p99 / median } else { 0.0 }
+                        } else {
+                            p99
+                        };
+                        let (host, port) = split_address(&address);
+                        observer.observe(
+                            value,
+                            &[
+                                KeyValue::new("server.address", host.to_owned()),
+                                KeyValue::new("server.port", i64::from(port)),
+                                KeyValue::new("storefront.pool", pool.clone()),
+                            ],
+                        );
+                    }
+                })
+                .build();
+            observed.push(Box::new(gauge));
+        }
         self.observed
             .lock()
             .expect("observed instruments are never poisoned")
@@ -345,6 +387,7 @@ impl Metrics {
             ),
             provider,
             meter: meter.clone(),
+            latencies: Arc::new(std::sync::Mutex::new(Latencies::default())),
             observed: std::sync::Mutex::new(Vec::new()),
             registry,
             names: RwLock::new(Names::default()),
@@ -478,6 +521,19 @@ impl Metrics {
             self.attempts.add(1, &attributes);
             self.client_duration
                 .record((attempt.ended_at - attempt.started_at).as_secs_f64(), &attributes);
+            if let (storefront_core::outcome::AttemptOutcome::Response { .. }, Some(first_byte)) =
+                (attempt.outcome, attempt.first_byte)
+            {
+                self.latencies
+                    .lock()
+                    .expect("latency samples are never poisoned")
+                    .record(
+                        names_of(&names, attempt.pool.0),
+                        &attempt.address,
+                        attempt.ended_at,
+                        first_byte,
+                    );
+            }
             if let storefront_core::outcome::AttemptOutcome::Timeout(phase) = attempt.outcome {
                 self.timeouts.add(
                     1,
@@ -523,6 +579,87 @@ impl Drop for Metrics {
     fn drop(&mut self) {
         let _ = self.provider.shutdown();
     }
+}
+
+/// A pool's name for the latency samples.
+fn names_of(names: &Names, pool: usize) -> String {
+    names
+        .pools
+        .get(pool)
+        .map_or_else(|| "_unknown".to_owned(), |name| name.as_str().to_owned())
+}
+
+/// Samples a backend keeps for its p99.
+const LATENCY_SAMPLES: usize = 512;
+
+/// Recent first-byte latencies per backend (pool, address): the last [`LATENCY_SAMPLES`]
+/// within [`SHARE_WINDOW`] of the newest, on core's clock.
+#[derive(Debug, Default)]
+struct Latencies {
+    backends:
+        std::collections::BTreeMap<(String, String), std::collections::VecDeque<(storefront_core::time::Instant, f64)>>,
+    newest: storefront_core::time::Instant,
+}
+
+impl Latencies {
+    fn record(
+        &mut self,
+        pool: String,
+        address: &str,
+        at: storefront_core::time::Instant,
+        latency: std::time::Duration,
+    ) {
+        self.newest = self.newest.max(at);
+        let samples = self.backends.entry((pool, address.to_owned())).or_default();
+        if samples.len() == LATENCY_SAMPLES {
+            samples.pop_front();
+        }
+        samples.push_back((at, latency.as_secs_f64()));
+    }
+
+    /// Per backend: its pool, address, p99 and the median of its pool's samples.
+    fn p99s(&self) -> Vec<(String, String, f64, f64)> {
+        let fresh = |samples: &std::collections::VecDeque<(storefront_core::time::Instant, f64)>| -> Vec<f64> {
+            samples
+                .iter()
+                .filter(|(at, _)| self.newest - *at <= SHARE_WINDOW)
+                .map(|(_, latency)| *latency)
+                .collect()
+        };
+        let mut pools: std::collections::BTreeMap<&str, Vec<f64>> = std::collections::BTreeMap::new();
+        for ((pool, _), samples) in &self.backends {
+            pools.entry(pool.as_str()).or_default().extend(fresh(samples));
+        }
+        let medians: std::collections::BTreeMap<&str, f64> = pools
+            .into_iter()
+            .map(|(pool, mut samples)| (pool, quantile(&mut samples, 0.5)))
+            .collect();
+        self.backends
+            .iter()
+            .filter_map(|((pool, address), samples)| {
+                let mut samples = fresh(samples);
+                (!samples.is_empty()).then(|| {
+                    let p99 = quantile(&mut samples, 0.99);
+                    (
+                        pool.clone(),
+                        address.clone(),
+                        p99,
+                        medians.get(pool.as_str()).copied().unwrap_or(0.0),
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+/// The `q` quantile of `samples` (nearest rank); 0 for none.
+fn quantile(samples: &mut [f64], q: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    samples.sort_by(f64::total_cmp);
+    let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+    samples[rank - 1]
 }
 
 /// The attributes of a backend's gauges.
