@@ -85,7 +85,10 @@ fn record(c: &mut Criterion) {
     c.bench_function("access log: format and queue one line", |b| {
         b.iter(|| log.core_event(black_box(&event)));
     });
-    eprintln!("access log lines dropped while benchmarking (queue full): {}", log.dropped());
+    eprintln!(
+        "access log lines dropped while benchmarking (queue full): {}",
+        log.dropped()
+    );
 }
 
 criterion_group!(benches, record);

@@ -80,6 +80,32 @@ pub struct TelemetrySection {
     /// Lines the access log holds for its writer before it drops (and counts) new ones rather
     /// than hold up a request. Default 8192.
     pub access_log_queue: usize,
+    /// OpenTelemetry export over OTLP/HTTP (protobuf); off unless given.
+    pub otlp: Option<OtlpSection>,
+}
+
+/// `[telemetry.otlp]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpSection {
+    /// The collector's OTLP/HTTP base URL (`http://collector:4318`); metrics go to
+    /// `/v1/metrics` under it.
+    pub endpoint: String,
+    /// How often metrics are exported. Default 10 s (the collector aggregates further).
+    pub interval: ConfigDuration,
+    /// How long one export may take before it is dropped (and counted). Default 5 s: a slow
+    /// collector must not pile exports up.
+    pub timeout: ConfigDuration,
+}
+
+impl Default for OtlpSection {
+    fn default() -> Self {
+        OtlpSection {
+            endpoint: String::new(),
+            interval: ConfigDuration::from_secs(10),
+            timeout: ConfigDuration::from_secs(5),
+        }
+    }
 }
 
 impl Default for TelemetrySection {
@@ -89,6 +115,7 @@ impl Default for TelemetrySection {
             access_log: "stdout".to_owned(),
             access_log_keys: true,
             access_log_queue: 8192,
+            otlp: None,
         }
     }
 }

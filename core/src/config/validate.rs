@@ -93,6 +93,17 @@ impl Config {
                 "is empty: say \"stdout\", \"stderr\", \"off\" or a file path".into(),
             );
         }
+        if let Some(otlp) = &self.telemetry.otlp
+            && !otlp.endpoint.starts_with("http://")
+        {
+            report(
+                "telemetry.otlp.endpoint".into(),
+                format!(
+                    "`{}` is not an http:// URL of an OTLP/HTTP collector (https is not supported yet: run the collector beside the proxy)",
+                    otlp.endpoint
+                ),
+            );
+        }
         if self.telemetry.access_log_queue == 0 {
             report("telemetry.access_log_queue".into(), "must be at least 1".into());
         }

@@ -118,11 +118,32 @@ impl Metrics {
             .without_target_info()
             .build()
             .map_err(|error| MetricsError(error.to_string()))?;
-        let provider = SdkMeterProvider::builder().with_reader(exporter).build();
+        let mut builder = SdkMeterProvider::builder().with_reader(exporter);
+        let mut otlp_failures = None;
+        if let Some(section) = &config.telemetry.otlp {
+            let (reader, failures) = super::otlp::metrics_reader(section).map_err(MetricsError)?;
+            builder = builder.with_reader(reader);
+            otlp_failures = Some(failures);
+        }
+        let provider = builder.build();
         let meter = provider.meter("storefront");
         let metrics = Metrics::with_meter(provider.clone(), registry, &meter);
         metrics.configure(config);
         metrics.build_info(&meter);
+        if let Some(failures) = otlp_failures {
+            let counter = meter
+                .u64_observable_counter("storefront.otlp.export_failures")
+                .with_description("OTLP exports that failed or timed out (each dropped, never retried or queued).")
+                .with_callback(move |observer| {
+                    observer.observe(failures.load(std::sync::atomic::Ordering::Relaxed), &[])
+                })
+                .build();
+            metrics
+                .observed
+                .lock()
+                .expect("observed instruments are never poisoned")
+                .push(Box::new(counter));
+        }
         Ok(metrics)
     }
 

@@ -9,6 +9,7 @@
 
 pub mod access_log;
 pub mod metrics;
+pub mod otlp;
 
 use std::sync::{Arc, RwLock};
 
