@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use aws_sigv4::sign::v4;
 use base64::Engine as _;
 use storefront_core::calendar::format_iso8601;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 const RULES: &str = r#"
 [auth]
@@ -223,35 +223,6 @@ fn form_around(fields: &[(String, String)], file_length: usize) -> (Vec<u8>, Vec
     (head, tail)
 }
 
-/// Read one response's head and body from `stream` (Content-Length framed), within 10 s.
-async fn answer(stream: &mut tokio::net::TcpStream) -> String {
-    let mut answer = Vec::new();
-    let mut buffer = [0u8; 8192];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while let Ok(Ok(read)) = tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
-        if read == 0 {
-            break;
-        }
-        answer.extend_from_slice(&buffer[..read]);
-        let text = String::from_utf8_lossy(&answer);
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length = head
-                .lines()
-                .find_map(|line| {
-                    line.to_ascii_lowercase()
-                        .strip_prefix("content-length: ")
-                        .map(str::to_owned)
-                })
-                .and_then(|value| value.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            if body.len() >= length {
-                break;
-            }
-        }
-    }
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
 #[tokio::test]
 async fn a_large_form_streams_through_and_one_cut_short_stores_nothing() {
     // Proves the file is streamed, not buffered, and never committed short: a 24 MiB file
@@ -271,7 +242,7 @@ async fn a_large_form_streams_through_and_one_cut_short_stores_nothing() {
         stream.write_all(piece).await.expect("file");
     }
     stream.write_all(&tail).await.expect("tail");
-    let said = answer(&mut stream).await;
+    let said = common::read_answer(&mut stream, Duration::from_secs(10)).await;
     assert!(common::status(&said) == "204", "{said}");
     let stored = direct
         .get_object()

@@ -345,14 +345,16 @@ impl S3 for NodeS3 {
             });
         let now = self.now();
         let mut store = self.store("CopyObject");
-        let source = store.get_object(source_bucket, source_key).map_err(store_error)?;
-        check_copy_conditions(
-            &source.etag,
-            source.last_modified,
-            input.copy_source_if_match.as_ref(),
-            input.copy_source_if_none_match.as_ref(),
-            input.copy_source_if_modified_since.as_ref(),
-            input.copy_source_if_unmodified_since.as_ref(),
+        // The conditions are checked here; the store copies the source itself.
+        copy_source(
+            &store,
+            (source_bucket, source_key),
+            CopyConditions {
+                if_match: input.copy_source_if_match.as_ref(),
+                if_none_match: input.copy_source_if_none_match.as_ref(),
+                if_modified_since: input.copy_source_if_modified_since.as_ref(),
+                if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+            },
         )?;
         let (tag, modified) = store
             .copy_object((source_bucket, source_key), (&input.bucket, &input.key), replace, now)
@@ -538,14 +540,15 @@ impl S3 for NodeS3 {
         store
             .upload(&input.bucket, &input.key, &input.upload_id)
             .map_err(store_error)?;
-        let source = store.get_object(source_bucket, source_key).map_err(store_error)?;
-        check_copy_conditions(
-            &source.etag,
-            source.last_modified,
-            input.copy_source_if_match.as_ref(),
-            input.copy_source_if_none_match.as_ref(),
-            input.copy_source_if_modified_since.as_ref(),
-            input.copy_source_if_unmodified_since.as_ref(),
+        let source = copy_source(
+            &store,
+            (source_bucket, source_key),
+            CopyConditions {
+                if_match: input.copy_source_if_match.as_ref(),
+                if_none_match: input.copy_source_if_none_match.as_ref(),
+                if_modified_since: input.copy_source_if_modified_since.as_ref(),
+                if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+            },
         )?;
         let data = match input.copy_source_range.as_deref() {
             Some(range) => {

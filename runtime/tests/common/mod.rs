@@ -182,14 +182,22 @@ pub async fn policy_proxy(auth: &str) -> (SocketAddr, Vec<NodeHandle>) {
 /// Send `request` from source address `from` and read the whole answer (the proxy closes
 /// nothing: read until the head and a short body arrived, or 5 s).
 pub async fn send_from(from: Ipv4Addr, endpoint: SocketAddr, request: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.bind(SocketAddr::new(IpAddr::V4(from), 0)).expect("bind source");
     let mut stream = socket.connect(endpoint).await.expect("connect");
     stream.write_all(request).await.expect("write");
+    read_answer(&mut stream, std::time::Duration::from_secs(5)).await
+}
+
+/// Read one response's head and body from `stream` within `patience`: up to its
+/// Content-Length, or the head alone for a status without a body (204, 304), or until the
+/// connection closes.
+pub async fn read_answer(stream: &mut tokio::net::TcpStream, patience: std::time::Duration) -> String {
+    use tokio::io::AsyncReadExt;
     let mut answer = Vec::new();
-    let mut buffer = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut buffer = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + patience;
     while let Ok(Ok(read)) = tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
         if read == 0 {
             break;
@@ -205,7 +213,8 @@ pub async fn send_from(from: Ipv4Addr, endpoint: SocketAddr, request: &[u8]) -> 
                         .map(str::to_owned)
                 })
                 .and_then(|value| value.trim().parse::<usize>().ok());
-            if length.is_some_and(|length| body.len() >= length) {
+            let bodyless = head.get(9..12).is_some_and(|status| status == "204" || status == "304");
+            if length.map_or(bodyless, |length| body.len() >= length) {
                 break;
             }
         }

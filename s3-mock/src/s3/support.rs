@@ -12,7 +12,7 @@ use s3s::crypto::Checksum as _;
 use s3s::dto::*;
 use s3s::{S3Error, S3Result, s3_error};
 
-use crate::store::{Checksums, Object as StoredObject, StoreError, StoredHeaders};
+use crate::store::{Checksums, Object as StoredObject, Store, StoreError, StoredHeaders};
 
 use super::BODY_LENGTH_MAX;
 
@@ -214,23 +214,29 @@ pub(super) fn check_conditions(
     Ok(())
 }
 
-/// `x-amz-copy-source-if-*` on a copy's source: as `If-*` on a read, except that every
+/// A copy's `x-amz-copy-source-if-*` conditions.
+pub(super) struct CopyConditions<'a> {
+    pub(super) if_match: Option<&'a ETagCondition>,
+    pub(super) if_none_match: Option<&'a ETagCondition>,
+    pub(super) if_modified_since: Option<&'a Timestamp>,
+    pub(super) if_unmodified_since: Option<&'a Timestamp>,
+}
+
+/// A copy's source object, its conditions checked: as `If-*` on a read, except that every
 /// failed condition is `412 Precondition Failed` (a copy has nothing to answer 304 with).
-pub(super) fn check_copy_conditions(
-    object_etag: &str,
-    modified: SystemTime,
-    if_match: Option<&ETagCondition>,
-    if_none_match: Option<&ETagCondition>,
-    if_modified_since: Option<&Timestamp>,
-    if_unmodified_since: Option<&Timestamp>,
-) -> S3Result<()> {
+pub(super) fn copy_source<'s>(
+    store: &'s Store,
+    (bucket, key): (&str, &str),
+    conditions: CopyConditions<'_>,
+) -> S3Result<&'s StoredObject> {
+    let source = store.get_object(bucket, key).map_err(store_error)?;
     check_conditions(
-        object_etag,
-        modified,
-        if_match,
-        if_none_match,
-        if_modified_since,
-        if_unmodified_since,
+        &source.etag,
+        source.last_modified,
+        conditions.if_match,
+        conditions.if_none_match,
+        conditions.if_modified_since,
+        conditions.if_unmodified_since,
     )
     .map_err(|error| {
         if *error.code() == s3s::S3ErrorCode::NotModified {
@@ -241,7 +247,8 @@ pub(super) fn check_copy_conditions(
         } else {
             error
         }
-    })
+    })?;
+    Ok(source)
 }
 
 /// The byte range `x-amz-copy-source-range: bytes=first-last` names in a source of `total`
