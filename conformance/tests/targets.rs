@@ -44,6 +44,9 @@ buckets = ["*"]
 [health.active]
 enabled = false
 
+[telemetry]
+access_log = "off"
+
 [[pools]]
 name = "dc1"
 backends = [{}]

@@ -208,6 +208,7 @@ pub async fn serve<A: Accept, C: Connect>(
                 .runtime(RuntimeEvent::ConnectionRefused(Refusal::AtCapacity));
             continue;
         };
+        let permit = OpenConnection::new(permit, proxy.events.clone());
         let from_load_balancer = limits
             .proxy_protocol_from
             .iter()
@@ -332,5 +333,28 @@ mod tests {
             "{head}"
         );
         assert!(body.contains("<Code>SlowDown</Code>"), "{body}");
+    }
+}
+
+/// A client connection's slot under `max_connections`, counted open from accept to close
+/// (`RuntimeEvent::ConnectionOpened`, `ConnectionClosed`).
+struct OpenConnection {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    events: Arc<crate::telemetry::Events>,
+}
+
+impl OpenConnection {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit, events: Arc<crate::telemetry::Events>) -> Self {
+        events.runtime(RuntimeEvent::ConnectionOpened);
+        OpenConnection {
+            _permit: permit,
+            events,
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.events.runtime(RuntimeEvent::ConnectionClosed);
     }
 }

@@ -78,6 +78,8 @@ pub struct Metrics {
     names: RwLock<Names>,
     server_duration: Histogram<f64>,
     active_requests: UpDownCounter<i64>,
+    connections_open: UpDownCounter<i64>,
+    sts_sessions: Counter<u64>,
     server_ttfb: Histogram<f64>,
     server_request_size: Histogram<u64>,
     server_response_size: Histogram<u64>,
@@ -130,6 +132,7 @@ impl Metrics {
         let metrics = Metrics::with_meter(provider.clone(), registry, &meter);
         metrics.configure(config);
         metrics.build_info(&meter);
+        metrics.process(&meter);
         if let Some(failures) = otlp_failures {
             let counter = meter
                 .u64_observable_counter("storefront.otlp.export_failures")
@@ -339,6 +342,15 @@ impl Metrics {
                 "Client requests, from the head to the last byte answered.",
                 &DURATION_BOUNDARIES,
             ),
+            connections_open: meter
+                .i64_up_down_counter("storefront.server.connections_open")
+                .with_unit("{connection}")
+                .with_description("Client connections open.")
+                .build(),
+            sts_sessions: count(
+                "storefront.sts.sessions",
+                "Token exchanges answered: sessions issued, and refused (by the TokenReview or the request).",
+            ),
             active_requests: meter
                 .i64_up_down_counter("http.server.active_requests")
                 .with_unit("{request}")
@@ -415,6 +427,46 @@ impl Metrics {
         }
     }
 
+    /// The process's CPU time, resident memory and open file descriptors (OpenTelemetry's
+    /// `process.*` names), read from `/proc/self` at collection; absent where it is not Linux.
+    fn process(&self, meter: &Meter) {
+        let cpu = meter
+            .f64_observable_counter("process.cpu.time")
+            .with_unit("s")
+            .with_description("CPU time the process used, user and system.")
+            .with_callback(|observer| {
+                if let Some((user, system)) = process_cpu() {
+                    observer.observe(user, &[KeyValue::new("cpu.mode", "user")]);
+                    observer.observe(system, &[KeyValue::new("cpu.mode", "system")]);
+                }
+            })
+            .build();
+        let memory = meter
+            .u64_observable_gauge("process.memory.usage")
+            .with_unit("By")
+            .with_description("Resident memory of the process.")
+            .with_callback(|observer| {
+                if let Some(bytes) = process_rss() {
+                    observer.observe(bytes, &[]);
+                }
+            })
+            .build();
+        let descriptors = meter
+            .u64_observable_gauge("process.open_file_descriptors")
+            .with_unit("{file_descriptor}")
+            .with_description("File descriptors the process holds open.")
+            .with_callback(|observer| {
+                if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+                    observer.observe(entries.count() as u64, &[]);
+                }
+            })
+            .build();
+        let mut observed = self.observed.lock().expect("observed instruments are never poisoned");
+        observed.push(Box::new(cpu));
+        observed.push(Box::new(memory));
+        observed.push(Box::new(descriptors));
+    }
+
     /// `storefront.build.info`: 1, with the version as an attribute.
     fn build_info(&self, meter: &Meter) {
         let info = meter
@@ -482,6 +534,11 @@ impl Metrics {
                     opentelemetry::StringValue::from(bucket.to_owned())
                 });
             attributes.push(KeyValue::new("storefront.bucket", bucket));
+        }
+        if let ExchangeOutcome::Served { status } = record.outcome {
+            let result = if status == 200 { "issued" } else { "refused" };
+            self.sts_sessions
+                .add(1, &[KeyValue::new("storefront.sts.result", result)]);
         }
         let duration = record.duration().as_secs_f64();
         self.server_duration.record(duration, &attributes);
@@ -600,6 +657,24 @@ impl Drop for Metrics {
     fn drop(&mut self) {
         let _ = self.provider.shutdown();
     }
+}
+
+/// User and system CPU seconds of this process, from `/proc/self/stat` (in the kernel's
+/// USER_HZ ticks, 100 a second on Linux).
+fn process_cpu() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name (which may hold spaces) start at the state, field 3.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |field: usize| fields.get(field - 3)?.parse::<f64>().ok();
+    Some((ticks(14)? / 100.0, ticks(15)? / 100.0))
+}
+
+/// Resident memory of this process in bytes, from `/proc/self/status`.
+fn process_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// A pool's name for the latency samples.
@@ -911,6 +986,8 @@ impl Observer for Metrics {
                 .reloads
                 .add(1, &[KeyValue::new("storefront.reload.result", "refused")]),
             RuntimeEvent::RequestStarted => self.active_requests.add(1, &[]),
+            RuntimeEvent::ConnectionOpened => self.connections_open.add(1, &[]),
+            RuntimeEvent::ConnectionClosed => self.connections_open.add(-1, &[]),
         }
     }
 }

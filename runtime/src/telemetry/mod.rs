@@ -32,6 +32,10 @@ pub enum RuntimeEvent {
     ConfigRefused,
     /// A request head arrived: its exchange begins (and ends with exactly one record).
     RequestStarted,
+    /// A client connection was accepted (and holds a slot of `max_connections`).
+    ConnectionOpened,
+    /// A client connection accepted before closed.
+    ConnectionClosed,
 }
 
 /// Why a client connection was refused.
