@@ -320,22 +320,6 @@ pub async fn serve<A: Accept, C: Connect>(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_busy_answer_is_well_framed() {
-        // Proves the refusal's framing: its Content-Length is its body's length, its body S3 XML.
-        let text = std::str::from_utf8(super::BUSY).expect("ASCII");
-        let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
-        assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
-        assert!(
-            head.contains(&format!("\r\nContent-Length: {}\r\n", body.len())),
-            "{head}"
-        );
-        assert!(body.contains("<Code>SlowDown</Code>"), "{body}");
-    }
-}
-
 /// A client connection's slot under `max_connections`, counted open from accept to close
 /// (`RuntimeEvent::ConnectionOpened`, `ConnectionClosed`).
 struct OpenConnection {
@@ -356,5 +340,21 @@ impl OpenConnection {
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.events.runtime(RuntimeEvent::ConnectionClosed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_busy_answer_is_well_framed() {
+        // Proves the refusal's framing: its Content-Length is its body's length, its body S3 XML.
+        let text = std::str::from_utf8(super::BUSY).expect("ASCII");
+        let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+        assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+        assert!(
+            head.contains(&format!("\r\nContent-Length: {}\r\n", body.len())),
+            "{head}"
+        );
+        assert!(body.contains("<Code>SlowDown</Code>"), "{body}");
     }
 }
