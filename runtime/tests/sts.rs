@@ -80,6 +80,7 @@ async fn fake_api_server() -> SocketAddr {
 struct Setup {
     endpoint: SocketAddr,
     nodes: Vec<s3_mock::NodeHandle>,
+    harness: common::Harness,
 }
 
 async fn setup() -> Setup {
@@ -105,8 +106,12 @@ buckets = ["data"]
 keys = ["from-pod/*"]
 "#
     );
-    let (endpoint, nodes) = common::policy_proxy(&auth).await;
-    Setup { endpoint, nodes }
+    let harness = common::policy_harness(&auth).await;
+    Setup {
+        endpoint: harness.endpoint,
+        nodes: harness.nodes.clone(),
+        harness,
+    }
 }
 
 /// POST the exchange form with `token` and extra fields; the answer's status and body.
@@ -265,4 +270,20 @@ async fn tokens_for_another_audience_and_expired_or_forged_sessions_are_refused(
         .await
         .expect_err("an expired session");
     assert_eq!(common::code(&error).as_deref(), Some("AccessDenied"), "{error:?}");
+
+    // The exchanges are counted: two sessions issued, three tokens refused.
+    let admin = common::admin(&setup.harness).await;
+    let (_, metrics) = common::admin_call(admin, "GET", "/metrics").await;
+    let sessions = |result: &str| {
+        metrics
+            .lines()
+            .find(|line| {
+                line.starts_with("storefront_sts_sessions_total{")
+                    && line.contains(&format!("storefront_sts_result=\"{result}\""))
+            })
+            .and_then(|line| line.rsplit_once(' '))
+            .and_then(|(_, value)| value.parse::<u64>().ok())
+    };
+    assert_eq!(sessions("issued"), Some(2), "{metrics}");
+    assert_eq!(sessions("refused"), Some(3), "{metrics}");
 }

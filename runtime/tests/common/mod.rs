@@ -172,11 +172,17 @@ pub async fn nodes(count: usize) -> Vec<NodeHandle> {
 /// Two nodes with a bucket `data`, and a proxy whose `[auth]` (and policy) sections are
 /// `auth` instead of trust mode. Returns the proxy's endpoint and the nodes.
 pub async fn policy_proxy(auth: &str) -> (SocketAddr, Vec<NodeHandle>) {
+    let harness = policy_harness(auth).await;
+    (harness.endpoint, harness.nodes)
+}
+
+/// [`policy_proxy`], with the proxy itself (for its admin listener).
+pub async fn policy_harness(auth: &str) -> Harness {
     let nodes = nodes(2).await;
-    let (_, endpoint) = serve_text(&config_text(&nodes, "").replace("[auth]\nmode = \"trust\"\n", auth)).await;
+    let (app, endpoint) = serve_text(&config_text(&nodes, "").replace("[auth]\nmode = \"trust\"\n", auth)).await;
     let direct = client(nodes[0].address().expect("bound"), BACKEND_KEY, BACKEND_SECRET);
     direct.create_bucket().bucket("data").send().await.expect("create");
-    (endpoint, nodes)
+    Harness { nodes, app, endpoint }
 }
 
 /// Send `request` from source address `from` and read the whole answer (the proxy closes
