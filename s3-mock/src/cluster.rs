@@ -133,21 +133,36 @@ impl MockCluster {
         first_port: u16,
     ) -> std::io::Result<Vec<NodeHandle>> {
         let cluster = MockCluster::build(config);
+        let mut failures = Vec::with_capacity(cluster.services.len());
         for (index, service) in cluster.services.into_iter().enumerate() {
             let port = if first_port == 0 { 0 } else { first_port + index as u16 };
             let bind = TcpBind::new(SocketAddr::new(host, port));
             // Bind once here so errors (port taken) surface to the caller, then hand over.
             let listener = bind.bind().await?;
             drop(listener);
+            let (failed, failure) = tokio::sync::oneshot::channel();
             tokio::spawn(async move {
                 if let Err(error) = run_node(bind, service).await {
                     tracing::error!(node = index, %error, "node stopped: cannot bind");
+                    let _ = failed.send(error);
                 }
             });
+            failures.push(failure);
         }
-        for handle in &cluster.handles {
+        // Each node listens, or says why it cannot (a node that fails to bind must not leave
+        // its caller waiting for an address that never comes).
+        for (index, (handle, failure)) in cluster.handles.iter().zip(&mut failures).enumerate() {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
             while handle.address().is_none() {
-                tokio::task::yield_now().await;
+                if let Ok(error) = failure.try_recv() {
+                    return Err(std::io::Error::new(error.kind(), format!("node {index}: {error}")));
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(std::io::Error::other(format!(
+                        "node {index} did not listen within 10 s"
+                    )));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             }
         }
         Ok(cluster.handles)
