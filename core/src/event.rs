@@ -100,6 +100,8 @@ pub struct HealthChange {
 pub struct ExchangeRecord {
     /// The exchange's id; the runtime's request id (`x-amz-request-id`) is derived from it.
     pub id: u64,
+    /// The request's method (none for one the proxy served itself without a head).
+    pub method: Option<http::Method>,
     /// When the request head reached core.
     pub started_at: Instant,
     /// When the exchange ended.
@@ -132,6 +134,8 @@ pub struct ExchangeRecord {
     pub request_body_bytes: u64,
     /// Response body bytes handed to the client.
     pub response_body_bytes: u64,
+    /// Its place in a distributed trace, when the runtime traces.
+    pub trace: Option<crate::trace::TraceContext>,
 }
 
 impl ExchangeRecord {

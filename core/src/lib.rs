@@ -25,6 +25,7 @@
 //!   modules above compile their own types from.
 //! - [`glob`]: the one pattern matcher of policy and routing rules.
 //! - [`outcome`]: how an attempt ended, and whose fault it was.
+//! - [`trace`]: an exchange's place in a distributed trace, carried to its record.
 //!
 //! Conventions, after quinn-proto: input arrives through `handle_*(now, ...)` methods, output
 //! leaves through return values and `poll_*` methods, `poll_timeout()` says when the driver
@@ -47,3 +48,4 @@ pub mod route;
 pub mod s3;
 pub mod state;
 pub mod time;
+pub mod trace;

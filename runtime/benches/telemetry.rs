@@ -33,6 +33,7 @@ fn get(id: u64) -> Event {
     let at = |millis: u64| Instant::from_nanos(millis * 1_000_000);
     Event::Exchange(Box::new(ExchangeRecord {
         id,
+        method: Some(http::Method::GET),
         started_at: at(0),
         ended_at: at(12),
         operation: Some(Operation::GetObject),
@@ -69,6 +70,7 @@ fn get(id: u64) -> Event {
         continued_locally: false,
         request_body_bytes: 0,
         response_body_bytes: 65_536,
+        trace: None,
     }))
 }
 

@@ -15,6 +15,7 @@ use crate::settings;
 use crate::settings::KeyPair;
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::trace::Tracer;
 use crate::telemetry::{Events, RuntimeEvent};
 use crate::transport::{Accept, Connect};
 
@@ -78,8 +79,13 @@ impl<C: Connect> App<C> {
             events.subscribe(log.clone());
             metrics.watch_access_log(log);
         }
+        let tracer = Tracer::start(&config).map_err(ConfigureError::Telemetry)?.map(Arc::new);
+        if let Some(tracer) = &tracer {
+            events.subscribe(tracer.clone());
+            metrics.watch_tracer(tracer.counts().clone());
+        }
         let generation = Generation::new(config, credentials, &clock, seed, events.clone(), &connector)?;
-        let proxy = Arc::new(Proxy::new(generation, connector, clock, seed, events));
+        let proxy = Arc::new(Proxy::new(generation, connector, clock, seed, events, tracer));
         let watched = Arc::downgrade(&proxy);
         metrics.watch_backends(Arc::new(move || {
             watched
@@ -146,6 +152,9 @@ impl<C: Connect> App<C> {
             .next_generation()
             .inspect_err(|_| self.proxy.events.runtime(RuntimeEvent::ConfigRefused))?;
         self.metrics.configure(&next.config);
+        if let Some(tracer) = &self.proxy.tracer {
+            tracer.configure(&next.config);
+        }
         let path = self.config_path.as_ref().ok_or(ConfigureError::NoConfigFile)?;
         let next = self.proxy.swap(next);
         let names: Vec<&str> = next.config.pools.iter().map(|pool| pool.name.as_str()).collect();

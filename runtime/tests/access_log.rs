@@ -194,3 +194,36 @@ async fn a_writer_that_cannot_keep_up_costs_lines_not_requests() {
     );
     let _ = std::fs::remove_file(&path);
 }
+
+#[tokio::test]
+async fn with_traces_on_a_line_names_its_trace() {
+    // Proves the access log and the traces agree: the line of a request sent under a caller's
+    // trace carries that trace id, and a request without one gets the id of the trace the
+    // proxy started (32 hex digits).
+    let path = log_path("traced");
+    let (collector, _received) = common::collector::start(common::collector::Answer::Success).await;
+    let harness = common::harness(
+        1,
+        &format!(
+            "[telemetry]\naccess_log = \"{}\"\n\n[telemetry.otlp]\nendpoint = \"http://{collector}\"\n\n[telemetry.traces]\nsample_ratio = 0.0\n",
+            path.display()
+        ),
+    )
+    .await;
+    let (_, answer) = common::send_raw(
+        harness.endpoint,
+        b"GET / HTTP/1.1\r\nhost: proxy\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let _ = common::send_raw(harness.endpoint, b"GET / HTTP/1.1\r\nhost: proxy\r\n\r\n").await;
+    let lines = lines(&path, 2).await;
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+    let started = lines[1]["trace_id"].as_str().expect("a trace id");
+    assert!(
+        started.len() == 32 && started != "0af7651916cd43dd8448eb211c80319c",
+        "{started}"
+    );
+    let _ = std::fs::remove_file(&path);
+}

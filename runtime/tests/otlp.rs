@@ -8,75 +8,16 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use prost::Message;
-
-/// What the receiver got: path, content type, body.
-type Received = (String, String, Bytes);
-
-/// A collector on loopback that answers every export with an empty success.
-async fn collector() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Received>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("bound");
-    let (sender, received) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let sender = sender.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                    let sender = sender.clone();
-                    async move {
-                        let path = request.uri().path().to_owned();
-                        let content_type = request
-                            .headers()
-                            .get(http::header::CONTENT_TYPE)
-                            .and_then(|value| value.to_str().ok())
-                            .unwrap_or_default()
-                            .to_owned();
-                        let body = request
-                            .into_body()
-                            .collect()
-                            .await
-                            .map(|body| body.to_bytes())
-                            .unwrap_or_default();
-                        let _ = sender.send((path, content_type, body));
-                        let mut answer = http::Response::new(Full::new(Bytes::new()));
-                        answer.headers_mut().insert(
-                            http::header::CONTENT_TYPE,
-                            http::HeaderValue::from_static("application/x-protobuf"),
-                        );
-                        Ok::<_, std::convert::Infallible>(answer)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (address, received)
-}
-
-fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    attributes
-        .iter()
-        .find(|attribute| attribute.key == key)
-        .and_then(|attribute| match attribute.value.as_ref()?.value.as_ref()? {
-            any_value::Value::StringValue(text) => Some(text.as_str()),
-            _ => None,
-        })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_reach_an_otlp_collector_with_their_names_units_and_attributes() {
     // Proves the OTLP/HTTP export: protobuf POSTs to /v1/metrics carry
     // http.server.request.duration in seconds with the S3 operation as rpc.method, and the
     // per-backend attempts with server.address and server.port, for the traffic sent.
-    let (address, mut received) = collector().await;
+    let (address, mut received) = common::collector::start(common::collector::Answer::Success).await;
     let harness = common::harness(
         2,
         &format!(
@@ -117,7 +58,9 @@ async fn metrics_reach_an_otlp_collector_with_their_names_units_and_attributes()
                     let puts: u64 = histogram
                         .data_points
                         .iter()
-                        .filter(|point| string_attribute(&point.attributes, "rpc.method") == Some("PutObject"))
+                        .filter(|point| {
+                            common::collector::string_attribute(&point.attributes, "rpc.method") == Some("PutObject")
+                        })
                         .map(|point| point.count)
                         .sum();
                     saw_duration |= puts == 3;
@@ -126,7 +69,10 @@ async fn metrics_reach_an_otlp_collector_with_their_names_units_and_attributes()
                     let at_nodes = sum
                         .data_points
                         .iter()
-                        .filter(|point| string_attribute(&point.attributes, "server.address") == Some("127.0.0.1"))
+                        .filter(|point| {
+                            common::collector::string_attribute(&point.attributes, "server.address")
+                                == Some("127.0.0.1")
+                        })
                         .filter(|point| point.attributes.iter().any(|attribute| attribute.key == "server.port"))
                         .count();
                     saw_attempts |= at_nodes > 0;

@@ -62,6 +62,13 @@ impl NodeHandle {
         snapshot
     }
 
+    /// The `traceparent` headers of the last requests that carried one (at most
+    /// [`TRACED_KEPT`](crate::stats::TRACED_KEPT)), oldest first, each with the status the node
+    /// answered (a request whose signature did not verify got 403).
+    pub fn traced(&self) -> Vec<(String, u16)> {
+        self.shared.stats.traced_requests()
+    }
+
     /// Requests waiting for a service slot now.
     pub fn queue_len(&self) -> usize {
         self.shared.capacity.queue_len()
@@ -205,6 +212,11 @@ impl NodeService {
         // `HEAD /` is the node's health answer (what a proxy's active probe asks by default):
         // answered here, after faults and capacity like any request, not by s3s, which has
         // no such operation and would log an error for every probe.
+        let traceparent = request
+            .headers()
+            .get("traceparent")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
         let answered = if request.method() == http::Method::HEAD && request.uri().path() == "/" {
             Ok(http::Response::new(s3s::Body::empty()))
         } else {
@@ -226,6 +238,9 @@ impl NodeService {
                 );
             }
         };
+        if let Some(traceparent) = traceparent {
+            shared.stats.traced(traceparent, response.status().as_u16());
+        }
         let bytes_out = response.body().size_hint().exact().unwrap_or(0);
         let service = shared
             .capacity

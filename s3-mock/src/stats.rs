@@ -1,6 +1,6 @@
 //! Per-node counters, readable through the handle and as JSON on the stats port.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,7 +21,11 @@ pub struct NodeStats {
     connections_total: AtomicU64,
     connections_open: AtomicU64,
     by_operation: Mutex<BTreeMap<&'static str, u64>>,
+    traced: Mutex<VecDeque<(String, u16)>>,
 }
+
+/// How many traced requests a node remembers.
+pub const TRACED_KEPT: usize = 64;
 
 /// A copy of a node's counters at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -105,6 +109,27 @@ impl NodeStats {
             .lock()
             .expect("stats lock is never poisoned: no panics under it");
         *map.entry(name).or_default() += 1;
+    }
+
+    /// A request carried `traceparent` and was answered `status`.
+    pub(crate) fn traced(&self, traceparent: String, status: u16) {
+        let mut traced = self
+            .traced
+            .lock()
+            .expect("stats lock is never poisoned: no panics under it");
+        if traced.len() == TRACED_KEPT {
+            traced.pop_front();
+        }
+        traced.push_back((traceparent, status));
+    }
+
+    /// The traced requests remembered, oldest first.
+    pub fn traced_requests(&self) -> Vec<(String, u16)> {
+        let traced = self
+            .traced
+            .lock()
+            .expect("stats lock is never poisoned: no panics under it");
+        traced.iter().cloned().collect()
     }
 
     /// The counters now.

@@ -63,7 +63,7 @@ pub struct Config {
 }
 
 /// `[telemetry]`
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetrySection {
     /// Buckets that appear by name in metric attributes (`storefront.bucket`); every other
@@ -82,20 +82,53 @@ pub struct TelemetrySection {
     pub access_log_queue: usize,
     /// OpenTelemetry export over OTLP/HTTP (protobuf); off unless given.
     pub otlp: Option<OtlpSection>,
+    /// Traces: a server span per request, a client span per attempt, exported through
+    /// `[telemetry.otlp]`; off unless given. Taken at start: a reload does not change it.
+    pub traces: Option<TracesSection>,
+}
+
+/// `[telemetry.traces]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracesSection {
+    /// The share of traces the proxy starts itself (requests without a caller's
+    /// `traceparent`) that are recorded, 0 to 1. A caller's decision, when it sent one, is
+    /// followed either way (parent-based sampling). Default 0.01: one request in a hundred is
+    /// plenty to see where time goes at the request rates a proxy of a data platform serves.
+    pub sample_ratio: f64,
+    /// Whether server spans name the object key (`aws.s3.key`). Default false: keys can carry
+    /// what a tracing backend's readers must not see; buckets are always named.
+    pub keys: bool,
+    /// Spans held for the exporter before new ones are dropped (and counted) rather than
+    /// wait. Default 4096 (a few MiB at most).
+    pub queue: usize,
+}
+
+impl Default for TracesSection {
+    fn default() -> Self {
+        TracesSection {
+            sample_ratio: 0.01,
+            keys: false,
+            queue: 4096,
+        }
+    }
 }
 
 /// `[telemetry.otlp]`
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtlpSection {
-    /// The collector's OTLP/HTTP base URL (`http://collector:4318`); metrics go to
-    /// `/v1/metrics` under it.
+    /// The collector's OTLP/HTTP base URL (`http://collector:4318`, or `https://` with
+    /// `ca_file`); metrics go to `/v1/metrics` under it, spans to `/v1/traces`.
     pub endpoint: String,
     /// How often metrics are exported. Default 10 s (the collector aggregates further).
     pub interval: ConfigDuration,
     /// How long one export may take before it is dropped (and counted). Default 5 s: a slow
     /// collector must not pile exports up.
     pub timeout: ConfigDuration,
+    /// The PEM CA bundle an `https://` collector's certificate must chain to (required for
+    /// https: the proxy carries no system root store).
+    pub ca_file: Option<String>,
 }
 
 impl Default for OtlpSection {
@@ -104,6 +137,7 @@ impl Default for OtlpSection {
             endpoint: String::new(),
             interval: ConfigDuration::from_secs(10),
             timeout: ConfigDuration::from_secs(5),
+            ca_file: None,
         }
     }
 }
@@ -116,6 +150,7 @@ impl Default for TelemetrySection {
             access_log_keys: true,
             access_log_queue: 8192,
             otlp: None,
+            traces: None,
         }
     }
 }

@@ -187,3 +187,43 @@ fn status_lists_have_safe_defaults_and_take_only_error_statuses() {
     );
     assert!(error.to_string().contains("200 is not an error status"), "{error}");
 }
+
+#[test]
+fn telemetry_export_settings_are_checked_with_their_keys() {
+    // Proves the traces and OTLP checks: a ratio outside 0..1, an empty queue, traces with no
+    // collector to send them to, an https collector with no CA to trust, a scheme OTLP/HTTP
+    // does not have.
+    let problems = |text: &str| -> Vec<String> {
+        Config::from_toml(&format!("{text}\n{POOL}"), "t.toml").map_or_else(
+            |error| error.problems.into_iter().map(|problem| problem.key).collect(),
+            |_| Vec::new(),
+        )
+    };
+    assert_eq!(
+        problems("[telemetry.traces]\nsample_ratio = 1.5\nqueue = 0\n"),
+        vec![
+            "telemetry.traces.sample_ratio",
+            "telemetry.traces.queue",
+            "telemetry.traces"
+        ]
+    );
+    assert_eq!(
+        problems("[telemetry.otlp]\nendpoint = \"https://collector:4318\"\n"),
+        vec!["telemetry.otlp.ca_file"]
+    );
+    assert_eq!(
+        problems("[telemetry.otlp]\nendpoint = \"grpc://collector:4317\"\n"),
+        vec!["telemetry.otlp.endpoint"]
+    );
+    assert!(
+        problems("[telemetry.otlp]\nendpoint = \"https://c:4318\"\nca_file = \"ca.pem\"\n\n[telemetry.traces]\n")
+            .is_empty()
+    );
+    let config = Config::from_toml(
+        &format!("[telemetry.otlp]\nendpoint = \"http://c:4318\"\n[telemetry.traces]\n{POOL}"),
+        "t.toml",
+    )
+    .expect("valid");
+    let traces = config.telemetry.traces.expect("traces on");
+    assert_eq!((traces.sample_ratio, traces.keys, traces.queue), (0.01, false, 4096));
+}

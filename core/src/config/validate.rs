@@ -93,16 +93,40 @@ impl Config {
                 "is empty: say \"stdout\", \"stderr\", \"off\" or a file path".into(),
             );
         }
-        if let Some(otlp) = &self.telemetry.otlp
-            && !otlp.endpoint.starts_with("http://")
-        {
-            report(
-                "telemetry.otlp.endpoint".into(),
-                format!(
-                    "`{}` is not an http:// URL of an OTLP/HTTP collector (https is not supported yet: run the collector beside the proxy)",
-                    otlp.endpoint
-                ),
-            );
+        if let Some(otlp) = &self.telemetry.otlp {
+            if otlp.endpoint.starts_with("https://") {
+                if otlp.ca_file.is_none() {
+                    report(
+                        "telemetry.otlp.ca_file".into(),
+                        "is required for an https:// endpoint: name the PEM CA bundle the collector's certificate chains to".into(),
+                    );
+                }
+            } else if !otlp.endpoint.starts_with("http://") {
+                report(
+                    "telemetry.otlp.endpoint".into(),
+                    format!(
+                        "`{}` is not an http:// or https:// URL of an OTLP/HTTP collector",
+                        otlp.endpoint
+                    ),
+                );
+            }
+        }
+        if let Some(traces) = &self.telemetry.traces {
+            if !(0.0..=1.0).contains(&traces.sample_ratio) {
+                report(
+                    "telemetry.traces.sample_ratio".into(),
+                    format!("{} is not a share between 0 and 1", traces.sample_ratio),
+                );
+            }
+            if traces.queue == 0 {
+                report("telemetry.traces.queue".into(), "must be at least 1".into());
+            }
+            if self.telemetry.otlp.is_none() {
+                report(
+                    "telemetry.traces".into(),
+                    "needs [telemetry.otlp] with the collector's endpoint to send the spans to".into(),
+                );
+            }
         }
         if self.telemetry.access_log_queue == 0 {
             report("telemetry.access_log_queue".into(), "must be at least 1".into());

@@ -215,6 +215,7 @@ impl Exchange {
         let request = self.request.as_ref();
         self.record = Some(Box::new(ExchangeRecord {
             id: self.id,
+            method: self.method.clone(),
             started_at: self.started_at,
             ended_at: now.max(self.started_at),
             operation: request.map(|request| request.operation),
@@ -231,6 +232,7 @@ impl Exchange {
             continued_locally: self.continued_locally,
             request_body_bytes: self.request_body_bytes,
             response_body_bytes: self.response_body_bytes,
+            trace: self.trace.clone(),
         }));
         self.state = State::Finished(outcome);
     }

@@ -78,6 +78,7 @@ use crate::route::{PoolId, RouteDecision};
 use crate::s3::{ErrorCode, Operation, S3ErrorResponse, S3Request, classify};
 use crate::state::{PoolCell, ProxyState, Snapshot, Timeouts};
 use crate::time::Instant;
+use crate::trace::TraceContext;
 
 /// Where to send an attempt, and what.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,6 +213,8 @@ fn fault_of(status: u16, server: Side, server_failed: bool) -> Option<Side> {
 #[derive(Debug)]
 pub struct Exchange {
     id: u64,
+    /// The request's method (none for an exchange the proxy serves itself).
+    method: Option<http::Method>,
     /// The configuration the exchange started under (its settings and pools).
     snapshot: Arc<Snapshot>,
     /// The index, in that snapshot, of the pool it was routed to.
@@ -238,6 +241,7 @@ pub struct Exchange {
     body_started: bool,
     last_retry_verdict: Option<RetryVerdict>,
     retry_budget_exhausted: bool,
+    trace: Option<TraceContext>,
 }
 
 impl Exchange {
@@ -264,7 +268,7 @@ impl Exchange {
         head: &http::request::Parts,
         caller: &Caller,
     ) -> (Exchange, Step) {
-        let exchange = Exchange::new(snapshot, id, now, caller);
+        let exchange = Exchange::new(snapshot, id, now, caller, Some(&head.method));
         let request = match classify(head, exchange.snapshot.settings().classify_config()) {
             Ok(request) => request,
             Err(error) => return exchange.reject(now, error.to_response(), Side::Client),
@@ -284,7 +288,7 @@ impl Exchange {
         caller: &Caller,
         key: String,
     ) -> (Exchange, Step) {
-        let exchange = Exchange::new(snapshot, id, now, caller);
+        let exchange = Exchange::new(snapshot, id, now, caller, Some(&head.method));
         let mut request = match classify(head, exchange.snapshot.settings().classify_config()) {
             Ok(request) if request.operation == Operation::PostObject => request,
             Ok(_) => {
@@ -317,7 +321,7 @@ impl Exchange {
         caller: &Caller,
         error: S3ErrorResponse,
     ) -> (Exchange, Step) {
-        let mut exchange = Exchange::new(state.snapshot(), id, now, caller);
+        let mut exchange = Exchange::new(state.snapshot(), id, now, caller, Some(&head.method));
         exchange.request = classify(head, exchange.snapshot.settings().classify_config()).ok();
         exchange.reject(now, error, Side::Client)
     }
@@ -325,7 +329,7 @@ impl Exchange {
     /// Exchange `id`, which the proxy serves itself (the token exchange): no backend is
     /// involved. The driver answers, then reports the status with [`Exchange::handle_served`].
     pub fn serve_locally(state: &ProxyState, id: u64, now: Instant, caller: &Caller) -> Exchange {
-        let mut exchange = Exchange::new(state.snapshot(), id, now, caller);
+        let mut exchange = Exchange::new(state.snapshot(), id, now, caller, None);
         exchange.state = State::Local;
         exchange
     }
@@ -346,9 +350,10 @@ impl Exchange {
         }
     }
 
-    fn new(snapshot: Arc<Snapshot>, id: u64, now: Instant, caller: &Caller) -> Exchange {
+    fn new(snapshot: Arc<Snapshot>, id: u64, now: Instant, caller: &Caller, method: Option<&http::Method>) -> Exchange {
         Exchange {
             id,
+            method: method.cloned(),
             timeouts: *snapshot.settings().timeouts(),
             max_attempts: snapshot.settings().retry_policy().max_attempts,
             snapshot,
@@ -372,6 +377,7 @@ impl Exchange {
             body_started: false,
             last_retry_verdict: None,
             retry_budget_exhausted: false,
+            trace: None,
         }
     }
 
@@ -506,6 +512,20 @@ impl Exchange {
     /// The exchange's id (the driver's, unique within its process), for logs and S3 request ids.
     pub fn id(&self) -> u64 {
         self.id
+    }
+    /// Place the exchange in a distributed trace (the runtime's reading of the caller's
+    /// `traceparent` and its sampling decision); its record carries it. Call it before the
+    /// record is drained: an exchange refused at its start has its record made already, and
+    /// gets the context there too. Decides nothing.
+    pub fn handle_trace(&mut self, trace: TraceContext) {
+        if let Some(record) = self.record.as_mut() {
+            record.trace = Some(trace.clone());
+        }
+        self.trace = Some(trace);
+    }
+    /// The exchange's trace context, when it has one.
+    pub fn trace(&self) -> Option<&TraceContext> {
+        self.trace.as_ref()
     }
     /// The classified request (absent only when classification failed).
     pub fn request(&self) -> Option<&S3Request> {

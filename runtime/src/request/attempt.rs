@@ -164,6 +164,13 @@ impl<C: Connect> Attempt<'_, C> {
         };
         {
             let (mut head, body) = request.into_parts();
+            // The trace context goes in before signing: the backend's signature check covers it.
+            if let (Some(tracer), Some(trace)) = (
+                &self.proxy.tracer,
+                self.exchange.as_ref().and_then(|exchange| exchange.trace()),
+            ) {
+                tracer.inject(trace, dispatch.attempt, &mut head.headers);
+            }
             if let Err(error) = signer.sign(&mut head, &dispatch.plan.payload_hash, self.proxy.clock.wall()) {
                 tracing::error!(%error, "re-signing failed");
                 // The proxy's own failure: it never counts against the backend.

@@ -264,6 +264,7 @@ impl<C: Connect> Proxy<C> {
             tracing::info!(%peer, code = error.code.as_str(), message = %error.message, "form upload refused");
             let (mut exchange, _) =
                 Exchange::refuse(generation.state(), id, self.clock.now(), &parts, caller, error.clone());
+            self.trace(&mut exchange, &parts.headers);
             generation.drain(&mut exchange);
             // The rest of the body is left unread: the connection closes.
             error_response(&error, parts.uri.path(), &request_id, true)
@@ -308,6 +309,7 @@ impl<C: Connect> Proxy<C> {
         };
         let (mut exchange, step) =
             Exchange::start_form(generation.snapshot.clone(), id, self.clock.now(), &parts, &caller, key);
+        self.trace(&mut exchange, &parts.headers);
         generation.drain(&mut exchange);
         let rest_length = parts
             .headers

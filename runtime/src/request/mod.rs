@@ -38,6 +38,7 @@ use crate::clock::Clock;
 use crate::request::attempt::{Attempt, AttemptResult};
 use crate::request::body::{BodyMode, BodySource};
 use crate::telemetry::Events;
+use crate::telemetry::trace::Tracer;
 use crate::transport::Connect;
 
 /// Per-client-connection state shared with the IO wrapper.
@@ -89,18 +90,37 @@ pub struct Proxy<C: Connect> {
     ids: ExchangeIds,
     /// The observers of core's and the runtime's events.
     pub events: Arc<Events>,
+    /// The tracer, when traces are on (it observes the records through `events` too).
+    pub tracer: Option<Arc<Tracer>>,
 }
 
 impl<C: Connect> Proxy<C> {
     /// A proxy serving `generation`, dialling backends through `connector`; its exchange ids
-    /// are tagged from `seed`; `events` is what the generations report to.
-    pub fn new(generation: Generation, connector: C, clock: Clock, seed: u64, events: Arc<Events>) -> Self {
+    /// are tagged from `seed`; `events` is what the generations report to; `tracer` places
+    /// requests in traces (none: traces are off, a caller's trace context passes untouched).
+    pub fn new(
+        generation: Generation,
+        connector: C,
+        clock: Clock,
+        seed: u64,
+        events: Arc<Events>,
+        tracer: Option<Arc<Tracer>>,
+    ) -> Self {
         Proxy {
             generation: RwLock::new(Arc::new(generation)),
             connections: ConnectionPool::new(connector),
             clock,
             ids: ExchangeIds::new(seed),
             events,
+            tracer,
+        }
+    }
+
+    /// Place `exchange` in the trace its request's `headers` name (or a new one), when
+    /// traces are on. Before its record is drained.
+    fn trace(&self, exchange: &mut Exchange, headers: &http::HeaderMap) {
+        if let Some(tracer) = &self.tracer {
+            exchange.handle_trace(tracer.begin(headers));
         }
     }
 
@@ -144,6 +164,7 @@ impl<C: Connect> Proxy<C> {
                 self.clock.now(),
                 &Caller::anonymous(Some(peer.ip())),
             );
+            self.trace(&mut exchange, &parts.headers);
             let body = match http_body_util::Limited::new(incoming, crate::auth::sts::BODY_MAX)
                 .collect()
                 .await
@@ -192,12 +213,14 @@ impl<C: Connect> Proxy<C> {
                     &Caller::anonymous(Some(peer.ip())),
                     error.clone(),
                 );
+                self.trace(&mut exchange, &parts.headers);
                 generation.drain(&mut exchange);
                 return error_response(&error, parts.uri.path(), &request_id, has_body);
             }
         };
         let now = self.clock.now();
         let (mut exchange, step) = Exchange::start_in(generation.snapshot.clone(), id, now, &parts, &caller);
+        self.trace(&mut exchange, &parts.headers);
         // A rejected exchange has ended already: its record goes out now.
         generation.drain(&mut exchange);
         let (empty, length, mode) = body_framing(&exchange);

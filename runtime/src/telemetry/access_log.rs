@@ -56,6 +56,10 @@ struct Line<'a> {
     /// When the request head arrived (RFC 3339, UTC).
     time: String,
     request_id: String,
+    /// The W3C trace id (32 hex digits), when traces are on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<String>,
+    method: Option<&'a str>,
     client: Option<String>,
     identity: String,
     identity_source: &'static str,
@@ -144,6 +148,8 @@ impl AccessLog {
         let line = Line {
             time: humantime_rfc3339(started),
             request_id: crate::request::request_id(record.id),
+            trace_id: record.trace.as_ref().map(|trace| format!("{:032x}", trace.trace_id)),
+            method: record.method.as_ref().map(http::Method::as_str),
             client: record.caller.peer.map(|peer| peer.to_string()),
             identity,
             identity_source: record.caller.identity.source_name(),

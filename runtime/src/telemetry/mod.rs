@@ -5,11 +5,13 @@
 //! The runtime drains core's queues after every call into core (see `proxy::Generation`) and
 //! emits what it drained once the pool lock is released, so an observer never runs under a
 //! lock the request path needs. Observers are the simulation's report, the metrics
-//! ([`metrics`]) and the access log ([`access_log`]); none of them reaches into core's state.
+//! ([`metrics`]), the access log ([`access_log`]) and the tracer ([`trace`]); none of them
+//! reaches into core's state.
 
 pub mod access_log;
 pub mod metrics;
 pub mod otlp;
+pub mod trace;
 
 use std::sync::{Arc, RwLock};
 

@@ -1,5 +1,6 @@
 //! OTLP/HTTP export (protobuf, no protoc: opentelemetry-otlp's generated types) to a
-//! configured collector, off unless `[telemetry.otlp]` is given.
+//! configured collector, over http or https (rustls, trusting `ca_file` only), off unless
+//! `[telemetry.otlp]` is given.
 //!
 //! The SDK's periodic reader exports from its own thread; the HTTP client here hands each
 //! export to the proxy's tokio runtime and waits for it there, bounded by the configured
@@ -19,7 +20,10 @@ use storefront_core::config::OtlpSection;
 #[derive(Clone)]
 pub struct RuntimeClient {
     handle: tokio::runtime::Handle,
-    client: hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    client: hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Full<Bytes>,
+    >,
     timeout: Duration,
     failures: Arc<AtomicU64>,
 }
@@ -33,17 +37,41 @@ impl std::fmt::Debug for RuntimeClient {
 }
 
 impl RuntimeClient {
-    /// A client running its requests on `handle`, each bounded by `timeout`, counting
-    /// failures in `failures`.
-    pub fn new(handle: tokio::runtime::Handle, timeout: Duration, failures: Arc<AtomicU64>) -> Self {
-        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(hyper_util::client::legacy::connect::HttpConnector::new());
-        RuntimeClient {
+    /// A client for `section`'s collector running its requests on `handle`, each bounded by
+    /// the section's timeout, counting failures in `failures`; `Err` names an unusable
+    /// `ca_file`.
+    pub fn new(
+        handle: tokio::runtime::Handle,
+        section: &OtlpSection,
+        failures: Arc<AtomicU64>,
+    ) -> Result<Self, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(file) = &section.ca_file {
+            for certificate in
+                crate::backend::tls::certificates(file).map_err(|error| format!("telemetry.otlp.ca_file: {error}"))?
+            {
+                roots
+                    .add(certificate)
+                    .map_err(|error| format!("telemetry.otlp.ca_file: unusable CA certificate in `{file}`: {error}"))?;
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(crate::backend::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|error| format!("telemetry.otlp: {error}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+        Ok(RuntimeClient {
             handle,
             client,
-            timeout,
+            timeout: section.timeout.get(),
             failures,
-        }
+        })
     }
 }
 
@@ -78,6 +106,17 @@ impl HttpClient for RuntimeClient {
     }
 }
 
+/// What every export says of its source: `service.name` `storefront` and the version.
+pub fn resource() -> opentelemetry_sdk::Resource {
+    opentelemetry_sdk::Resource::builder()
+        .with_service_name("storefront")
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .build()
+}
+
 /// The periodic reader exporting metrics to `section`'s collector, and the count of failed
 /// exports; `Err` when no tokio runtime runs here or the exporter cannot be built.
 pub fn metrics_reader(
@@ -93,7 +132,7 @@ pub fn metrics_reader(
     let handle = tokio::runtime::Handle::try_current()
         .map_err(|_| "telemetry.otlp: no tokio runtime to export from".to_owned())?;
     let failures = Arc::new(AtomicU64::new(0));
-    let client = RuntimeClient::new(handle, section.timeout.get(), failures.clone());
+    let client = RuntimeClient::new(handle, section, failures.clone())?;
     let endpoint = format!("{}/v1/metrics", section.endpoint.trim_end_matches('/'));
     let exporter = opentelemetry_otlp::MetricExporter::builder()
         .with_http()

@@ -2,6 +2,9 @@
 //! aws-sdk-s3 clients for both.
 #![allow(dead_code)]
 
+pub mod collector;
+pub mod pki;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 

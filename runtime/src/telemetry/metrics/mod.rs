@@ -124,7 +124,9 @@ impl Metrics {
             .without_target_info()
             .build()
             .map_err(|error| MetricsError(error.to_string()))?;
-        let mut builder = SdkMeterProvider::builder().with_reader(exporter);
+        let mut builder = SdkMeterProvider::builder()
+            .with_resource(super::otlp::resource())
+            .with_reader(exporter);
         let mut otlp_failures = None;
         if let Some(section) = &config.telemetry.otlp {
             let (reader, failures) = super::otlp::metrics_reader(section).map_err(MetricsError)?;
@@ -161,6 +163,34 @@ impl Metrics {
             .u64_observable_counter("storefront.access_log.dropped")
             .with_description("Access log lines dropped because the writer fell behind (never waited for).")
             .with_callback(move |observer| observer.observe(log.dropped(), &[]))
+            .build();
+        self.observed
+            .lock()
+            .expect("observed instruments are never poisoned")
+            .push(Box::new(counter));
+    }
+
+    /// `storefront.trace.spans`: spans built, by what became of them (`result`: `exported`,
+    /// `dropped` at a full queue, `failed` with their export).
+    pub fn watch_tracer(&self, counts: Arc<super::trace::SpanCounts>) {
+        let counter = self
+            .meter
+            .u64_observable_counter("storefront.trace.spans")
+            .with_description(
+                "Trace spans built, by result: exported, dropped (export queue full) or failed (export failed).",
+            )
+            .with_callback(move |observer| {
+                for (result, count) in [
+                    ("exported", &counts.exported),
+                    ("dropped", &counts.dropped),
+                    ("failed", &counts.failed),
+                ] {
+                    observer.observe(
+                        count.load(std::sync::atomic::Ordering::Relaxed),
+                        &[KeyValue::new("result", result)],
+                    );
+                }
+            })
             .build();
         self.observed
             .lock()
@@ -327,6 +357,7 @@ impl Metrics {
             None => KeyValue::new("storefront.pool", "_none"),
         };
         let mut attributes = vec![
+            KeyValue::new("http.request.method", super::trace::method_name(record.method.as_ref())),
             KeyValue::new("rpc.method", operation),
             pool.clone(),
             KeyValue::new("storefront.identity.source", record.caller.identity.source_name()),
@@ -473,7 +504,7 @@ impl Drop for Metrics {
 
 /// What went wrong, as `error.type` names it: the S3 error code the proxy answered, or the
 /// kind of the break; none for an answered request.
-fn error_type(record: &ExchangeRecord) -> Option<&'static str> {
+pub(super) fn error_type(record: &ExchangeRecord) -> Option<&'static str> {
     match record.outcome {
         ExchangeOutcome::Completed { .. } | ExchangeOutcome::Served { .. } => None,
         ExchangeOutcome::Rejected { code } | ExchangeOutcome::Failed { code } => Some(code.as_str()),
@@ -497,7 +528,7 @@ fn is_credential_refusal(code: ErrorCode) -> bool {
 }
 
 /// `host` and `port` of a backend address (`host:port`, `[v6]:port`).
-fn split_address(address: &str) -> (&str, u16) {
+pub(super) fn split_address(address: &str) -> (&str, u16) {
     match address.rsplit_once(':') {
         Some((host, port)) => (
             host.trim_start_matches('[').trim_end_matches(']'),
