@@ -90,7 +90,7 @@ impl Phase {
 }
 
 /// How one attempt against one backend ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AttemptOutcome {
     /// The backend answered with this status and the exchange completed (or was handed on).
     Response {

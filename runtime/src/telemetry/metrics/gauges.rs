@@ -7,7 +7,7 @@ use std::sync::Arc;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Meter;
 
-use super::{Metrics, Names, split_address};
+use super::{Metrics, split_address};
 
 impl Metrics {
     /// The gauges read from the backends at collection time (`views`: the current
@@ -135,7 +135,6 @@ impl Metrics {
                 .with_unit(if ratio { "1" } else { "s" })
                 .with_description(description)
                 .with_callback(move |observer| {
-                    let latencies = latencies.lock().expect("latency samples are never poisoned");
                     for (pool, address, p99, median) in latencies.p99s() {
                         let value = if ratio {
                             if median > 0.0 { p99 / median } else { 0.0 }
@@ -221,36 +220,57 @@ fn process_rss() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// A pool's name for the latency samples.
-pub(super) fn names_of(names: &Names, pool: usize) -> String {
-    names
-        .pools
-        .get(pool)
-        .map_or_else(|| "_unknown".to_owned(), |name| name.as_str().to_owned())
-}
-
 /// Samples a backend keeps for its p99.
 const LATENCY_SAMPLES: usize = 512;
 
 /// Recent first-byte latencies per backend (pool, address): the last [`LATENCY_SAMPLES`]
-/// within [`SHARE_WINDOW`] of the newest, on core's clock.
+/// within [`SHARE_WINDOW`] of the newest, on core's clock. Each backend's samples sit behind a
+/// lock of their own, found once per attempt series (see `bound`), so recording one takes no
+/// lock another backend's attempts need and allocates nothing.
 #[derive(Debug, Default)]
 pub(super) struct Latencies {
-    backends:
-        std::collections::BTreeMap<(String, String), std::collections::VecDeque<(storefront_core::time::Instant, f64)>>,
-    newest: storefront_core::time::Instant,
+    backends: std::sync::Mutex<Vec<Arc<BackendLatencies>>>,
+    /// The newest sample's instant, in nanoseconds of core's clock.
+    newest: std::sync::atomic::AtomicU64,
+}
+
+/// One backend's recent first-byte latencies.
+#[derive(Debug)]
+pub(super) struct BackendLatencies {
+    pool: String,
+    address: String,
+    samples: std::sync::Mutex<std::collections::VecDeque<(storefront_core::time::Instant, f64)>>,
 }
 
 impl Latencies {
+    /// The samples of `address` in `pool`, registered on first use.
+    pub(super) fn backend(&self, pool: &str, address: &str) -> Arc<BackendLatencies> {
+        let mut backends = self.backends.lock().expect("latency samples are never poisoned");
+        if let Some(found) = backends
+            .iter()
+            .find(|backend| backend.pool == pool && backend.address == address)
+        {
+            return found.clone();
+        }
+        let backend = Arc::new(BackendLatencies {
+            pool: pool.to_owned(),
+            address: address.to_owned(),
+            samples: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(LATENCY_SAMPLES)),
+        });
+        backends.push(backend.clone());
+        backend
+    }
+
+    /// `backend` answered its first byte after `latency`, at `at`.
     pub(super) fn record(
-        &mut self,
-        pool: String,
-        address: &str,
+        &self,
+        backend: &BackendLatencies,
         at: storefront_core::time::Instant,
         latency: std::time::Duration,
     ) {
-        self.newest = self.newest.max(at);
-        let samples = self.backends.entry((pool, address.to_owned())).or_default();
+        let nanos = u64::try_from(at.since_epoch().as_nanos()).unwrap_or(u64::MAX);
+        self.newest.fetch_max(nanos, std::sync::atomic::Ordering::Relaxed);
+        let mut samples = backend.samples.lock().expect("latency samples are never poisoned");
         if samples.len() == LATENCY_SAMPLES {
             samples.pop_front();
         }
@@ -259,34 +279,43 @@ impl Latencies {
 
     /// Per backend: its pool, address, p99 and the median of its pool's samples.
     fn p99s(&self) -> Vec<(String, String, f64, f64)> {
-        let fresh = |samples: &std::collections::VecDeque<(storefront_core::time::Instant, f64)>| -> Vec<f64> {
-            samples
-                .iter()
-                .filter(|(at, _)| self.newest - *at <= SHARE_WINDOW)
-                .map(|(_, latency)| *latency)
-                .collect()
-        };
+        let newest = storefront_core::time::Instant::from_nanos(self.newest.load(std::sync::atomic::Ordering::Relaxed));
+        let backends = self
+            .backends
+            .lock()
+            .expect("latency samples are never poisoned")
+            .clone();
+        let fresh: Vec<(&BackendLatencies, Vec<f64>)> = backends
+            .iter()
+            .map(|backend| {
+                let samples = backend.samples.lock().expect("latency samples are never poisoned");
+                let fresh = samples
+                    .iter()
+                    .filter(|(at, _)| newest - *at <= SHARE_WINDOW)
+                    .map(|(_, latency)| *latency)
+                    .collect();
+                (backend.as_ref(), fresh)
+            })
+            .collect();
         let mut pools: std::collections::BTreeMap<&str, Vec<f64>> = std::collections::BTreeMap::new();
-        for ((pool, _), samples) in &self.backends {
-            pools.entry(pool.as_str()).or_default().extend(fresh(samples));
+        for (backend, samples) in &fresh {
+            pools.entry(backend.pool.as_str()).or_default().extend(samples);
         }
         let medians: std::collections::BTreeMap<&str, f64> = pools
             .into_iter()
             .map(|(pool, mut samples)| (pool, quantile(&mut samples, 0.5)))
             .collect();
-        self.backends
-            .iter()
-            .filter_map(|((pool, address), samples)| {
-                let mut samples = fresh(samples);
-                (!samples.is_empty()).then(|| {
-                    let p99 = quantile(&mut samples, 0.99);
-                    (
-                        pool.clone(),
-                        address.clone(),
-                        p99,
-                        medians.get(pool.as_str()).copied().unwrap_or(0.0),
-                    )
-                })
+        fresh
+            .into_iter()
+            .filter(|(_, samples)| !samples.is_empty())
+            .map(|(backend, mut samples)| {
+                let p99 = quantile(&mut samples, 0.99);
+                (
+                    backend.pool.clone(),
+                    backend.address.clone(),
+                    p99,
+                    medians.get(backend.pool.as_str()).copied().unwrap_or(0.0),
+                )
             })
             .collect()
     }

@@ -18,7 +18,6 @@ use std::sync::{Arc, RwLock};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _, UpDownCounter};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
-use storefront_core::auth::Decision;
 use storefront_core::config::Config;
 use storefront_core::event::{Event, ExchangeRecord, HealthChange};
 use storefront_core::exchange::ExchangeOutcome;
@@ -27,9 +26,10 @@ use storefront_core::s3::ErrorCode;
 
 use super::{Expiry, Observer, Refusal, RuntimeEvent};
 
+mod bound;
 mod gauges;
 
-use gauges::{Latencies, names_of};
+use gauges::Latencies;
 
 /// Seconds, for whole requests to S3: from a millisecond (a cached HEAD) to five minutes (a
 /// multi-gigabyte object).
@@ -75,7 +75,9 @@ pub struct Metrics {
     provider: SdkMeterProvider,
     meter: Meter,
     /// Recent first-byte latencies per backend, for the p99 gauges.
-    latencies: Arc<std::sync::Mutex<Latencies>>,
+    latencies: Arc<Latencies>,
+    /// The bound series exchanges and attempts record into.
+    series: bound::Series,
     /// Instruments read at collection time, kept alive with their callbacks.
     observed: std::sync::Mutex<Vec<Box<dyn std::any::Any + Send + Sync>>>,
     registry: prometheus::Registry,
@@ -302,7 +304,8 @@ impl Metrics {
             ),
             provider,
             meter: meter.clone(),
-            latencies: Arc::new(std::sync::Mutex::new(Latencies::default())),
+            latencies: Arc::new(Latencies::default()),
+            series: bound::Series::default(),
             observed: std::sync::Mutex::new(Vec::new()),
             registry,
             names: RwLock::new(Names::default()),
@@ -327,6 +330,8 @@ impl Metrics {
             .map(|pool| opentelemetry::StringValue::from(pool.name.clone()))
             .collect();
         names.buckets = config.telemetry.metric_buckets.clone();
+        // Series bound under the previous names would carry them on.
+        self.series.clear();
     }
 
     /// The Prometheus text exposition of every instrument.
@@ -351,119 +356,45 @@ impl Metrics {
     fn exchange(&self, record: &ExchangeRecord) {
         self.active_requests.add(-1, &[]);
         let names = self.names.read().expect("metric names are never poisoned");
-        let operation = record.operation.map_or("_unclassified", |operation| operation.name());
-        let pool = match &record.route {
-            Some(route) => self.pool(&names, route.pool.0),
-            None => KeyValue::new("storefront.pool", "_none"),
-        };
-        let mut attributes = vec![
-            KeyValue::new("http.request.method", super::trace::method_name(record.method.as_ref())),
-            KeyValue::new("rpc.method", operation),
-            pool.clone(),
-            KeyValue::new("storefront.identity.source", record.caller.identity.source_name()),
-        ];
-        if let Some(status) = record.status {
-            attributes.push(KeyValue::new("http.response.status_code", i64::from(status)));
+        let series = self.exchange_series(record, &names);
+        if let Some(sts) = series.sts() {
+            sts.add(1);
         }
-        if let Some(error) = error_type(record) {
-            attributes.push(KeyValue::new("error.type", error));
-        }
-        if !names.buckets.is_empty() {
-            let bucket = record
-                .bucket
-                .as_deref()
-                .filter(|bucket| names.buckets.iter().any(|listed| listed == bucket))
-                .map_or(opentelemetry::StringValue::from(OTHER_BUCKET), |bucket| {
-                    opentelemetry::StringValue::from(bucket.to_owned())
-                });
-            attributes.push(KeyValue::new("storefront.bucket", bucket));
-        }
-        if let ExchangeOutcome::Served { status } = record.outcome {
-            let result = if status == 200 { "issued" } else { "refused" };
-            self.sts_sessions
-                .add(1, &[KeyValue::new("storefront.sts.result", result)]);
-        }
-        let duration = record.duration().as_secs_f64();
-        self.server_duration.record(duration, &attributes);
-        let head = record
-            .attempts
-            .last()
-            .and_then(|attempt| attempt.first_byte.map(|first_byte| (attempt, first_byte)));
-        let ttfb = match head {
-            Some((attempt, first_byte)) => (attempt.started_at - record.started_at) + first_byte,
-            None => record.ended_at - record.started_at,
-        };
+        series.duration.record(record.duration().as_secs_f64());
         if record.status.is_some() {
-            self.server_ttfb.record(ttfb.as_secs_f64(), &attributes);
-        }
-        let sizes = [KeyValue::new("rpc.method", operation), pool.clone()];
-        self.server_request_size.record(record.request_body_bytes, &sizes);
-        self.server_response_size.record(record.response_body_bytes, &sizes);
-        if record.continued_locally {
-            self.continued_locally.add(1, &sizes);
-        }
-        let (result, source) = match (&record.decision, &record.outcome) {
-            (Some(Decision::Allow { .. }), _) => ("allowed", record.caller.identity.source_name()),
-            (Some(Decision::Deny { .. }), _) => ("denied", record.caller.identity.source_name()),
-            (None, ExchangeOutcome::Rejected { code }) if is_credential_refusal(*code) => ("refused", "signature"),
-            _ => ("", ""),
-        };
-        if !result.is_empty() {
-            let reason = match &record.outcome {
-                ExchangeOutcome::Rejected { code } if result == "refused" => code.as_str(),
-                _ => result,
+            let head = record
+                .attempts
+                .last()
+                .and_then(|attempt| attempt.first_byte.map(|first_byte| (attempt, first_byte)));
+            let ttfb = match head {
+                Some((attempt, first_byte)) => (attempt.started_at - record.started_at) + first_byte,
+                None => record.ended_at - record.started_at,
             };
-            self.decisions.add(
-                1,
-                &[
-                    KeyValue::new("storefront.identity.source", source),
-                    KeyValue::new("storefront.auth.result", result),
-                    KeyValue::new("storefront.auth.reason", reason),
-                ],
-            );
+            series.ttfb(self).record(ttfb.as_secs_f64());
+        }
+        series.request_size.record(record.request_body_bytes);
+        series.response_size.record(record.response_body_bytes);
+        if record.continued_locally {
+            series.continued(self).add(1);
+        }
+        if let Some(decision) = series.decision() {
+            decision.add(1);
         }
         let retries = record.retries() as u64;
         if retries > 0 {
-            self.retries.add(retries, std::slice::from_ref(&pool));
+            series.retries(self).add(retries);
         }
-        let last = record.attempts.len();
         for attempt in &record.attempts {
-            let (host, port) = split_address(&attempt.address);
-            let mut attributes = vec![
-                KeyValue::new("server.address", host.to_owned()),
-                KeyValue::new("server.port", i64::from(port)),
-                self.pool(&names, attempt.pool.0),
-                KeyValue::new("storefront.attempt.outcome", attempt.outcome.kind()),
-                KeyValue::new("storefront.attempt.final", attempt.number as usize == last),
-            ];
-            if let storefront_core::outcome::AttemptOutcome::Response { status } = attempt.outcome {
-                attributes.push(KeyValue::new("http.response.status_code", i64::from(status)));
+            let series = self.attempt_series(attempt, record.attempts.len(), &names);
+            series.attempts.add(1);
+            series
+                .duration
+                .record((attempt.ended_at - attempt.started_at).as_secs_f64());
+            if let (Some(latencies), Some(first_byte)) = (&series.latencies, attempt.first_byte) {
+                self.latencies.record(latencies, attempt.ended_at, first_byte);
             }
-            self.attempts.add(1, &attributes);
-            self.client_duration
-                .record((attempt.ended_at - attempt.started_at).as_secs_f64(), &attributes);
-            if let (storefront_core::outcome::AttemptOutcome::Response { .. }, Some(first_byte)) =
-                (attempt.outcome, attempt.first_byte)
-            {
-                self.latencies
-                    .lock()
-                    .expect("latency samples are never poisoned")
-                    .record(
-                        names_of(&names, attempt.pool.0),
-                        &attempt.address,
-                        attempt.ended_at,
-                        first_byte,
-                    );
-            }
-            if let storefront_core::outcome::AttemptOutcome::Timeout(phase) = attempt.outcome {
-                self.timeouts.add(
-                    1,
-                    &[
-                        KeyValue::new("server.address", host.to_owned()),
-                        self.pool(&names, attempt.pool.0),
-                        KeyValue::new("storefront.timeout.phase", phase.as_str()),
-                    ],
-                );
+            if let Some(timeouts) = &series.timeouts {
+                timeouts.add(1);
             }
         }
     }
@@ -515,7 +446,7 @@ pub(super) fn error_type(record: &ExchangeRecord) -> Option<&'static str> {
 
 /// True for the codes a credential that did not verify gets (a bad or expired signature, an
 /// unknown key, a clock too far off, a bad token or credential scope).
-fn is_credential_refusal(code: ErrorCode) -> bool {
+pub(super) fn is_credential_refusal(code: ErrorCode) -> bool {
     matches!(
         code,
         ErrorCode::SignatureDoesNotMatch
