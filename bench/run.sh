@@ -20,6 +20,10 @@
 #            serves on 127.0.0.1:8085 in front of backends 127.0.0.1:9001-9003; its own process
 #            is measured, so exec the server rather than wrapping it), e.g.
 #            EXTRA_CMD="exec target/release/storefront --config bench/storefront.toml" TARGETS="direct3 haproxy extra"
+#            optional: sfoff = Storefront with telemetry off (bench/storefront-off.toml, :8086;
+#            no metrics recorded, no access log), started by SFOFF_CMD, beside "extra" (telemetry
+#            on, as shipped: metrics and an access log line per request to stdout, here a file):
+#            TESTS=small MODES=pinned TARGETS="haproxy extra sfoff" measures what telemetry costs
 #   REPS [2]  SMALL_DUR [15] LARGE_DUR [10] PUT_DUR [10]  (seconds)
 #   OUT [$WORK/results/<timestamp>]   WORK [${TMPDIR:-/tmp}/sf-perf]
 set -u
@@ -39,6 +43,7 @@ TESTS=${TESTS:-"small large put"}
 TARGETS=${TARGETS:-"direct1 direct3 nginx haproxy extra"}
 ROOT=$(cd "$PERF/.." && pwd)
 EXTRA_CMD=${EXTRA_CMD:-"RUST_LOG=warn exec $ROOT/target/release/storefront run --config $PERF/storefront.toml"}
+SFOFF_CMD=${SFOFF_CMD:-"RUST_LOG=warn exec $ROOT/target/release/storefront run --config $PERF/storefront-off.toml"}
 OUT=${OUT:-$WORK/results/$(date +%Y%m%d-%H%M%S)}
 CLK=$(getconf CLK_TCK)
 
@@ -75,6 +80,7 @@ stop_one() {  # stop_one NAME [SIGNAL]
 
 stop_all() {
   stop_one extra TERM
+  stop_one sfoff TERM
   stop_one pingora INT      # SIGINT = fast shutdown for pingora (SIGTERM waits for grace period)
   stop_one haproxy TERM
   stop_one nginx TERM       # master; fast shutdown also stops its workers
@@ -100,6 +106,7 @@ proc_pids() {
     haproxy) echo "${PID[haproxy]:-}";;
     pingora) echo "${PID[pingora]:-}";;
     extra)   echo "${PID[extra]:-}";;
+    sfoff)   echo "${PID[sfoff]:-}";;
     backends) echo "${PID[s3fs1]} ${PID[s3fs2]} ${PID[s3fs3]}";;
     *) echo "";;
   esac
@@ -138,14 +145,16 @@ start_servers() {  # start_servers MODE
     start_bg pingora $pin "$PINGORA" -c "$PERF/pingora-lb/conf.yaml"
   fi
   case " $TARGETS " in *" extra "*) start_bg extra $pin bash -c "${EXTRA_CMD:?EXTRA_CMD must start a proxy on 127.0.0.1:8085}";; esac
+  case " $TARGETS " in *" sfoff "*) start_bg sfoff $pin bash -c "$SFOFF_CMD";; esac
   wait_port 8081; wait_port 8082; [ -x "$PINGORA" ] && wait_port 8083
   [ -n "${PID[extra]:-}" ] && wait_port 8085
+  [ -n "${PID[sfoff]:-}" ] && wait_port 8086
   [ -n "${PID[nginxbuf]:-}" ] && wait_port 8084
   sleep 0.5
-  for n in s3fs1 s3fs2 s3fs3 nginx nginxbuf haproxy pingora extra; do
+  for n in s3fs1 s3fs2 s3fs3 nginx nginxbuf haproxy pingora extra sfoff; do
     [ -n "${PID[$n]:-}" ] && log "$n pid=${PID[$n]} affinity=$(taskset -pc "${PID[$n]}" | awk -F': ' '{print $2}') threads=$(awk '/^Threads:/{print $2}' /proc/${PID[$n]}/status)"
   done
-  for t in nginx nginxbuf haproxy pingora extra backends; do
+  for t in nginx nginxbuf haproxy pingora extra sfoff backends; do
     [ -n "$(proc_pids $t | tr -d ' ')" ] && log "idle RSS $t: $(rss_kib $(proc_pids $t)) KiB (pids: $(proc_pids $t | xargs))"
   done
 }
@@ -165,8 +174,9 @@ load_objects() {  # same objects into each backend's own data dir (s3s-fs tmp-fi
     done
   done
   # verify through every entry point
-  for port in 9001 9002 9003 8081 8082 8083 8084 8085; do
+  for port in 9001 9002 9003 8081 8082 8083 8084 8085 8086; do
     [ $port = 8085 ] && [ -z "${PID[extra]:-}" ] && continue
+    [ $port = 8086 ] && [ -z "${PID[sfoff]:-}" ] && continue
     [ $port = 8083 ] && [ ! -x "$PINGORA" ] && continue
     [ $port = 8084 ] && [ -z "${PID[nginxbuf]:-}" ] && continue
     for o in obj-1k obj-64m; do
@@ -213,6 +223,7 @@ measure() {  # measure MODE REP TEST TARGET
     pingora) wrk_one 8083 $t $c $d $to $script $path > "$tmp.0";;
     nginxbuf) wrk_one 8084 $t $c $d $to $script $path > "$tmp.0";;
     extra)   wrk_one 8085 $t $c $d $to $script $path > "$tmp.0";;
+    sfoff)   wrk_one 8086 $t $c $d $to $script $path > "$tmp.0";;
   esac
   p1=$(cpu_ticks $ppids); b1=$(cpu_ticks $bpids); s1=$(sys_busy_ticks)
   rss=$( [ -n "$(echo $ppids | tr -d ' ')" ] && rss_kib $ppids || echo 0 )
@@ -249,7 +260,7 @@ for mode in $MODES; do
   top -b -n1 | head -15 >> "$OUT/top-$mode.txt"
   log "warmup (3 s small GET per target, not recorded)"
   for target in $TARGETS; do
-    case $target in direct1) p=9001;; direct3) p=9002;; nginx) p=8081;; haproxy) p=8082;; pingora) p=8083;; nginxbuf) p=8084;; extra) p=8085;; esac
+    case $target in direct1) p=9001;; direct3) p=9002;; nginx) p=8081;; haproxy) p=8082;; pingora) p=8083;; nginxbuf) p=8084;; extra) p=8085;; sfoff) p=8086;; esac
     wrk_one $p 2 64 3 5s $PERF/lua/report.lua /bench/obj-1k > /dev/null
   done
   for rep in $(seq "$REPS"); do
@@ -259,7 +270,7 @@ for mode in $MODES; do
       done
     done
   done
-  for t in nginx nginxbuf haproxy pingora extra backends; do
+  for t in nginx nginxbuf haproxy pingora extra sfoff backends; do
     [ -n "$(proc_pids $t | tr -d ' ')" ] && log "end-of-mode RSS $t: $(rss_kib $(proc_pids $t)) KiB"
   done
   log "=== mode $mode: stopping servers"

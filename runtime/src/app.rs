@@ -73,7 +73,9 @@ impl<C: Connect> App<C> {
         };
         let events = Arc::new(Events::default());
         let metrics = Arc::new(Metrics::new(&config).map_err(|error| ConfigureError::Telemetry(error.to_string()))?);
-        events.subscribe(metrics.clone());
+        if config.telemetry.metrics {
+            events.subscribe(metrics.clone());
+        }
         if let Some(log) = AccessLog::start(&config.telemetry).map_err(ConfigureError::Telemetry)? {
             let log = Arc::new(log);
             events.subscribe(log.clone());

@@ -661,3 +661,25 @@ async fn a_slow_node_stands_out_in_the_p99_against_the_pool_median() {
         assert!(slow_p99 > p99 * 3.0, "slow {slow_p99} against {p99}");
     }
 }
+
+#[tokio::test]
+async fn with_metrics_off_nothing_is_recorded_and_the_gauges_remain() {
+    // Proves `telemetry.metrics = false` (the benchmark's "off"): after traffic, no request,
+    // attempt or decision series exist, while what is read at collection (build info, the
+    // backends' gauges) still is.
+    let harness = harness(3, &format!("[telemetry]\naccess_log = \"off\"\nmetrics = false\n\n{ROUND_ROBIN}")).await;
+    let admin = admin(&harness).await;
+    traffic(&harness).await;
+    let (status, text) = admin_call(admin, "GET", "/metrics").await;
+    assert_eq!(status, 200);
+    let samples = samples(&text);
+    for family in [
+        "http_server_request_duration_seconds_count",
+        "storefront_backend_attempts_total",
+        "storefront_auth_decisions_total",
+    ] {
+        assert_eq!(total(&samples, family, &[]), 0.0, "{family} recorded:\n{text}");
+    }
+    assert_eq!(total(&samples, "storefront_build_info", &[]), 1.0, "{text}");
+    assert_eq!(total(&samples, "storefront_backend_available_ratio", &[]), 3.0, "{text}");
+}

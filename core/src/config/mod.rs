@@ -66,6 +66,11 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetrySection {
+    /// Whether requests, attempts, health and connection events are recorded as metrics.
+    /// Default true. False leaves only what is read at collection time in `/metrics` (backend
+    /// gauges, process figures, build info): for measuring what recording costs, or a proxy
+    /// whose operators scrape nothing.
+    pub metrics: bool,
     /// Buckets that appear by name in metric attributes (`storefront.bucket`); every other
     /// bucket is `_other`. Default none (and no bucket attribute at all): bucket names are
     /// unbounded, and each one multiplies every request series.
@@ -145,6 +150,7 @@ impl Default for OtlpSection {
 impl Default for TelemetrySection {
     fn default() -> Self {
         TelemetrySection {
+            metrics: true,
             metric_buckets: Vec::new(),
             access_log: "stdout".to_owned(),
             access_log_keys: true,
