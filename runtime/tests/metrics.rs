@@ -667,7 +667,11 @@ async fn with_metrics_off_nothing_is_recorded_and_the_gauges_remain() {
     // Proves `telemetry.metrics = false` (the benchmark's "off"): after traffic, no request,
     // attempt or decision series exist, while what is read at collection (build info, the
     // backends' gauges) still is.
-    let harness = harness(3, &format!("[telemetry]\naccess_log = \"off\"\nmetrics = false\n\n{ROUND_ROBIN}")).await;
+    let harness = harness(
+        3,
+        &format!("[telemetry]\naccess_log = \"off\"\nmetrics = false\n\n{ROUND_ROBIN}"),
+    )
+    .await;
     let admin = admin(&harness).await;
     traffic(&harness).await;
     let (status, text) = admin_call(admin, "GET", "/metrics").await;
@@ -681,5 +685,9 @@ async fn with_metrics_off_nothing_is_recorded_and_the_gauges_remain() {
         assert_eq!(total(&samples, family, &[]), 0.0, "{family} recorded:\n{text}");
     }
     assert_eq!(total(&samples, "storefront_build_info", &[]), 1.0, "{text}");
-    assert_eq!(total(&samples, "storefront_backend_available_ratio", &[]), 3.0, "{text}");
+    assert_eq!(
+        total(&samples, "storefront_backend_available_ratio", &[]),
+        3.0,
+        "{text}"
+    );
 }

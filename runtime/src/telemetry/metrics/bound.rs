@@ -31,22 +31,43 @@ const CACHE_MAX: usize = 16_384;
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// One of core's static names in a key, compared and hashed by address: the names come from
+/// fixed tables, so the same name is the same address, and hashing or comparing one costs as
+/// much as a number. (Two copies of one name at two addresses would only bind the same
+/// series twice; the SDK keeps one series per attribute set either way.)
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Name(&'static str);
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.0, other.0)
+    }
+}
+
+impl Eq for Name {}
+
+impl std::hash::Hash for Name {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::ptr::hash(self.0, state);
+    }
+}
+
 /// The attribute values of an exchange's series.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) struct ExchangeKey {
-    method: &'static str,
-    operation: &'static str,
+    method: Name,
+    operation: Name,
     /// The pool's index, none when the exchange was never routed.
     pool: Option<usize>,
-    source: &'static str,
+    source: Name,
     status: Option<u16>,
-    error: Option<&'static str>,
+    error: Option<Name>,
     /// `None`: no bucket attribute (no `metric_buckets`); `Some(None)`: `_other`.
     bucket: Option<Option<usize>>,
     /// The auth decision's source, result and reason, when there is one to count.
-    auth: Option<(&'static str, &'static str, &'static str)>,
+    auth: Option<(Name, Name, Name)>,
     /// A token exchange's result.
-    sts: Option<&'static str>,
+    sts: Option<Name>,
 }
 
 /// The instruments one exchange records into, bound.
@@ -177,15 +198,15 @@ impl Metrics {
             _ => None,
         };
         let key = ExchangeKey {
-            method: super::super::trace::method_name(record.method.as_ref()),
-            operation: record.operation.map_or("_unclassified", |operation| operation.name()),
+            method: Name(super::super::trace::method_name(record.method.as_ref())),
+            operation: Name(record.operation.map_or("_unclassified", |operation| operation.name())),
             pool: record.route.as_ref().map(|route| route.pool.0),
-            source,
+            source: Name(source),
             status: record.status,
-            error: error_type(record),
+            error: error_type(record).map(Name),
             bucket,
-            auth,
-            sts,
+            auth: auth.map(|(source, result, reason)| (Name(source), Name(result), Name(reason))),
+            sts: sts.map(Name),
         };
         find(
             &self.series.exchanges,
@@ -201,15 +222,15 @@ impl Metrics {
             None => KeyValue::new("storefront.pool", "_none"),
         };
         let mut attributes = vec![
-            KeyValue::new("http.request.method", key.method),
-            KeyValue::new("rpc.method", key.operation),
+            KeyValue::new("http.request.method", key.method.0),
+            KeyValue::new("rpc.method", key.operation.0),
             pool.clone(),
-            KeyValue::new("storefront.identity.source", key.source),
+            KeyValue::new("storefront.identity.source", key.source.0),
         ];
         if let Some(status) = key.status {
             attributes.push(KeyValue::new("http.response.status_code", i64::from(status)));
         }
-        if let Some(error) = key.error {
+        if let Some(Name(error)) = key.error {
             attributes.push(KeyValue::new("error.type", error));
         }
         if let Some(bucket) = key.bucket {
@@ -220,7 +241,7 @@ impl Metrics {
                 });
             attributes.push(KeyValue::new("storefront.bucket", bucket));
         }
-        let sizes = [KeyValue::new("rpc.method", key.operation), pool.clone()];
+        let sizes = [KeyValue::new("rpc.method", key.operation.0), pool.clone()];
         ExchangeSeries {
             duration: self.server_duration.bind(&attributes),
             request_size: self.server_request_size.bind(&sizes),
@@ -228,14 +249,14 @@ impl Metrics {
             ttfb: OnceLock::new(),
             continued: OnceLock::new(),
             retries: OnceLock::new(),
-            decision: key.auth.map(|(source, result, reason)| {
+            decision: key.auth.map(|(Name(source), Name(result), Name(reason))| {
                 self.decisions.bind(&[
                     KeyValue::new("storefront.identity.source", source),
                     KeyValue::new("storefront.auth.result", result),
                     KeyValue::new("storefront.auth.reason", reason),
                 ])
             }),
-            sts: key.sts.map(|result| {
+            sts: key.sts.map(|Name(result)| {
                 self.sts_sessions
                     .bind(&[KeyValue::new("storefront.sts.result", result)])
             }),
