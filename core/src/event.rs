@@ -63,6 +63,16 @@ pub enum Event {
         /// What the probe found.
         healthy: bool,
     },
+    /// A backend was due a passive ejection that the pool's ejection cap
+    /// (`max_ejected_percent`) refused: as many backends as may be are ejected already.
+    EjectionRefused {
+        /// The pool.
+        pool: PoolId,
+        /// The backend that stays available.
+        backend: BackendId,
+        /// Its address.
+        address: String,
+    },
     /// A retry that the retry policy allowed was refused by the pool's retry budget.
     RetryRefused {
         /// The pool whose budget was empty.

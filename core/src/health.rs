@@ -113,6 +113,12 @@ pub enum HealthEvent {
         /// The probe's id, to quote in the result.
         probe: ProbeId,
     },
+    /// `backend` was due an ejection that `max_ejected_percent` refused (the pool holds as many
+    /// ejected backends as it may); it stays available.
+    EjectionRefused {
+        /// Which backend.
+        backend: BackendId,
+    },
     /// `backend` became available or unavailable.
     Transition {
         /// Which backend.
@@ -383,6 +389,9 @@ impl Health {
         let allowed = (pool_size * usize::from(passive.max_ejected_percent) / 100).max(1);
         if passive.max_ejected_percent == 0 || self.ejected_count() >= allowed {
             tracing::debug!(backend = %self.backends[index].id, allowed, "ejection skipped: share cap reached");
+            self.events.push_back(HealthEvent::EjectionRefused {
+                backend: self.backends[index].id,
+            });
             return;
         }
         let before = self.backends[index].health.is_available();

@@ -321,6 +321,18 @@ impl Pool {
                         });
                     }
                 }
+                HealthEvent::EjectionRefused { backend } => {
+                    let address = self
+                        .balancer
+                        .get(backend)
+                        .map(|known| known.spec().address.clone())
+                        .unwrap_or_default();
+                    self.push_event(Event::EjectionRefused {
+                        pool: self.id,
+                        backend,
+                        address,
+                    });
+                }
                 HealthEvent::Probe { backend, probe } => {
                     let Some(address) = self.balancer.get(backend).map(|b| b.spec().address.clone()) else {
                         continue;

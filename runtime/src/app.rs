@@ -95,6 +95,10 @@ impl<C: Connect> App<C> {
                 .map(|proxy| crate::admin::backend_views(&proxy))
                 .unwrap_or_default()
         }));
+        let watched = Arc::downgrade(&proxy);
+        metrics.watch_pods(Arc::new(move || {
+            watched.upgrade().and_then(|proxy| proxy.current().pod_stats())
+        }));
         let (stop, _) = watch::channel(false);
         let app = Arc::new(App {
             proxy,
@@ -105,6 +109,15 @@ impl<C: Connect> App<C> {
         });
         app.start_drivers(app.proxy.current());
         tokio::spawn(driver::reap_idle(app.proxy.clone(), app.stop.subscribe()));
+        if let Some(path) = app.config_path.clone()
+            && app.proxy.current().config.admin.watch_config
+        {
+            tokio::spawn(driver::config_file::watch_config_file(
+                Arc::downgrade(&app),
+                path,
+                app.stop.subscribe(),
+            ));
+        }
         Ok(app)
     }
 

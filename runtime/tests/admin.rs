@@ -114,9 +114,13 @@ async fn reload_swaps_a_good_file_refuses_a_bad_one_and_spares_requests_in_fligh
     let directory = std::env::temp_dir().join(format!("storefront-reload-{}", std::process::id()));
     std::fs::create_dir_all(&directory).expect("temp dir");
     let path = directory.join("storefront.toml");
+    // The test counts the reloads it asks for: the file watch, which would add its own, is off.
     std::fs::write(
         &path,
-        common::config_text(&harness.nodes, "[health.active]\nenabled = false\n"),
+        common::config_text(
+            &harness.nodes,
+            "[health.active]\nenabled = false\n[admin]\nwatch_config = false\n",
+        ),
     )
     .expect("write");
     let admin = serve_from_file(&mut harness, &path).await;

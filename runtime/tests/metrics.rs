@@ -691,3 +691,84 @@ async fn with_metrics_off_nothing_is_recorded_and_the_gauges_remain() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn backend_connections_dials_and_refused_ejections_are_counted() {
+    // Proves the connection figures per backend: pooled connections show as idle once the
+    // requests are done, every dial's duration is recorded, a dial to a dead backend counts as
+    // a connect error; and an ejection the pool's cap refuses is counted: with both backends
+    // failing and `max_ejected_percent = 50`, one is ejected and the other's is refused.
+    let nodes = common::nodes(2).await;
+    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let text = common::config_text(
+        &nodes,
+        &format!(
+            "[health.active]\nenabled = false\n[health.passive]\nconsecutive_failures = 1\nmax_ejected_percent = 50\n\n{ROUND_ROBIN}"
+        ),
+    )
+    .replace(
+        &format!("backends = [\"{}\"", nodes[0].address().expect("bound")),
+        &format!("backends = [\"{dead}\", \"{}\"", nodes[0].address().expect("bound")),
+    );
+    let (app, endpoint) = common::serve_text(&text).await;
+    let s3 = common::client(endpoint, "caller", "secret");
+    for index in 0..4 {
+        let _ = s3.head_bucket().bucket(format!("b{index}")).send().await;
+    }
+    let first = samples(&app.metrics.render());
+    let live = nodes[0].address().expect("bound").port().to_string();
+    let idle = total(
+        &first,
+        "storefront_backend_connections",
+        &[("server_port", live.as_str()), ("storefront_connection_state", "idle")],
+    );
+    assert!(idle >= 1.0, "no idle connection to the live node");
+    assert_eq!(
+        total(
+            &first,
+            "storefront_backend_connections",
+            &[("storefront_connection_state", "in_use")]
+        ),
+        0.0
+    );
+    assert!(total(&first, "storefront_backend_connections_waiting", &[]) == 0.0);
+    assert!(
+        total(
+            &first,
+            "storefront_backend_connect_duration_seconds_count",
+            &[("server_port", live.as_str())]
+        ) >= 1.0
+    );
+    assert!(
+        total(
+            &first,
+            "storefront_backend_connect_errors_total",
+            &[
+                ("server_port", &dead.port().to_string()),
+                ("error_type", "connect_failed")
+            ]
+        ) >= 1.0
+    );
+
+    // Both nodes now fail: the first failure ejects one, the other's ejection is refused.
+    for node in &nodes {
+        node.set_faults(s3_mock::Faults {
+            error_rate: 1.0,
+            ..Default::default()
+        });
+    }
+    let text = common::config_text(
+        &nodes,
+        &format!(
+            "[health.active]\nenabled = false\n[health.passive]\nconsecutive_failures = 1\nmax_ejected_percent = 50\n\n{ROUND_ROBIN}"
+        ),
+    );
+    let (app, endpoint) = common::serve_text(&text).await;
+    let s3 = common::client(endpoint, "caller", "secret");
+    for index in 0..6 {
+        let _ = s3.head_bucket().bucket(format!("failing-{index}")).send().await;
+    }
+    let second = samples(&app.metrics.render());
+    assert_eq!(total(&second, "storefront_backend_ejections_total", &[]), 1.0);
+    assert!(total(&second, "storefront_backend_ejections_refused_total", &[]) >= 1.0);
+}

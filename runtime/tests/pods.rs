@@ -403,3 +403,46 @@ async fn pod_callers_are_not_denied_across_a_reload() {
         assert!(app.proxy.current().readiness().is_ok(), "round {round}: still ready");
     }
 }
+
+#[tokio::test]
+async fn the_pod_table_size_and_watch_figures_are_metrics() {
+    // Proves the pod watch's gauges: the table's size follows the listing and the watch's
+    // events, with no restart or error counted on a healthy watch.
+    let (api, events) = fake_api_server(vec![pod("a", 1, "etl", "127.0.0.2"), pod("b", 1, "web", "127.0.0.3")]).await;
+    let harness = common::policy_harness(&format!(
+        "[auth]\nmode = \"policy\"\n\n[auth.pods]\nnetworks = [\"127.0.0.0/24\"]\nkubernetes_url = \"http://{api}\"\n\n[health.active]\nenabled = false\n"
+    ))
+    .await;
+    let value = |name: &str| {
+        harness
+            .app
+            .metrics
+            .render()
+            .lines()
+            .find(|line| line.starts_with(name) && line[name.len()..].starts_with([' ', '{']))
+            .and_then(|line| line.rsplit_once(' '))
+            .and_then(|(_, value)| value.parse::<f64>().ok())
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while value("storefront_pods_table_size") != Some(2.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            harness.app.metrics.render()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The watch opens after the listing: the deletion is sent until it lands (it is
+    // idempotent).
+    while value("storefront_pods_table_size") != Some(1.0) {
+        let _ = events.send(event("DELETED", &pod("b", 2, "web", "127.0.0.3")));
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            harness.app.metrics.render()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(value("storefront_pods_watch_restarts_total"), Some(0.0));
+    assert_eq!(value("storefront_pods_watch_errors_total"), Some(0.0));
+}

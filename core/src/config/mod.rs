@@ -245,12 +245,22 @@ pub struct AdminSection {
     /// Address of the admin listener (`/healthz`, `/readyz`, `/admin/...`). Default
     /// `127.0.0.1:9090`: admin calls change state and must not be reachable by clients.
     pub listen: String,
+    /// Whether the proxy reloads its configuration file by itself when the file's content
+    /// changes (as a Kubernetes ConfigMap mounted as a directory changes), like SIGHUP: a file
+    /// that does not validate is refused (logged, counted) and the running configuration
+    /// stays. Default true.
+    pub watch_config: bool,
+    /// How often the file is read to see whether it changed. Default 2 s: a ConfigMap update
+    /// takes a minute to reach the pod anyway, and reading a small file costs nothing.
+    pub watch_interval: ConfigDuration,
 }
 
 impl Default for AdminSection {
     fn default() -> Self {
         AdminSection {
             listen: "127.0.0.1:9090".to_owned(),
+            watch_config: true,
+            watch_interval: ConfigDuration::from_secs(2),
         }
     }
 }

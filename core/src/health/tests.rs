@@ -132,6 +132,16 @@ fn the_ejected_share_is_capped_but_one_may_always_go() {
         }
     }
     assert_eq!(health.ejected_count(), 2, "50% of 4");
+    let refused: Vec<BackendId> = std::iter::from_fn(|| health.poll_event())
+        .filter_map(|event| match event {
+            HealthEvent::EjectionRefused { backend } => Some(backend),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        refused.contains(&BackendId(2)) && refused.contains(&BackendId(3)) && !refused.contains(&BackendId(0)),
+        "the backends over the cap are refused, and say so: {refused:?}"
+    );
     let mut tight = PASSIVE;
     tight.max_ejected_percent = 10;
     let mut small = machine(Some(tight), None, 3);
@@ -201,7 +211,7 @@ fn probes_are_scheduled_timed_out_and_counted() {
             .into_iter()
             .find_map(|event| match event {
                 HealthEvent::Probe { probe, .. } => Some(probe),
-                HealthEvent::Transition { .. } => None,
+                HealthEvent::Transition { .. } | HealthEvent::EjectionRefused { .. } => None,
             })
             .expect("probe");
         health.handle_probe_result(now, backend, probe, true);
@@ -228,7 +238,7 @@ fn eject_then_probe(passive: PassiveParameters, healthy: bool, until: Instant) -
                     health.handle_probe_result(due, probed, probe, healthy)
                 }
                 HealthEvent::Transition { backend: moved, .. } if moved == backend => transitions.push(event),
-                HealthEvent::Transition { .. } => {}
+                HealthEvent::Transition { .. } | HealthEvent::EjectionRefused { .. } => {}
             }
         }
         transitions.extend(
@@ -357,6 +367,12 @@ proptest! {
                         let last = last_available.entry(backend).or_insert(true);
                         prop_assert_ne!(*last, available, "a transition that changes nothing");
                         *last = available;
+                    }
+                    HealthEvent::EjectionRefused { backend } => {
+                        prop_assert!(
+                            health.get(backend).is_some_and(|h| h.ejected_until.is_none()),
+                            "a refused ejection leaves its backend in"
+                        );
                     }
                 }
             }

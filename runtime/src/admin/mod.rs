@@ -46,6 +46,8 @@ pub struct BackendView {
     pub latency_ewma_ms: f64,
     /// Its relative capacity in the pool.
     pub weight: u32,
+    /// The proxy's connections to it.
+    pub connections: crate::backend::pool::ConnectionCounts,
 }
 
 /// The backends of the current configuration.
@@ -83,8 +85,13 @@ pub fn backend_views<C: Connect>(proxy: &crate::request::Proxy<C>) -> Vec<Backen
                 errors_total: backend.errors_total(),
                 latency_ewma_ms: backend.latency_estimate(now, &ewma).as_secs_f64() * 1000.0,
                 weight: backend.spec().weight,
+                connections: Default::default(),
             });
         }
+    }
+    // Outside the pools' locks: the connection pool has its own.
+    for view in &mut views {
+        view.connections = proxy.connections.counts(&view.pool, &view.address);
     }
     views
 }

@@ -2,7 +2,7 @@
 //! look their peer address up in it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
@@ -22,7 +22,28 @@ pub struct PodWatch {
     /// Set once the first full listing is in the table: before it, every pod caller would be
     /// nobody, so the proxy is not ready.
     synced: Arc<AtomicBool>,
+    counts: Arc<WatchCounts>,
     tasks: [tokio::task::JoinHandle<()>; 2],
+}
+
+/// What the pod watch went through.
+#[derive(Debug, Default)]
+struct WatchCounts {
+    /// Full listings begun (the first, then one per restart of the watch).
+    listings: AtomicU64,
+    /// Errors from the watch (each makes kube-rs's watcher back off and retry).
+    errors: AtomicU64,
+}
+
+/// The pod watch's figures, for the metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PodWatchStats {
+    /// Pods in the table.
+    pub pods: usize,
+    /// Times the watch started over with a full listing, after its first.
+    pub restarts: u64,
+    /// Errors the watch met (and retried after).
+    pub errors: u64,
 }
 
 impl Drop for PodWatch {
@@ -76,6 +97,8 @@ impl PodWatch {
         let feeding = table.clone();
         let synced = Arc::new(AtomicBool::new(false));
         let listed = synced.clone();
+        let counts = Arc::new(WatchCounts::default());
+        let counting = counts.clone();
         let task = tokio::spawn(async move {
             let mut events = std::pin::pin!(watcher(Api::<Pod>::all(client), watcher::Config::default()));
             let mut listing: Vec<PodInfo> = Vec::new();
@@ -84,13 +107,17 @@ impl PodWatch {
                     Ok(event) => event,
                     Err(error) => {
                         // The watcher retries by itself; the table keeps what it knew.
+                        counting.errors.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(%error, "pod watch error");
                         continue;
                     }
                 };
                 let mut table = feeding.write().expect("the pod table lock is never poisoned");
                 match event {
-                    watcher::Event::Init => listing.clear(),
+                    watcher::Event::Init => {
+                        counting.listings.fetch_add(1, Ordering::Relaxed);
+                        listing.clear();
+                    }
                     watcher::Event::InitApply(pod) => listing.extend(info(&pod)),
                     watcher::Event::InitDone => {
                         table.relist(std::mem::take(&mut listing));
@@ -117,7 +144,17 @@ impl PodWatch {
             table,
             zones,
             synced,
+            counts,
             tasks: [task, zone_task],
+        }
+    }
+
+    /// The table's size and what the watch went through.
+    pub fn stats(&self) -> PodWatchStats {
+        PodWatchStats {
+            pods: self.table.read().expect("the pod table lock is never poisoned").len(),
+            restarts: self.counts.listings.load(Ordering::Relaxed).saturating_sub(1),
+            errors: self.counts.errors.load(Ordering::Relaxed),
         }
     }
 

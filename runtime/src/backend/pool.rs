@@ -67,6 +67,30 @@ pub enum CheckoutError {
     Tls(std::io::Error),
 }
 
+/// One backend's connections at a moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ConnectionCounts {
+    /// Leased to an attempt, or being opened for one.
+    pub in_use: usize,
+    /// Open and pooled, ready for reuse.
+    pub idle: usize,
+    /// Attempts waiting for a slot (the backend holds `max_per_backend`).
+    pub waiting: usize,
+}
+
+impl CheckoutError {
+    /// The failure's kind, as metrics name it (`error.type`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CheckoutError::Connect(_) => "connect_failed",
+            CheckoutError::Handshake(_) => "handshake_failed",
+            CheckoutError::Tls(_) => "tls_failed",
+            CheckoutError::ConnectTimeout => "timeout",
+            CheckoutError::Saturated(_) => "saturated",
+        }
+    }
+}
+
 struct Idle {
     sender: http1::SendRequest<ForwardBody>,
     since: tokio::time::Instant,
@@ -165,6 +189,8 @@ impl PendingSlot {
 /// Connection pools of every backend, keyed by pool and address.
 pub struct ConnectionPool<C: Connect> {
     connector: C,
+    /// Where dials are reported (their duration and failures, for the metrics).
+    events: Arc<crate::telemetry::Events>,
     /// Pool name, then backend address (looked up by `&str`: no allocation per request).
     backends: Mutex<HashMap<String, HashMap<String, Arc<BackendConnections>>>>,
 }
@@ -175,10 +201,11 @@ impl<C: Connect> ConnectionPool<C> {
         &self.connector
     }
 
-    /// An empty pool dialling through `connector`.
-    pub fn new(connector: C) -> Self {
+    /// An empty pool dialling through `connector`, reporting dials to `events`.
+    pub fn new(connector: C, events: Arc<crate::telemetry::Events>) -> Self {
         ConnectionPool {
             connector,
+            events,
             backends: Mutex::new(HashMap::new()),
         }
     }
@@ -284,8 +311,26 @@ impl<C: Connect> ConnectionPool<C> {
         }
     }
 
-    /// Dial `address`, establish TLS if configured, and shake hands (HTTP/1.1).
+    /// Dial `address`, establish TLS if configured, and shake hands (HTTP/1.1); the dial's
+    /// duration and result are reported (a dial abandoned at a deadline reports nothing: its
+    /// attempt's timeout counts it).
     async fn handshake(
+        &self,
+        address: &str,
+        settings: &PoolSettings,
+    ) -> Result<http1::SendRequest<ForwardBody>, CheckoutError> {
+        let started = tokio::time::Instant::now();
+        let result = self.shake_hands(address, settings).await;
+        self.events.runtime(crate::telemetry::RuntimeEvent::BackendDialled {
+            pool: settings.pool.clone(),
+            address: address.to_owned(),
+            duration: started.elapsed(),
+            error: result.as_ref().err().map(CheckoutError::kind),
+        });
+        result
+    }
+
+    async fn shake_hands(
         &self,
         address: &str,
         settings: &PoolSettings,
@@ -309,6 +354,20 @@ impl<C: Connect> ConnectionPool<C> {
             }
         });
         Ok(sender)
+    }
+
+    /// The connections of `address` in `pool` now.
+    pub fn counts(&self, pool: &str, address: &str) -> ConnectionCounts {
+        let backends = self.backends.lock().expect("backends lock is never poisoned");
+        let Some(backend) = backends.get(pool).and_then(|pool| pool.get(address)) else {
+            return ConnectionCounts::default();
+        };
+        let limit = backend.settings.max_per_backend.max(1);
+        ConnectionCounts {
+            in_use: limit.saturating_sub(backend.permits.available_permits()),
+            idle: backend.idle.lock().expect("idle lock is never poisoned").len(),
+            waiting: backend.waiting.load(Ordering::Acquire),
+        }
     }
 
     /// Close idle connections past their idle timeout (called periodically).

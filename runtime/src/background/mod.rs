@@ -1,5 +1,6 @@
 //! Background work per generation: core's health timers and the probes they ask for, DNS
-//! re-resolution of DNS-backed pools, and closing idle backend connections.
+//! re-resolution of DNS-backed pools, and closing idle backend connections; and, for the
+//! whole proxy, the configuration file watched for changes ([`config_file`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use crate::request::body::{BodySource, ForwardBody};
 use crate::request::{Generation, Proxy};
 use crate::transport::Connect;
 
+pub mod config_file;
 pub mod dns;
 
 pub use dns::drive_dns;

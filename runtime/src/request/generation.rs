@@ -364,6 +364,11 @@ impl Generation {
         self.events.emit(events);
     }
 
+    /// The pod watch's figures, where pods are an identity source.
+    pub fn pod_stats(&self) -> Option<crate::auth::pods::PodWatchStats> {
+        self.pods.as_ref().map(|pods| pods.stats())
+    }
+
     /// Whether this generation can serve what it is configured for (the `/readyz` rule): the
     /// pod table has its first listing where pods are an identity source, and every pool has
     /// an available backend (which a DNS pool has only once its name first resolved). `Err`

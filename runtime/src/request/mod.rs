@@ -108,7 +108,7 @@ impl<C: Connect> Proxy<C> {
     ) -> Self {
         Proxy {
             generation: RwLock::new(Arc::new(generation)),
-            connections: ConnectionPool::new(connector),
+            connections: ConnectionPool::new(connector, events.clone()),
             clock,
             ids: ExchangeIds::new(seed),
             events,

@@ -38,6 +38,18 @@ pub enum RuntimeEvent {
     ConnectionOpened,
     /// A client connection accepted before closed.
     ConnectionClosed,
+    /// A backend connection was dialled (TCP, TLS where configured, the HTTP handshake).
+    BackendDialled {
+        /// The backend's pool.
+        pool: String,
+        /// The backend.
+        address: String,
+        /// How long the dial took.
+        duration: std::time::Duration,
+        /// Why it failed (`connect_failed`, `tls_failed`, `handshake_failed`, `timeout`);
+        /// none for a connection made.
+        error: Option<&'static str>,
+    },
 }
 
 /// Why a client connection was refused.

@@ -196,7 +196,10 @@ fn swarm(seed: u64, backends: usize, count: usize, failures: u32) -> Result<Vec<
             match event {
                 CoreEvent::Exchange(record) => entry.records.push(*record),
                 // Pool events its own calls caused, always before its record.
-                CoreEvent::Health(_) | CoreEvent::PanicMode { .. } | CoreEvent::RetryRefused { .. } => {
+                CoreEvent::Health(_)
+                | CoreEvent::PanicMode { .. }
+                | CoreEvent::RetryRefused { .. }
+                | CoreEvent::EjectionRefused { .. } => {
                     prop_assert!(entry.records.is_empty(), "a pool event after the record");
                 }
                 other => prop_assert!(

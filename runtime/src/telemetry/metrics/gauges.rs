@@ -65,6 +65,37 @@ impl Metrics {
             "1 while the backend is drained by an operator.",
             |view| f64::from(u8::from(view.draining)),
         )));
+        let connections = {
+            let views = views.clone();
+            self.meter
+                .u64_observable_gauge("storefront.backend.connections")
+                .with_unit("{connection}")
+                .with_description("The proxy's connections to the backend, by state: in use (leased or being opened) and idle (pooled).")
+                .with_callback(move |observer| {
+                    for view in views() {
+                        let [address, port, pool] = backend_attributes(&view);
+                        for (state, count) in [("in_use", view.connections.in_use), ("idle", view.connections.idle)] {
+                            observer.observe(
+                                count as u64,
+                                &[
+                                    address.clone(),
+                                    port.clone(),
+                                    pool.clone(),
+                                    KeyValue::new("storefront.connection.state", state),
+                                ],
+                            );
+                        }
+                    }
+                })
+                .build()
+        };
+        observed.push(Box::new(connections));
+        observed.push(Box::new(each(
+            "storefront.backend.connections_waiting",
+            "{attempt}",
+            "Attempts waiting for a connection slot (the backend holds max_per_backend).",
+            |view| view.connections.waiting as f64,
+        )));
         let shares = {
             let (views, window) = (views.clone(), window.clone());
             self.meter
@@ -318,6 +349,54 @@ impl Latencies {
                 )
             })
             .collect()
+    }
+}
+
+impl Metrics {
+    /// The pod watch's gauges, read at collection from `stats` (none while pods are not an
+    /// identity source): the table's size, the watch's restarts and errors.
+    pub fn watch_pods(&self, stats: Arc<dyn Fn() -> Option<crate::auth::pods::PodWatchStats> + Send + Sync>) {
+        let mut observed = Vec::<Box<dyn std::any::Any + Send + Sync>>::new();
+        let read = stats.clone();
+        observed.push(Box::new(
+            self.meter
+                .u64_observable_gauge("storefront.pods.table_size")
+                .with_unit("{pod}")
+                .with_description("Pods in the table that names callers by source address.")
+                .with_callback(move |observer| {
+                    if let Some(stats) = read() {
+                        observer.observe(stats.pods as u64, &[]);
+                    }
+                })
+                .build(),
+        ));
+        let read = stats.clone();
+        observed.push(Box::new(
+            self.meter
+                .u64_observable_counter("storefront.pods.watch_restarts")
+                .with_description("Times the pod watch started over with a full listing (after its first).")
+                .with_callback(move |observer| {
+                    if let Some(stats) = read() {
+                        observer.observe(stats.restarts, &[]);
+                    }
+                })
+                .build(),
+        ));
+        observed.push(Box::new(
+            self.meter
+                .u64_observable_counter("storefront.pods.watch_errors")
+                .with_description("Errors the pod watch met, each retried after a back-off.")
+                .with_callback(move |observer| {
+                    if let Some(stats) = stats() {
+                        observer.observe(stats.errors, &[]);
+                    }
+                })
+                .build(),
+        ));
+        self.observed
+            .lock()
+            .expect("observed instruments are never poisoned")
+            .extend(observed);
     }
 }
 

@@ -97,6 +97,9 @@ pub struct Metrics {
     timeouts: Counter<u64>,
     health_transitions: Counter<u64>,
     ejections: Counter<u64>,
+    ejections_refused: Counter<u64>,
+    connect_duration: Histogram<f64>,
+    connect_errors: Counter<u64>,
     panic_mode: UpDownCounter<i64>,
     probes: Counter<u64>,
     decisions: Counter<u64>,
@@ -280,6 +283,19 @@ impl Metrics {
                 "Backends becoming available or unavailable, by reason.",
             ),
             ejections: count("storefront.backend.ejections", "Passive ejections of backends."),
+            connect_duration: seconds(
+                "storefront.backend.connect.duration",
+                "Backend connections dialled: TCP, TLS where configured, and the HTTP handshake.",
+                &TTFB_BOUNDARIES,
+            ),
+            connect_errors: count(
+                "storefront.backend.connect_errors",
+                "Backend dials that failed, by error.type (connect_failed, tls_failed, handshake_failed).",
+            ),
+            ejections_refused: count(
+                "storefront.backend.ejections_refused",
+                "Passive ejections a backend was due and the pool's ejection cap (max_ejected_percent) refused.",
+            ),
             panic_mode: meter
                 .i64_up_down_counter("storefront.pool.panic_mode")
                 .with_description("1 while a pool has no available backend and spreads over all of them.")
@@ -500,6 +516,17 @@ impl Observer for Metrics {
                 let names = self.names.read().expect("metric names are never poisoned");
                 self.retries_refused.add(1, &[self.pool(&names, pool.0)]);
             }
+            Event::EjectionRefused { pool, address, .. } => {
+                let names = self.names.read().expect("metric names are never poisoned");
+                let (host, _) = split_address(address);
+                self.ejections_refused.add(
+                    1,
+                    &[
+                        KeyValue::new("server.address", host.to_owned()),
+                        self.pool(&names, pool.0),
+                    ],
+                );
+            }
             Event::ConfigApplied { .. } => self
                 .reloads
                 .add(1, &[KeyValue::new("storefront.reload.result", "applied")]),
@@ -510,6 +537,24 @@ impl Observer for Metrics {
     fn runtime_event(&self, event: &RuntimeEvent) {
         match event {
             RuntimeEvent::SlowReaderCut => self.slow_readers.add(1, &[]),
+            RuntimeEvent::BackendDialled {
+                pool,
+                address,
+                duration,
+                error,
+            } => {
+                let (host, port) = split_address(address);
+                let mut attributes = vec![
+                    KeyValue::new("server.address", host.to_owned()),
+                    KeyValue::new("server.port", i64::from(port)),
+                    KeyValue::new("storefront.pool", pool.clone()),
+                ];
+                if let Some(error) = error {
+                    attributes.push(KeyValue::new("error.type", *error));
+                    self.connect_errors.add(1, &attributes);
+                }
+                self.connect_duration.record(duration.as_secs_f64(), &attributes);
+            }
             RuntimeEvent::ConnectionRefused(refusal) => self.connections_refused.add(
                 1,
                 &[KeyValue::new(
