@@ -33,6 +33,20 @@ fn reloads(app: &App<TcpConnector>, result: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A proxy serving `harness`'s nodes from the file at `path` (so that it reloads from it),
+/// and its admin listener.
+async fn serve_file(harness: &common::Harness, path: &std::path::Path) -> (common::Harness, std::net::SocketAddr) {
+    let (config, credentials) = storefront::settings::load(path).expect("valid file");
+    let (app, endpoint) = common::serve(config, credentials, Some(path.to_owned())).await;
+    let watched = common::Harness {
+        nodes: harness.nodes.clone(),
+        app,
+        endpoint,
+    };
+    let admin = common::admin(&watched).await;
+    (watched, admin)
+}
+
 /// Wait up to 10 s for `done`.
 async fn eventually(mut done: impl AsyncFnMut() -> bool, what: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -66,14 +80,8 @@ async fn a_changed_configuration_file_is_applied_by_itself_and_a_bad_one_refused
     publish("v1", &common::config_text(&harness.nodes, extra));
     let path = root.join("storefront.toml");
     std::os::unix::fs::symlink("..data/storefront.toml", &path).expect("link");
-    let (config, credentials) = storefront::settings::load(&path).expect("valid file");
-    let (app, endpoint) = common::serve(config, credentials, Some(path.clone())).await;
-    let watched = common::Harness {
-        nodes: harness.nodes.clone(),
-        app: app.clone(),
-        endpoint,
-    };
-    let admin = common::admin(&watched).await;
+    let (watched, admin) = serve_file(&harness, &path).await;
+    let app = watched.app.clone();
     assert_eq!(backends(admin).await, 2);
 
     // One backend only: applied by itself.
@@ -106,14 +114,8 @@ async fn with_the_watch_off_a_changed_file_waits_for_a_reload() {
     let extra = "[health.active]\nenabled = false\n[admin]\nwatch_config = false\nwatch_interval = \"100ms\"\n";
     let path = root.join("storefront.toml");
     std::fs::write(&path, common::config_text(&harness.nodes, extra)).expect("write");
-    let (config, credentials) = storefront::settings::load(&path).expect("valid file");
-    let (app, endpoint) = common::serve(config, credentials, Some(path.clone())).await;
-    let watched = common::Harness {
-        nodes: harness.nodes.clone(),
-        app: app.clone(),
-        endpoint,
-    };
-    let admin = common::admin(&watched).await;
+    let (watched, admin) = serve_file(&harness, &path).await;
+    let app = watched.app.clone();
     std::fs::write(&path, common::config_text(&harness.nodes[..1], extra)).expect("write");
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(backends(admin).await, 2, "not applied by itself");
