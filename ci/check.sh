@@ -24,5 +24,8 @@ bash ci/core-is-sans-io.sh
 step "storefront without the demo feature names no s3s"
 bash ci/runtime-without-demo.sh
 
+step "Kubernetes manifests render and validate (kubectl kustomize, kubernetes-validate --strict)"
+bash ci/manifests.sh
+
 step "bash ci/test.sh (the README's test command)"
 bash ci/test.sh

@@ -20,7 +20,11 @@ use crate::transport::Connect;
 
 /// A digest of the file's content; none while it cannot be read (mid-replacement, removed).
 async fn digest(path: &Path) -> Option<u64> {
-    let content = tokio::fs::read(path).await.ok()?;
+    let path = path.to_owned();
+    let content = tokio::task::spawn_blocking(move || std::fs::read(path))
+        .await
+        .ok()?
+        .ok()?;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     content.hash(&mut hasher);
     Some(hasher.finish())
