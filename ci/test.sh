@@ -34,8 +34,13 @@ if [ -n "$missing" ]; then
     echo "not installed, and apt needs root:$missing; their tests will be skipped"
   fi
 fi
+# The manifests test reads kustomize's YAML with PyYAML (and needs kubectl, on the machine).
+if ! python3 -c 'import yaml' 2>/dev/null; then
+  echo "installing PyYAML (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check pyyaml
+fi
 if [ "${CI:-}" = true ]; then
-  export STOREFRONT_PROMETHEUS=required STOREFRONT_CHROMIUM=required
+  export STOREFRONT_PROMETHEUS=required STOREFRONT_CHROMIUM=required STOREFRONT_KUBECTL=required
 fi
 
 cargo test --workspace "$@"
