@@ -32,16 +32,70 @@ pub trait Kubernetes: Send + Sync {
                 url: url.to_owned(),
                 source,
             })?),
-            None => kube::Config::incluster().map_err(|source| KubernetesError::NotInCluster {
-                section: section.to_owned(),
-                source: Box::new(source),
-            })?,
+            None => {
+                let variable = |name: &str| {
+                    std::env::var(name).map_err(|_| KubernetesError::NotInCluster {
+                        section: section.to_owned(),
+                        reason: format!("{name} is not set"),
+                    })
+                };
+                let (host, port) = (
+                    variable("KUBERNETES_SERVICE_HOST")?,
+                    variable("KUBERNETES_SERVICE_PORT")?,
+                );
+                in_cluster_config(&host, &port, std::path::Path::new(SERVICE_ACCOUNT_DIR)).map_err(|reason| {
+                    KubernetesError::NotInCluster {
+                        section: section.to_owned(),
+                        reason,
+                    }
+                })?
+            }
         };
         kube::Client::try_from(config).map_err(|source| KubernetesError::Client {
             section: section.to_owned(),
             source: Box::new(source),
         })
     }
+}
+
+/// Where Kubernetes mounts a pod's service account: `token`, `ca.crt`, `namespace`.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The client configuration of a pod's service account: the API server at `host`:`port` (as
+/// `KUBERNETES_SERVICE_HOST` and `_PORT` give them) over TLS, trusting the CA in `account`'s
+/// `ca.crt`, sending the bearer token of its `token` file, which kube-rs re-reads at least
+/// once a minute (the kubelet rotates projected tokens in place); its `namespace` is the
+/// default one. `Err` says what is missing or unreadable.
+pub fn in_cluster_config(host: &str, port: &str, account: &std::path::Path) -> Result<kube::Config, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let url = format!("https://{host}:{port}");
+    let mut config = kube::Config::new(
+        url.parse()
+            .map_err(|error| format!("`{url}` (from KUBERNETES_SERVICE_HOST/PORT) is not a URL: {error}"))?,
+    );
+    let ca = account.join("ca.crt");
+    let roots = CertificateDer::pem_file_iter(&ca)
+        .map_err(|error| format!("cannot read `{}`: {error}", ca.display()))?
+        .map(|certificate| certificate.map(|certificate| certificate.as_ref().to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| format!("bad certificate in `{}`: {error}", ca.display()))?;
+    if roots.is_empty() {
+        return Err(format!("`{}` holds no certificate", ca.display()));
+    }
+    config.root_cert = Some(roots);
+    let token = account.join("token");
+    std::fs::metadata(&token).map_err(|error| format!("cannot read `{}`: {error}", token.display()))?;
+    config.auth_info.token_file = Some(token.display().to_string());
+    if let Ok(namespace) = std::fs::read_to_string(account.join("namespace")) {
+        config.default_namespace = namespace.trim().to_owned();
+    }
+    Ok(config)
 }
 
 /// Why no Kubernetes client could be built.
@@ -58,12 +112,12 @@ pub enum KubernetesError {
         source: http::uri::InvalidUri,
     },
     /// No URL was given and the proxy does not run in a Kubernetes pod.
-    #[error("{section}: not in a Kubernetes cluster ({source}); set {section}.kubernetes_url")]
+    #[error("{section}: not in a Kubernetes cluster ({reason}); set {section}.kubernetes_url")]
     NotInCluster {
         /// The configuration section.
         section: String,
         /// What the in-cluster configuration lacked.
-        source: Box<kube::config::InClusterError>,
+        reason: String,
     },
     /// kube-rs refused the configuration (TLS, credentials).
     #[error("{section}: Kubernetes client: {source}")]
