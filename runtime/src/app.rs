@@ -27,6 +27,10 @@ pub struct App<C: Connect> {
     pub metrics: Arc<Metrics>,
     config_path: Option<PathBuf>,
     stop: watch::Sender<bool>,
+    /// Drain: `/readyz` answers 503, keep-alive ends, new connections get one request each.
+    drain: watch::Sender<bool>,
+    /// Terminate: drain for `server.drain_delay`, then [`App::shutdown`].
+    terminate: watch::Sender<bool>,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -100,13 +104,22 @@ impl<C: Connect> App<C> {
             watched.upgrade().and_then(|proxy| proxy.current().pod_stats())
         }));
         let (stop, _) = watch::channel(false);
+        let (drain, _) = watch::channel(false);
+        let (terminate, _) = watch::channel(false);
         let app = Arc::new(App {
             proxy,
             metrics,
             config_path,
             stop,
+            drain,
+            terminate,
             tls,
         });
+        tokio::spawn(driver::terminate_after_drain(
+            Arc::downgrade(&app),
+            app.drain.subscribe(),
+            app.terminate.subscribe(),
+        ));
         app.start_drivers(app.proxy.current());
         tokio::spawn(driver::reap_idle(app.proxy.clone(), app.stop.subscribe()));
         if let Some(path) = app.config_path.clone()
@@ -151,6 +164,7 @@ impl<C: Connect> App<C> {
             self.proxy.clone(),
             limits,
             self.tls.clone(),
+            self.drain.subscribe(),
             self.stop.subscribe(),
         )
         .await;
@@ -194,6 +208,29 @@ impl<C: Connect> App<C> {
     /// Stop accepting, drain in-flight requests (up to the grace period), stop the drivers.
     pub fn shutdown(&self) {
         self.stop.send_replace(true);
+    }
+
+    /// Start draining, and stay up: `/readyz` answers 503 (endpoints and load balancers take
+    /// the replica out), idle keep-alive connections close, in-flight responses carry
+    /// `Connection: close`, and connections still arriving are served one request each.
+    /// Idempotent; a later [`App::terminate`] counts its drain delay from the first call.
+    pub fn drain(&self) {
+        if !self.drain.send_replace(true) {
+            tracing::info!("draining: not ready, closing keep-alive connections");
+        }
+    }
+
+    /// Whether the proxy is draining.
+    pub fn is_draining(&self) -> bool {
+        *self.drain.borrow()
+    }
+
+    /// Drain (if not already), and [`App::shutdown`] once `server.drain_delay` has passed since
+    /// the drain began: what SIGTERM does, so that a replica leaving a fleet costs its clients
+    /// nothing. Returns at once; [`App::serve`] returns when the shutdown is done.
+    pub fn terminate(&self) {
+        self.drain();
+        self.terminate.send_replace(true);
     }
 
     /// Bind a tokio listener on `address`.

@@ -168,7 +168,12 @@ async fn handle_signals(app: std::sync::Arc<App<TcpConnector>>) {
                     tracing::error!("reload refused, the running configuration stays: {error}");
                 }
             }
-            _ = terminate.recv() => break,
+            // SIGTERM (Kubernetes, systemd, `docker stop`): drain first, then stop.
+            _ = terminate.recv() => {
+                app.terminate();
+                return;
+            }
+            // Ctrl-C at a terminal: stop now (in-flight requests still finish).
             _ = interrupt.recv() => break,
         }
     }

@@ -44,6 +44,37 @@ pub struct Scenario {
     /// token is given).
     #[serde(default)]
     pub kubernetes: KubernetesSpec,
+    /// The proxy replicas: how many per zone, and how the connection-level balancer in front
+    /// of them (a Kubernetes Service through kube-proxy) learns which are ready.
+    #[serde(default)]
+    pub fleet: FleetSpec,
+}
+
+/// `[fleet]`: proxy replicas behind a Service. Clients reach their zone's replicas (the
+/// Service's topology-aware routing); each new connection goes to a ready replica picked at
+/// random, as kube-proxy's rules pick an endpoint. Each replica has its own seed, balancer
+/// state and health view, and nothing shared but the configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetSpec {
+    /// Replicas per zone (the cluster without zones: in all). Default 1.
+    pub replicas: usize,
+    /// How long a replica's readiness change takes to reach the connection balancer (the
+    /// kubelet's probe period, the endpoint controller, kube-proxy's sync). Default 1 s.
+    pub endpoint_lag: ConfigDuration,
+    /// How long a replaced replica's new process takes to start (image present, container
+    /// created) in a `rollout`. Default 1 s.
+    pub start_delay: ConfigDuration,
+}
+
+impl Default for FleetSpec {
+    fn default() -> Self {
+        FleetSpec {
+            replicas: 1,
+            endpoint_lag: ConfigDuration::from_secs(1),
+            start_delay: ConfigDuration::from_secs(1),
+        }
+    }
 }
 
 /// `[kubernetes]`: what the simulated API server knows besides the pods.
@@ -399,12 +430,24 @@ pub enum Action {
     Partition,
     /// Heal a partition of the zone.
     Repair,
+    /// Replace every proxy replica, one at a time, as a Deployment's rolling update does
+    /// (`maxUnavailable: 1`, `maxSurge: 0`): the replica is told to terminate (SIGTERM: it
+    /// drains for `server.drain_delay`, then stops and finishes what is in flight), leaves the
+    /// Service's endpoints after `fleet.endpoint_lag`, its process is replaced after
+    /// `fleet.start_delay`, and the next one follows once the new process is ready and back in
+    /// the endpoints.
+    Rollout,
 }
 
 impl Action {
     /// The action names a node (not a zone).
     pub fn is_node_action(self) -> bool {
-        !matches!(self, Action::Partition | Action::Repair)
+        !matches!(self, Action::Partition | Action::Repair | Action::Rollout)
+    }
+
+    /// The action names a zone.
+    pub fn is_zone_action(self) -> bool {
+        matches!(self, Action::Partition | Action::Repair)
     }
 }
 
@@ -480,7 +523,7 @@ impl Scenario {
                 scenario.cluster.nodes
             ))
         } else if let Some(event) = scenario.events.iter().find(|event| {
-            !event.action.is_node_action() && !event.zone.as_deref().is_some_and(|zone| zones.contains(&zone))
+            event.action.is_zone_action() && !event.zone.as_deref().is_some_and(|zone| zones.contains(&zone))
         }) {
             Some(format!(
                 "a `{:?}` event at {:?} needs `zone`, one of cluster.zones {zones:?}",
@@ -511,6 +554,8 @@ impl Scenario {
             .any(|event| event.action == Action::Slow && event.factor.is_none())
         {
             Some("a `slow` event needs `factor`".to_owned())
+        } else if scenario.fleet.replicas == 0 {
+            Some("fleet.replicas must be at least 1".to_owned())
         } else {
             None
         };

@@ -306,7 +306,15 @@ pub async fn checksums(ctx: &Ctx) -> Outcome {
 pub async fn streamed_file_upload(ctx: &Ctx) -> Outcome {
     ctx.create_bucket().await?;
     let data: Vec<u8> = (0..3 << 20).map(|index: usize| (index % 241) as u8).collect();
-    let path = std::env::temp_dir().join(format!("conformance-{}-{}.bin", std::process::id(), ctx.bucket()));
+    // Unique in the process too: targets run side by side in one test binary, with the same
+    // bucket names.
+    static FILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let file = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!(
+        "conformance-{}-{file}-{}.bin",
+        std::process::id(),
+        ctx.bucket()
+    ));
     std::fs::write(&path, &data).map_err(|error| format!("write {}: {error}", path.display()))?;
     let body = ByteStream::from_path(&path).await.map_err(|error| error.to_string());
     let sent = match body {

@@ -1,6 +1,6 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/dashboard` (a live view of the
 //! backends: one page from the binary, no CDN, polling `/admin/backends`), `/admin/backends`,
-//! drain, reload.
+//! drain, reload; `/admin/drain` takes the whole proxy out (for a preStop hook).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -114,10 +114,17 @@ pub fn handle<C: Connect>(app: &App<C>, method: &http::Method, path: &str) -> ht
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method.as_str(), segments.as_slice()) {
         ("GET", ["healthz"]) => respond(200, "text/plain", "ok\n".into()),
+        ("GET", ["readyz"]) if app.is_draining() => respond(503, "text/plain", "not ready: draining\n".into()),
         ("GET", ["readyz"]) => match app.proxy.current().readiness() {
             Ok(()) => respond(200, "text/plain", "ready\n".into()),
             Err(missing) => respond(503, "text/plain", format!("not ready: {missing}\n")),
         },
+        // GET too: a Kubernetes preStop hook can only GET. Draining only ever moves the replica
+        // towards leaving; it carries nothing a caller could read.
+        ("GET" | "POST", ["admin", "drain"]) => {
+            app.drain();
+            respond(200, "text/plain", "draining\n".into())
+        }
         ("GET", ["dashboard"]) => respond(200, "text/html; charset=utf-8", DASHBOARD.to_owned()),
         ("GET", ["metrics"]) => respond(200, "text/plain; version=0.0.4; charset=utf-8", app.metrics.render()),
         ("GET", ["admin", "backends"]) => {
@@ -158,7 +165,7 @@ pub fn handle<C: Connect>(app: &App<C>, method: &http::Method, path: &str) -> ht
         _ => respond(
             404,
             "text/plain",
-            "not found: /healthz /readyz /metrics /dashboard /admin/backends /admin/backends/{id}/drain /admin/reload\n".into(),
+            "not found: /healthz /readyz /metrics /dashboard /admin/backends /admin/backends/{id}/drain /admin/drain /admin/reload\n".into(),
         ),
     }
 }

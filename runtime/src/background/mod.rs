@@ -18,6 +18,33 @@ pub mod dns;
 
 pub use dns::drive_dns;
 
+/// Once `terminate` fires, shut `app` down `server.drain_delay` after `drain` first fired (the
+/// delay is timed here, on the runtime's clock, whoever asked).
+pub async fn terminate_after_drain<C: Connect>(
+    app: std::sync::Weak<crate::app::App<C>>,
+    mut drain: watch::Receiver<bool>,
+    mut terminate: watch::Receiver<bool>,
+) {
+    if drain.wait_for(|draining| *draining).await.is_err() {
+        return;
+    }
+    let since = tokio::time::Instant::now();
+    if terminate.wait_for(|terminating| *terminating).await.is_err() {
+        return;
+    }
+    let Some(delay) = app
+        .upgrade()
+        .map(|app| app.proxy.current().config.server.drain_delay.get())
+    else {
+        return;
+    };
+    tokio::time::sleep_until(since + delay).await;
+    if let Some(app) = app.upgrade() {
+        tracing::info!(?delay, "drained: no new connections");
+        app.shutdown();
+    }
+}
+
 /// The longest the driver sleeps, even with no timer due (it also notices retirement).
 pub(crate) const TICK_MAX: Duration = Duration::from_secs(1);
 

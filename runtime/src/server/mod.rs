@@ -171,22 +171,37 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteTimeoutIo<T> {
 }
 
 /// Serve clients from `listener` until `shutdown` turns true, then stop accepting and give
-/// in-flight requests up to the grace period.
+/// in-flight requests up to the grace period. Once `drain` turns true, the connections open
+/// end gracefully (idle ones close, busy ones close after their response, which says
+/// `Connection: close`), and connections accepted from then on serve one request each.
 pub async fn serve<A: Accept, C: Connect>(
     mut listener: A,
     proxy: Arc<Proxy<C>>,
     limits: ServerLimits,
     tls: Option<Arc<rustls::ServerConfig>>,
+    mut drain: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let plain = acceptor.is_none();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let per_client = watchdog::PerClient::new(limits.max_connections_per_client);
-    let graceful = GracefulShutdown::new();
+    let mut graceful = GracefulShutdown::new();
+    // The connections open when the drain began, ending gracefully.
+    let mut drained: Option<tokio::task::JoinHandle<()>> = None;
+    let mut draining = *drain.borrow_and_update();
     loop {
         let (io, peer) = tokio::select! {
             biased;
+            _ = shutdown.changed() => break,
+            changed = drain.changed(), if !draining => {
+                draining = changed.is_err() || *drain.borrow_and_update();
+                if draining {
+                    let open = std::mem::take(&mut graceful);
+                    drained = Some(tokio::spawn(open.shutdown()));
+                }
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -195,7 +210,6 @@ pub async fn serve<A: Accept, C: Connect>(
                     continue;
                 }
             },
-            _ = shutdown.changed() => break,
         };
         // At the limit a new connection is refused at once, not left in the accept backlog:
         // its client can tell a busy proxy from a dead one, and silent connections cannot
@@ -277,6 +291,7 @@ pub async fn serve<A: Accept, C: Connect>(
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
+                .keep_alive(!draining)
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)
                 .max_buf_size(limits.max_header_bytes.max(8192))
@@ -312,10 +327,13 @@ pub async fn serve<A: Accept, C: Connect>(
         }
     }
     tracing::info!("shutting down: no new connections; draining in-flight requests");
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let finished = async {
+        graceful.shutdown().await;
+        if let Some(drained) = drained {
+            let _ = drained.await;
+        }
+    };
+    if tokio::time::timeout(limits.shutdown_grace, finished).await.is_err() {
         tracing::warn!(grace = ?limits.shutdown_grace, "grace period over: closing remaining connections");
     }
 }

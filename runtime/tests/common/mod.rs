@@ -296,9 +296,11 @@ pub struct ProxyProcess {
 }
 
 impl ProxyProcess {
-    /// Stop the proxy and remove its configuration.
+    /// Stop the proxy (if it has not exited already) and remove its configuration.
     pub async fn stop(mut self) {
-        self.child.kill().await.expect("stop storefront");
+        if self.child.try_wait().expect("child status").is_none() {
+            self.child.kill().await.expect("stop storefront");
+        }
         let _ = std::fs::remove_dir_all(&self.directory);
     }
 }
