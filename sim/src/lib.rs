@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod fleet;
 pub mod kubernetes;
 pub mod plot;
 pub mod report;
@@ -31,6 +32,11 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("rolling-restart", include_str!("../../scenarios/rolling-restart.toml")),
     ("expect-continue", include_str!("../../scenarios/expect-continue.toml")),
     ("auth", include_str!("../../scenarios/auth.toml")),
+    ("fleet", include_str!("../../scenarios/fleet.toml")),
+    (
+        "proxy-rolling-restart",
+        include_str!("../../scenarios/proxy-rolling-restart.toml"),
+    ),
 ];
 
 /// A built-in scenario by name, or a scenario file by path.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::client::{Class, Record};
-use crate::run::{Mode, ModeRun, SAMPLE_EVERY};
+use crate::run::{Mode, ModeRun, ReplicaRun, SAMPLE_EVERY};
 use crate::scenario::{Action, Event, Expect, Scenario};
 
 /// Latency percentiles in milliseconds.
@@ -53,6 +53,8 @@ pub struct ModeReport {
     pub client_errors: BTreeMap<String, u64>,
     /// Retries the proxy made.
     pub retries: u64,
+    /// Retries the clients made (SDK-style, after a 5xx or a broken connection).
+    pub client_retries: u64,
     /// Passive ejections.
     pub ejections: u64,
     /// Slow readers cut off by the proxy.
@@ -77,7 +79,34 @@ pub struct ModeReport {
     /// Node request counters every 100 ms (for the plot; not in the JSON).
     #[serde(skip)]
     pub samples: Vec<Vec<u64>>,
+    /// Each proxy replica's own figures (none in direct mode).
+    pub replicas: Vec<ReplicaReport>,
+    /// How long the rolling update of every replica took (none: no rollout, or unfinished).
+    pub rollout_ms: Option<f64>,
 }
+
+/// One proxy replica's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReplicaReport {
+    /// Its host name.
+    pub name: String,
+    /// Exchanges it handled.
+    pub exchanges: u64,
+    /// Exchanges it answered with an error after every attempt failed.
+    pub failed: u64,
+    /// Processes it ran (more than 1: replaced in a rollout).
+    pub processes: u64,
+    /// Busiest node of its own zone's pool over the mean, by the requests it sent them.
+    pub imbalance_max_over_mean: f64,
+    /// Time from the first `slow` event until this replica sent the slow node less than half
+    /// its fair share over a sliding window (see [`REPLICA_WINDOW`]) and kept it there while the
+    /// node stayed slow (none: the node is not in its pool, or it never diverted).
+    pub divert_ms: Option<f64>,
+}
+
+/// The window a replica's share of a node is measured over: a replica carries a fraction of
+/// the fleet's load, too few requests per node in 100 ms to tell a share from noise.
+pub const REPLICA_WINDOW: Duration = Duration::from_millis(300);
 
 /// A whole run's report.
 #[derive(Clone, Debug, Serialize)]
@@ -187,6 +216,7 @@ impl ModeReport {
             ),
             client_errors,
             retries: run.retries,
+            client_retries: run.client_retries,
             ejections: run.ejections,
             slow_readers_cut: run.slow_readers_cut,
             local_continues: run.local_continues,
@@ -211,8 +241,69 @@ impl ModeReport {
                 groups
             }),
             samples: run.samples.clone(),
+            replicas: run
+                .replicas
+                .iter()
+                .map(|replica| replica_report(replica, scenario))
+                .collect(),
+            rollout_ms: run.rollout.map(millis),
         }
     }
+}
+
+fn replica_report(replica: &ReplicaRun, scenario: &Scenario) -> ReplicaReport {
+    let last = replica.samples.last().cloned().unwrap_or_default();
+    let own: Vec<u64> = replica
+        .zone_nodes
+        .iter()
+        .map(|&node| last.get(node).copied().unwrap_or(0))
+        .collect();
+    ReplicaReport {
+        name: replica.name.clone(),
+        exchanges: replica.exchanges,
+        failed: replica.failed,
+        processes: replica.processes,
+        imbalance_max_over_mean: spread(&own).0,
+        divert_ms: replica_divert(replica, scenario),
+    }
+}
+
+/// See [`ReplicaReport::divert_ms`].
+fn replica_divert(replica: &ReplicaRun, scenario: &Scenario) -> Option<f64> {
+    let event = scenario.events.iter().find(|event| event.action == Action::Slow)?;
+    let node = event.node? - 1;
+    if !replica.zone_nodes.contains(&node) {
+        return None;
+    }
+    let healed = scenario
+        .events
+        .iter()
+        .filter(|later| later.action == Action::Heal && later.node == event.node && later.at > event.at)
+        .map(|later| later.at.get())
+        .min()
+        .unwrap_or(Duration::MAX);
+    let fair = 1.0 / replica.zone_nodes.len() as f64;
+    let window = (REPLICA_WINDOW.as_nanos() / SAMPLE_EVERY.as_nanos()) as usize;
+    let first = (event.at.get().as_nanos() / SAMPLE_EVERY.as_nanos()) as usize + window;
+    let samples = &replica.samples;
+    let below = |index: usize| {
+        let (before, after) = (&samples[index - window], &samples[index]);
+        let total: u64 = after.iter().zip(before).map(|(a, b)| a - b).sum();
+        total > 0 && ((after[node] - before[node]) as f64 / total as f64) < fair / 2.0
+    };
+    // The last window that ends before the node healed.
+    let end = samples
+        .len()
+        .min((healed.as_nanos().min(u128::from(u64::MAX)) / SAMPLE_EVERY.as_nanos()) as usize + 1);
+    let mut diverted = None;
+    for index in first.max(window)..end {
+        match (below(index), diverted) {
+            (true, None) => diverted = Some(index),
+            (false, Some(_)) => diverted = None,
+            _ => {}
+        }
+    }
+    diverted.map(|index| millis((SAMPLE_EVERY * index as u32).saturating_sub(event.at.get())))
 }
 
 /// Whether a client group reads its responses at full speed.
@@ -507,8 +598,8 @@ pub fn table(report: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:<24} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>5} {:>5}  errors by class",
-        "mode", "ttfb p99", "wb ttfb", "upl p99", "divert", "disrupt", "failback", "cut", "100s"
+        "\n{:<24} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>5} {:>5} {:>7}  errors by class",
+        "mode", "ttfb p99", "wb ttfb", "upl p99", "divert", "disrupt", "failback", "cut", "100s", "sdk rt"
     );
     let optional = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |value| format!("{value:.0}"));
     for mode in &report.modes {
@@ -520,7 +611,7 @@ pub fn table(report: &Report) -> String {
             .join(" ");
         let _ = writeln!(
             out,
-            "{:<24} {:>9.0} {:>9.0} {:>9.0} {:>9} {:>9} {:>9} {:>5} {:>5}  {}",
+            "{:<24} {:>9.0} {:>9.0} {:>9.0} {:>9} {:>9} {:>9} {:>5} {:>5} {:>7}  {}",
             mode.mode,
             mode.ttfb_ms.p99,
             mode.well_behaved_ttfb_ms.p99,
@@ -530,12 +621,13 @@ pub fn table(report: &Report) -> String {
             optional(mode.failback_ms),
             mode.slow_readers_cut,
             mode.local_continues,
+            mode.client_retries,
             if errors.is_empty() { "-" } else { &errors }
         );
     }
     let _ = writeln!(
         out,
-        "(ms; wb: clients that read at full speed; cut: slow readers cut off; 100s: 100 Continue sent by the proxy)"
+        "(ms; wb: clients that read at full speed; cut: slow readers cut off; 100s: 100 Continue sent by the proxy; sdk rt: requests the clients retried)"
     );
     // Identities and decisions, where the scenario has any beyond trust mode's.
     for mode in &report.modes {
@@ -559,6 +651,34 @@ pub fn table(report: &Report) -> String {
                 .collect::<Vec<_>>()
                 .join(" ");
             let _ = writeln!(out, "  {group:<12} {classes}");
+        }
+    }
+    // The replicas of a fleet, each beside the fleet's figures above.
+    for mode in report.modes.iter().filter(|mode| mode.replicas.len() > 1) {
+        let _ = writeln!(
+            out,
+            "\n{}: per replica ({} replicas{})",
+            mode.mode,
+            mode.replicas.len(),
+            mode.rollout_ms
+                .map_or_else(String::new, |ms| format!("; every one replaced in {ms:.0} ms"))
+        );
+        let _ = writeln!(
+            out,
+            "  {:<14} {:>9} {:>7} {:>9} {:>9} {:>9}",
+            "replica", "exchanges", "failed", "processes", "max/mean", "divert"
+        );
+        for replica in &mode.replicas {
+            let _ = writeln!(
+                out,
+                "  {:<14} {:>9} {:>7} {:>9} {:>9.2} {:>9}",
+                replica.name,
+                replica.exchanges,
+                replica.failed,
+                replica.processes,
+                replica.imbalance_max_over_mean,
+                optional(replica.divert_ms)
+            );
         }
     }
     let _ = writeln!(

@@ -1,7 +1,7 @@
 //! One run of one mode: build the turmoil world, drive it, collect what happened.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -17,6 +17,7 @@ use storefront_core::event::Event as CoreEvent;
 use storefront_core::exchange::ExchangeOutcome;
 
 use crate::client::{self, BUCKET, ClientSpec, DnsModel, Record, Target};
+use crate::fleet::{Order, Rollout, Seen, Service};
 use crate::scenario::{Action, Event, ProxyBackends, Scenario};
 use crate::transport::{NodeBind, ProxyListener, SimConnector};
 
@@ -72,6 +73,8 @@ pub struct ModeRun {
     pub samples: Vec<Vec<u64>>,
     /// Retries the proxies made.
     pub retries: u64,
+    /// Retries the clients made (as SDKs retry a 5xx or a broken connection).
+    pub client_retries: u64,
     /// Passive ejections in the proxies.
     pub ejections: u64,
     /// Slow readers the proxies cut off.
@@ -96,6 +99,28 @@ pub struct ModeRun {
     pub decisions: BTreeMap<(String, String), u64>,
     /// Each proxy's final metrics, as Prometheus text, with its name.
     pub metrics: Vec<(String, String)>,
+    /// Each proxy replica's own figures.
+    pub replicas: Vec<ReplicaRun>,
+    /// How long the scenario's rolling update of the replicas took (none: no rollout, or it
+    /// had not finished when the clients did).
+    pub rollout: Option<Duration>,
+}
+
+/// What one proxy replica did (over all its processes, in a rollout).
+#[derive(Debug)]
+pub struct ReplicaRun {
+    /// Its host name.
+    pub name: String,
+    /// The nodes of its own zone's pool (0-based; every node without zones).
+    pub zone_nodes: Vec<usize>,
+    /// Exchanges it handled.
+    pub exchanges: u64,
+    /// Of those, answered with an error of its own after every attempt failed.
+    pub failed: u64,
+    /// Requests it sent to each node, every [`SAMPLE_EVERY`] (cumulative).
+    pub samples: Vec<Vec<u64>>,
+    /// Processes it ran (1, plus one per replacement).
+    pub processes: u64,
 }
 
 fn node_name(index: usize) -> String {
@@ -107,11 +132,27 @@ fn client_host(group: &str, index: usize) -> String {
     format!("{group}-{}", index + 1)
 }
 
-fn proxy_name(zone: Option<&str>) -> String {
-    match zone {
+/// The host name of replica `index` (0-based) of `zone`'s proxies (with one replica per
+/// zone, just the zone's proxy).
+fn proxy_name(zone: Option<&str>, index: usize, replicas: usize) -> String {
+    let base = match zone {
         Some(zone) => format!("proxy-{zone}"),
         None => "proxy".to_owned(),
+    };
+    if replicas == 1 {
+        base
+    } else {
+        format!("{base}-{}", index + 1)
     }
+}
+
+/// One proxy replica of the fleet.
+#[derive(Clone, Debug)]
+struct Replica {
+    name: String,
+    zone: Option<String>,
+    /// Its place among its zone's replicas (the Service's endpoint index).
+    endpoint: usize,
 }
 
 /// Nodes close keep-alive connections idle this long (as S3 servers do, after tens of
@@ -127,11 +168,14 @@ const PROXY_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// (past the nodes' idle timeout).
 const WIND_DOWN: Duration = Duration::from_secs(6);
 
-type AppSlots = Arc<Mutex<Vec<Arc<App<SimConnector>>>>>;
+/// Each replica's running proxy (the latest process's), by replica index.
+type AppSlots = Arc<Mutex<Vec<Option<Arc<App<SimConnector>>>>>>;
 
 /// What the proxies did, tallied from their events (the same records telemetry reads).
 #[derive(Debug, Default)]
 struct Tally {
+    exchanges: AtomicU64,
+    failed: AtomicU64,
     retries: AtomicU64,
     slow_readers_cut: AtomicU64,
     local_continues: AtomicU64,
@@ -183,6 +227,10 @@ impl Observer for Tally {
                 exchange_result(record),
             ))
             .or_insert(0) += 1;
+        self.exchanges.fetch_add(1, Ordering::Relaxed);
+        if matches!(record.outcome, ExchangeOutcome::Failed { .. }) {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
         self.retries.fetch_add(record.retries() as u64, Ordering::Relaxed);
         if record.continued_locally {
             self.local_continues.fetch_add(1, Ordering::Relaxed);
@@ -276,7 +324,8 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
         });
     }
 
-    // One proxy, or one per zone (each preferring its own zone's pool).
+    // One proxy, or one per zone (each preferring its own zone's pool); or a fleet of replicas
+    // per zone, each zone's behind a Service.
     let zones: Vec<Option<String>> = if scenario.cluster.zones.is_empty() {
         vec![None]
     } else {
@@ -287,23 +336,57 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
             .map(|zone| Some(zone.to_owned()))
             .collect()
     };
-    let apps: AppSlots = Arc::new(Mutex::new(Vec::new()));
-    let tally = Arc::new(Tally::default());
+    let per_zone = scenario.fleet.replicas;
+    let replicas: Vec<Replica> = zones
+        .iter()
+        .flat_map(|zone| {
+            (0..per_zone).map(move |endpoint| Replica {
+                name: proxy_name(zone.as_deref(), endpoint, per_zone),
+                zone: zone.clone(),
+                endpoint,
+            })
+        })
+        .collect();
+    let services: BTreeMap<Option<String>, Arc<Service>> = zones
+        .iter()
+        .map(|zone| {
+            let hosts = replicas
+                .iter()
+                .filter(|replica| replica.zone == *zone)
+                .map(|replica| format!("{}:{PORT}", replica.name))
+                .collect();
+            (zone.clone(), Arc::new(Service::new(hosts)))
+        })
+        .collect();
+    let apps: AppSlots = Arc::new(Mutex::new(vec![None; replicas.len()]));
+    let tallies: Vec<Arc<Tally>> = replicas.iter().map(|_| Arc::new(Tally::default())).collect();
+    let processes: Vec<Arc<AtomicU64>> = replicas.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
+    // Set when a replica's proxy has shut down: its process exits, which the runner carries
+    // out by stopping the host (every socket it still holds closes, as at a process's exit).
+    let exited: Vec<Arc<AtomicBool>> = replicas.iter().map(|_| Arc::new(AtomicBool::new(false))).collect();
+    let mut stopped = vec![false; replicas.len()];
     if let Mode::Proxy(algorithm) = mode {
-        for (index, zone) in zones.iter().enumerate() {
-            let config = proxy_config(scenario, algorithm, zone.as_deref())?;
-            // Every proxy draws from its own seed, derived from the run's: replicas of a fleet
-            // must not pick and probe in lockstep, and the run must still replay exactly.
-            let proxy_seed = seed ^ (index as u64).wrapping_mul(0xa076_1d64_78bd_642f);
+        for (index, replica) in replicas.iter().enumerate() {
+            let config = proxy_config(scenario, algorithm, replica.zone.as_deref())?;
             let pools = config.pools.len();
             let slot = apps.clone();
-            let tally = tally.clone();
+            let tally = tallies[index].clone();
+            let processes = processes[index].clone();
+            let exited = exited[index].clone();
             let dns = proxy_dns(scenario);
-            sim.host(proxy_name(zone.as_deref()), move || {
+            sim.host(replica.name.as_str(), move || {
                 let config = config.clone();
                 let slot = slot.clone();
                 let tally = tally.clone();
                 let dns = dns.clone();
+                let exited = exited.clone();
+                // Every process draws from its own seed, derived from the run's: replicas of
+                // a fleet must not pick and probe in lockstep, a replaced process is a new
+                // one, and the run must still replay exactly.
+                let process = processes.fetch_add(1, Ordering::Relaxed);
+                let proxy_seed = seed
+                    ^ (index as u64).wrapping_mul(0xa076_1d64_78bd_642f)
+                    ^ process.wrapping_mul(0xe703_7ed1_a0b4_28db);
                 async move {
                     let app = App::with_clock(
                         config,
@@ -316,9 +399,11 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
                         Clock::simulated(UNIX_EPOCH + Duration::from_secs(s3_mock::clock::BASE_UNIX_SECONDS)),
                     )?;
                     app.proxy.events.subscribe(tally);
-                    slot.lock().expect("single-threaded simulation").push(app.clone());
+                    slot.lock().expect("single-threaded simulation")[index] = Some(app.clone());
                     let listener = turmoil::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, PORT)).await?;
                     app.serve(ProxyListener(listener)).await;
+                    exited.store(true, Ordering::Relaxed);
+                    std::future::pending::<()>().await;
                     Ok(())
                 }
             });
@@ -327,6 +412,7 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
 
     let records: Arc<Mutex<Vec<Record>>> = Arc::new(Mutex::new(Vec::new()));
     let issued = Arc::new(AtomicU64::new(0));
+    let retried = Arc::new(AtomicU64::new(0));
     let mut client_seed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let mut front_hosts: Vec<(String, Option<String>)> = Vec::new();
     for group in &scenario.clients {
@@ -338,6 +424,8 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
                 .collect(),
             ttl: scenario.dns.ttl.get(),
         };
+        let per_host = group.per_host.max(1);
+        let mut host_specs: Vec<Vec<ClientSpec>> = Vec::new();
         for index in 0..group.count {
             client_seed = client_seed.wrapping_add(1);
             let spec = ClientSpec {
@@ -345,22 +433,43 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
                 index,
                 target: match mode {
                     Mode::Direct => Target::Direct(dns.clone()),
-                    Mode::Proxy(_) => Target::Proxy(format!("{}:{PORT}", proxy_name(zone))),
+                    Mode::Proxy(_) => Target::Proxy(services[&group.zone].clone()),
                 },
                 workload: scenario.workload.clone(),
                 duration,
                 seed: client_seed,
                 records: records.clone(),
                 issued: issued.clone(),
+                retried: retried.clone(),
             };
+            if index % per_host == 0 {
+                host_specs.push(Vec::new());
+            }
+            host_specs.last_mut().expect("pushed above").push(spec);
+        }
+        for (index, specs) in host_specs.into_iter().enumerate() {
             let name = client_host(&group.name, index);
             front_hosts.push((name.clone(), group.zone.clone()));
-            sim.client(name, client::run(spec));
+            if specs.len() == 1 {
+                let spec = specs.into_iter().next().expect("one");
+                sim.client(name, client::run(spec));
+            } else {
+                sim.client(name, async move {
+                    let mut clients = tokio::task::JoinSet::new();
+                    for spec in specs {
+                        clients.spawn_local(client::run(spec));
+                    }
+                    while let Some(ended) = clients.join_next().await {
+                        ended??;
+                    }
+                    Ok(())
+                });
+            }
         }
     }
     if matches!(mode, Mode::Proxy(_)) {
-        for zone in &zones {
-            front_hosts.push((proxy_name(zone.as_deref()), zone.clone()));
+        for replica in &replicas {
+            front_hosts.push((replica.name.clone(), replica.zone.clone()));
         }
     }
     // Traffic between data centres takes longer.
@@ -384,15 +493,72 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
     let mut samples = Vec::new();
     let mut next_sample = Duration::ZERO;
     let mut finished_at: Option<Duration> = None;
+    let mut replica_samples = ReplicaSamples::new(replicas.len(), scenario.cluster.nodes);
+    let mut rollout: Option<(Duration, Rollout)> = None;
+    let mut rolled: Option<Duration> = None;
     loop {
         let elapsed = sim.elapsed();
         while next_event < events.len() && events[next_event].at.get() <= elapsed {
-            apply(&mut sim, &events[next_event], &handles, scenario, &front_hosts);
+            if events[next_event].action == Action::Rollout {
+                if matches!(mode, Mode::Proxy(_)) && rollout.is_none() {
+                    rollout = Some((elapsed, Rollout::start()));
+                }
+            } else {
+                apply(&mut sim, &events[next_event], &handles, scenario, &front_hosts);
+            }
             next_event += 1;
         }
         if elapsed >= next_sample && finished_at.is_none() {
             samples.push(handles.iter().map(|handle| handle.stats().requests_total).collect());
+            replica_samples.sample(&apps.lock().expect("single-threaded simulation"));
             next_sample += SAMPLE_EVERY;
+        }
+        for (index, replica) in replicas.iter().enumerate() {
+            if !stopped[index] && exited[index].load(Ordering::Relaxed) {
+                sim.crash(replica.name.as_str());
+                stopped[index] = true;
+            }
+        }
+        if finished_at.is_none()
+            && let Some((started, update)) = &mut rollout
+        {
+            let started = *started;
+            let current = update.replica.min(replicas.len() - 1);
+            let app = apps.lock().expect("single-threaded simulation")[current].clone();
+            let running = !exited[current].load(Ordering::Relaxed);
+            let seen = Seen {
+                now: elapsed,
+                running,
+                ready: running
+                    && app
+                        .as_ref()
+                        .is_some_and(|app| !app.is_draining() && app.proxy.current().readiness().is_ok()),
+            };
+            match update.advance(
+                seen,
+                replicas.len(),
+                scenario.fleet.endpoint_lag.get(),
+                scenario.fleet.start_delay.get(),
+            ) {
+                Order::Wait => {}
+                Order::Terminate(index) => {
+                    if let Some(app) = &app {
+                        debug_assert!(index == update.replica);
+                        app.terminate();
+                    }
+                }
+                Order::Unready(index) => services[&replicas[index].zone].set_ready(replicas[index].endpoint, false),
+                Order::Start(index) => {
+                    exited[index].store(false, Ordering::Relaxed);
+                    stopped[index] = false;
+                    sim.bounce(replicas[index].name.as_str());
+                }
+                Order::Ready(index) => services[&replicas[index].zone].set_ready(replicas[index].endpoint, true),
+                Order::Done => {
+                    rolled = Some(elapsed - started);
+                    rollout = None;
+                }
+            }
         }
         match finished_at {
             None => {}
@@ -403,7 +569,7 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
             Ok(true) if finished_at.is_none() => {
                 // Every client is done: drain the proxies, let connections close.
                 finished_at = Some(sim.elapsed());
-                for app in apps.lock().expect("single-threaded simulation").iter() {
+                for app in apps.lock().expect("single-threaded simulation").iter().flatten() {
                     app.shutdown();
                 }
             }
@@ -426,8 +592,36 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
             .map(|(key, _)| key.clone())
             .collect()
     };
-    let apps = apps.lock().expect("single-threaded simulation").clone();
-    let counter = |read: fn(&Tally) -> &AtomicU64| -> u64 { read(&tally).load(Ordering::Relaxed) };
+    let apps: Vec<Arc<App<SimConnector>>> = apps
+        .lock()
+        .expect("single-threaded simulation")
+        .iter()
+        .flatten()
+        .cloned()
+        .collect();
+    let counter = |read: fn(&Tally) -> &AtomicU64| -> u64 {
+        tallies.iter().map(|tally| read(tally).load(Ordering::Relaxed)).sum()
+    };
+    let mut decisions: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for tally in &tallies {
+        for (key, count) in std::mem::take(&mut *tally.decisions.lock().expect("single-threaded simulation")) {
+            *decisions.entry(key).or_insert(0) += count;
+        }
+    }
+    let replica_runs = replicas
+        .iter()
+        .enumerate()
+        .map(|(index, replica)| ReplicaRun {
+            name: replica.name.clone(),
+            zone_nodes: (0..scenario.cluster.nodes)
+                .filter(|&node| replica.zone.is_none() || scenario.cluster.zone_of(node) == replica.zone.as_deref())
+                .collect(),
+            exchanges: tallies[index].exchanges.load(Ordering::Relaxed),
+            failed: tallies[index].failed.load(Ordering::Relaxed),
+            samples: std::mem::take(&mut replica_samples.samples[index]),
+            processes: processes[index].load(Ordering::Relaxed),
+        })
+        .collect();
     let (ejections, proxy_in_flight_at_end) = apps.iter().fold((0, 0), |(ejections, in_flight), app| {
         let pools = app.proxy.current().state().pools();
         (
@@ -452,6 +646,7 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
         records,
         samples,
         retries: counter(|counters| &counters.retries),
+        client_retries: retried.load(Ordering::Relaxed),
         ejections,
         slow_readers_cut: counter(|counters| &counters.slow_readers_cut),
         local_continues: counter(|counters| &counters.local_continues),
@@ -459,13 +654,86 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
         dispatched_to_unavailable: counter(|counters| &counters.dispatched_to_unavailable),
         proxy_in_flight_at_end,
         lost_writes,
-        decisions: std::mem::take(&mut *tally.decisions.lock().expect("single-threaded simulation")),
+        decisions,
         metrics: apps
             .iter()
             .enumerate()
             .map(|(index, app)| (format!("proxy-{}", index + 1), app.metrics.render()))
             .collect(),
+        replicas: if matches!(mode, Mode::Proxy(_)) {
+            replica_runs
+        } else {
+            Vec::new()
+        },
+        rollout: rolled,
     })
+}
+
+/// Each replica's requests per node, sampled every [`SAMPLE_EVERY`] and carried across its
+/// processes (a replaced process starts counting from zero).
+struct ReplicaSamples {
+    nodes: usize,
+    /// Per replica: the samples so far.
+    samples: Vec<Vec<Vec<u64>>>,
+    /// Per replica: what its earlier processes sent.
+    carried: Vec<Vec<u64>>,
+    /// Per replica: the process last sampled.
+    last: Vec<Option<Arc<App<SimConnector>>>>,
+}
+
+impl ReplicaSamples {
+    fn new(replicas: usize, nodes: usize) -> Self {
+        ReplicaSamples {
+            nodes,
+            samples: vec![Vec::new(); replicas],
+            carried: vec![vec![0; nodes]; replicas],
+            last: vec![None; replicas],
+        }
+    }
+
+    /// Requests `app` sent to each node so far (`node-N:port` is node N).
+    fn counts(&self, app: &App<SimConnector>) -> Vec<u64> {
+        let mut counts = vec![0; self.nodes];
+        for pool in app.proxy.current().state().pools() {
+            let pool = pool.lock();
+            for backend in pool.balancer().backends() {
+                let node = backend
+                    .spec()
+                    .address
+                    .strip_prefix("node-")
+                    .and_then(|rest| rest.split(':').next())
+                    .and_then(|number| number.parse::<usize>().ok());
+                if let Some(node) = node.filter(|node| (1..=self.nodes).contains(node)) {
+                    counts[node - 1] += backend.requests_total();
+                }
+            }
+        }
+        counts
+    }
+
+    fn sample(&mut self, apps: &[Option<Arc<App<SimConnector>>>]) {
+        for (index, app) in apps.iter().enumerate() {
+            let replaced = match (&self.last[index], app) {
+                (Some(last), Some(app)) => !Arc::ptr_eq(last, app),
+                _ => false,
+            };
+            if replaced && let Some(last) = self.last[index].take() {
+                // The old process is done: what it sent stays counted.
+                let finished = self.counts(&last);
+                for (carried, count) in self.carried[index].iter_mut().zip(finished) {
+                    *carried += count;
+                }
+            }
+            self.last[index] = app.clone();
+            let now = app.as_ref().map_or_else(|| vec![0; self.nodes], |app| self.counts(app));
+            let sample = self.carried[index]
+                .iter()
+                .zip(now)
+                .map(|(carried, now)| carried + now)
+                .collect();
+            self.samples[index].push(sample);
+        }
+    }
 }
 
 /// Apply one scenario event to the world.
@@ -498,6 +766,8 @@ fn apply(
                 }
             }
         }
+        // The runner drives rollouts itself (they need the replicas).
+        Action::Rollout => {}
         Action::Repair => {
             for node in zone_nodes() {
                 for (host, _) in front_hosts {

@@ -256,8 +256,15 @@ pub enum CachePolicy {
 pub struct ClientGroup {
     /// Host name prefix (`spark` gives `spark-1`, `spark-2`, ...).
     pub name: String,
-    /// Number of hosts.
+    /// Number of clients.
     pub count: usize,
+    /// Clients per host (default 1): more than one run side by side on one host, each with
+    /// its own DNS cache, keep-alive pool and workload, sharing its network address (pods on
+    /// one Kubernetes node, as far as a proxy behind a Service can tell). turmoil's cost per
+    /// simulated millisecond grows with the square of the hosts, so hundreds of clients are
+    /// simulated on tens of hosts. Not with `pod`: a pod is known by its own address.
+    #[serde(default = "default_per_host")]
+    pub per_host: usize,
     /// Requests per second per host (Poisson arrivals).
     pub rate: f64,
     /// DNS caching.
@@ -339,6 +346,10 @@ fn default_continue_wait() -> ConfigDuration {
 
 fn default_retries() -> u32 {
     2
+}
+
+fn default_per_host() -> usize {
+    1
 }
 
 fn default_pool() -> usize {
@@ -554,6 +565,15 @@ impl Scenario {
             .any(|event| event.action == Action::Slow && event.factor.is_none())
         {
             Some("a `slow` event needs `factor`".to_owned())
+        } else if let Some(group) = scenario
+            .clients
+            .iter()
+            .find(|group| group.per_host == 0 || (group.per_host != 1 && group.pod.is_some()))
+        {
+            Some(format!(
+                "clients `{}`: `per_host` must be at least 1, and 1 for pods (a pod is known by its own address)",
+                group.name
+            ))
         } else if scenario.fleet.replicas == 0 {
             Some("fleet.replicas must be at least 1".to_owned())
         } else {

@@ -13,6 +13,7 @@ use rand::{RngExt, SeedableRng};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use crate::fleet::Service;
 use crate::scenario::{Arrivals, CachePolicy, ClientGroup, Signing, Workload};
 use crate::sign::Keys;
 use operations::{RequestBody, assume_role, operate};
@@ -40,8 +41,8 @@ impl DnsModel {
 pub enum Target {
     /// Straight to the nodes, through the DNS model.
     Direct(DnsModel),
-    /// To the proxy at this `host:port`.
-    Proxy(String),
+    /// To the proxy replicas behind this Service.
+    Proxy(Arc<Service>),
 }
 
 /// How one request ended, as the client saw it.
@@ -125,6 +126,8 @@ pub struct ClientSpec {
     pub records: Arc<Mutex<Vec<Record>>>,
     /// Operations issued (every one must leave exactly one record).
     pub issued: Arc<AtomicU64>,
+    /// HTTP requests the clients retried (SDK retries after a 5xx or a broken connection).
+    pub retried: Arc<AtomicU64>,
 }
 
 struct Connection {
@@ -144,12 +147,18 @@ struct Pool {
     /// How requests are signed, and with what (none: unsigned).
     signing: Signing,
     keys: Option<Keys>,
+    /// Which replica a new connection goes to (its own draws: the workload's stay as they are).
+    endpoints: Mutex<StdRng>,
+    /// Requests retried, as an SDK retries (shared by the run's clients).
+    retried: Arc<AtomicU64>,
 }
 
 impl Pool {
     fn address(&self) -> String {
         match &self.target {
-            Target::Proxy(address) => address.clone(),
+            Target::Proxy(service) => service
+                .pick(&mut self.endpoints.lock().expect("single-threaded host"))
+                .to_owned(),
             Target::Direct(dns) => {
                 let now = self.start.elapsed();
                 match self.cache {
@@ -231,6 +240,8 @@ pub async fn run(spec: ClientSpec) -> turmoil::Result {
             }),
             _ => None,
         },
+        endpoints: Mutex::new(StdRng::seed_from_u64(spec.seed ^ 0x05e4_11ce_50ff_1ee7)),
+        retried: spec.retried.clone(),
     });
     let manners = Manners {
         read_rate: spec.group.read_rate,

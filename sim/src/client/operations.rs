@@ -225,6 +225,7 @@ async fn with_retries(pool: &Pool, call: &Call, manners: Manners) -> Answer {
         if !retryable || tries >= manners.retries {
             return answer;
         }
+        pool.retried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(50) * 2u32.pow(tries)).await;
         tries += 1;
     }
