@@ -66,10 +66,12 @@ async fn serves_new_connections(endpoint: SocketAddr) -> bool {
 
 #[tokio::test]
 async fn a_drained_proxy_is_not_ready_ends_keep_alive_and_still_serves_whoever_arrives() {
-    // Proves `/admin/drain`: readiness turns 503 while liveness stays 200; an idle keep-alive
-    // connection is closed by the proxy; a download in flight completes whole and its
-    // connection closes after it; a connection arriving during the drain (the endpoint removal
-    // has not reached every client yet) is served one request, answered `Connection: close`.
+    // Proves `/admin/drain`: readiness turns 503 while liveness stays 200; a download in flight
+    // completes whole; an idle keep-alive connection is not
+    // closed under its client (who could be sending on it that instant) but its next request
+    // is answered `Connection: close` and the connection closed after it; a connection arriving
+    // during the drain (the endpoint removal has not reached every client yet) is served one
+    // request, answered `Connection: close`.
     let harness = harness(1, "[server]\ndrain_delay = \"30s\"\n").await;
     let admin = admin(&harness).await;
     let s3 = harness.client();
@@ -96,7 +98,7 @@ async fn a_drained_proxy_is_not_ready_ends_keep_alive_and_still_serves_whoever_a
     let download = tokio::spawn(async move {
         let mut busy = TcpStream::connect(endpoint).await.expect("connect");
         let (_, length) = get(&mut busy, "/data/slow").await;
-        (length, closed_by_server(&mut busy).await)
+        (length, busy)
     });
     tokio::time::sleep(Duration::from_millis(150)).await;
 
@@ -110,19 +112,30 @@ async fn a_drained_proxy_is_not_ready_ends_keep_alive_and_still_serves_whoever_a
         (503, "not ready: draining\n".to_owned())
     );
     assert_eq!(call(admin, "GET", "/healthz").await.0, 200, "draining is not dead");
+    let (head, length) = get(&mut idle, "/data/small").await;
+    assert_eq!(length, 1000, "the idle connection was not kept for its next request");
+    assert!(head.contains("connection: close"), "{head}");
     assert!(
         closed_by_server(&mut idle).await,
-        "the idle keep-alive connection stayed open"
+        "the idle connection stayed open after its response"
     );
 
-    let (length, closed) = tokio::time::timeout(Duration::from_secs(10), download)
+    let (length, mut busy) = tokio::time::timeout(Duration::from_secs(10), download)
         .await
         .expect("the download finished")
         .expect("task");
     assert_eq!(length, 300_000, "the download in flight was cut short");
-    assert!(closed, "the busy connection stayed open after its response");
 
     harness.nodes[0].set_faults(Faults::default());
+    // Its head had left before the drain began; the next response on it says close.
+    let (head, length) = get(&mut busy, "/data/small").await;
+    assert_eq!(length, 1000);
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(
+        closed_by_server(&mut busy).await,
+        "the busy connection stayed open after `close`"
+    );
+
     let mut late = TcpStream::connect(harness.endpoint).await.expect("still accepting");
     let (head, length) = get(&mut late, "/data/small").await;
     assert_eq!(length, 1000);
@@ -133,7 +146,8 @@ async fn a_drained_proxy_is_not_ready_ends_keep_alive_and_still_serves_whoever_a
 #[tokio::test]
 async fn terminate_keeps_accepting_for_the_drain_delay_then_stops() {
     // Proves `App::terminate` (what SIGTERM calls): new connections are still served while the
-    // drain delay runs, and after it the proxy stops accepting, no sooner than the delay.
+    // drain delay runs, and after it the proxy stops accepting, no sooner than the delay, and
+    // closes the keep-alive connections that stayed idle throughout.
     let harness = harness(1, "[server]\ndrain_delay = \"3s\"\nshutdown_grace = \"5s\"\n").await;
     let s3 = harness.client();
     s3.create_bucket().bucket("data").send().await.expect("create");
@@ -144,6 +158,9 @@ async fn terminate_keeps_accepting_for_the_drain_delay_then_stops() {
         .send()
         .await
         .expect("put");
+    let mut idle = TcpStream::connect(harness.endpoint).await.expect("connect");
+    let (head, _) = get(&mut idle, "/data/small").await;
+    assert!(!head.contains("connection: close"), "{head}");
     let started = Instant::now();
     harness.app.terminate();
     assert!(harness.app.is_draining());
@@ -163,6 +180,10 @@ async fn terminate_keeps_accepting_for_the_drain_delay_then_stops() {
     assert!(
         stopped >= Duration::from_secs(3),
         "stopped after {stopped:?}, before the drain delay"
+    );
+    assert!(
+        closed_by_server(&mut idle).await,
+        "an idle connection outlived the shutdown"
     );
 }
 

@@ -48,6 +48,8 @@ pub struct ConnState {
     pub write_timed_out: AtomicBool,
     /// Requests in progress and the last bytes heard, for the connection's deadlines.
     pub activity: Arc<crate::server::watchdog::Activity>,
+    /// The connection speaks HTTP/2 (a drain sends it GOAWAY; HTTP/1 gets `Connection: close`).
+    pub http2: AtomicBool,
 }
 
 /// Exchange ids: one space per process, kept across reloads. The top 24 bits are drawn from

@@ -10,13 +10,12 @@ use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Semaphore, watch};
 
@@ -186,19 +185,18 @@ pub async fn serve<A: Accept, C: Connect>(
     let plain = acceptor.is_none();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let per_client = watchdog::PerClient::new(limits.max_connections_per_client);
-    let mut graceful = GracefulShutdown::new();
-    // The connections open when the drain began, ending gracefully.
-    let mut drained: Option<tokio::task::JoinHandle<()>> = None;
-    let mut draining = *drain.borrow_and_update();
+    // Whether the proxy drains: HTTP/1 responses say `Connection: close` (no request of a
+    // client can race the close, as it would an idle connection closed under it), HTTP/2
+    // connections are sent GOAWAY, idle HTTP/1 connections wait for their next request or
+    // the shutdown.
+    let draining = Arc::new(AtomicBool::new(*drain.borrow_and_update()));
     loop {
         let (io, peer) = tokio::select! {
             biased;
             _ = shutdown.changed() => break,
-            changed = drain.changed(), if !draining => {
-                draining = changed.is_err() || *drain.borrow_and_update();
-                if draining {
-                    let open = std::mem::take(&mut graceful);
-                    drained = Some(tokio::spawn(open.shutdown()));
+            changed = drain.changed(), if !draining.load(Ordering::Relaxed) => {
+                if changed.is_err() || *drain.borrow_and_update() {
+                    draining.store(true, Ordering::Relaxed);
                 }
                 continue;
             }
@@ -230,8 +228,10 @@ pub async fn serve<A: Accept, C: Connect>(
         let conn = Arc::new(ConnState::default());
         let proxy = proxy.clone();
         let acceptor = acceptor.clone();
-        let watcher = graceful.watcher();
         let per_client = per_client.clone();
+        let draining = draining.clone();
+        let mut drain = drain.clone();
+        let mut stop = shutdown.clone();
         tokio::spawn(async move {
             let events = proxy.events.clone();
             // A trusted load balancer says who the client is, before anything else (TLS too).
@@ -278,20 +278,32 @@ pub async fn serve<A: Accept, C: Connect>(
             };
             let io = TokioIo::new(WriteTimeoutIo::new(io, limits.write_idle_timeout, conn.clone()));
             let cut = conn.clone();
-            let service = hyper::service::service_fn(move |request| {
+            let draining_now = draining.load(Ordering::Relaxed);
+            let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
                 let proxy = proxy.clone();
                 let conn = conn.clone();
+                let draining = draining.clone();
                 async move {
                     // In progress from its head until hyper is done with its response body.
                     let guard = conn.activity.begin();
-                    let response = proxy.handle(request, peer, conn).await;
+                    let http2 = request.version() == http::Version::HTTP_2;
+                    if http2 {
+                        conn.http2.store(true, Ordering::Relaxed);
+                    }
+                    let mut response = proxy.handle(request, peer, conn).await;
+                    if !http2 && draining.load(Ordering::Relaxed) {
+                        // hyper closes the connection after this response.
+                        response
+                            .headers_mut()
+                            .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                    }
                     Ok::<_, Infallible>(response.map(|body| watchdog::Guarded::new(body, guard)))
                 }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
-                .keep_alive(!draining)
+                .keep_alive(!draining_now)
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)
                 .max_buf_size(limits.max_header_bytes.max(8192))
@@ -300,21 +312,39 @@ pub async fn serve<A: Accept, C: Connect>(
                 .http2()
                 .timer(TokioTimer::new())
                 .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-            let connection = watcher.watch(builder.serve_connection(io, service).into_owned());
-            tokio::select! {
-                biased;
-                served = connection => {
-                    if let Err(error) = served {
-                        tracing::debug!(%error, "client connection ended with an error");
+            let connection = builder.serve_connection(io, service).into_owned();
+            tokio::pin!(connection);
+            let expiry = cut.activity.expired(limits.header_read_timeout, limits.idle_timeout);
+            tokio::pin!(expiry);
+            // Whether the connection was asked to end gracefully (idle: closed now; busy: after
+            // its responses in progress; HTTP/2: GOAWAY).
+            let mut ending = false;
+            loop {
+                tokio::select! {
+                    biased;
+                    served = connection.as_mut() => {
+                        if let Err(error) = served {
+                            tracing::debug!(%error, "client connection ended with an error");
+                        }
+                        break;
                     }
-                }
-                expired = cut.activity.expired(limits.header_read_timeout, limits.idle_timeout) => {
-                    // Dropping the connection closes it: no request was in progress.
-                    tracing::debug!(%peer, ?expired, "closing a connection that sent no request in time");
-                    events.runtime(RuntimeEvent::ConnectionExpired(match expired {
-                        watchdog::Expired::Header => Expiry::Header,
-                        watchdog::Expired::Idle => Expiry::Idle,
-                    }));
+                    _ = stop.wait_for(|stopped| *stopped), if !ending => {
+                        ending = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                    _ = drain.wait_for(|draining| *draining), if !ending && cut.http2.load(Ordering::Relaxed) => {
+                        ending = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                    expired = &mut expiry => {
+                        // Dropping the connection closes it: no request was in progress.
+                        tracing::debug!(%peer, ?expired, "closing a connection that sent no request in time");
+                        events.runtime(RuntimeEvent::ConnectionExpired(match expired {
+                            watchdog::Expired::Header => Expiry::Header,
+                            watchdog::Expired::Idle => Expiry::Idle,
+                        }));
+                        break;
+                    }
                 }
             }
             if cut.write_timed_out.load(Ordering::Acquire) {
@@ -327,13 +357,12 @@ pub async fn serve<A: Accept, C: Connect>(
         }
     }
     tracing::info!("shutting down: no new connections; draining in-flight requests");
-    let finished = async {
-        graceful.shutdown().await;
-        if let Some(drained) = drained {
-            let _ = drained.await;
-        }
-    };
-    if tokio::time::timeout(limits.shutdown_grace, finished).await.is_err() {
+    // Every connection task holds a slot until it ends: all slots back, all connections gone.
+    let every_slot = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
+    if tokio::time::timeout(limits.shutdown_grace, slots.acquire_many(every_slot))
+        .await
+        .is_err()
+    {
         tracing::warn!(grace = ?limits.shutdown_grace, "grace period over: closing remaining connections");
     }
 }
