@@ -29,3 +29,6 @@ bash ci/manifests.sh
 
 step "bash ci/test.sh (the README's test command)"
 bash ci/test.sh
+
+step "the image: the Dockerfile built with podman from local stages, and checked"
+bash ci/image.sh

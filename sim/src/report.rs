@@ -166,6 +166,7 @@ impl ModeReport {
     /// Figures for one mode's run of `scenario`.
     pub fn from_run(run: &ModeRun, scenario: &Scenario) -> ModeReport {
         let (imbalance, cv, jain) = spread(&run.node_requests);
+        let digits = run.node_requests.len().to_string().len();
         let mut client_errors = BTreeMap::new();
         for record in &run.records {
             if record.class != Class::Ok {
@@ -180,7 +181,8 @@ impl ModeReport {
                 .node_requests
                 .iter()
                 .enumerate()
-                .map(|(index, &count)| (format!("node-{}", index + 1), count))
+                // Zero-padded past nine nodes, so that the names sort in node order.
+                .map(|(index, &count)| (format!("node-{:0width$}", index + 1, width = digits), count))
                 .collect(),
             imbalance_max_over_mean: imbalance,
             cv,

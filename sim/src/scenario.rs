@@ -260,9 +260,9 @@ pub struct ClientGroup {
     pub count: usize,
     /// Clients per host (default 1): more than one run side by side on one host, each with
     /// its own DNS cache, keep-alive pool and workload, sharing its network address (pods on
-    /// one Kubernetes node, as far as a proxy behind a Service can tell). turmoil's cost per
-    /// simulated millisecond grows with the square of the hosts, so hundreds of clients are
-    /// simulated on tens of hosts. Not with `pod`: a pod is known by its own address.
+    /// one Kubernetes node, as far as a proxy behind a Service can tell). Every simulated
+    /// millisecond turmoil walks every pair of hosts for every host, so hundreds of clients
+    /// are simulated on tens of hosts. Not with `pod`: a pod is known by its own address.
     #[serde(default = "default_per_host")]
     pub per_host: usize,
     /// Requests per second per host (Poisson arrivals).
