@@ -304,17 +304,7 @@ async fn shutdown_stops_accepting_and_lets_requests_in_flight_finish() {
 async fn a_dns_name_becomes_one_backend_per_address() {
     // Proves DNS-backed pools: `localhost` resolves (here to 127.0.0.1, and ::1 if configured),
     // every address becomes a backend, and requests are served through them.
-    let nodes = s3_mock::MockCluster::start_tcp(
-        &s3_mock::ClusterConfig {
-            nodes: 1,
-            credentials: Some((BACKEND_KEY.into(), BACKEND_SECRET.into())),
-            ..Default::default()
-        },
-        common::local(),
-        0,
-    )
-    .await
-    .expect("cluster");
+    let nodes = common::one_node().await;
     let port = nodes[0].address().expect("bound").port();
     let text = format!(
         "[auth]\nmode = \"trust\"\n[health.active]\nenabled = false\n[[pools]]\nname = \"dc1\"\ndns = {{ name = \"localhost\", port = {port}, refresh = \"1s\" }}\n[pools.credentials]\naccess_key = \"{BACKEND_KEY}\"\nsecret_key = \"{BACKEND_SECRET}\"\n"

@@ -191,17 +191,7 @@ async fn terminate_keeps_accepting_for_the_drain_delay_then_stops() {
 async fn sigterm_drains_the_process_and_it_exits_cleanly() {
     // Proves the binary's SIGTERM path: readiness turns 503 at once, the process keeps serving
     // through the drain delay, then exits with status 0.
-    let nodes = s3_mock::MockCluster::start_tcp(
-        &s3_mock::ClusterConfig {
-            nodes: 1,
-            credentials: Some((common::BACKEND_KEY.into(), common::BACKEND_SECRET.into())),
-            ..Default::default()
-        },
-        common::local(),
-        0,
-    )
-    .await
-    .expect("cluster");
+    let nodes = common::one_node().await;
     let mut proxy = common::proxy_process(&nodes, "drain_delay = \"2s\"", "", "", "drain").await;
     let mut ready = false;
     for _ in 0..100 {

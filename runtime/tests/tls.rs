@@ -57,17 +57,7 @@ async fn https_in_and_tls_to_backends() {
     let pki = pki();
     let (directory, ca) = pki_files(&pki, "tls");
 
-    let nodes = s3_mock::MockCluster::start_tcp(
-        &s3_mock::ClusterConfig {
-            nodes: 1,
-            credentials: Some((common::BACKEND_KEY.into(), common::BACKEND_SECRET.into())),
-            ..Default::default()
-        },
-        common::local(),
-        0,
-    )
-    .await
-    .expect("cluster");
+    let nodes = common::one_node().await;
     let relay = tls_relay(&pki, nodes[0].address().expect("bound")).await;
     let text = format!(
         "[auth]\nmode = \"trust\"\n[health.active]\nenabled = false\n[server.tls]\ncert_file = \"{dir}/cert.pem\"\nkey_file = \"{dir}/key.pem\"\n\

@@ -82,6 +82,21 @@ pub async fn harness_with(count: usize, mut cluster: ClusterConfig, extra: &str)
     Harness { nodes, app, endpoint }
 }
 
+/// One s3-mock node on loopback (IPv6 where [`local`] says so), with the backend credentials.
+pub async fn one_node() -> Vec<NodeHandle> {
+    MockCluster::start_tcp(
+        &ClusterConfig {
+            nodes: 1,
+            credentials: Some((BACKEND_KEY.into(), BACKEND_SECRET.into())),
+            ..Default::default()
+        },
+        local(),
+        0,
+    )
+    .await
+    .expect("cluster")
+}
+
 /// A proxy configured by `text`, serving on a free loopback port.
 pub async fn serve_text(text: &str) -> (Arc<App<TcpConnector>>, SocketAddr) {
     let config = Config::from_toml(text, "test.toml").unwrap_or_else(|error| panic!("{error}\n{text}"));
