@@ -21,6 +21,7 @@ fn balancer(algorithm: AlgorithmKind, count: usize) -> Balancer {
         },
         failure_penalty: Duration::from_secs(1),
         failures: storefront_core::outcome::StatusSet::TRANSIENT,
+        ties: storefront_core::balance::TieBand::NONE,
     };
     let specs = (0..count)
         .map(|index| BackendSpec::new(format!("10.0.{}.{}:9000", index / 256, index % 256)))

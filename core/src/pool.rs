@@ -62,6 +62,10 @@ impl PoolParameters {
                 },
                 failure_penalty: config.balance.failure_penalty.get(),
                 failures: StatusSet::of(&passive.failure_statuses),
+                ties: crate::balance::TieBand {
+                    ratio: config.balance.tie_ratio,
+                    floor_ns: config.balance.tie_floor.get().as_nanos() as f64,
+                },
             },
             health: HealthParameters {
                 passive: passive.enabled.then_some(PassiveParameters {

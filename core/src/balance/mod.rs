@@ -89,6 +89,35 @@ pub struct BalanceParameters {
     pub failure_penalty: Duration,
     /// The answers that count as the node failing (`health.passive.failure_statuses`).
     pub failures: StatusSet,
+    /// When two loads are too close to tell apart.
+    pub ties: TieBand,
+}
+
+/// Loads this close count as equal (p2c-peak-ewma): the latency differences of idle nodes are
+/// measurement noise, and following them piles a light load on whichever node happened to
+/// answer fastest lately. Two loads tie when they differ by at most `ratio` of the lower one,
+/// or by at most `floor_ns`; a tie goes to fewer requests in flight, then to the backend
+/// picked least recently (as Prequal treats probes of near-equal load).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TieBand {
+    /// Relative band (0.2: within 20 %).
+    pub ratio: f64,
+    /// Absolute band, nanoseconds of load.
+    pub floor_ns: f64,
+}
+
+impl TieBand {
+    /// No band: the lower load always wins (only exact equality ties).
+    pub const NONE: TieBand = TieBand {
+        ratio: 0.0,
+        floor_ns: 0.0,
+    };
+
+    /// Whether loads `a` and `b` tie.
+    pub fn ties(&self, a: f64, b: f64) -> bool {
+        let (low, high) = if a <= b { (a, b) } else { (b, a) };
+        high - low <= (low * self.ratio).max(self.floor_ns)
+    }
 }
 
 /// One backend and its live state.
@@ -104,6 +133,8 @@ pub struct Backend {
     draining: bool,
     /// Left the backend set while requests were in flight; deleted when they finish.
     removed: bool,
+    /// The pool's dispatch count at this backend's latest dispatch (0: never picked).
+    last_pick: u64,
 }
 
 impl Backend {
@@ -122,6 +153,11 @@ impl Backend {
     /// Attempts dispatched since the backend joined.
     pub fn requests_total(&self) -> u64 {
         self.requests_total
+    }
+    /// When it was last dispatched to, as the pool's dispatch count then (0: never); orders
+    /// backends by how recently they were picked.
+    pub fn last_pick(&self) -> u64 {
+        self.last_pick
     }
     /// Attempts that ended in a backend failure.
     pub fn errors_total(&self) -> u64 {
@@ -207,6 +243,8 @@ pub struct Balancer {
     pool_latency: PoolLatency,
     algorithm: Algorithm,
     next_id: u64,
+    /// Dispatches so far (each backend's `last_pick` is a value of it).
+    dispatches: u64,
 }
 
 impl Balancer {
@@ -222,6 +260,7 @@ impl Balancer {
             pool_latency: PoolLatency::new(now),
             algorithm: Algorithm::new(parameters.algorithm),
             next_id: 0,
+            dispatches: 0,
         };
         balancer.update(specs, now)?;
         Ok(balancer)
@@ -327,6 +366,7 @@ impl Balancer {
                         available: true,
                         draining: false,
                         removed: false,
+                        last_pick: 0,
                     });
                 }
             }
@@ -428,6 +468,8 @@ impl Balancer {
             .checked_add(1)
             .expect("in-flight attempts are bounded by the runtime's connection limits");
         backend.requests_total += 1;
+        self.dispatches += 1;
+        backend.last_pick = self.dispatches;
         self.mirror_in_flight(index);
         true
     }

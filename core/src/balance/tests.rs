@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use rand::SeedableRng;
 use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
 
 use super::*;
 
@@ -18,6 +18,7 @@ fn parameters(algorithm: AlgorithmKind) -> BalanceParameters {
         },
         failure_penalty: Duration::from_secs(1),
         failures: crate::outcome::StatusSet::TRANSIENT,
+        ties: TieBand::NONE,
     }
 }
 
@@ -121,6 +122,65 @@ fn p2c_avoids_a_node_that_fails_fast() {
     // draws are distinct, so it loses every comparison while its estimate is high.
     assert!(picks_of_failing < 20, "failing node picked {picks_of_failing} times");
     assert_eq!(balancer.in_flight_total(), 0);
+}
+
+/// One sequential client (one request in flight at a time) over three backends whose
+/// latencies are `latency(backend, draw)`: each backend's share of 600 requests.
+fn sequential_shares(ties: TieBand, latency: impl Fn(usize, f64) -> Duration) -> Vec<u32> {
+    let mut parameters = parameters(AlgorithmKind::P2cPeakEwma);
+    parameters.ties = ties;
+    let mut balancer = Balancer::new(parameters, specs(3), Instant::EPOCH).expect("valid");
+    let all = ids(&balancer);
+    let mut rng = SmallRng::seed_from_u64(11);
+    let mut noise = SmallRng::seed_from_u64(12);
+    let mut now = Instant::EPOCH;
+    let mut counts = vec![0u32; 3];
+    for _ in 0..600 {
+        let id = balancer.pick(now, &mut rng).expect("pick");
+        let index = all.iter().position(|candidate| *candidate == id).expect("known");
+        counts[index] += 1;
+        balancer.on_start(id, now);
+        let took = latency(index, noise.random_range(0.0..1.0));
+        now = now + took;
+        balancer.on_end(id, AttemptOutcome::Response { status: 200 }, took, now);
+        now = now + Duration::from_micros(200);
+    }
+    counts
+}
+
+fn max_over_mean(counts: &[u32]) -> f64 {
+    let max = f64::from(*counts.iter().max().expect("counts"));
+    max * counts.len() as f64 / f64::from(counts.iter().sum::<u32>())
+}
+
+const DEFAULT_BAND: TieBand = TieBand {
+    ratio: 0.25,
+    floor_ns: 1_000_000.0,
+};
+
+#[test]
+fn identical_nodes_share_a_light_load_evenly_within_the_tie_band() {
+    // Proves the tie band: three identical nodes whose answers vary by loopback noise (0.2 to
+    // 1.5 ms) share one sequential client's requests within 1.25 max/mean; without the band
+    // p2c follows the noise (peak-EWMA remembers the slowest recent answer) and one node takes
+    // far more than its share.
+    let noisy = |_: usize, draw: f64| Duration::from_micros(200 + (1300.0 * draw * draw) as u64);
+    let banded = sequential_shares(DEFAULT_BAND, noisy);
+    assert!(max_over_mean(&banded) <= 1.25, "{banded:?}");
+    let unbanded = sequential_shares(TieBand::NONE, noisy);
+    assert!(
+        max_over_mean(&unbanded) > max_over_mean(&banded),
+        "{unbanded:?} against {banded:?}"
+    );
+}
+
+#[test]
+fn a_slow_node_is_outside_the_tie_band() {
+    // Proves that the band does not hide a slow node: ten times slower (5 ms against 0.5 ms),
+    // it gets a small share of a sequential client's requests, as without the band.
+    let one_slow = |backend: usize, _: f64| Duration::from_micros(if backend == 0 { 5000 } else { 500 });
+    let banded = sequential_shares(DEFAULT_BAND, one_slow);
+    assert!(banded[0] < 60, "the slow node got {} of 600", banded[0]);
 }
 
 #[test]

@@ -92,6 +92,16 @@ pub struct BalanceSection {
     /// The least latency a failed attempt counts as. Default 1 s: beyond any healthy first
     /// byte, so a node failing fast loses every comparison until it recovers.
     pub failure_penalty: ConfigDuration,
+    /// p2c-peak-ewma: two loads within this fraction of the lower one tie (fewer in flight
+    /// wins, then the node picked least recently): idle nodes' latencies differ by noise, and
+    /// following it piles a light load on one node, while a node slow enough to matter (or one
+    /// busier by a request in flight, which doubles its load) is far outside a band of 0.25.
+    /// Default 0 (the lower load always wins) until the band is measured end to end (issue
+    /// "Performance", balance at light load).
+    pub tie_ratio: f64,
+    /// p2c-peak-ewma: loads within this much of each other tie, whatever their ratio (1 ms: no
+    /// S3 client tells a millisecond's difference in time to first byte). Default 0.
+    pub tie_floor: ConfigDuration,
 }
 
 impl Default for BalanceSection {
@@ -101,6 +111,8 @@ impl Default for BalanceSection {
             decay: ConfigDuration::from_secs(10),
             default_latency: ConfigDuration::from_millis(30),
             failure_penalty: ConfigDuration::from_secs(1),
+            tie_ratio: 0.0,
+            tie_floor: ConfigDuration::from_millis(0),
         }
     }
 }

@@ -170,6 +170,12 @@ impl Config {
             "balance.default_latency",
             self.balance.default_latency.get(),
         );
+        if !(0.0..=1.0).contains(&self.balance.tie_ratio) {
+            report(
+                "balance.tie_ratio".into(),
+                format!("{} is not a fraction from 0 to 1", self.balance.tie_ratio),
+            );
+        }
 
         let passive = &self.health.passive;
         if passive.consecutive_failures == 0 {
