@@ -107,14 +107,18 @@ pub struct TieBand {
 }
 
 impl TieBand {
-    /// No band: the lower load always wins (only exact equality ties).
+    /// No band: the lower load wins, the first drawn on equality.
     pub const NONE: TieBand = TieBand {
         ratio: 0.0,
         floor_ns: 0.0,
     };
 
-    /// Whether loads `a` and `b` tie.
+    /// Whether loads `a` and `b` tie (never with no band: then equal loads go to the first
+    /// candidate drawn, as plain p2c does).
     pub fn ties(&self, a: f64, b: f64) -> bool {
+        if self.ratio <= 0.0 && self.floor_ns <= 0.0 {
+            return false;
+        }
         let (low, high) = if a <= b { (a, b) } else { (b, a) };
         high - low <= (low * self.ratio).max(self.floor_ns)
     }
