@@ -10,7 +10,8 @@
 # The runtime stage is the Dockerfile's, as it is. podman cannot start a container in this
 # sandbox (crun: setrlimit RLIMIT_NOFILE: Operation not permitted), so the image's file system
 # is exported and its binary run from it with chroot, as user 65532.
-# Leaves target/debug/storefront built without the demo feature (cargo rebuilds it for tests).
+# Leaves $CARGO_TARGET_DIR/debug/storefront built without the demo feature (cargo relinks it for
+# tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +33,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 cargo build --quiet --profile test --locked -p storefront --no-default-features --bin storefront
-binary=target/debug/storefront
+binary="${CARGO_TARGET_DIR:-target}/debug/storefront"
 mkdir -p "$work/build" "$work/base/rootfs/etc"
 install -m 0755 "$binary" "$work/build/storefront"
 # glibc and libgcc: every shared library the binary loads, at its own path.

@@ -148,3 +148,77 @@ fn an_unknown_field_is_caught() {
         vec!["spec.template.spec.terminationGracePeriodSecond".to_owned()]
     );
 }
+
+#[test]
+fn every_deployment_drains_before_it_is_stopped_and_is_given_the_time() {
+    // Proves the rollout contract of every overlay: readiness is `/readyz`, the preStop hook
+    // calls `/admin/drain`, both on the port the proxy's admin listener has in the overlay's
+    // own configuration, and the grace period covers the drain delay and the shutdown grace
+    // of that configuration with time to spare.
+    if common::installed("kubectl", "STOREFRONT_KUBECTL").is_none() {
+        return;
+    }
+    let mut overlays: Vec<PathBuf> = std::fs::read_dir(kubernetes().join("overlays"))
+        .expect("overlays")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    overlays.sort();
+    for directory in overlays {
+        let objects = render(&directory);
+        let text = objects
+            .iter()
+            .find(|object| object["kind"] == "ConfigMap")
+            .and_then(|object| object["data"]["storefront.toml"].as_str())
+            .expect("a configuration");
+        let config = Config::from_toml(text, "storefront.toml").expect("valid");
+        let admin_port: i32 = config
+            .admin
+            .listen
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse().ok())
+            .expect("admin.listen has a port");
+        let deployment: Deployment = serde_json::from_value(
+            objects
+                .iter()
+                .find(|object| object["kind"] == "Deployment")
+                .expect("a Deployment")
+                .clone(),
+        )
+        .expect("a Deployment");
+        let pod = deployment.spec.expect("spec").template.spec.expect("pod spec");
+        let container = &pod.containers[0];
+        let ports = container.ports.clone().unwrap_or_default();
+        let port_number = |port: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString| match port {
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(number) => *number,
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(name) => ports
+                .iter()
+                .find(|candidate| candidate.name.as_deref() == Some(name.as_str()))
+                .map(|candidate| candidate.container_port)
+                .unwrap_or_else(|| panic!("{}: no port named {name}", directory.display())),
+        };
+        let readiness = container
+            .readiness_probe
+            .as_ref()
+            .and_then(|probe| probe.http_get.as_ref())
+            .expect("an HTTP readiness probe");
+        assert_eq!(readiness.path.as_deref(), Some("/readyz"), "{}", directory.display());
+        assert_eq!(port_number(&readiness.port), admin_port, "{}", directory.display());
+        let hook = container
+            .lifecycle
+            .as_ref()
+            .and_then(|lifecycle| lifecycle.pre_stop.as_ref())
+            .and_then(|hook| hook.http_get.as_ref())
+            .expect("a preStop HTTP hook");
+        assert_eq!(hook.path.as_deref(), Some("/admin/drain"), "{}", directory.display());
+        assert_eq!(port_number(&hook.port), admin_port, "{}", directory.display());
+        let needed = config.server.drain_delay.get() + config.server.shutdown_grace.get();
+        let grace = pod
+            .termination_grace_period_seconds
+            .expect("terminationGracePeriodSeconds");
+        assert!(
+            std::time::Duration::from_secs(grace as u64) > needed,
+            "{}: {grace} s of grace for {needed:?} of drain and shutdown",
+            directory.display()
+        );
+    }
+}
