@@ -96,8 +96,8 @@ pub struct BalanceSection {
     /// wins, then the node picked least recently): idle nodes' latencies differ by noise, and
     /// following it piles a light load on one node, while a node slow enough to matter (or one
     /// busier by a request in flight, which doubles its load) is far outside a band of 0.25.
-    /// Default 0 (the lower load always wins) until the band is measured end to end (issue
-    /// "Performance", balance at light load).
+    /// Default 0 (the lower load always wins): measured end to end (BENCHMARKS.md, "Balance
+    /// at light load"), the band alone evens a light load out in most runs but not all.
     pub tie_ratio: f64,
     /// p2c-peak-ewma: loads within this much of each other tie, whatever their ratio (1 ms: no
     /// S3 client tells a millisecond's difference in time to first byte). Default 0.
