@@ -1,11 +1,14 @@
 //! A fleet of proxy replicas behind a Service: the connection-level balancer clients reach
 //! them through, and the rolling update that replaces them one at a time.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::RngExt;
 use rand::rngs::StdRng;
+use storefront::App;
+
+use crate::transport::SimConnector;
 
 /// A Service's endpoints as kube-proxy sees them: every replica's `host:port`, and which are
 /// in the endpoints (ready) now. Each new connection goes to one picked at random among the
@@ -162,5 +165,72 @@ impl Rollout {
     /// Whether every replica was replaced.
     pub fn is_done(&self, replicas: usize) -> bool {
         self.replica >= replicas
+    }
+}
+
+/// Each replica's requests per node, sampled every [`SAMPLE_EVERY`](crate::run::SAMPLE_EVERY) and carried across its
+/// processes (a replaced process starts counting from zero).
+pub(crate) struct ReplicaSamples {
+    nodes: usize,
+    /// Per replica: the samples so far.
+    pub(crate) samples: Vec<Vec<Vec<u64>>>,
+    /// Per replica: what its earlier processes sent.
+    carried: Vec<Vec<u64>>,
+    /// Per replica: the process last sampled.
+    last: Vec<Option<Arc<App<SimConnector>>>>,
+}
+
+impl ReplicaSamples {
+    pub(crate) fn new(replicas: usize, nodes: usize) -> Self {
+        ReplicaSamples {
+            nodes,
+            samples: vec![Vec::new(); replicas],
+            carried: vec![vec![0; nodes]; replicas],
+            last: vec![None; replicas],
+        }
+    }
+
+    /// Requests `app` sent to each node so far (`node-N:port` is node N).
+    fn counts(&self, app: &App<SimConnector>) -> Vec<u64> {
+        let mut counts = vec![0; self.nodes];
+        for pool in app.proxy.current().state().pools() {
+            let pool = pool.lock();
+            for backend in pool.balancer().backends() {
+                let node = backend
+                    .spec()
+                    .address
+                    .strip_prefix("node-")
+                    .and_then(|rest| rest.split(':').next())
+                    .and_then(|number| number.parse::<usize>().ok());
+                if let Some(node) = node.filter(|node| (1..=self.nodes).contains(node)) {
+                    counts[node - 1] += backend.requests_total();
+                }
+            }
+        }
+        counts
+    }
+
+    pub(crate) fn sample(&mut self, apps: &[Option<Arc<App<SimConnector>>>]) {
+        for (index, app) in apps.iter().enumerate() {
+            let replaced = match (&self.last[index], app) {
+                (Some(last), Some(app)) => !Arc::ptr_eq(last, app),
+                _ => false,
+            };
+            if replaced && let Some(last) = self.last[index].take() {
+                // The old process is done: what it sent stays counted.
+                let finished = self.counts(&last);
+                for (carried, count) in self.carried[index].iter_mut().zip(finished) {
+                    *carried += count;
+                }
+            }
+            self.last[index] = app.clone();
+            let now = app.as_ref().map_or_else(|| vec![0; self.nodes], |app| self.counts(app));
+            let sample = self.carried[index]
+                .iter()
+                .zip(now)
+                .map(|(carried, now)| carried + now)
+                .collect();
+            self.samples[index].push(sample);
+        }
     }
 }

@@ -10,11 +10,13 @@ pub mod client;
 pub mod fleet;
 pub mod kubernetes;
 pub mod plot;
+mod proxy_config;
 pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod sign;
 pub mod swarm;
+mod tally;
 pub mod transport;
 
 use report::{ModeReport, Report};

@@ -9,20 +9,17 @@ use bytes::Bytes;
 use s3_mock::{CapacityConfig, ClusterConfig, MockCluster, NodeHandle, run_node};
 use storefront::App;
 use storefront::clock::Clock;
-use storefront::telemetry::{Observer, RuntimeEvent};
-use storefront_core::auth::{Decision, Identity, Source};
 use storefront_core::balance::AlgorithmKind;
-use storefront_core::config::{Config, ConfigDuration};
-use storefront_core::event::Event as CoreEvent;
-use storefront_core::exchange::ExchangeOutcome;
 
 use crate::client::{self, BUCKET, ClientSpec, DnsModel, Record, Target};
-use crate::fleet::{Order, Rollout, Seen, Service};
-use crate::scenario::{Action, Event, ProxyBackends, Scenario};
+use crate::fleet::{Order, ReplicaSamples, Rollout, Seen, Service};
+use crate::proxy_config::{proxy_config, proxy_dns};
+use crate::scenario::{Action, Event, Scenario};
+use crate::tally::Tally;
 use crate::transport::{NodeBind, ProxyListener, SimConnector};
 
 /// Port every simulated server listens on.
-const PORT: u16 = 9000;
+pub(crate) const PORT: u16 = 9000;
 /// How often node counters are sampled (simulated time).
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
@@ -123,7 +120,7 @@ pub struct ReplicaRun {
     pub processes: u64,
 }
 
-fn node_name(index: usize) -> String {
+pub(crate) fn node_name(index: usize) -> String {
     format!("node-{}", index + 1)
 }
 
@@ -162,7 +159,7 @@ const NODE_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The proxy closes idle backend connections before the nodes do (as the proxy's default, 60
 /// s, is below the usual keep-alive of S3 servers), so it never reuses one a node is closing.
-const PROXY_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+pub(crate) const PROXY_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// How long the world keeps running after the last client finished, for connections to close
 /// (past the nodes' idle timeout).
@@ -170,94 +167,6 @@ const WIND_DOWN: Duration = Duration::from_secs(6);
 
 /// Each replica's running proxy (the latest process's), by replica index.
 type AppSlots = Arc<Mutex<Vec<Option<Arc<App<SimConnector>>>>>>;
-
-/// What the proxies did, tallied from their events (the same records telemetry reads).
-#[derive(Debug, Default)]
-struct Tally {
-    exchanges: AtomicU64,
-    failed: AtomicU64,
-    retries: AtomicU64,
-    slow_readers_cut: AtomicU64,
-    local_continues: AtomicU64,
-    budget_refusals: AtomicU64,
-    dispatched_to_unavailable: AtomicU64,
-    /// Exchanges by identity source and result.
-    decisions: Mutex<BTreeMap<(String, String), u64>>,
-}
-
-/// The identity source of an exchange's caller, as the report names it.
-fn identity_source(identity: &Identity) -> &'static str {
-    match identity {
-        Identity::Anonymous => "anonymous",
-        Identity::Trusted => "trusted",
-        Identity::Named(principal) => match principal.source {
-            Source::Cidr => "cidr",
-            Source::Pod => "pod",
-            Source::AccessKey => "access-key",
-            Source::Session => "session",
-        },
-        _ => "other",
-    }
-}
-
-/// What became of an exchange, as the report names it: the policy's decision, or why no
-/// decision was reached (a refusal before policy: a bad signature), or the token exchange's
-/// answer.
-fn exchange_result(record: &storefront_core::event::ExchangeRecord) -> String {
-    match (&record.decision, &record.outcome) {
-        (_, ExchangeOutcome::Served { status }) => format!("sts-{status}"),
-        (Some(Decision::Allow { .. }), _) => "allowed".to_owned(),
-        (Some(Decision::Deny { .. }), _) => "denied".to_owned(),
-        (None, ExchangeOutcome::Rejected { code }) => format!("rejected-{}", code.as_str()),
-        (None, _) => "undecided".to_owned(),
-    }
-}
-
-impl Observer for Tally {
-    fn core_event(&self, event: &CoreEvent) {
-        let CoreEvent::Exchange(record) = event else {
-            return;
-        };
-        *self
-            .decisions
-            .lock()
-            .expect("single-threaded simulation")
-            .entry((
-                identity_source(&record.caller.identity).to_owned(),
-                exchange_result(record),
-            ))
-            .or_insert(0) += 1;
-        self.exchanges.fetch_add(1, Ordering::Relaxed);
-        if matches!(record.outcome, ExchangeOutcome::Failed { .. }) {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-        }
-        self.retries.fetch_add(record.retries() as u64, Ordering::Relaxed);
-        if record.continued_locally {
-            self.local_continues.fetch_add(1, Ordering::Relaxed);
-        }
-        if record.retry_budget_exhausted
-            && matches!(
-                record.outcome,
-                ExchangeOutcome::Failed { .. } | ExchangeOutcome::Rejected { .. }
-            )
-        {
-            self.budget_refusals.fetch_add(1, Ordering::Relaxed);
-        }
-        let unavailable = record
-            .attempts
-            .iter()
-            .filter(|attempt| attempt.dispatched_unavailable && !attempt.panic_mode)
-            .count();
-        self.dispatched_to_unavailable
-            .fetch_add(unavailable as u64, Ordering::Relaxed);
-    }
-
-    fn runtime_event(&self, event: &RuntimeEvent) {
-        if *event == RuntimeEvent::SlowReaderCut {
-            self.slow_readers_cut.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
 
 /// Run `scenario` in `mode` from `seed`.
 pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, String> {
@@ -669,73 +578,6 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
     })
 }
 
-/// Each replica's requests per node, sampled every [`SAMPLE_EVERY`] and carried across its
-/// processes (a replaced process starts counting from zero).
-struct ReplicaSamples {
-    nodes: usize,
-    /// Per replica: the samples so far.
-    samples: Vec<Vec<Vec<u64>>>,
-    /// Per replica: what its earlier processes sent.
-    carried: Vec<Vec<u64>>,
-    /// Per replica: the process last sampled.
-    last: Vec<Option<Arc<App<SimConnector>>>>,
-}
-
-impl ReplicaSamples {
-    fn new(replicas: usize, nodes: usize) -> Self {
-        ReplicaSamples {
-            nodes,
-            samples: vec![Vec::new(); replicas],
-            carried: vec![vec![0; nodes]; replicas],
-            last: vec![None; replicas],
-        }
-    }
-
-    /// Requests `app` sent to each node so far (`node-N:port` is node N).
-    fn counts(&self, app: &App<SimConnector>) -> Vec<u64> {
-        let mut counts = vec![0; self.nodes];
-        for pool in app.proxy.current().state().pools() {
-            let pool = pool.lock();
-            for backend in pool.balancer().backends() {
-                let node = backend
-                    .spec()
-                    .address
-                    .strip_prefix("node-")
-                    .and_then(|rest| rest.split(':').next())
-                    .and_then(|number| number.parse::<usize>().ok());
-                if let Some(node) = node.filter(|node| (1..=self.nodes).contains(node)) {
-                    counts[node - 1] += backend.requests_total();
-                }
-            }
-        }
-        counts
-    }
-
-    fn sample(&mut self, apps: &[Option<Arc<App<SimConnector>>>]) {
-        for (index, app) in apps.iter().enumerate() {
-            let replaced = match (&self.last[index], app) {
-                (Some(last), Some(app)) => !Arc::ptr_eq(last, app),
-                _ => false,
-            };
-            if replaced && let Some(last) = self.last[index].take() {
-                // The old process is done: what it sent stays counted.
-                let finished = self.counts(&last);
-                for (carried, count) in self.carried[index].iter_mut().zip(finished) {
-                    *carried += count;
-                }
-            }
-            self.last[index] = app.clone();
-            let now = app.as_ref().map_or_else(|| vec![0; self.nodes], |app| self.counts(app));
-            let sample = self.carried[index]
-                .iter()
-                .zip(now)
-                .map(|(carried, now)| carried + now)
-                .collect();
-            self.samples[index].push(sample);
-        }
-    }
-}
-
 /// Apply one scenario event to the world.
 fn apply(
     sim: &mut turmoil::Sim<'_>,
@@ -805,89 +647,4 @@ fn preload(cluster: &MockCluster, scenario: &Scenario) {
             )
             .expect("the bucket exists");
     }
-}
-
-/// The simulated DNS name of the pool of `zone` (the whole cluster without zones).
-fn pool_dns_name(zone: Option<&str>) -> String {
-    match zone {
-        Some(zone) => format!("{zone}.cluster.sim"),
-        None => "cluster.sim".to_owned(),
-    }
-}
-
-/// The simulated DNS the proxies resolve through: each pool's name answers with its nodes.
-fn proxy_dns(scenario: &Scenario) -> BTreeMap<String, Vec<String>> {
-    let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for index in 0..scenario.cluster.nodes {
-        names.entry(pool_dns_name(None)).or_default().push(node_name(index));
-        if let Some(zone) = scenario.cluster.zone_of(index) {
-            names
-                .entry(pool_dns_name(Some(zone)))
-                .or_default()
-                .push(node_name(index));
-        }
-    }
-    names
-}
-
-/// The proxy's configuration: the scenario's extra TOML (trust mode unless it has an `[auth]`
-/// section of its own), the mode's algorithm, and the cluster's nodes as one pool — or, with
-/// zones, one pool per zone, this proxy's own zone first and the others as failover.
-/// Everything else is the proxy's defaults (active probes too: they add a request per node
-/// every five seconds to the node counters, a negligible share).
-fn proxy_config(scenario: &Scenario, algorithm: AlgorithmKind, zone: Option<&str>) -> Result<Config, String> {
-    let backends = |zone: Option<&str>| -> String {
-        match scenario.proxy_backends {
-            ProxyBackends::Static => format!(
-                "backends = [{}]",
-                (0..scenario.cluster.nodes)
-                    .filter(|&index| zone.is_none() || scenario.cluster.zone_of(index) == zone)
-                    .map(|index| format!("\"{}:{PORT}\"", node_name(index)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            ProxyBackends::Dns => format!(
-                "dns = {{ name = \"{}\", port = {PORT}, refresh = \"1s\" }}",
-                pool_dns_name(zone)
-            ),
-        }
-    };
-    let pools = match zone {
-        None => format!("[[pools]]\nname = \"cluster\"\n{}\n", backends(None)),
-        Some(own) => {
-            let zones = scenario.cluster.zone_names();
-            let mut ordered = vec![own];
-            ordered.extend(zones.iter().copied().filter(|other| *other != own));
-            let mut text = format!("[routing]\ndefault_pool = \"{own}\"\nfailover = \"when-unavailable\"\n\n");
-            for name in &ordered {
-                let others: Vec<String> = ordered
-                    .iter()
-                    .filter(|other| *other != name)
-                    .map(|other| format!("\"{other}\""))
-                    .collect();
-                text.push_str(&format!(
-                    "[[pools]]\nname = \"{name}\"\nzone = \"{name}\"\nfailover_to = [{}]\n{}\n\n",
-                    others.join(", "),
-                    backends(Some(name))
-                ));
-            }
-            text
-        }
-    };
-    // Trust mode unless the scenario configures auth itself.
-    let own_auth = toml::from_str::<toml::Table>(&scenario.proxy_config)
-        .map_err(|error| format!("scenario {} proxy_config: {error}", scenario.name))?
-        .contains_key("auth");
-    let trust = if own_auth { "" } else { "[auth]\nmode = \"trust\"\n" };
-    let text = format!("{trust}{}\n\n{pools}", scenario.proxy_config);
-    let mut config = Config::from_toml(&text, &format!("scenario {} proxy_config", scenario.name))
-        .map_err(|error| error.to_string())?;
-    config.balance.algorithm = algorithm;
-    // The report is the simulation's record of every request; an access log line per simulated
-    // request would only slow it down.
-    config.telemetry.access_log = "off".to_owned();
-    for pool in &mut config.pools {
-        pool.connections.idle_timeout = ConfigDuration(PROXY_IDLE_TIMEOUT);
-    }
-    Ok(config)
 }
