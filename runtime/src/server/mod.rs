@@ -170,9 +170,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteTimeoutIo<T> {
 }
 
 /// Serve clients from `listener` until `shutdown` turns true, then stop accepting and give
-/// in-flight requests up to the grace period. Once `drain` turns true, the connections open
-/// end gracefully (idle ones close, busy ones close after their response, which says
-/// `Connection: close`), and connections accepted from then on serve one request each.
+/// in-flight requests up to the grace period (idle connections close at once). Once `drain`
+/// turns true, every HTTP/1 response says `Connection: close` and its connection closes after
+/// it (an idle one is left for its next request: closing it could race a request the client
+/// is sending), HTTP/2 connections are sent GOAWAY, and connections accepted from then on
+/// serve one request each.
 pub async fn serve<A: Accept, C: Connect>(
     mut listener: A,
     proxy: Arc<Proxy<C>>,
