@@ -450,9 +450,8 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
                 scenario.fleet.start_delay.get(),
             ) {
                 Order::Wait => {}
-                Order::Terminate(index) => {
+                Order::Terminate(_) => {
                     if let Some(app) = &app {
-                        debug_assert!(index == update.replica);
                         app.terminate();
                     }
                 }

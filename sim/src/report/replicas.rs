@@ -60,8 +60,7 @@ fn replica_divert(replica: &ReplicaRun, scenario: &Scenario) -> Option<f64> {
         .iter()
         .filter(|later| later.action == Action::Heal && later.node == event.node && later.at > event.at)
         .map(|later| later.at.get())
-        .min()
-        .unwrap_or(Duration::MAX);
+        .min();
     let fair = 1.0 / replica.zone_nodes.len() as f64;
     let window = (REPLICA_WINDOW.as_nanos() / SAMPLE_EVERY.as_nanos()) as usize;
     let first = (event.at.get().as_nanos() / SAMPLE_EVERY.as_nanos()) as usize + window;
@@ -72,9 +71,11 @@ fn replica_divert(replica: &ReplicaRun, scenario: &Scenario) -> Option<f64> {
         total > 0 && ((after[node] - before[node]) as f64 / total as f64) < fair / 2.0
     };
     // The last window that ends before the node healed.
-    let end = samples
-        .len()
-        .min((healed.as_nanos().min(u128::from(u64::MAX)) / SAMPLE_EVERY.as_nanos()) as usize + 1);
+    let end = healed.map_or(samples.len(), |at| {
+        samples
+            .len()
+            .min((at.as_nanos() / SAMPLE_EVERY.as_nanos()) as usize + 1)
+    });
     let mut diverted = None;
     for index in first.max(window)..end {
         match (below(index), diverted) {
