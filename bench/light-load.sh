@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # bench/light-load.sh — balance at light load (issue "Performance", goal 6): one sequential
-# keep-alive client, 600 GETs, over the three identical nodes of `storefront demo`, through two
-# proxies beside each other: p2c-peak-ewma without a tie band and with one
-# (`balance.tie_ratio`, `tie_floor`). Prints each round's per-node counts and max/mean.
-# Loopback only; bounded (ROUNDS × 2 × GETS requests).
+# keep-alive client, 600 GETs, over the three identical nodes of `storefront demo`, through
+# proxies beside each other, one per variant of p2c-peak-ewma's settings: `ratio/floor/stale`
+# is `balance.tie_ratio`, `tie_floor`, `stale_after` ("default" is the shipped configuration).
+# Prints each round's per-node counts and max/mean for every variant. Loopback only; bounded
+# (ROUNDS × variants × GETS requests).
 #
 #   STOREFRONT [target/release/storefront]  ROUNDS [3]  GETS [600]
-#   BAND_RATIO [0.25]  BAND_FLOOR [1ms]
+#   VARIANTS ["0/0ms/0s 0.25/1ms/0s default"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STOREFRONT=${STOREFRONT:-target/release/storefront}
 ROUNDS=${ROUNDS:-3}
 GETS=${GETS:-600}
-BAND_RATIO=${BAND_RATIO:-0.25}
-BAND_FLOOR=${BAND_FLOOR:-1ms}
+VARIANTS=${VARIANTS:-0/0ms/0s 0.25/1ms/0s default}
 [ -x "$STOREFRONT" ] || cargo build --release -p storefront
 work=$(mktemp -d)
 pids=()
@@ -41,8 +41,12 @@ for method, path, body in (("PUT", "/light", None), ("PUT", "/light/object", b"x
     urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method)).read()
 EOF
 
-start_proxy() { # name ratio floor; sets proxy_port, proxy_admin (no subshell: its pid is kept)
-  local port admin
+start_proxy() { # name variant; sets proxy_port, proxy_admin (no subshell: its pid is kept)
+  local port admin balance=""
+  if [ "$2" != default ]; then
+    IFS=/ read -r ratio floor stale <<< "$2"
+    balance=$(printf 'tie_ratio = %s\ntie_floor = "%s"\nstale_after = "%s"' "$ratio" "$floor" "$stale")
+  fi
   port=$(free_port); admin=$(free_port)
   cat > "$work/$1.toml" <<EOF
 [server]
@@ -55,8 +59,7 @@ access_log = "off"
 [auth]
 mode = "trust"
 [balance]
-tie_ratio = $2
-tie_floor = "$3"
+$balance
 [[pools]]
 name = "demo"
 backends = [$backends]
@@ -73,10 +76,11 @@ EOF
   proxy_port=$port
   proxy_admin=$admin
 }
-start_proxy no-band 0.0 0ms
-off_port=$proxy_port off_admin=$proxy_admin
-start_proxy band "$BAND_RATIO" "$BAND_FLOOR"
-on_port=$proxy_port on_admin=$proxy_admin
+ports=()
+for variant in $VARIANTS; do
+  start_proxy "v${#ports[@]}" "$variant"
+  ports+=("$proxy_port:$proxy_admin")
+done
 
 round() { # port admin
   python3 - "$1" "$2" "$GETS" <<'EOF'
@@ -97,7 +101,11 @@ counts = [after - then for after, then in zip(totals(), before)]
 print(f"{'/'.join(map(str, counts)):>14} {max(counts) * len(counts) / sum(counts):6.3f}")
 EOF
 }
-echo "round   no band (nodes, max/mean)   band $BAND_RATIO, $BAND_FLOOR (nodes, max/mean)"
+printf 'round'
+for variant in $VARIANTS; do printf ' %21s' "$variant"; done
+echo
 for r in $(seq "$ROUNDS"); do
-  printf '%5s   %s   %s\n' "$r" "$(round "$off_port" "$off_admin")" "$(round "$on_port" "$on_admin")"
+  printf '%5s' "$r"
+  for pair in "${ports[@]}"; do printf ' %s' "$(round "${pair%%:*}" "${pair##*:}")"; done
+  echo
 done

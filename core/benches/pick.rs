@@ -18,6 +18,7 @@ fn balancer(algorithm: AlgorithmKind, count: usize) -> Balancer {
         ewma: EwmaParameters {
             decay: Duration::from_secs(10),
             default_latency: Duration::from_millis(30),
+            stale_after: Duration::ZERO,
         },
         failure_penalty: Duration::from_secs(1),
         failures: storefront_core::outcome::StatusSet::TRANSIENT,

@@ -188,6 +188,41 @@ pub fn plan_form(head: &http::request::Parts, request: &S3Request) -> Result<For
     Ok(plan)
 }
 
+/// The SSE-C headers a HEAD of an object encrypted with a customer key must repeat.
+const SSE_C_HEADERS: [&str; 3] = [
+    "x-amz-server-side-encryption-customer-algorithm",
+    "x-amz-server-side-encryption-customer-key",
+    "x-amz-server-side-encryption-customer-key-md5",
+];
+
+/// A HEAD of the object that the request `plan` addresses (its path without the query), with
+/// no body and only the SSE-C headers of the original (without which a HEAD of an object
+/// encrypted with a customer key fails): how the proxy learns whether a completion it could
+/// not hear of took place. `None` when the plan names no object.
+pub fn plan_head_object(plan: &ForwardPlan) -> Option<ForwardPlan> {
+    let path = plan.uri.path();
+    if path
+        .trim_start_matches('/')
+        .split_once('/')
+        .is_none_or(|(_, key)| key.is_empty())
+    {
+        return None;
+    }
+    let mut headers = HeaderMap::new();
+    for name in SSE_C_HEADERS {
+        if let Some(value) = plan.headers.get(name) {
+            headers.insert(name, value.clone());
+        }
+    }
+    Some(ForwardPlan {
+        method: http::Method::HEAD,
+        uri: path.parse().ok()?,
+        headers,
+        body: BodyFraming::Empty,
+        payload_hash: PayloadHash::Unsigned,
+    })
+}
+
 /// Remove hop-by-hop headers, and those the `Connection` header names, from `headers` (a
 /// request's on its way out, a response's on its way back).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

@@ -59,6 +59,7 @@ impl PoolParameters {
                 ewma: EwmaParameters {
                     decay: config.balance.decay.get(),
                     default_latency: config.balance.default_latency.get(),
+                    stale_after: config.balance.stale_after.get(),
                 },
                 failure_penalty: config.balance.failure_penalty.get(),
                 failures: StatusSet::of(&passive.failure_statuses),

@@ -51,6 +51,9 @@ pub struct Faults {
     pub error_kind: ErrorKind,
     /// Response-body misbehaviour.
     pub body: BodyFault,
+    /// A CompleteMultipartUpload that succeeds loses its answer: the node commits the object,
+    /// then closes the connection without answering, as a node crashing at that instant would.
+    pub lose_completions: bool,
 }
 
 impl Default for Faults {
@@ -60,6 +63,7 @@ impl Default for Faults {
             error_rate: 0.0,
             error_kind: ErrorKind::InternalError,
             body: BodyFault::None,
+            lose_completions: false,
         }
     }
 }

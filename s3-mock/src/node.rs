@@ -217,6 +217,11 @@ impl NodeService {
             .get("traceparent")
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
+        let completes = request.method() == http::Method::POST
+            && request
+                .uri()
+                .query()
+                .is_some_and(|query| query.split('&').any(|pair| pair.starts_with("uploadId=")));
         let answered = if request.method() == http::Method::HEAD && request.uri().path() == "/" {
             Ok(http::Response::new(s3s::Body::empty()))
         } else {
@@ -238,6 +243,22 @@ impl NodeService {
                 );
             }
         };
+        if faults.lose_completions && completes && response.status() == http::StatusCode::OK {
+            tracing::info!(node = shared.index, "completion committed; its answer is lost (fault)");
+            shared.stats.error_injected();
+            let mut lost = self.finish(
+                http::Response::new(
+                    s3s::Body::empty()
+                        .map_err(|error| -> Box<dyn std::error::Error + Send + Sync> { error })
+                        .boxed_unsync(),
+                ),
+                faults,
+                in_flight,
+                None,
+            );
+            lost.extensions_mut().insert(LostAnswer);
+            return lost;
+        }
         if let Some(traceparent) = traceparent {
             shared.stats.traced(traceparent, response.status().as_u16());
         }
@@ -273,14 +294,30 @@ impl NodeService {
     }
 }
 
+/// Marks a response whose answer the node loses (`Faults::lose_completions`): the connection
+/// closes instead of carrying it.
+#[derive(Clone, Copy, Debug)]
+pub struct LostAnswer;
+
+/// The connection was closed instead of answering (a lost answer).
+#[derive(Debug, thiserror::Error)]
+#[error("the answer was lost (fault injected)")]
+pub struct AnswerLost;
+
 impl hyper::service::Service<http::Request<Incoming>> for NodeService {
     type Response = http::Response<NodeBody>;
-    type Error = Infallible;
-    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Error = AnswerLost;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, AnswerLost>> + Send>>;
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
         let service = self.clone();
-        Box::pin(async move { Ok(service.call(request.map(s3s::Body::from)).await) })
+        Box::pin(async move {
+            let response = service.call(request.map(s3s::Body::from)).await;
+            if response.extensions().get::<LostAnswer>().is_some() {
+                return Err(AnswerLost);
+            }
+            Ok(response)
+        })
     }
 }
 

@@ -28,6 +28,13 @@
 //!   fixed prior above the pool's real latency would, for as long as the prior takes to
 //!   decay).
 //!
+//! - **A stale estimate is set aside** (`stale_after`, an addition of ours): a node no answer
+//!   refreshed for that long, with nothing in flight, counts at the pool's typical latency,
+//!   and its next answer replaces the estimate. Under load every node answers often and
+//!   nothing is stale; at light load one slow answer (loopback noise) would otherwise keep a
+//!   node dark for most of `decay`, and a sequential client would pile onto the others. A
+//!   node that is really slow costs one request per `stale_after` to re-measure.
+//!
 //! Failures are folded in by the caller as a long latency (the `failure_penalty`), so a node
 //! that answers 503 in a millisecond does not look like the fastest node in the pool.
 
@@ -42,6 +49,9 @@ pub struct EwmaParameters {
     pub decay: Duration,
     /// The prior: the estimate a new node starts with.
     pub default_latency: Duration,
+    /// An estimate no answer refreshed for this long is stale (zero: never): an idle backend
+    /// then counts at the pool's typical latency, and its next answer replaces the estimate.
+    pub stale_after: Duration,
 }
 
 /// One backend's latency estimate.
@@ -67,6 +77,12 @@ impl PeakEwma {
         self.observed
     }
 
+    /// True when no answer refreshed the estimate for `stale_after`: it no longer says how
+    /// the backend answers now.
+    pub fn is_stale(&self, now: Instant, parameters: &EwmaParameters) -> bool {
+        !parameters.stale_after.is_zero() && now - self.updated_at >= parameters.stale_after
+    }
+
     /// The estimate as of `now`, decayed toward zero since the last observation.
     pub fn estimate_ns(&self, now: Instant, parameters: &EwmaParameters) -> f64 {
         self.estimate_ns * decay_weight(now - self.updated_at, parameters.decay)
@@ -81,8 +97,9 @@ impl PeakEwma {
         );
         let observed = nanos(latency);
         let current = self.estimate_ns(now, parameters);
-        self.estimate_ns = if !self.observed {
-            // The first answer replaces whatever prior the node was judged by.
+        self.estimate_ns = if !self.observed || self.is_stale(now, parameters) {
+            // The first answer replaces whatever prior the node was judged by, and a fresh
+            // answer replaces a stale estimate (one slow answer long ago is no evidence).
             observed
         } else if observed > current {
             observed
@@ -161,6 +178,7 @@ mod tests {
     const PARAMETERS: EwmaParameters = EwmaParameters {
         decay: Duration::from_secs(10),
         default_latency: Duration::from_millis(30),
+        stale_after: Duration::ZERO,
     };
 
     fn ms(value: f64) -> f64 {

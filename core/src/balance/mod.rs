@@ -185,12 +185,15 @@ impl Backend {
         Duration::from_nanos(self.ewma.estimate_ns(now, parameters) as u64)
     }
     /// Peak-EWMA load as of `now`: estimate × (in-flight + 1) ÷ weight, where a backend that
-    /// has not answered yet is estimated at `prior_ns` (the pool's typical latency).
+    /// has not answered yet is estimated at `prior_ns` (the pool's typical latency). So is an
+    /// idle backend whose estimate is stale: one slow answer does not keep it dark until the
+    /// estimate decays; it is tried again and re-measured.
     pub fn load(&self, now: Instant, parameters: &EwmaParameters, prior_ns: f64) -> f64 {
-        let estimate = if self.ewma.is_observed() {
-            self.ewma.estimate_ns(now, parameters)
-        } else {
+        let unknown = !self.ewma.is_observed() || (self.in_flight == 0 && self.ewma.is_stale(now, parameters));
+        let estimate = if unknown {
             prior_ns
+        } else {
+            self.ewma.estimate_ns(now, parameters)
         };
         estimate * f64::from(self.in_flight + 1) / f64::from(self.spec.weight.max(1))
     }

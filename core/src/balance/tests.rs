@@ -15,6 +15,7 @@ fn parameters(algorithm: AlgorithmKind) -> BalanceParameters {
         ewma: EwmaParameters {
             decay: Duration::from_secs(10),
             default_latency: Duration::from_millis(30),
+            stale_after: Duration::ZERO,
         },
         failure_penalty: Duration::from_secs(1),
         failures: crate::outcome::StatusSet::TRANSIENT,

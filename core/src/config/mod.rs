@@ -102,6 +102,9 @@ pub struct BalanceSection {
     /// p2c-peak-ewma: loads within this much of each other tie, whatever their ratio (1 ms: no
     /// S3 client tells a millisecond's difference in time to first byte). Default 0.
     pub tie_floor: ConfigDuration,
+    /// p2c-peak-ewma: an idle backend no answer refreshed for this long counts at the pool's
+    /// typical latency and is re-measured by its next answer ("0s": never).
+    pub stale_after: ConfigDuration,
 }
 
 impl Default for BalanceSection {
@@ -111,8 +114,9 @@ impl Default for BalanceSection {
             decay: ConfigDuration::from_secs(10),
             default_latency: ConfigDuration::from_millis(30),
             failure_penalty: ConfigDuration::from_secs(1),
-            tie_ratio: 0.0,
-            tie_floor: ConfigDuration::from_millis(0),
+            tie_ratio: 0.25,
+            tie_floor: ConfigDuration::from_millis(1),
+            stale_after: ConfigDuration::from_millis(100),
         }
     }
 }

@@ -20,6 +20,7 @@ impl Exchange {
                 phase: AttemptPhase::WaitingSlot | AttemptPhase::Sending,
                 ..
             }
+            | State::Verifying { .. }
             | State::Responding { .. } => None,
             State::Starting | State::Local | State::Finished(_) => return None,
         };
@@ -108,7 +109,9 @@ impl Exchange {
                 ErrorCode::ServiceUnavailable,
                 "no backend could be reached; please retry",
             ),
-            State::Responding { .. } => self.contract_violation("connect failure while responding"),
+            State::Verifying { .. } | State::Responding { .. } => {
+                self.contract_violation("connect failure while responding")
+            }
             State::Starting | State::Local | State::Finished(_) => Step::Continue,
         }
     }
@@ -142,6 +145,14 @@ impl Exchange {
         if let Some(open) = self.open.as_mut() {
             open.record.first_byte = Some(first_byte);
         }
+        if let Some(verify) = self.verification(backend, status) {
+            self.state = State::Verifying {
+                backend,
+                status,
+                first_byte,
+            };
+            return Step::Verify(verify);
+        }
         self.state = State::Responding {
             backend,
             status,
@@ -170,7 +181,7 @@ impl Exchange {
                 );
                 Step::Done
             }
-            State::Attempt { .. } => self.contract_violation("response done before its head"),
+            State::Attempt { .. } | State::Verifying { .. } => self.contract_violation("response done before its head"),
             State::Starting | State::Local | State::Finished(_) => Step::Continue,
         }
     }
@@ -191,6 +202,7 @@ impl Exchange {
                 "the storage node closed the connection before answering; please retry",
             ),
             State::Responding { .. } => self.abort(now, AttemptOutcome::Reset { response_started: true }),
+            State::Verifying { .. } => self.contract_violation("a reset while verifying"),
             State::Starting | State::Local | State::Finished(_) => Step::Continue,
         }
     }
@@ -235,6 +247,12 @@ impl Exchange {
                     "Your socket connection to the server was not read from or written to within the timeout period.",
                 )
             }
+            (State::Verifying { .. }, Phase::Total) => self.verification_failed(
+                now,
+                ErrorCode::GatewayTimeout,
+                "the request exceeded the proxy's deadline",
+            ),
+            (State::Verifying { .. }, _) => self.contract_violation("an IO timeout while verifying"),
             (State::Responding { .. }, _) => self.abort(now, outcome),
         }
     }
@@ -259,7 +277,10 @@ impl Exchange {
             } => {
                 self.end_attempt(backend, AttemptOutcome::Abandoned, now - started_at, now);
             }
-            State::Responding {
+            State::Verifying {
+                backend, first_byte, ..
+            }
+            | State::Responding {
                 backend, first_byte, ..
             } => {
                 self.end_attempt(backend, AttemptOutcome::Abandoned, first_byte, now);
@@ -268,5 +289,64 @@ impl Exchange {
         }
         self.finish(now, ExchangeOutcome::ClientGone, Some(Side::Client));
         Step::Done
+    }
+
+    /// The backend answered the verification that [`Step::Verify`] asked for: `etag` is the
+    /// object's ETag from its HEAD (`None`: no object, or no answer), `body` the request body
+    /// the runtime kept (`None`: it was longer than [`Exchange::keeps_request_body`]). When
+    /// the object is exactly what this CompleteMultipartUpload makes (its ETag is the one the
+    /// listed parts give), the upload was completed by an earlier try whose answer was lost:
+    /// the client gets the success it missed (`Answer`). Otherwise it gets the backend's
+    /// answer as it was (`Return`).
+    pub fn handle_verified(&mut self, now: Instant, etag: Option<&str>, body: Option<&[u8]>) -> Step {
+        let State::Verifying {
+            backend,
+            status,
+            first_byte,
+        } = self.state
+        else {
+            return match self.state {
+                State::Finished(_) => Step::Continue,
+                _ => self.contract_violation("a verification that was not asked for"),
+            };
+        };
+        let request = self.request.as_ref().expect("only a classified completion is verified");
+        let expected = body.and_then(crate::s3::completion::multipart_etag);
+        let completed = match (etag, expected.as_deref()) {
+            (Some(etag), Some(expected)) => crate::s3::completion::etag_matches(etag, expected),
+            _ => false,
+        };
+        if !completed {
+            tracing::debug!(
+                exchange = self.id,
+                ?etag,
+                ?expected,
+                "completion not verified: the backend's answer stands"
+            );
+            self.state = State::Responding {
+                backend,
+                status,
+                first_byte,
+            };
+            return Step::Return;
+        }
+        let (bucket, key) = (
+            request.bucket.as_deref().unwrap_or_default(),
+            request.key.as_deref().unwrap_or_default(),
+        );
+        let answer = Answer {
+            status: 200,
+            body: crate::s3::completion::result_xml(bucket, key, expected.as_deref().unwrap_or_default()),
+        };
+        tracing::info!(
+            exchange = self.id,
+            bucket,
+            key,
+            "completion verified: answering the success an earlier try lost"
+        );
+        self.end_attempt(backend, AttemptOutcome::Response { status }, first_byte, now);
+        self.response_body_bytes = answer.body.len() as u64;
+        self.finish(now, ExchangeOutcome::Recovered, None);
+        Step::Answer(answer)
     }
 }

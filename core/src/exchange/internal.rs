@@ -165,6 +165,42 @@ impl Exchange {
         })
     }
 
+    /// The verification [`Step::Verify`] to ask for, when the answer `status` of `backend` to
+    /// this request may hide a success the client missed: a CompleteMultipartUpload of a key
+    /// answered `404` (the upload is gone, perhaps completed). A HEAD of the object, to the
+    /// same backend.
+    pub(super) fn verification(&self, backend: BackendId, status: u16) -> Option<Dispatch> {
+        let request = self.request.as_ref()?;
+        if status != 404 || request.operation != Operation::CompleteMultipartUpload || request.key.is_none() {
+            return None;
+        }
+        let plan = forward::plan_head_object(self.plan.as_deref()?)?;
+        let open = self.open.as_ref()?;
+        Some(Dispatch {
+            plan: Arc::new(plan),
+            pool: self.route?.pool,
+            backend,
+            address: open.record.address.clone(),
+            attempt: self.attempts,
+        })
+    }
+
+    /// The verification could not end (the total deadline passed): the client gets `code`;
+    /// the backend's answer was sound and is recorded as it was.
+    pub(super) fn verification_failed(&mut self, now: Instant, code: ErrorCode, message: &'static str) -> Step {
+        let State::Verifying {
+            backend,
+            status,
+            first_byte,
+        } = self.state
+        else {
+            unreachable!("verification_failed is only called while verifying");
+        };
+        self.end_attempt(backend, AttemptOutcome::Response { status }, first_byte, now);
+        self.finish(now, ExchangeOutcome::Failed { code }, Some(Side::Proxy));
+        Step::Fail(S3ErrorResponse::new(code, Cow::Borrowed(message)))
+    }
+
     pub(super) fn abort(&mut self, now: Instant, outcome: AttemptOutcome) -> Step {
         let State::Responding {
             backend, first_byte, ..
@@ -204,6 +240,7 @@ impl Exchange {
         );
         let status = match outcome {
             ExchangeOutcome::Completed { status } | ExchangeOutcome::Served { status } => Some(status),
+            ExchangeOutcome::Recovered => Some(200),
             ExchangeOutcome::Rejected { code } | ExchangeOutcome::Failed { code } => Some(code.status()),
             // The head went out before the body broke or the client left: the client saw the
             // backend's status.

@@ -24,6 +24,11 @@
 //!     and, any number of times before that:
 //!       handle_stale_connection(now)        a pooled connection was found closed before the
 //!                                           request went out; the runtime resent it on a new one
+//! after Verify (a CompleteMultipartUpload answered 404: the runtime holds that answer and asks
+//! the backend for the object's head with the dispatch's plan):
+//!       handle_verified(now, etag, body)    ─> Answer(answer) [terminal] | Return
+//!       handle_client_gone(..)             ─> Done                                   [terminal]
+//!       handle_timeout(.., Total)          ─> Fail(error)                            [terminal]
 //! after Return (the response head goes to the client, its body streams):
 //!       handle_response_done(..)           ─> Done                                   [terminal]
 //!       handle_backend_reset(..) / handle_timeout(..)  ─> Abort                     [terminal]
@@ -105,6 +110,13 @@ pub enum Step {
     Retry(Dispatch),
     /// Hand the backend's response to the client and stream its body.
     Return,
+    /// Hold the backend's response (unread) and send this bodyless request (a HEAD of the
+    /// object) to the same backend, then report what it answered with
+    /// [`Exchange::handle_verified`].
+    Verify(Dispatch),
+    /// Answer this response, which the proxy made itself, instead of the backend's (dropped
+    /// unread, its connection closed). Terminal.
+    Answer(Answer),
     /// Answer this error without contacting any backend. Terminal.
     Reject(S3ErrorResponse),
     /// Answer this error: the attempts failed. Terminal.
@@ -121,8 +133,20 @@ pub enum Step {
 impl Step {
     /// True for steps that end the exchange.
     pub fn is_terminal(&self) -> bool {
-        matches!(self, Step::Reject(_) | Step::Fail(_) | Step::Abort | Step::Done)
+        matches!(
+            self,
+            Step::Reject(_) | Step::Fail(_) | Step::Answer(_) | Step::Abort | Step::Done
+        )
     }
+}
+
+/// A response the proxy makes itself in place of a backend's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// Its status.
+    pub status: u16,
+    /// Its body (S3 XML).
+    pub body: String,
 }
 
 /// How an exchange ended.
@@ -150,6 +174,10 @@ pub enum ExchangeOutcome {
     },
     /// The client went away.
     ClientGone,
+    /// A CompleteMultipartUpload that the backend had committed but whose success the client
+    /// never heard (its retry found the upload gone): the object carries exactly the parts
+    /// listed, so the proxy answered the success (`200`) itself.
+    Recovered,
     /// The proxy answered the request itself (the token exchange endpoint).
     Served {
         /// The status answered.
@@ -182,6 +210,13 @@ enum State {
         backend: BackendId,
         started_at: Instant,
         phase: AttemptPhase,
+    },
+    /// A CompleteMultipartUpload answered `status` (404): the runtime asks the backend whether
+    /// the object exists, complete, before core decides what the client gets.
+    Verifying {
+        backend: BackendId,
+        status: u16,
+        first_byte: Duration,
     },
     Responding {
         backend: BackendId,
@@ -456,6 +491,15 @@ impl Exchange {
         self.record.take().map(Event::Exchange)
     }
 
+    /// How much of the request body the runtime must keep a copy of, as sent (`None`: none).
+    /// A CompleteMultipartUpload's part list is kept, for [`Exchange::handle_verified`].
+    pub fn keeps_request_body(&self) -> Option<usize> {
+        self.request
+            .as_ref()
+            .filter(|request| request.operation == Operation::CompleteMultipartUpload)
+            .map(|_| crate::s3::completion::COMPLETION_BODY_MAX)
+    }
+
     /// True when the runtime must answer the client's `Expect: 100-continue` itself, now,
     /// before any backend is contacted (the request was authorised from its head).
     pub fn continues_locally(&self) -> bool {
@@ -573,7 +617,9 @@ impl Exchange {
     /// The backend of the current attempt, or of the response being streamed.
     pub fn backend(&self) -> Option<BackendId> {
         match self.state {
-            State::Attempt { backend, .. } | State::Responding { backend, .. } => Some(backend),
+            State::Attempt { backend, .. } | State::Verifying { backend, .. } | State::Responding { backend, .. } => {
+                Some(backend)
+            }
             State::Starting | State::Local | State::Finished(_) => None,
         }
     }

@@ -519,6 +519,7 @@ fn core_owns_the_connect_first_byte_and_total_deadlines() {
 }
 
 mod swarm;
+mod verify;
 
 #[test]
 fn a_form_upload_is_authorised_for_its_form_key_and_planned_as_a_re_signed_form() {

@@ -162,7 +162,7 @@ impl S3ErrorResponse {
 
 /// XML-escape text content (the five predefined entities; control characters other than tab,
 /// newline and carriage return are not allowed in XML 1.0 and become U+FFFD).
-fn escape_into(out: &mut String, text: &str) {
+pub(crate) fn escape_into(out: &mut String, text: &str) {
     for ch in text.chars() {
         match ch {
             '<' => out.push_str("&lt;"),

@@ -6,6 +6,7 @@
 
 pub mod chunked;
 mod classify;
+pub mod completion;
 mod error;
 pub mod form;
 mod operation;

@@ -74,7 +74,7 @@ impl<C: Connect> Drop for Attempt<'_, C> {
 
 impl<C: Connect> Attempt<'_, C> {
     /// Run `f` on the exchange with the cluster locked and the current time.
-    fn step(&mut self, f: impl FnOnce(&mut Exchange, storefront_core::time::Instant) -> Step) -> Step {
+    pub(crate) fn step(&mut self, f: impl FnOnce(&mut Exchange, storefront_core::time::Instant) -> Step) -> Step {
         let now = self.proxy.clock.now();
         let exchange = self
             .exchange
@@ -268,6 +268,7 @@ impl<C: Connect> Attempt<'_, C> {
                 let step = self.step(|exchange, now| exchange.handle_response_head(now, status));
                 match step {
                     Step::Return => AttemptResult::Respond(self.respond(response, lease)),
+                    Step::Verify(check) => self.verify(check, response, lease).await,
                     other => AttemptResult::Next(other),
                 }
             }
@@ -312,7 +313,7 @@ impl<C: Connect> Attempt<'_, C> {
     }
 
     /// When core's next deadline is due, on tokio's clock (`None`: no deadline runs).
-    fn due(&self) -> Option<tokio::time::Instant> {
+    pub(crate) fn due(&self) -> Option<tokio::time::Instant> {
         self.exchange
             .as_ref()
             .and_then(Exchange::poll_timeout)
@@ -354,7 +355,7 @@ impl<C: Connect> Attempt<'_, C> {
     }
 
     /// Hand the backend's response to the client, streaming its body.
-    fn respond(&mut self, response: http::Response<Incoming>, lease: Lease) -> http::Response<ProxyBody> {
+    pub(crate) fn respond(&mut self, response: http::Response<Incoming>, lease: Lease) -> http::Response<ProxyBody> {
         let exchange = self.exchange.take().expect("the exchange is handed over once");
         // While the body streams, only core's total deadline runs.
         let deadline = exchange

@@ -114,6 +114,17 @@ pub struct BodySource {
     empty: bool,
     length: Option<u64>,
     idle_timeout: Duration,
+    /// A copy of what was sent, when core asked for one ([`BodySource::keep`]); `keeping` says
+    /// so without the lock.
+    kept: Mutex<Option<Kept>>,
+    keeping: AtomicBool,
+}
+
+/// A copy of a (small) request body as sent, up to a limit.
+struct Kept {
+    data: Vec<u8>,
+    limit: usize,
+    overflowed: bool,
 }
 
 impl BodySource {
@@ -147,6 +158,8 @@ impl BodySource {
             empty,
             length,
             idle_timeout,
+            kept: Mutex::new(None),
+            keeping: AtomicBool::new(false),
         })
     }
 
@@ -163,6 +176,8 @@ impl BodySource {
             empty: true,
             length: Some(0),
             idle_timeout,
+            kept: Mutex::new(None),
+            keeping: AtomicBool::new(false),
         })
     }
 
@@ -183,6 +198,40 @@ impl BodySource {
     pub fn verify_chunks(&self, verifier: ChunkVerifier) {
         if let Some(state) = self.slot.lock().expect("slot lock is never poisoned").as_mut() {
             state.verifier = Some(verifier);
+        }
+    }
+
+    /// Keep a copy of the body as it is sent, up to `limit` bytes (what core asks for with
+    /// `Exchange::keeps_request_body`).
+    pub fn keep(&self, limit: usize) {
+        *self.kept.lock().expect("kept lock is never poisoned") = Some(Kept {
+            data: Vec::new(),
+            limit,
+            overflowed: false,
+        });
+        self.keeping.store(true, Ordering::Release);
+    }
+
+    /// The copy of the body as sent, when one was kept and the body fitted its limit.
+    pub fn kept(&self) -> Option<Bytes> {
+        let kept = self.kept.lock().expect("kept lock is never poisoned");
+        kept.as_ref()
+            .filter(|kept| !kept.overflowed)
+            .map(|kept| Bytes::copy_from_slice(&kept.data))
+    }
+
+    fn keep_copy(&self, data: &[u8]) {
+        if !self.keeping.load(Ordering::Acquire) {
+            return;
+        }
+        let mut kept = self.kept.lock().expect("kept lock is never poisoned");
+        if let Some(kept) = kept.as_mut().filter(|kept| !kept.overflowed) {
+            if kept.data.len() + data.len() > kept.limit {
+                kept.overflowed = true;
+                kept.data = Vec::new();
+            } else {
+                kept.data.extend_from_slice(data);
+            }
         }
     }
 
@@ -342,6 +391,11 @@ impl Body for ForwardBody {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ForwardError>>> {
         let polled = self.as_mut().poll_next(cx);
         let handed = matches!(polled, Poll::Ready(Some(Ok(_))));
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.source.keep_copy(data);
+        }
         *self.source.pulled.lock().expect("pulled lock is never poisoned") = (tokio::time::Instant::now(), handed);
         polled
     }

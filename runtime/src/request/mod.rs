@@ -17,6 +17,7 @@ pub mod body;
 pub mod form;
 pub mod generation;
 pub mod response;
+mod verify;
 
 pub use generation::{ConfigureError, Generation};
 pub use response::{BoxError, ProxyBody, ResponseBody, error_response};
@@ -230,6 +231,9 @@ impl<C: Connect> Proxy<C> {
         if let Some(chunks) = chunks {
             source.verify_chunks(chunks);
         }
+        if let Some(limit) = exchange.keeps_request_body() {
+            source.keep(limit);
+        }
         if exchange.continues_locally() {
             // Decided from the head alone: let hyper answer 100 Continue now, before any
             // backend round trip.
@@ -275,7 +279,8 @@ impl<C: Connect> Proxy<C> {
                 Step::Reject(error) | Step::Fail(error) => {
                     return error_response(&error, parts.uri.path(), request_id, !source.started() && !empty);
                 }
-                Step::Return | Step::Abort | Step::Done | Step::Continue => {
+                // A verification and its answer happen inside an attempt.
+                Step::Verify(_) | Step::Answer(_) | Step::Return | Step::Abort | Step::Done | Step::Continue => {
                     // The client is gone (Done) or nothing more can be sent.
                     return error_response(
                         &S3ErrorResponse::new(ErrorCode::RequestTimeout, "the exchange ended"),

@@ -391,6 +391,7 @@ pub(super) fn method_name(method: Option<&http::Method>) -> &'static str {
 fn outcome_name(outcome: &ExchangeOutcome) -> &'static str {
     match outcome {
         ExchangeOutcome::Completed { .. } => "completed",
+        ExchangeOutcome::Recovered => "recovered",
         ExchangeOutcome::Served { .. } => "served",
         ExchangeOutcome::Rejected { .. } => "rejected",
         ExchangeOutcome::Failed { .. } => "failed",

@@ -27,11 +27,26 @@ enum Event {
     WaitingForConnection,
     Dialing,
     Deadline,
+    /// The verification of a completion answered 404: the object is the completed upload
+    /// (true) or not.
+    Verified(bool),
 }
 
-fn pick_event(rng: &mut SmallRng, responding: bool) -> Event {
+/// A one-part completion body and the ETag of the object it makes.
+const COMPLETION: &str = "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber>\
+                          <ETag>\"0123456789abcdef0123456789abcdef\"</ETag></Part></CompleteMultipartUpload>";
+
+fn pick_event(rng: &mut SmallRng, responding: bool, verifying: bool) -> Event {
     use rand::RngExt;
     let statuses = [200u16, 206, 404, 429, 500, 503];
+    if verifying {
+        return match rng.random_range(0..6) {
+            0 | 1 => Event::Verified(true),
+            2 | 3 => Event::Verified(false),
+            4 => Event::Timeout(Phase::Total),
+            _ => Event::ClientGone,
+        };
+    }
     if responding {
         match rng.random_range(0..10) {
             0..=5 => Event::ResponseDone,
@@ -66,6 +81,7 @@ fn pick_event(rng: &mut SmallRng, responding: bool) -> Event {
 struct Live {
     exchange: Exchange,
     responding: bool,
+    verifying: bool,
     terminal_steps: u32,
     has_body: bool,
     body_started: bool,
@@ -130,6 +146,7 @@ fn swarm(seed: u64, backends: usize, count: usize, failures: u32) -> Result<Vec<
             live.push(Live {
                 exchange,
                 responding: false,
+                verifying: false,
                 terminal_steps: 0,
                 has_body: length.is_some(),
                 body_started: false,
@@ -143,7 +160,7 @@ fn swarm(seed: u64, backends: usize, count: usize, failures: u32) -> Result<Vec<
             let event = if entry.local {
                 Event::Served([200u16, 400, 403, 500][driver.random_range(0..4)])
             } else {
-                pick_event(&mut driver, entry.responding)
+                pick_event(&mut driver, entry.responding, entry.verifying)
             };
             let exchange = &mut entry.exchange;
             let step = match event {
@@ -185,6 +202,15 @@ fn swarm(seed: u64, backends: usize, count: usize, failures: u32) -> Result<Vec<
                     Step::Continue
                 }
                 Event::Deadline => exchange.handle_deadline(now),
+                Event::Verified(completed) => {
+                    let etag = if completed {
+                        crate::s3::completion::multipart_etag(COMPLETION.as_bytes())
+                    } else {
+                        Some("\"ffffffffffffffffffffffffffffffff\"".to_owned())
+                    };
+                    entry.verifying = false;
+                    exchange.handle_verified(now, etag.as_deref(), Some(COMPLETION.as_bytes()))
+                }
             };
             trace.push(format!("{index}:{event:?}->{step:?}"));
             (index, step)
@@ -233,6 +259,11 @@ fn swarm(seed: u64, backends: usize, count: usize, failures: u32) -> Result<Vec<
                 trace.push(format!("dispatch {} #{}", dispatch.backend, dispatch.attempt));
             }
             Step::Return => entry.responding = true,
+            Step::Verify(dispatch) => {
+                prop_assert!(!entry.responding, "verification after the response started");
+                prop_assert_eq!(&dispatch.plan.method, &http::Method::HEAD);
+                entry.verifying = true;
+            }
             _ => {}
         }
         if step.is_terminal() {

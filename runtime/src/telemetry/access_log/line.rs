@@ -214,6 +214,7 @@ pub(super) fn write(out: &mut Vec<u8>, record: &ExchangeRecord, keys: bool, now:
     });
     let (outcome, error) = match record.outcome {
         ExchangeOutcome::Completed { .. } => ("completed", None),
+        ExchangeOutcome::Recovered => ("recovered", None),
         ExchangeOutcome::Served { .. } => ("served", None),
         ExchangeOutcome::Rejected { code } => ("rejected", Some(code.as_str())),
         ExchangeOutcome::Failed { code } => ("failed", Some(code.as_str())),

@@ -453,7 +453,7 @@ impl Drop for Metrics {
 /// kind of the break; none for an answered request.
 pub(super) fn error_type(record: &ExchangeRecord) -> Option<&'static str> {
     match record.outcome {
-        ExchangeOutcome::Completed { .. } | ExchangeOutcome::Served { .. } => None,
+        ExchangeOutcome::Completed { .. } | ExchangeOutcome::Recovered | ExchangeOutcome::Served { .. } => None,
         ExchangeOutcome::Rejected { code } | ExchangeOutcome::Failed { code } => Some(code.as_str()),
         ExchangeOutcome::Aborted { outcome } => Some(outcome.kind()),
         ExchangeOutcome::ClientGone => Some("client_gone"),
