@@ -28,12 +28,14 @@
 //!   fixed prior above the pool's real latency would, for as long as the prior takes to
 //!   decay).
 //!
-//! - **A stale estimate is set aside** (`stale_after`, an addition of ours): a node no answer
-//!   refreshed for that long, with nothing in flight, counts at the pool's typical latency,
-//!   and its next answer replaces the estimate. Under load every node answers often and
-//!   nothing is stale; at light load one slow answer (loopback noise) would otherwise keep a
-//!   node dark for most of `decay`, and a sequential client would pile onto the others. A
-//!   node that is really slow costs one request per `stale_after` to re-measure.
+//! - **A peak is held for `stale_after`, not for most of `decay`** (an addition of ours): an
+//!   estimate set that long ago (by a peak or a first answer) is stale. The next answer
+//!   replaces it, and an idle node with a stale estimate counts at the pool's typical
+//!   latency, so it is tried again. Without this, one slow answer (loopback noise, a
+//!   collection pause) keeps a node out of a light load for tens of seconds: faster answers
+//!   move the time-weighted average by a fraction of their spacing over `decay`, and an
+//!   avoided node gets none. A node that is really slow sets a new peak with every answer,
+//!   so it stays out, at the cost of one request per `stale_after` to re-measure it.
 //!
 //! Failures are folded in by the caller as a long latency (the `failure_penalty`), so a node
 //! that answers 503 in a millisecond does not look like the fastest node in the pool.
@@ -59,6 +61,9 @@ pub struct EwmaParameters {
 pub struct PeakEwma {
     estimate_ns: f64,
     updated_at: Instant,
+    /// When the estimate was last set outright (a first answer, a peak, a stale estimate
+    /// replaced), rather than averaged toward: staleness counts from here.
+    set_at: Instant,
     observed: bool,
 }
 
@@ -68,6 +73,7 @@ impl PeakEwma {
         PeakEwma {
             estimate_ns: nanos(parameters.default_latency),
             updated_at: now,
+            set_at: now,
             observed: false,
         }
     }
@@ -77,10 +83,12 @@ impl PeakEwma {
         self.observed
     }
 
-    /// True when no answer refreshed the estimate for `stale_after`: it no longer says how
-    /// the backend answers now.
+    /// True when the estimate was set (by an answer slower than it, or a first answer) at
+    /// least `stale_after` ago: faster answers since then have barely moved it (the moving
+    /// average weighs them by the time between them, a fraction of `decay`), so it tells how
+    /// the backend answered then, not now.
     pub fn is_stale(&self, now: Instant, parameters: &EwmaParameters) -> bool {
-        !parameters.stale_after.is_zero() && now - self.updated_at >= parameters.stale_after
+        !parameters.stale_after.is_zero() && now - self.set_at >= parameters.stale_after
     }
 
     /// The estimate as of `now`, decayed toward zero since the last observation.
@@ -97,11 +105,12 @@ impl PeakEwma {
         );
         let observed = nanos(latency);
         let current = self.estimate_ns(now, parameters);
-        self.estimate_ns = if !self.observed || self.is_stale(now, parameters) {
-            // The first answer replaces whatever prior the node was judged by, and a fresh
-            // answer replaces a stale estimate (one slow answer long ago is no evidence).
-            observed
-        } else if observed > current {
+        // The first answer replaces whatever prior the node was judged by, a fresh answer
+        // replaces a stale estimate (one slow answer long ago is no evidence), and a slower
+        // answer counts at once (the peak).
+        let set = !self.observed || self.is_stale(now, parameters) || observed > current;
+        self.estimate_ns = if set {
+            self.set_at = self.set_at.max(now);
             observed
         } else {
             let weight = decay_weight(now - self.updated_at, parameters.decay);

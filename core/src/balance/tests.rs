@@ -128,8 +128,14 @@ fn p2c_avoids_a_node_that_fails_fast() {
 /// One sequential client (one request in flight at a time) over three backends whose
 /// latencies are `latency(backend, draw)`: each backend's share of 600 requests.
 fn sequential_shares(ties: TieBand, latency: impl Fn(usize, f64) -> Duration) -> Vec<u32> {
+    sequential_shares_stale(ties, Duration::ZERO, latency)
+}
+
+/// [`sequential_shares`] with estimates stale after `stale_after`.
+fn sequential_shares_stale(ties: TieBand, stale_after: Duration, latency: impl Fn(usize, f64) -> Duration) -> Vec<u32> {
     let mut parameters = parameters(AlgorithmKind::P2cPeakEwma);
     parameters.ties = ties;
+    parameters.ewma.stale_after = stale_after;
     let mut balancer = Balancer::new(parameters, specs(3), Instant::EPOCH).expect("valid");
     let all = ids(&balancer);
     let mut rng = SmallRng::seed_from_u64(11);
@@ -176,12 +182,43 @@ fn identical_nodes_share_a_light_load_evenly_within_the_tie_band() {
 }
 
 #[test]
+fn a_lone_slow_answer_keeps_a_node_out_only_until_its_estimate_is_stale() {
+    // Proves `stale_after`: answers of 0.3 to 0.6 ms with a rare 10-ms one (0.3 %: loopback's
+    // outliers). Each outlier sets its node's peak-EWMA estimate past any tie band, and the
+    // faster answers after it barely move it (or none come: the node is avoided), so the node
+    // is out for most of the decay (10 s, the whole run). Held for 100 ms only, the peak is
+    // then replaced by the node's next answer and the three nodes share the load within 1.25
+    // max/mean.
+    let spiky = |_: usize, draw: f64| {
+        Duration::from_micros(if draw > 0.997 {
+            10_000
+        } else {
+            300 + (300.0 * draw) as u64
+        })
+    };
+    let stale = sequential_shares_stale(DEFAULT_BAND, Duration::from_millis(100), spiky);
+    assert!(max_over_mean(&stale) <= 1.25, "{stale:?}");
+    let kept = sequential_shares(DEFAULT_BAND, spiky);
+    assert!(
+        max_over_mean(&kept) > 1.25,
+        "{kept:?} (with stale estimates set aside: {stale:?})"
+    );
+}
+
+#[test]
 fn a_slow_node_is_outside_the_tie_band() {
     // Proves that the band does not hide a slow node: ten times slower (5 ms against 0.5 ms),
     // it gets a small share of a sequential client's requests, as without the band.
     let one_slow = |backend: usize, _: f64| Duration::from_micros(if backend == 0 { 5000 } else { 500 });
     let banded = sequential_shares(DEFAULT_BAND, one_slow);
     assert!(banded[0] < 60, "the slow node got {} of 600", banded[0]);
+    // Re-measured once per 100 ms idle, it still gets a small share.
+    let stale = sequential_shares_stale(DEFAULT_BAND, Duration::from_millis(100), one_slow);
+    assert!(
+        stale[0] < 60,
+        "the slow node got {} of 600 with stale estimates set aside",
+        stale[0]
+    );
 }
 
 #[test]

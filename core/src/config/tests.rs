@@ -227,3 +227,20 @@ fn telemetry_export_settings_are_checked_with_their_keys() {
     let traces = config.telemetry.traces.expect("traces on");
     assert_eq!((traces.sample_ratio, traces.keys, traces.queue), (0.01, false, 4096));
 }
+
+#[test]
+fn p2c_ties_and_stale_estimates_are_on_by_default_and_can_be_turned_off() {
+    // Proves the light-load defaults reach the balancer's parameters, and that zeros give
+    // the plain p2c-peak-ewma choice back (no band, no staleness).
+    let pools = "[[pools]]\nname = \"a\"\nbackends = [\"h:1\"]\n";
+    let config = Config::from_toml(pools, "c.toml").expect("valid");
+    let parameters = crate::pool::PoolParameters::from_config(&config).balance;
+    assert_eq!(parameters.ties.ratio, 0.25);
+    assert_eq!(parameters.ties.floor_ns, 1e6);
+    assert_eq!(parameters.ewma.stale_after, std::time::Duration::from_millis(100));
+    let off = format!("[balance]\ntie_ratio = 0.0\ntie_floor = \"0s\"\nstale_after = \"0s\"\n{pools}");
+    let parameters =
+        crate::pool::PoolParameters::from_config(&Config::from_toml(&off, "c.toml").expect("valid")).balance;
+    assert_eq!(parameters.ties, crate::balance::TieBand::NONE);
+    assert!(parameters.ewma.stale_after.is_zero());
+}
