@@ -64,7 +64,7 @@ struct Args {
     seed: u64,
     /// A fault on one node, as NODE:SETTING=VALUE (repeatable; nodes count from 1):
     /// slow=FACTOR, error-rate=P, error=500|503, stall-after=BYTES, reset-after=BYTES,
-    /// throttle=BYTES_PER_SECOND.
+    /// throttle=BYTES_PER_SECOND, lose-completions=true.
     #[arg(long = "fault", value_name = "NODE:SETTING=VALUE")]
     faults: Vec<String>,
 }
@@ -209,9 +209,17 @@ fn parse_fault(text: &str, nodes: usize) -> Result<(usize, ApplyFault), String> 
             let rate = number("the rate")? as u64;
             Box::new(move |faults| faults.body = BodyFault::Throttle(rate.max(1)))
         }
+        "lose-completions" => {
+            let lose = match value {
+                "true" => true,
+                "false" => false,
+                _ => return Err(format!("--fault `{text}`: lose-completions is true or false")),
+            };
+            Box::new(move |faults| faults.lose_completions = lose)
+        }
         _ => {
             return Err(format!(
-                "--fault `{text}`: unknown setting `{name}` (slow, error-rate, error, stall-after, reset-after, throttle)"
+                "--fault `{text}`: unknown setting `{name}` (slow, error-rate, error, stall-after, reset-after, throttle, lose-completions)"
             ));
         }
     };

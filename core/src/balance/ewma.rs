@@ -35,7 +35,8 @@
 //!   collection pause) keeps a node out of a light load for tens of seconds: faster answers
 //!   move the time-weighted average by a fraction of their spacing over `decay`, and an
 //!   avoided node gets none. A node that is really slow sets a new peak with every answer,
-//!   so it stays out, at the cost of one request per `stale_after` to re-measure it.
+//!   so it stays out, at the cost of one request per `stale_after` to re-measure it. A
+//!   failure's penalty is never stale: it decays, while health ejects and probes.
 //!
 //! Failures are folded in by the caller as a long latency (the `failure_penalty`), so a node
 //! that answers 503 in a millisecond does not look like the fastest node in the pool.
@@ -65,6 +66,8 @@ pub struct PeakEwma {
     /// replaced), rather than averaged toward: staleness counts from here.
     set_at: Instant,
     observed: bool,
+    /// The estimate holds a failure's penalty: it is never stale, it decays.
+    penalised: bool,
 }
 
 impl PeakEwma {
@@ -75,6 +78,7 @@ impl PeakEwma {
             updated_at: now,
             set_at: now,
             observed: false,
+            penalised: false,
         }
     }
 
@@ -88,7 +92,16 @@ impl PeakEwma {
     /// average weighs them by the time between them, a fraction of `decay`), so it tells how
     /// the backend answered then, not now.
     pub fn is_stale(&self, now: Instant, parameters: &EwmaParameters) -> bool {
-        !parameters.stale_after.is_zero() && now - self.set_at >= parameters.stale_after
+        !self.penalised && !parameters.stale_after.is_zero() && now - self.set_at >= parameters.stale_after
+    }
+
+    /// Fold in a failure, counted as the latency `penalty` (at least the failure penalty):
+    /// a peak like any slower answer, but one that is not set aside after `stale_after`
+    /// (a node that refuses connections or answers 503 must not be tried again every tenth
+    /// of a second: health ejects it, probes bring it back, and its penalty decays).
+    pub fn observe_failure(&mut self, penalty: Duration, now: Instant, parameters: &EwmaParameters) {
+        self.observe(penalty, now, parameters);
+        self.penalised = true;
     }
 
     /// The estimate as of `now`, decayed toward zero since the last observation.
@@ -118,6 +131,7 @@ impl PeakEwma {
         };
         self.updated_at = self.updated_at.max(now);
         self.observed = true;
+        self.penalised = false;
         debug_assert!(self.estimate_ns.is_finite() && self.estimate_ns >= 0.0);
     }
 }

@@ -497,7 +497,7 @@ impl Balancer {
             backend.errors_total += 1;
             backend
                 .ewma
-                .observe(latency.max(parameters.failure_penalty), now, &parameters.ewma);
+                .observe_failure(latency.max(parameters.failure_penalty), now, &parameters.ewma);
         } else if matches!(outcome, AttemptOutcome::Response { .. }) {
             backend.ewma.observe(latency, now, &parameters.ewma);
             self.pool_latency.observe(latency, now, &parameters.ewma);

@@ -133,6 +133,16 @@ fn sequential_shares(ties: TieBand, latency: impl Fn(usize, f64) -> Duration) ->
 
 /// [`sequential_shares`] with estimates stale after `stale_after`.
 fn sequential_shares_stale(ties: TieBand, stale_after: Duration, latency: impl Fn(usize, f64) -> Duration) -> Vec<u32> {
+    sequential_run(ties, stale_after, latency, |_| 200)
+}
+
+/// [`sequential_shares_stale`] with each backend answering `status(backend)`.
+fn sequential_run(
+    ties: TieBand,
+    stale_after: Duration,
+    latency: impl Fn(usize, f64) -> Duration,
+    status: impl Fn(usize) -> u16,
+) -> Vec<u32> {
     let mut parameters = parameters(AlgorithmKind::P2cPeakEwma);
     parameters.ties = ties;
     parameters.ewma.stale_after = stale_after;
@@ -149,7 +159,7 @@ fn sequential_shares_stale(ties: TieBand, stale_after: Duration, latency: impl F
         balancer.on_start(id, now);
         let took = latency(index, noise.random_range(0.0..1.0));
         now = now + took;
-        balancer.on_end(id, AttemptOutcome::Response { status: 200 }, took, now);
+        balancer.on_end(id, AttemptOutcome::Response { status: status(index) }, took, now);
         now = now + Duration::from_micros(200);
     }
     counts
@@ -203,6 +213,18 @@ fn a_lone_slow_answer_keeps_a_node_out_only_until_its_estimate_is_stale() {
         max_over_mean(&kept) > 1.25,
         "{kept:?} (with stale estimates set aside: {stale:?})"
     );
+}
+
+#[test]
+fn a_failing_node_is_not_re_tried_every_stale_period() {
+    // Proves that a failure's penalty is not set aside as a stale peak is: a node answering
+    // 503 at once is picked a handful of times in 600 requests (its penalty decays over 10
+    // s), not once per 100 ms.
+    let fast = |_: usize, _: f64| Duration::from_micros(500);
+    let counts = sequential_run(DEFAULT_BAND, Duration::from_millis(100), fast, |backend| {
+        if backend == 0 { 503 } else { 200 }
+    });
+    assert!(counts[0] <= 3, "the failing node got {} of 600", counts[0]);
 }
 
 #[test]
