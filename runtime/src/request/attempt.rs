@@ -129,7 +129,9 @@ impl<C: Connect> Attempt<'_, C> {
                 let due = self.due();
                 let dialled = tokio::select! {
                     biased;
-                    dialled = self.proxy.connections.dial(slot, &dispatch.address) => Some(dialled),
+                    // Boxed: a TLS handshake's future is kilobytes, and a request that reuses a
+                    // connection (most) would move them with every step.
+                    dialled = Box::pin(self.proxy.connections.dial(slot, &dispatch.address)) => Some(dialled),
                     () = sleep_until_due(due) => None,
                 };
                 match dialled {
@@ -223,7 +225,7 @@ impl<C: Connect> Attempt<'_, C> {
                         let due = self.due();
                         let opened = tokio::select! {
                             biased;
-                            opened = self.proxy.connections.open(&dispatch.address, settings) => Some(opened),
+                            opened = Box::pin(self.proxy.connections.open(&dispatch.address, settings)) => Some(opened),
                             () = sleep_until_due(due) => None,
                         };
                         match opened {
@@ -268,7 +270,7 @@ impl<C: Connect> Attempt<'_, C> {
                 let step = self.step(|exchange, now| exchange.handle_response_head(now, status));
                 match step {
                     Step::Return => AttemptResult::Respond(self.respond(response, lease)),
-                    Step::Verify(check) => self.verify(check, response, lease).await,
+                    Step::Verify(check) => Box::pin(self.verify(check, response, lease)).await,
                     other => AttemptResult::Next(other),
                 }
             }

@@ -100,7 +100,9 @@ struct SourceState {
 
 /// The client's request body, shared by the attempts of one exchange.
 pub struct BodySource {
-    slot: Mutex<Option<SourceState>>,
+    /// Boxed: the state is most of a kilobyte, and an attempt's body (which takes it) is
+    /// moved with its request through every step of the attempt's future.
+    slot: Mutex<Option<Box<SourceState>>>,
     started: AtomicBool,
     /// Body bytes taken from the client, as they arrived (before any decoding).
     received: AtomicU64,
@@ -138,16 +140,18 @@ impl BodySource {
         idle_timeout: Duration,
     ) -> Arc<Self> {
         Arc::new(BodySource {
-            slot: Mutex::new((!empty).then_some(SourceState {
-                incoming,
-                prefetched: VecDeque::new(),
-                file: None,
-                mode,
-                decoder: ChunkedDecoder::new(),
-                queue: VecDeque::new(),
-                trailers: Vec::new(),
-                finished: false,
-                verifier: None,
+            slot: Mutex::new((!empty).then(|| {
+                Box::new(SourceState {
+                    incoming,
+                    prefetched: VecDeque::new(),
+                    file: None,
+                    mode,
+                    decoder: ChunkedDecoder::new(),
+                    queue: VecDeque::new(),
+                    trailers: Vec::new(),
+                    finished: false,
+                    verifier: None,
+                })
             })),
             started: AtomicBool::new(false),
             received: AtomicU64::new(0),
@@ -328,7 +332,7 @@ impl BodySource {
 /// One attempt's view of the client's body.
 pub struct ForwardBody {
     source: Arc<BodySource>,
-    state: Option<SourceState>,
+    state: Option<Box<SourceState>>,
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
     done: bool,
     /// This attempt's own first bytes (a re-signed form's fields), sent before the client's.

@@ -181,9 +181,9 @@ impl<C: Connect> Proxy<C> {
                     return error_response(&error, "/", &request_id, true);
                 }
             };
-            let answer = sts
-                .handle(parts.uri.query(), &body, &request_id, self.clock.wall())
-                .await;
+            // Boxed, as every rare branch of a request's future is: a future holds its largest
+            // branch inline, and hyper moves the whole of it for every request.
+            let answer = Box::pin(sts.handle(parts.uri.query(), &body, &request_id, self.clock.wall())).await;
             exchange.handle_transferred(body.len() as u64, answer.body.len() as u64);
             exchange.handle_served(self.clock.now(), answer.status);
             generation.drain(&mut exchange);
@@ -196,9 +196,7 @@ impl<C: Connect> Proxy<C> {
             return response;
         }
         if form::is_form_upload(&parts, &generation) {
-            return self
-                .handle_form(generation, id, request_id, parts, incoming, peer, conn)
-                .await;
+            return Box::pin(self.handle_form(generation, id, request_id, parts, incoming, peer, conn)).await;
         }
         let (caller, chunks) = match generation.identify(&parts, peer.ip(), self.clock.wall()) {
             Ok(identified) => identified,

@@ -292,7 +292,9 @@ pub async fn serve<A: Accept, C: Connect>(
                     if http2 {
                         conn.http2.store(true, Ordering::Relaxed);
                     }
-                    let mut response = proxy.handle(request, peer, conn).await;
+                    // Boxed: the request's future is kilobytes, and hyper would move it (inside this
+                    // block) into its per-connection slot for every request.
+                    let mut response = Box::pin(proxy.handle(request, peer, conn)).await;
                     if !http2 && draining.load(Ordering::Relaxed) {
                         // hyper closes the connection after this response.
                         response
