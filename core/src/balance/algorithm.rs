@@ -281,8 +281,9 @@ fn uniform_weights(backends: &[Backend], eligible: &[usize]) -> bool {
 }
 
 /// Power of two choices over peak-EWMA load (after tower's `balance::p2c`): draw two distinct
-/// candidates uniformly, keep the one with the lower load (loads within the pool's
-/// [`TieBand`](super::TieBand) tie: fewer in flight wins, then the one picked least recently). Comparing two instead of all costs
+/// candidates uniformly, keep the one with the lower load (two idle candidates whose loads are
+/// within the pool's [`TieBand`](super::TieBand) tie: the one picked least recently wins).
+/// Comparing two instead of all costs
 /// O(1) and, unlike "least of all", does not send a burst of requests to the one node that
 /// looked best a moment ago (the herd effect), while still avoiding the worst nodes with high
 /// probability (Mitzenmacher's result: the maximum load drops from O(log n / log log n) to
@@ -310,11 +311,18 @@ impl Balance for PowerOfTwoChoices {
                 debug_assert_ne!(a, b, "p2c compares two distinct candidates");
                 let a_load = candidates.backend(a).load(now, &parameters.ewma, candidates.prior_ns);
                 let b_load = candidates.backend(b).load(now, &parameters.ewma, candidates.prior_ns);
-                let chosen = if parameters.ties.ties(a_load, b_load) {
-                    // Too close to tell: fewer in flight, then the one picked least recently.
-                    let key =
-                        |position: usize| (candidates.in_flight[position], candidates.backend(position).last_pick());
-                    if key(b) < key(a) { b } else { a }
+                // Only idle loads tie: their differences are the noise of single answers. Once
+                // requests are in flight, the in-flight factor is the signal, and a tie broken by
+                // "picked least recently" would keep going back to a node whose requests are
+                // stuck (it is avoided, so it is the least recently picked).
+                let idle = candidates.in_flight[a] == 0 && candidates.in_flight[b] == 0;
+                let chosen = if idle && parameters.ties.ties(a_load, b_load) {
+                    // Too close to tell: the one picked least recently.
+                    if candidates.backend(b).last_pick() < candidates.backend(a).last_pick() {
+                        b
+                    } else {
+                        a
+                    }
                 } else if b_load < a_load {
                     b
                 } else {

@@ -96,8 +96,8 @@ pub struct BalanceParameters {
 /// Loads this close count as equal (p2c-peak-ewma): the latency differences of idle nodes are
 /// measurement noise, and following them piles a light load on whichever node happened to
 /// answer fastest lately. Two loads tie when they differ by at most `ratio` of the lower one,
-/// or by at most `floor_ns`; a tie goes to fewer requests in flight, then to the backend
-/// picked least recently (as Prequal treats probes of near-equal load).
+/// or by at most `floor_ns`, and neither backend has a request in flight; a tie goes to the
+/// backend picked least recently (as Prequal treats probes of near-equal load).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TieBand {
     /// Relative band (0.2: within 20 %).

@@ -92,10 +92,10 @@ pub struct BalanceSection {
     /// The least latency a failed attempt counts as. Default 1 s: beyond any healthy first
     /// byte, so a node failing fast loses every comparison until it recovers.
     pub failure_penalty: ConfigDuration,
-    /// p2c-peak-ewma: two loads within this fraction of the lower one tie (fewer in flight
-    /// wins, then the node picked least recently): idle nodes' latencies differ by noise, and
-    /// following it piles a light load on one node, while a node slow enough to matter (or one
-    /// busier by a request in flight, which doubles its load) is far outside a band of 0.25.
+    /// p2c-peak-ewma: two idle backends whose loads are within this fraction of the lower one
+    /// tie (the node picked least recently wins): idle nodes' latencies differ by noise, and
+    /// following it piles a light load on one node, while a node slow enough to matter is far
+    /// outside a band of 0.25. Backends with requests in flight never tie.
     /// Default 0.25; 0 (with `tie_floor` 0) turns ties off: the lower load always wins.
     pub tie_ratio: f64,
     /// p2c-peak-ewma: loads within this much of each other tie, whatever their ratio. Default
