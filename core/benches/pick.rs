@@ -12,17 +12,22 @@ use storefront_core::balance::{AlgorithmKind, BackendSpec, BalanceParameters, Ba
 use storefront_core::outcome::AttemptOutcome;
 use storefront_core::time::Instant;
 
+/// A pool of `count` backends balanced by `algorithm` with the shipped defaults (the tie band
+/// and `stale_after` included).
 fn balancer(algorithm: AlgorithmKind, count: usize) -> Balancer {
     let parameters = BalanceParameters {
         algorithm,
         ewma: EwmaParameters {
             decay: Duration::from_secs(10),
             default_latency: Duration::from_millis(30),
-            stale_after: Duration::ZERO,
+            stale_after: Duration::from_millis(100),
         },
         failure_penalty: Duration::from_secs(1),
         failures: storefront_core::outcome::StatusSet::TRANSIENT,
-        ties: storefront_core::balance::TieBand::NONE,
+        ties: storefront_core::balance::TieBand {
+            ratio: 0.25,
+            floor_ns: 1e6,
+        },
     };
     let specs = (0..count)
         .map(|index| BackendSpec::new(format!("10.0.{}.{}:9000", index / 256, index % 256)))
