@@ -125,9 +125,11 @@ impl<C: Connect> App<C> {
         if let Some(path) = app.config_path.clone()
             && app.proxy.current().config.admin.watch_config
         {
+            let loaded = driver::config_file::digest_now(&path);
             tokio::spawn(driver::config_file::watch_config_file(
                 Arc::downgrade(&app),
                 path,
+                loaded,
                 app.stop.subscribe(),
             ));
         }

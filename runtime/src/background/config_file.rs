@@ -21,21 +21,30 @@ use crate::transport::Connect;
 /// A digest of the file's content; none while it cannot be read (mid-replacement, removed).
 async fn digest(path: &Path) -> Option<u64> {
     let path = path.to_owned();
-    let content = tokio::task::spawn_blocking(move || std::fs::read(path))
-        .await
-        .ok()?
-        .ok()?;
+    tokio::task::spawn_blocking(move || digest_now(&path)).await.ok()?
+}
+
+/// [`digest`], read at once (a small file, at start-up).
+pub fn digest_now(path: &Path) -> Option<u64> {
+    let content = std::fs::read(path).ok()?;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     content.hash(&mut hasher);
     Some(hasher.finish())
 }
 
-/// Reload `app` from `path` whenever the file's content changes, until `stop` fires or the
-/// app is gone. The interval and the switch are read from the configuration in force at each
-/// poll: a reload can change the interval or end the watch (a proxy started without it does
-/// not start one on reload).
-pub async fn watch_config_file<C: Connect>(app: Weak<App<C>>, path: PathBuf, mut stop: watch::Receiver<bool>) {
-    let mut seen = digest(&path).await;
+/// Reload `app` from `path` whenever the file's content changes from `loaded` (the digest of
+/// the content the running configuration came from, taken when it was loaded: a digest taken
+/// when this task first runs would miss a change made before, on a busy machine), until `stop`
+/// fires or the app is gone. The interval and the switch are read from the configuration in
+/// force at each poll: a reload can change the interval or end the watch (a proxy started
+/// without it does not start one on reload).
+pub async fn watch_config_file<C: Connect>(
+    app: Weak<App<C>>,
+    path: PathBuf,
+    loaded: Option<u64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut seen = loaded;
     loop {
         let interval = match app.upgrade() {
             Some(app) => {
