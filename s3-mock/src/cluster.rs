@@ -137,9 +137,8 @@ impl MockCluster {
         for (index, service) in cluster.services.into_iter().enumerate() {
             let port = if first_port == 0 { 0 } else { first_port + index as u16 };
             let bind = TcpBind::new(SocketAddr::new(host, port));
-            // Bind once here so errors (port taken) surface to the caller, then hand over.
-            let listener = bind.bind().await?;
-            drop(listener);
+            // Bind here so errors (port taken) surface to the caller; the node serves on it.
+            bind.bind_now().await?;
             let (failed, failure) = tokio::sync::oneshot::channel();
             tokio::spawn(async move {
                 if let Err(error) = run_node(bind, service).await {

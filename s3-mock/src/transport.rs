@@ -32,6 +32,8 @@ pub trait Bind: Send + Sync + 'static {
 #[derive(Debug)]
 pub struct TcpBind {
     address: Mutex<SocketAddr>,
+    /// A listener bound ahead ([`TcpBind::bind_now`]), handed out by the next bind.
+    held: Mutex<Option<tokio::net::TcpListener>>,
 }
 
 impl TcpBind {
@@ -39,7 +41,17 @@ impl TcpBind {
     pub fn new(address: SocketAddr) -> Self {
         TcpBind {
             address: Mutex::new(address),
+            held: Mutex::new(None),
         }
+    }
+
+    /// Bind now, so that a taken port is the caller's error at once, and keep the listener for
+    /// the next [`Bind::bind`]: closing it and binding again would leave the port free for a
+    /// moment, for any other process to take.
+    pub async fn bind_now(&self) -> io::Result<()> {
+        let listener = Bind::bind(self).await?;
+        *self.held.lock().expect("held lock is never poisoned") = Some(listener);
+        Ok(())
     }
 }
 
@@ -47,6 +59,9 @@ impl Bind for TcpBind {
     type Listener = tokio::net::TcpListener;
 
     async fn bind(&self) -> io::Result<tokio::net::TcpListener> {
+        if let Some(listener) = self.held.lock().expect("held lock is never poisoned").take() {
+            return Ok(listener);
+        }
         let address = *self.address.lock().expect("address lock is never poisoned");
         let listener = tokio::net::TcpListener::bind(address).await?;
         *self.address.lock().expect("address lock is never poisoned") = listener.local_addr()?;
