@@ -216,12 +216,11 @@ impl BodySource {
         self.keeping.store(true, Ordering::Release);
     }
 
-    /// The copy of the body as sent, when one was kept and the body fitted its limit.
+    /// The copy of the body as sent, when one was kept and the body fitted its limit; taken
+    /// (it is read once, by the verification).
     pub fn kept(&self) -> Option<Bytes> {
-        let kept = self.kept.lock().expect("kept lock is never poisoned");
-        kept.as_ref()
-            .filter(|kept| !kept.overflowed)
-            .map(|kept| Bytes::copy_from_slice(&kept.data))
+        let kept = self.kept.lock().expect("kept lock is never poisoned").take()?;
+        (!kept.overflowed).then(|| Bytes::from(kept.data))
     }
 
     fn keep_copy(&self, data: &[u8]) {

@@ -51,7 +51,7 @@ impl<C: Connect> Attempt<'_, C> {
                 // The held answer is dropped unread: its connection closes, never pooled
                 // with a response pending on it.
                 drop((held, lease));
-                AttemptResult::Respond(answer_response(&answer, self.request_id))
+                AttemptResult::Respond(answer_response(answer, self.request_id))
             }
             other => AttemptResult::Next(other),
         }
@@ -136,9 +136,9 @@ async fn within<T>(limit: Duration, future: impl Future<Output = T>) -> Result<T
 }
 
 /// The response for an answer core made itself.
-fn answer_response(answer: &Answer, request_id: &str) -> http::Response<ProxyBody> {
+fn answer_response(answer: Answer, request_id: &str) -> http::Response<ProxyBody> {
     let mut response = http::Response::new(
-        Full::new(bytes::Bytes::from(answer.body.clone()))
+        Full::new(bytes::Bytes::from(answer.body))
             .map_err(|never| match never {})
             .boxed_unsync(),
     );
