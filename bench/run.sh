@@ -24,6 +24,13 @@
 #            no metrics recorded, no access log), started by SFOFF_CMD, beside "extra" (telemetry
 #            on, as shipped: metrics and an access log line per request to stdout, here a file):
 #            TESTS=small MODES=pinned TARGETS="haproxy extra sfoff" measures what telemetry costs
+#            optional: sfpol = Storefront in policy mode (bench/storefront-policy.toml, :8087):
+#            its clients sign (presigned URLs, bench/presign.py, needs boto3), it verifies and
+#            re-signs for three more backends on 127.0.0.1:9004-9006 that require its key
+#   BACKEND [s3s-fs]  or s3-mock: the repository's mock cluster (one process, three nodes, no
+#            service time, 64 KiB body frames where s3s-fs sends 4 KiB: large GETs then
+#            measure the proxy's framing rather than the backend's); build it with
+#            cargo build --release -p s3-mock
 #   REPS [2]  SMALL_DUR [15] LARGE_DUR [10] PUT_DUR [10]  (seconds)
 #   OUT [$WORK/results/<timestamp>]   WORK [${TMPDIR:-/tmp}/sf-perf]
 set -u
@@ -44,10 +51,17 @@ TARGETS=${TARGETS:-"direct1 direct3 nginx haproxy extra"}
 ROOT=$(cd "$PERF/.." && pwd)
 EXTRA_CMD=${EXTRA_CMD:-"RUST_LOG=warn exec $ROOT/target/release/storefront run --config $PERF/storefront.toml"}
 SFOFF_CMD=${SFOFF_CMD:-"RUST_LOG=warn exec $ROOT/target/release/storefront run --config $PERF/storefront-off.toml"}
+SFPOL_CMD=${SFPOL_CMD:-"RUST_LOG=warn exec $ROOT/target/release/storefront run --config $PERF/storefront-policy.toml"}
+BACKEND=${BACKEND:-s3s-fs}
+S3MOCK=${S3MOCK:-$ROOT/target/release/s3-mock}
+# the keyed backends behind sfpol (bench/storefront-policy.toml signs with this key)
+BACKEND_KEY=AKBENCHBACKEND BACKEND_SECRET=bench-backend-secret
 OUT=${OUT:-$WORK/results/$(date +%Y%m%d-%H%M%S)}
 CLK=$(getconf CLK_TCK)
 
-mkdir -p "$OUT" "$RUN/nginx-tmp" "$RUN/nginx-buf-tmp" "$RUN/objs"
+mkdir -p "$OUT" "$RUN/nginx-tmp" "$RUN/nginx-buf-tmp" "$RUN/objs" "$RUN/presigned"
+case " $TARGETS " in *" sfpol "*) python3 "$PERF/presign.py" http://127.0.0.1:8087 "$RUN/presigned" || exit 1;; esac
+[ "$BACKEND" = s3-mock ] && [ ! -x "$S3MOCK" ] && { echo "BACKEND=s3-mock needs $S3MOCK: cargo build --release -p s3-mock"; exit 1; }
 for f in nginx.conf nginx-buffered.conf; do sed "s#@RUN@#$RUN#g" "$PERF/conf/$f" > "$RUN/$f"; done
 CSV=$OUT/raw.csv
 WRKLOG=$OUT/wrk-raw.log
@@ -84,8 +98,11 @@ stop_all() {
   stop_one pingora INT      # SIGINT = fast shutdown for pingora (SIGTERM waits for grace period)
   stop_one haproxy TERM
   stop_one nginx TERM       # master; fast shutdown also stops its workers
+  stop_one sfpol TERM
   stop_one nginxbuf TERM
-  for i in 1 2 3; do stop_one s3fs$i TERM; done
+  for i in 1 2 3 4 5 6; do stop_one s3fs$i TERM; done
+  stop_one s3mock TERM
+  stop_one s3mockkeyed TERM
 }
 trap 'stop_all' EXIT
 trap 'exit 130' INT TERM
@@ -107,7 +124,9 @@ proc_pids() {
     pingora) echo "${PID[pingora]:-}";;
     extra)   echo "${PID[extra]:-}";;
     sfoff)   echo "${PID[sfoff]:-}";;
-    backends) echo "${PID[s3fs1]} ${PID[s3fs2]} ${PID[s3fs3]}";;
+    sfpol)   echo "${PID[sfpol]:-}";;
+    backends) echo "${PID[s3fs1]:-} ${PID[s3fs2]:-} ${PID[s3fs3]:-} ${PID[s3mock]:-}";;
+    keyed)   echo "${PID[s3fs4]:-} ${PID[s3fs5]:-} ${PID[s3fs6]:-} ${PID[s3mockkeyed]:-}";;
     *) echo "";;
   esac
 }
@@ -133,11 +152,26 @@ sys_busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }   # user
 start_servers() {  # start_servers MODE
   local pin=""
   [ "$1" = pinned ] && pin="taskset -c 0"
-  for i in 1 2 3; do
-    mkdir -p "$DATA/b$i/bench"
-    start_bg s3fs$i $pin "$S3FS" --host 127.0.0.1 --port 900$i "$DATA/b$i"
-  done
+  local keyed=0
+  case " $TARGETS " in *" sfpol "*) keyed=1;; esac
+  if [ "$BACKEND" = s3-mock ]; then
+    local mock="--nodes 3 --host 127.0.0.1 --base-latency-ms 0 --bandwidth-mib 0 --slots 4096 --queue 0"
+    start_bg s3mock $pin "$S3MOCK" $mock --port 9001 --anonymous
+    [ $keyed = 1 ] && start_bg s3mockkeyed $pin "$S3MOCK" $mock --port 9004 --access-key $BACKEND_KEY --secret-key $BACKEND_SECRET
+  else
+    for i in 1 2 3; do
+      mkdir -p "$DATA/b$i/bench"
+      start_bg s3fs$i $pin "$S3FS" --host 127.0.0.1 --port 900$i "$DATA/b$i"
+    done
+    if [ $keyed = 1 ]; then
+      for i in 4 5 6; do
+        mkdir -p "$DATA/b$i/bench"
+        start_bg s3fs$i $pin "$S3FS" --host 127.0.0.1 --port 900$i --access-key $BACKEND_KEY --secret-key $BACKEND_SECRET "$DATA/b$i"
+      done
+    fi
+  fi
   for i in 1 2 3; do wait_port 900$i; done
+  [ $keyed = 1 ] && for i in 4 5 6; do wait_port 900$i; done
   start_bg nginx $pin nginx -c "$RUN/nginx.conf" -g "daemon off;"
   case " $TARGETS " in *" nginxbuf "*) start_bg nginxbuf $pin nginx -c "$RUN/nginx-buffered.conf" -g "daemon off;";; esac
   start_bg haproxy $pin haproxy -db -f "$PERF/conf/haproxy.cfg"
@@ -146,15 +180,17 @@ start_servers() {  # start_servers MODE
   fi
   case " $TARGETS " in *" extra "*) start_bg extra $pin bash -c "${EXTRA_CMD:?EXTRA_CMD must start a proxy on 127.0.0.1:8085}";; esac
   case " $TARGETS " in *" sfoff "*) start_bg sfoff $pin bash -c "$SFOFF_CMD";; esac
+  case " $TARGETS " in *" sfpol "*) start_bg sfpol $pin bash -c "$SFPOL_CMD";; esac
   wait_port 8081; wait_port 8082; [ -x "$PINGORA" ] && wait_port 8083
   [ -n "${PID[extra]:-}" ] && wait_port 8085
   [ -n "${PID[sfoff]:-}" ] && wait_port 8086
+  [ -n "${PID[sfpol]:-}" ] && wait_port 8087
   [ -n "${PID[nginxbuf]:-}" ] && wait_port 8084
   sleep 0.5
-  for n in s3fs1 s3fs2 s3fs3 nginx nginxbuf haproxy pingora extra sfoff; do
+  for n in s3fs1 s3fs2 s3fs3 s3fs4 s3fs5 s3fs6 s3mock s3mockkeyed nginx nginxbuf haproxy pingora extra sfoff sfpol; do
     [ -n "${PID[$n]:-}" ] && log "$n pid=${PID[$n]} affinity=$(taskset -pc "${PID[$n]}" | awk -F': ' '{print $2}') threads=$(awk '/^Threads:/{print $2}' /proc/${PID[$n]}/status)"
   done
-  for t in nginx nginxbuf haproxy pingora extra sfoff backends; do
+  for t in nginx nginxbuf haproxy pingora extra sfoff sfpol backends keyed; do
     [ -n "$(proc_pids $t | tr -d ' ')" ] && log "idle RSS $t: $(rss_kib $(proc_pids $t)) KiB (pids: $(proc_pids $t | xargs))"
   done
 }
@@ -166,6 +202,11 @@ load_objects() {  # same objects into each backend's own data dir (s3s-fs tmp-fi
     head -c 1048576 /dev/urandom > "$RUN/objs/obj-1m"
     head -c 67108864 /dev/urandom > "$RUN/objs/obj-64m"
   }
+  if [ "$BACKEND" = s3-mock ]; then   # one namespace per cluster: create the bucket once
+    curl -s -o /dev/null -X PUT http://127.0.0.1:9001/bench
+    [ -n "${PID[sfpol]:-}" ] && curl -s -o /dev/null -X PUT -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' \
+      --aws-sigv4 aws:amz:us-east-1:s3 --user "$BACKEND_KEY:$BACKEND_SECRET" http://127.0.0.1:9004/bench
+  fi
   for i in 1 2 3; do
     for o in obj-1k obj-64k obj-1m obj-64m; do
       code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/octet-stream' \
@@ -173,6 +214,21 @@ load_objects() {  # same objects into each backend's own data dir (s3s-fs tmp-fi
       [ "$code" = 200 ] || log "PUT $o to 900$i -> $code"
     done
   done
+  if [ -n "${PID[sfpol]:-}" ]; then   # the keyed backends take signed PUTs only
+    for i in 4 5 6; do
+      for o in obj-1k obj-64k obj-1m obj-64m; do
+        code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/octet-stream' \
+               -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' --aws-sigv4 aws:amz:us-east-1:s3 \
+               --user "$BACKEND_KEY:$BACKEND_SECRET" --data-binary "@$RUN/objs/$o" "http://127.0.0.1:900$i/bench/$o")
+        [ "$code" = 200 ] || log "PUT $o to 900$i -> $code"
+      done
+    done
+    for o in 1k 64m; do
+      s=$(curl -s "http://127.0.0.1:8087$(cat "$RUN/presigned/get-$o")" | sha256sum | cut -c1-16)
+      e=$(sha256sum < "$RUN/objs/obj-$o" | cut -c1-16)
+      [ "$s" = "$e" ] && log "verify 8087 obj-$o OK (presigned)" || log "verify 8087 obj-$o MISMATCH ($s vs $e)"
+    done
+  fi
   # verify through every entry point
   for port in 9001 9002 9003 8081 8082 8083 8084 8085 8086; do
     [ $port = 8085 ] && [ -z "${PID[extra]:-}" ] && continue
@@ -190,6 +246,12 @@ load_objects() {  # same objects into each backend's own data dir (s3s-fs tmp-fi
 # wrk_one PORT THREADS CONNS DUR TIMEOUT SCRIPT PATH -> prints RESULT line
 wrk_one() {
   local port=$1 t=$2 c=$3 d=$4 to=$5 script=$6 path=$7
+  [ $port = 8087 ] && case $path in   # policy mode: the presigned form of the same request
+    /bench/obj-1k) path=$(cat "$RUN/presigned/get-1k");;
+    /bench/obj-64m) path=$(cat "$RUN/presigned/get-64m");;
+    /) export PUT_PATHS=$RUN/presigned/put-1m;;
+  esac
+  [ $port = 8087 ] || export PUT_PATHS=
   $GEN_PIN timeout $(( d + 40 )) /usr/bin/time -f "WRKCPU %U %S" wrk -t"$t" -c"$c" -d"${d}s" --timeout "$to" -s "$script" "http://127.0.0.1:$port$path" 2>&1
 }
 
@@ -205,6 +267,7 @@ measure() {  # measure MODE REP TEST TARGET
   esac
   local ppids bpids p0 b0 s0 p1 b1 s1 rss brss
   ppids=$(proc_pids "$target"); bpids=$(proc_pids backends)
+  [ "$target" = sfpol ] && bpids=$(proc_pids keyed)
   p0=$(cpu_ticks $ppids); b0=$(cpu_ticks $bpids); s0=$(sys_busy_ticks)
   local tmp=$OUT/tmp.$$; rm -f "$tmp".*
   case $target in
@@ -224,6 +287,7 @@ measure() {  # measure MODE REP TEST TARGET
     nginxbuf) wrk_one 8084 $t $c $d $to $script $path > "$tmp.0";;
     extra)   wrk_one 8085 $t $c $d $to $script $path > "$tmp.0";;
     sfoff)   wrk_one 8086 $t $c $d $to $script $path > "$tmp.0";;
+    sfpol)   wrk_one 8087 $t $c $d $to $script $path > "$tmp.0";;
   esac
   p1=$(cpu_ticks $ppids); b1=$(cpu_ticks $bpids); s1=$(sys_busy_ticks)
   rss=$( [ -n "$(echo $ppids | tr -d ' ')" ] && rss_kib $ppids || echo 0 )
@@ -245,6 +309,7 @@ measure() {  # measure MODE REP TEST TARGET
   free -m | head -2; echo "nginx: $(nginx -v 2>&1)"; echo "haproxy: $(haproxy -v | head -1)"
   echo "wrk: $(wrk -v 2>&1 | head -1)"; echo "s3s-fs: $("$S3FS" --version 2>&1)"
   [ -x "$PINGORA" ] && echo "pingora-lb: $PINGORA (pingora $(grep -A1 'name = "pingora"' $PERF/pingora-lb/Cargo.lock | sed -n 2p))"
+  echo "backend: $BACKEND"
   echo "MODES=$MODES TESTS=$TESTS TARGETS=$TARGETS REPS=$REPS SMALL_DUR=$SMALL_DUR LARGE_DUR=$LARGE_DUR PUT_DUR=$PUT_DUR"
 } > "$OUT/env.txt"
 cat "$OUT/env.txt" | tee -a "$OUT/run.log"
@@ -260,7 +325,7 @@ for mode in $MODES; do
   top -b -n1 | head -15 >> "$OUT/top-$mode.txt"
   log "warmup (3 s small GET per target, not recorded)"
   for target in $TARGETS; do
-    case $target in direct1) p=9001;; direct3) p=9002;; nginx) p=8081;; haproxy) p=8082;; pingora) p=8083;; nginxbuf) p=8084;; extra) p=8085;; sfoff) p=8086;; esac
+    case $target in direct1) p=9001;; direct3) p=9002;; nginx) p=8081;; haproxy) p=8082;; pingora) p=8083;; nginxbuf) p=8084;; extra) p=8085;; sfoff) p=8086;; sfpol) p=8087;; esac
     wrk_one $p 2 64 3 5s $PERF/lua/report.lua /bench/obj-1k > /dev/null
   done
   for rep in $(seq "$REPS"); do
@@ -270,7 +335,7 @@ for mode in $MODES; do
       done
     done
   done
-  for t in nginx nginxbuf haproxy pingora extra sfoff backends; do
+  for t in nginx nginxbuf haproxy pingora extra sfoff sfpol backends keyed; do
     [ -n "$(proc_pids $t | tr -d ' ')" ] && log "end-of-mode RSS $t: $(rss_kib $(proc_pids $t)) KiB"
   done
   log "=== mode $mode: stopping servers"
