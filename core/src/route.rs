@@ -11,8 +11,11 @@
 //! Then failover: with [`Failover::Never`] the chosen pool serves even when it has no
 //! available backend (its balancer's panic mode decides). With
 //! [`Failover::WhenUnavailable`], a pool with no available backend hands over to the first
-//! pool of its `failover_to` list that has one. Failover never crosses over when the local
-//! pool is merely slow: keeping data centres apart is the point, and crossing is the exception.
+//! pool of its `failover_to` list that has one. A retry crosses the same way when its pool has
+//! no available backend left that the request has not tried ([`Router::failover_for_retry`]):
+//! a zone cut off before health has noticed fails each try at connect or by timeout, and the
+//! last try goes where it can succeed. Failover never crosses over when the local pool is
+//! merely slow: keeping data centres apart is the point, and crossing is the exception.
 
 pub use crate::config::Failover;
 use crate::glob::glob_match;
@@ -123,6 +126,24 @@ impl Router {
         }
     }
 
+    /// The pool a retry of a request routed by `route` moves to when its own pool has no
+    /// backend left to try: the first pool of the current pool's `failover_to` list (other than
+    /// the one the request started in) that has an available backend, when the failover policy
+    /// allows leaving a pool at all. `None`: the retry stays where it is.
+    pub fn failover_for_retry(&self, route: &RouteDecision, has_available: impl Fn(PoolId) -> bool) -> Option<PoolId> {
+        if self.failover != Failover::WhenUnavailable {
+            return None;
+        }
+        let origin = route.failed_over_from.unwrap_or(route.pool);
+        self.pools
+            .get(route.pool.0)?
+            .failover_to
+            .iter()
+            .copied()
+            .filter(|pool| pool.0 < self.pools.len() && *pool != route.pool && *pool != origin)
+            .find(|&pool| has_available(pool))
+    }
+
     fn primary(&self, request: &S3Request, caller_zone: Option<&str>) -> (PoolId, RouteReason) {
         if let Some(bucket) = request.bucket.as_deref() {
             let rule = self
@@ -213,6 +234,35 @@ mod tests {
             (PoolId(1), None),
             "no available target: stay"
         );
+    }
+
+    #[test]
+    fn a_retry_leaves_its_pool_only_when_failover_allows_and_never_back_to_where_it_started() {
+        // Proves the retry's failover follows the same policy and lists as routing.
+        let up = |_: PoolId| true;
+        let in_dc2 = router(Failover::WhenUnavailable).route(&request("/b/k"), Some("dc2"), up);
+        assert_eq!(in_dc2.pool, PoolId(1));
+        let never = router(Failover::Never);
+        assert_eq!(never.failover_for_retry(&in_dc2, up), None, "failover off: stay");
+        let over = router(Failover::WhenUnavailable);
+        assert_eq!(over.failover_for_retry(&in_dc2, up), Some(PoolId(0)));
+        assert_eq!(
+            over.failover_for_retry(&in_dc2, |pool| pool != PoolId(0)),
+            None,
+            "the failover pool has nothing available either"
+        );
+        let moved = RouteDecision {
+            pool: PoolId(0),
+            reason: in_dc2.reason,
+            failed_over_from: Some(PoolId(1)),
+        };
+        assert_eq!(
+            over.failover_for_retry(&moved, up),
+            None,
+            "dc1 fails over to dc2, where it began"
+        );
+        let cold = over.route(&request("/cold-1/k"), Some("dc1"), up);
+        assert_eq!(over.failover_for_retry(&cold, up), None, "a pool with no failover list");
     }
 
     #[test]

@@ -73,6 +73,30 @@ fn a_partitioned_data_centre_fails_over_and_back() {
 }
 
 #[test]
+fn retries_cross_to_the_failover_pool_when_the_partitioned_pool_has_nothing_left_to_try() {
+    // Proves the cross-pool retry target: while dc2 is cut off and probes have not yet said
+    // so, a request whose tries in dc2 all failed is retried in dc1, so at most 10 client
+    // requests fail in every load-aware mode at seed 7 (148 to 172 before), and at other
+    // seeds through p2c. (That the budget still bounds those retries is core's
+    // `a_cross_pool_retry_draws_on_the_failing_pool_budget_and_stops_when_it_is_spent`.)
+    let scenario = sim::load("dc-partition").expect("built-in scenario");
+    let errors = |mode: &ModeReport| mode.client_errors.values().sum::<u64>();
+    let modes = [
+        Mode::Proxy(AlgorithmKind::RoundRobin),
+        Mode::Proxy(AlgorithmKind::LeastInFlight),
+        P2C,
+    ];
+    let report = sim::run(&scenario, 7, &modes).unwrap_or_else(|error| panic!("{error}"));
+    for mode in &report.modes {
+        assert!(errors(mode) <= 10, "{}: {:?}", mode.mode, mode.client_errors);
+    }
+    for seed in 1..=3 {
+        let p2c = run_one(&scenario, seed, P2C);
+        assert!(errors(&p2c) <= 10, "seed {seed}: {:?}", p2c.client_errors);
+    }
+}
+
+#[test]
 fn a_rolling_restart_fails_no_idempotent_request_and_every_node_comes_back() {
     // Proves the rolling restart through p2c: no client error, and the load ends up spread
     // over all four nodes (each restarted node was taken back).

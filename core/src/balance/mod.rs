@@ -298,6 +298,16 @@ impl Balancer {
         !self.panic_mode && !self.eligible.is_empty()
     }
 
+    /// True when a backend not in `tried` is available and not draining: a retry has
+    /// somewhere healthy left to go in this pool.
+    pub fn has_available_untried(&self, tried: &[BackendId]) -> bool {
+        !self.panic_mode
+            && self
+                .eligible
+                .iter()
+                .any(|&index| !tried.contains(&self.backends[index].id))
+    }
+
     /// Sum of in-flight attempts over the pool.
     pub fn in_flight_total(&self) -> u64 {
         self.backends.iter().map(|backend| u64::from(backend.in_flight)).sum()

@@ -315,7 +315,8 @@ pub enum Failover {
     /// Never: the chosen pool serves or fails.
     #[default]
     Never,
-    /// Only when the chosen pool has no available backend.
+    /// Only when the chosen pool has no available backend, or, for a retry the policy allows,
+    /// no available backend the request has not already tried.
     WhenUnavailable,
 }
 

@@ -66,6 +66,7 @@ impl Exchange {
             return None;
         }
         self.end_attempt(backend, outcome, now - started_at, now);
+        self.fail_over_when_exhausted(now);
         match self.dispatch(now) {
             Some(dispatch) => {
                 tracing::debug!(exchange = self.id, attempt = dispatch.attempt, failed = %backend, next = %dispatch.backend, outcome = outcome.class(), "retry");
@@ -85,6 +86,40 @@ impl Exchange {
                 )))
             }
         }
+    }
+
+    /// Before a retry: when this exchange's pool has no available backend it has not tried
+    /// (its zone unreachable while health has not yet said so: each try meets a connect
+    /// failure or a timeout), move the exchange to the failover pool the router names, so the
+    /// retry goes where it can succeed. Only a retry the policy already judged safe gets here
+    /// (an idempotent request, or one that never reached a backend), and crossing a pool does
+    /// not change what the backend saw. The retry budget was already drawn from the pool that
+    /// failed; the next attempt is recorded in the pool it runs in.
+    fn fail_over_when_exhausted(&mut self, now: Instant) {
+        let Some(route) = self.route else { return };
+        let tried = std::mem::take(&mut self.tried);
+        let exhausted = self.with_pool(now, |pool, _| !pool.balancer().has_available_untried(&tried));
+        self.tried = tried;
+        if exhausted != Some(true) {
+            return;
+        }
+        let pools = self.snapshot.pools();
+        let target = self.snapshot.settings().router().failover_for_retry(&route, |pool| {
+            pools.get(pool.0).is_some_and(|cell| cell.has_available())
+        });
+        let Some(target) = target else { return };
+        tracing::debug!(
+            exchange = self.id,
+            from = route.pool.0,
+            to = target.0,
+            "retry fails over"
+        );
+        self.route = Some(RouteDecision {
+            pool: target,
+            reason: route.reason,
+            failed_over_from: Some(route.failed_over_from.unwrap_or(route.pool)),
+        });
+        self.pool = Some(target.0);
     }
 
     /// Run `f` on this exchange's pool under its lock, with `now` as the pool orders it (never

@@ -518,6 +518,7 @@ fn core_owns_the_connect_first_byte_and_total_deadlines() {
     assert_eq!(exchange.tried().len(), 1);
 }
 
+mod failover;
 mod swarm;
 mod verify;
 

@@ -396,7 +396,17 @@ impl Metrics {
         if let Some(decision) = series.decision() {
             decision.add(1);
         }
-        let retries = record.retries() as u64;
+        // Each retry counts in the pool it was sent to: one that crossed into a failover pool
+        // (rare) counts there, unbound.
+        let routed = record.route.as_ref().map(|route| route.pool);
+        let mut retries = 0;
+        for attempt in record.attempts.iter().skip(1) {
+            if Some(attempt.pool) == routed {
+                retries += 1;
+            } else {
+                self.retries.add(1, &[self.pool(&names, attempt.pool.0)]);
+            }
+        }
         if retries > 0 {
             series.retries(self).add(retries);
         }
