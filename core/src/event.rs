@@ -146,12 +146,45 @@ pub struct ExchangeRecord {
     pub response_body_bytes: u64,
     /// Its place in a distributed trace, when the runtime traces.
     pub trace: Option<crate::trace::TraceContext>,
+    /// What became of its hedge, when the request was hedged or the budget refused one.
+    pub hedge: Option<HedgeResult>,
+}
+
+/// What became of an exchange's hedge (see [`crate::hedge`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HedgeResult {
+    /// The delay passed but the hedge budget (or the retry budget) refused the hedge.
+    Refused,
+    /// The hedge carried the exchange: its answer came first, or the first attempt failed
+    /// while it was under way.
+    Won,
+    /// The first attempt answered first; the hedge was cancelled.
+    Lost,
+    /// The hedge failed (no connection, a reset, a transient error status); the first
+    /// attempt carried on.
+    Failed,
+}
+
+impl HedgeResult {
+    /// A stable name for logs and metric attributes.
+    pub const fn name(self) -> &'static str {
+        match self {
+            HedgeResult::Refused => "refused",
+            HedgeResult::Won => "won",
+            HedgeResult::Lost => "lost",
+            HedgeResult::Failed => "failed",
+        }
+    }
 }
 
 impl ExchangeRecord {
-    /// Attempts after the first: retries on another backend.
+    /// Attempts after the first that were retries (a hedge is not one).
     pub fn retries(&self) -> usize {
-        self.attempts.len().saturating_sub(1)
+        self.attempts
+            .iter()
+            .filter(|attempt| !attempt.hedge)
+            .count()
+            .saturating_sub(1)
     }
 
     /// How long the exchange took.
@@ -191,4 +224,6 @@ pub struct AttemptRecord {
     pub dispatched_unavailable: bool,
     /// The pool was in panic mode when the backend was picked.
     pub panic_mode: bool,
+    /// A hedge: sent beside a slow first attempt, not after a failed one.
+    pub hedge: bool,
 }

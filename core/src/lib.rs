@@ -41,6 +41,7 @@ pub mod exchange;
 pub mod forward;
 pub mod glob;
 pub mod health;
+pub mod hedge;
 pub mod outcome;
 pub mod pool;
 pub mod retry;

@@ -111,6 +111,9 @@ pub enum AttemptOutcome {
     /// The proxy itself failed the attempt (signing, building the backend request); the
     /// backend is not to blame and another backend would fare no better.
     ProxyFault,
+    /// A hedge race was won by the other attempt, and the proxy dropped this one before its
+    /// answer came. Not a failure; its time so far is a lower bound of the backend's latency.
+    Cancelled,
 }
 
 impl AttemptOutcome {
@@ -124,6 +127,7 @@ impl AttemptOutcome {
             AttemptOutcome::Timeout(_) => "timeout",
             AttemptOutcome::Abandoned => "abandoned",
             AttemptOutcome::ProxyFault => "proxy_fault",
+            AttemptOutcome::Cancelled => "cancelled",
         }
     }
 
@@ -135,7 +139,7 @@ impl AttemptOutcome {
             }
             AttemptOutcome::Timeout(phase) => phase.side(),
             AttemptOutcome::Abandoned => Side::Client,
-            AttemptOutcome::ProxyFault => Side::Proxy,
+            AttemptOutcome::ProxyFault | AttemptOutcome::Cancelled => Side::Proxy,
         }
     }
 
@@ -149,7 +153,7 @@ impl AttemptOutcome {
             AttemptOutcome::Response { status } => failures.contains(status),
             AttemptOutcome::ConnectFailed | AttemptOutcome::Reset { .. } => true,
             AttemptOutcome::Timeout(phase) => phase.side() == Side::Backend,
-            AttemptOutcome::Abandoned | AttemptOutcome::ProxyFault => false,
+            AttemptOutcome::Abandoned | AttemptOutcome::ProxyFault | AttemptOutcome::Cancelled => false,
         }
     }
 
@@ -174,6 +178,7 @@ impl AttemptOutcome {
             AttemptOutcome::Timeout(_) => "timeout",
             AttemptOutcome::Abandoned => "abandoned",
             AttemptOutcome::ProxyFault => "proxy_fault",
+            AttemptOutcome::Cancelled => "cancelled",
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::balance::{
 use crate::config::{Config, PoolSection};
 use crate::event::{Event, HealthChange, POOL_EVENTS_MAX};
 use crate::health::{ActiveParameters, Health, HealthEvent, HealthParameters, PassiveParameters, ProbeId};
+use crate::hedge::{HedgeParameters, Hedging};
 use crate::outcome::{AttemptOutcome, StatusSet};
 use crate::retry::{BudgetParameters, RetryBudget};
 use crate::route::PoolId;
@@ -46,6 +47,8 @@ pub struct PoolParameters {
     pub health: HealthParameters,
     /// Retry budget.
     pub budget: BudgetParameters,
+    /// Hedged reads.
+    pub hedge: HedgeParameters,
 }
 
 impl PoolParameters {
@@ -90,6 +93,7 @@ impl PoolParameters {
                 min_per_second: config.retry.budget_min_per_second,
                 window: config.retry.budget_window.get(),
             },
+            hedge: HedgeParameters::from_config(config),
         }
     }
 }
@@ -103,6 +107,7 @@ pub struct Pool {
     balancer: Balancer,
     health: Health,
     budget: RetryBudget,
+    hedging: Hedging,
     rng: StdRng,
     events: VecDeque<Event>,
     events_dropped: u64,
@@ -133,6 +138,7 @@ impl Pool {
             balancer: Balancer::new(parameters.balance, Vec::new(), now)?,
             health: Health::new(parameters.health),
             budget: RetryBudget::new(parameters.budget),
+            hedging: Hedging::new(parameters.hedge),
             rng: StdRng::seed_from_u64(seed),
             events: VecDeque::new(),
             events_dropped: 0,
@@ -166,6 +172,10 @@ impl Pool {
     /// The retry budget.
     pub fn budget(&self) -> &RetryBudget {
         &self.budget
+    }
+    /// Hedging: its delay, recent latency and budget.
+    pub fn hedging(&self) -> &Hedging {
+        &self.hedging
     }
     /// Events dropped because nobody drained them (see [`POOL_EVENTS_MAX`]).
     pub fn events_dropped(&self) -> u64 {
@@ -207,6 +217,7 @@ impl Pool {
         self.balancer.set_parameters(parameters.balance);
         self.health.set_parameters(parameters.health, now, &mut self.rng);
         self.budget.set_parameters(parameters.budget);
+        self.hedging.set_parameters(parameters.hedge);
         for &removed in &summary.removed {
             self.health.remove(removed);
         }
@@ -282,6 +293,10 @@ impl Pool {
         &mut self.budget
     }
 
+    pub(crate) fn hedging_mut(&mut self) -> &mut Hedging {
+        &mut self.hedging
+    }
+
     /// The balancer and the RNG, borrowed together for a pick.
     pub(crate) fn balancer_and_rng(&mut self) -> (&mut Balancer, &mut StdRng) {
         (&mut self.balancer, &mut self.rng)
@@ -291,6 +306,11 @@ impl Pool {
     pub(crate) fn end_attempt(&mut self, id: BackendId, outcome: AttemptOutcome, latency: Duration, now: Instant) {
         let now = self.order(now);
         self.balancer.on_end(id, outcome, latency, now);
+        if let AttemptOutcome::Response { status } = outcome
+            && !self.balancer.parameters().failures.contains(status)
+        {
+            self.hedging.observe(latency);
+        }
         self.health.handle_outcome(now, id, outcome);
         self.apply_health_events();
     }

@@ -62,6 +62,7 @@ fn get(id: u64) -> Event {
             stale_connections: 0,
             dispatched_unavailable: false,
             panic_mode: false,
+            hedge: false,
         }],
         outcome: ExchangeOutcome::Completed { status: 200 },
         status: Some(200),
@@ -71,6 +72,7 @@ fn get(id: u64) -> Event {
         request_body_bytes: 0,
         response_body_bytes: 65_536,
         trace: None,
+        hedge: None,
     }))
 }
 

@@ -45,6 +45,11 @@ pub enum BodyFault {
 pub struct Faults {
     /// Multiplies the service time (1.0: healthy; 10.0: ten times slower).
     pub slow_factor: f64,
+    /// Probability that a request stalls: its service time is multiplied by `stall_factor`
+    /// too (a heavy tail: a garbage collection, a rebuild, a disk retrying a sector).
+    pub stall_rate: f64,
+    /// How much longer a stalled request takes.
+    pub stall_factor: f64,
     /// Probability that a request is answered with `error_kind` instead of served.
     pub error_rate: f64,
     /// The error injected.
@@ -60,6 +65,8 @@ impl Default for Faults {
     fn default() -> Self {
         Faults {
             slow_factor: 1.0,
+            stall_rate: 0.0,
+            stall_factor: 1.0,
             error_rate: 0.0,
             error_kind: ErrorKind::InternalError,
             body: BodyFault::None,

@@ -63,7 +63,7 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// A fault on one node, as NODE:SETTING=VALUE (repeatable; nodes count from 1):
-    /// slow=FACTOR, error-rate=P, error=500|503, stall-after=BYTES, reset-after=BYTES,
+    /// slow=FACTOR, stall-rate=P, stall-factor=FACTOR, error-rate=P, error=500|503, stall-after=BYTES, reset-after=BYTES,
     /// throttle=BYTES_PER_SECOND, lose-completions=true.
     #[arg(long = "fault", value_name = "NODE:SETTING=VALUE")]
     faults: Vec<String>,
@@ -181,6 +181,17 @@ fn parse_fault(text: &str, nodes: usize) -> Result<(usize, ApplyFault), String> 
         "slow" => {
             let factor = number("the slow factor")?;
             Box::new(move |faults| faults.slow_factor = factor)
+        }
+        "stall-rate" => {
+            let rate = number("the stall rate")?;
+            if rate > 1.0 {
+                return Err(format!("--fault `{text}`: the stall rate is a probability (0 to 1)"));
+            }
+            Box::new(move |faults| faults.stall_rate = rate)
+        }
+        "stall-factor" => {
+            let factor = number("the stall factor")?;
+            Box::new(move |faults| faults.stall_factor = factor)
         }
         "error-rate" => {
             let rate = number("the error rate")?;

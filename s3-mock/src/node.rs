@@ -93,6 +93,13 @@ impl NodeHandle {
             .slow_factor = slow_factor;
     }
 
+    /// Change only the stalls: a share `rate` of requests take `factor` times longer.
+    pub fn set_stalls(&self, rate: f64, factor: f64) {
+        let mut faults = self.shared.faults.lock().expect("faults lock is never poisoned");
+        faults.stall_rate = rate;
+        faults.stall_factor = factor;
+    }
+
     /// Crash: stop listening (new connections are refused) and drop every open connection.
     pub fn crash(&self) {
         self.shared.crashed.send_replace(true);
@@ -263,10 +270,19 @@ impl NodeService {
             shared.stats.traced(traceparent, response.status().as_u16());
         }
         let bytes_out = response.body().size_hint().exact().unwrap_or(0);
-        let service = shared
-            .capacity
-            .config()
-            .service_time(bytes_in + bytes_out, faults.slow_factor);
+        let stalled = faults.stall_rate > 0.0
+            && shared
+                .rng
+                .lock()
+                .expect("rng lock is never poisoned")
+                .random_bool(faults.stall_rate.min(1.0));
+        let factor = if stalled {
+            shared.stats.stalled();
+            faults.slow_factor * faults.stall_factor
+        } else {
+            faults.slow_factor
+        };
+        let service = shared.capacity.config().service_time(bytes_in + bytes_out, factor);
         tokio::time::sleep(service).await;
         shared.stats.busy(service);
         let held = shared.capacity.config().hold_while_sending.then_some(slot);

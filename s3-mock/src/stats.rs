@@ -18,6 +18,7 @@ pub struct NodeStats {
     busy_nanos: AtomicU64,
     slow_downs: AtomicU64,
     errors_injected: AtomicU64,
+    stalls_injected: AtomicU64,
     connections_total: AtomicU64,
     connections_open: AtomicU64,
     by_operation: Mutex<BTreeMap<&'static str, u64>>,
@@ -46,6 +47,8 @@ pub struct StatsSnapshot {
     pub slow_downs: u64,
     /// Errors answered by fault injection.
     pub errors_injected: u64,
+    /// Requests stalled by fault injection (`Faults::stall_rate`).
+    pub stalls_injected: u64,
     /// Connections accepted.
     pub connections_total: u64,
     /// Connections open now.
@@ -92,6 +95,10 @@ impl NodeStats {
 
     pub(crate) fn error_injected(&self) {
         self.errors_injected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stalled(&self) {
+        self.stalls_injected.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn connection_accepted(&self) {
@@ -147,6 +154,7 @@ impl NodeStats {
             busy_ms: self.busy_nanos.load(Ordering::Relaxed) / 1_000_000,
             slow_downs: self.slow_downs.load(Ordering::Relaxed),
             errors_injected: self.errors_injected.load(Ordering::Relaxed),
+            stalls_injected: self.stalls_injected.load(Ordering::Relaxed),
             connections_total: self.connections_total.load(Ordering::Relaxed),
             connections_open: self.connections_open.load(Ordering::Relaxed),
             requests_by_operation: by_operation

@@ -30,6 +30,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("node-crash", include_str!("../../scenarios/node-crash.toml")),
     ("slow-reader", include_str!("../../scenarios/slow-reader.toml")),
     ("dc-partition", include_str!("../../scenarios/dc-partition.toml")),
+    ("tail", include_str!("../../scenarios/tail.toml")),
     ("burst", include_str!("../../scenarios/burst.toml")),
     ("rolling-restart", include_str!("../../scenarios/rolling-restart.toml")),
     ("expect-continue", include_str!("../../scenarios/expect-continue.toml")),

@@ -72,6 +72,10 @@ pub struct ModeRun {
     pub retries: u64,
     /// Retries the clients made (as SDKs retry a 5xx or a broken connection).
     pub client_retries: u64,
+    /// Hedges the proxies sent.
+    pub hedges: u64,
+    /// Hedges whose answer went back.
+    pub hedges_won: u64,
     /// Passive ejections in the proxies.
     pub ejections: u64,
     /// Slow readers the proxies cut off.
@@ -555,6 +559,8 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
         samples,
         retries: counter(|counters| &counters.retries),
         client_retries: retried.load(Ordering::Relaxed),
+        hedges: counter(|counters| &counters.hedges),
+        hedges_won: counter(|counters| &counters.hedges_won),
         ejections,
         slow_readers_cut: counter(|counters| &counters.slow_readers_cut),
         local_continues: counter(|counters| &counters.local_continues),
@@ -593,7 +599,13 @@ fn apply(
     };
     match event.action {
         Action::Slow => handles[event.node.unwrap_or(1) - 1].set_slow_factor(event.factor.unwrap_or(1.0)),
-        Action::Heal => handles[event.node.unwrap_or(1) - 1].set_slow_factor(1.0),
+        Action::Stall => {
+            handles[event.node.unwrap_or(1) - 1].set_stalls(event.rate.unwrap_or(0.0), event.factor.unwrap_or(1.0))
+        }
+        Action::Heal => {
+            handles[event.node.unwrap_or(1) - 1].set_slow_factor(1.0);
+            handles[event.node.unwrap_or(1) - 1].set_stalls(0.0, 1.0);
+        }
         Action::Crash => sim.crash(node_name(event.node.unwrap_or(1) - 1)),
         Action::Restart => sim.bounce(node_name(event.node.unwrap_or(1) - 1)),
         Action::Partition => {

@@ -416,9 +416,12 @@ pub struct Event {
     pub zone: Option<String>,
     /// What.
     pub action: Action,
-    /// The slow factor, for `slow`.
+    /// The slow factor, for `slow`; how much longer a stalled request takes, for `stall`.
     #[serde(default)]
     pub factor: Option<f64>,
+    /// For `stall`: the share of the node's requests that stall (0 to 1).
+    #[serde(default)]
+    pub rate: Option<f64>,
     /// For `partition`: only the answers are lost (requests still arrive at the nodes; the
     /// nastiest kind, as every request hangs instead of failing).
     #[serde(default)]
@@ -431,6 +434,9 @@ pub struct Event {
 pub enum Action {
     /// Multiply the node's service time by `factor`.
     Slow,
+    /// From now on a share `rate` of the node's requests take `factor` times longer (a heavy
+    /// tail: a garbage collection, a rebuild). `heal` ends it.
+    Stall,
     /// Back to normal speed.
     Heal,
     /// The node's host crashes (connections reset, nothing answers).
@@ -565,6 +571,11 @@ impl Scenario {
             .any(|event| event.action == Action::Slow && event.factor.is_none())
         {
             Some("a `slow` event needs `factor`".to_owned())
+        } else if scenario.events.iter().any(|event| {
+            event.action == Action::Stall
+                && !(event.factor.is_some() && event.rate.is_some_and(|rate| (0.0..=1.0).contains(&rate)))
+        }) {
+            Some("a `stall` event needs `factor` and a `rate` from 0 to 1".to_owned())
         } else if let Some(group) = scenario
             .clients
             .iter()

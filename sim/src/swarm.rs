@@ -131,6 +131,18 @@ pub fn text(seed: u64) -> String {
             start + rng.random_range(200..=800)
         );
     }
+    // Drawn last, so that the faults above stay what they were for every seed.
+    if rng.random_bool(0.5) {
+        let (victim, rate) = (node(&mut rng), rng.random_range(1..=10));
+        let _ = writeln!(
+            out,
+            "[[events]]\nat = \"{}ms\"\nnode = {victim}\naction = \"stall\"\nrate = 0.0{rate}\nfactor = 50.0\n",
+            at(&mut rng)
+        );
+    }
+    if rng.random_bool(0.5) {
+        out = out.replacen("[timeouts]", "[hedge]\nenabled = true\n\n[timeouts]", 1);
+    }
     out
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use storefront::telemetry::{Observer, RuntimeEvent};
 use storefront_core::auth::{Decision, Identity, Source};
-use storefront_core::event::Event as CoreEvent;
+use storefront_core::event::{Event as CoreEvent, HedgeResult};
 use storefront_core::exchange::ExchangeOutcome;
 
 /// What the proxies did, tallied from their events (the same records telemetry reads).
@@ -15,6 +15,9 @@ pub(crate) struct Tally {
     pub(crate) exchanges: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) retries: AtomicU64,
+    /// Hedges sent (won, lost or failed) and those that won.
+    pub(crate) hedges: AtomicU64,
+    pub(crate) hedges_won: AtomicU64,
     pub(crate) slow_readers_cut: AtomicU64,
     pub(crate) local_continues: AtomicU64,
     pub(crate) budget_refusals: AtomicU64,
@@ -70,6 +73,16 @@ impl Observer for Tally {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
         self.retries.fetch_add(record.retries() as u64, Ordering::Relaxed);
+        match record.hedge {
+            Some(HedgeResult::Won) => {
+                self.hedges.fetch_add(1, Ordering::Relaxed);
+                self.hedges_won.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(HedgeResult::Lost | HedgeResult::Failed) => {
+                self.hedges.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(HedgeResult::Refused) | None => {}
+        }
         if record.continued_locally {
             self.local_continues.fetch_add(1, Ordering::Relaxed);
         }

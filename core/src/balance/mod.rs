@@ -511,6 +511,13 @@ impl Balancer {
         } else if matches!(outcome, AttemptOutcome::Response { .. }) {
             backend.ewma.observe(latency, now, &parameters.ewma);
             self.pool_latency.observe(latency, now, &parameters.ewma);
+        } else if outcome == AttemptOutcome::Cancelled
+            && latency.as_nanos() as f64 > backend.ewma.estimate_ns(now, &parameters.ewma)
+        {
+            // Dropped unanswered after this long: the node is at least this slow now (the
+            // slow side of a hedge race), which its estimate must show. A time shorter than
+            // the estimate says nothing.
+            backend.ewma.observe(latency, now, &parameters.ewma);
         }
         if backend.removed && backend.in_flight == 0 {
             self.backends.remove(index);

@@ -9,6 +9,7 @@
 
 mod auth;
 mod duration;
+mod hedge;
 mod server;
 
 use std::fmt;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use auth::*;
 pub use duration::{ConfigDuration, DurationError, parse_duration};
+pub use hedge::HedgeSection;
 pub use server::*;
 
 use crate::balance::AlgorithmKind;
@@ -47,6 +49,9 @@ pub struct Config {
     /// Retries and the retry budget.
     #[serde(default)]
     pub retry: RetrySection,
+    /// Hedged reads.
+    #[serde(default)]
+    pub hedge: HedgeSection,
     /// Per-phase IO timeouts.
     #[serde(default)]
     pub timeouts: TimeoutsSection,

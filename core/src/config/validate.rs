@@ -250,6 +250,9 @@ impl Config {
             );
         }
         positive(&mut report, "retry.budget_window", self.retry.budget_window.get());
+        for (key, message) in self.hedge.problems() {
+            report(key, message);
+        }
         for (key, statuses) in [
             ("health.passive.failure_statuses", &self.health.passive.failure_statuses),
             ("retry.retry_statuses", &self.retry.retry_statuses),

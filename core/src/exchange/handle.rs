@@ -35,6 +35,9 @@ impl Exchange {
     /// that is due, as [`Exchange::handle_timeout`] with its phase. Nothing is due (the state
     /// moved on since the driver asked): `Continue`, and the driver asks again.
     pub fn handle_deadline(&mut self, now: Instant) -> Step {
+        if self.poll_hedge().is_some_and(|due| due <= now) {
+            return self.start_hedge(now);
+        }
         match self.poll_timeout() {
             Some((due, phase)) if due <= now => self.handle_timeout(now, phase),
             _ => Step::Continue,
@@ -136,11 +139,15 @@ impl Exchange {
             AttemptPhase::WaitingSlot | AttemptPhase::Connecting { .. } | AttemptPhase::Sending => started_at,
         };
         let outcome = AttemptOutcome::Response { status };
-        if self.snapshot.settings().retry_policy().retried.contains(status)
-            && let Some(step) = self.try_retry(now, outcome)
-        {
+        let transient = self.snapshot.settings().retry_policy().retried.contains(status);
+        if transient && let Some(step) = self.fall_back_on_hedge(now, outcome) {
             return step;
         }
+        if transient && let Some(step) = self.try_retry(now, outcome) {
+            return step;
+        }
+        // This answer wins: a hedge beside it is dropped.
+        self.cancel_hedge(now);
         let first_byte = now - waited_since;
         if let Some(open) = self.open.as_mut() {
             open.record.first_byte = Some(first_byte);

@@ -12,6 +12,11 @@ impl Exchange {
         code: ErrorCode,
         message: &'static str,
     ) -> Step {
+        if outcome != AttemptOutcome::Timeout(Phase::Total)
+            && let Some(step) = self.fall_back_on_hedge(now, outcome)
+        {
+            return step;
+        }
         if let Some(step) = self.try_retry(now, outcome) {
             return step;
         }
@@ -136,21 +141,29 @@ impl Exchange {
         }))
     }
 
-    /// Count the request in its pool's retry budget and dispatch its first attempt.
+    /// Count the request in its pool's retry budget (and hedge budget, when it may be hedged),
+    /// learn the pool's hedge delay, and dispatch its first attempt.
     pub(super) fn dispatch_first(&mut self, now: Instant) -> Option<Dispatch> {
         let tried = std::mem::take(&mut self.tried);
+        let hedgeable = self.hedgeable();
         let picked = self.with_pool(now, |pool, now| {
             pool.budget_mut().record_request(now);
-            pick_and_start(pool, now, &tried)
+            let delay = hedgeable.then(|| {
+                pool.hedging_mut().record_request(now);
+                pool.hedging().delay()
+            });
+            (pick_and_start(pool, now, &tried, false), delay.flatten())
         });
         self.tried = tried;
-        self.start_attempt(now, picked??)
+        let (picked, delay) = picked?;
+        self.hedging.delay = delay;
+        self.start_attempt(now, picked?)
     }
 
     /// Pick a backend (avoiding those tried) and start an attempt on it.
     pub(super) fn dispatch(&mut self, now: Instant) -> Option<Dispatch> {
         let tried = std::mem::take(&mut self.tried);
-        let picked = self.with_pool(now, |pool, now| pick_and_start(pool, now, &tried));
+        let picked = self.with_pool(now, |pool, now| pick_and_start(pool, now, &tried, false));
         self.tried = tried;
         self.start_attempt(now, picked??)
     }
@@ -189,6 +202,7 @@ impl Exchange {
                 stale_connections: 0,
                 dispatched_unavailable,
                 panic_mode,
+                hedge: false,
             },
         });
         Some(Dispatch {
@@ -266,6 +280,9 @@ impl Exchange {
 
     pub(super) fn finish(&mut self, now: Instant, outcome: ExchangeOutcome, fault: Option<Side>) {
         debug_assert!(!matches!(self.state, State::Finished(_)), "an exchange ends once");
+        // A hedge still open when the exchange ends (the client left, the total deadline, the
+        // attempt beside it answered) is dropped with it.
+        self.cancel_hedge(now);
         debug_assert!(self.open.is_none(), "every attempt ends before its exchange");
         tracing::debug!(
             exchange = self.id,
@@ -305,6 +322,7 @@ impl Exchange {
             request_body_bytes: self.request_body_bytes,
             response_body_bytes: self.response_body_bytes,
             trace: self.trace.clone(),
+            hedge: self.hedging.result,
         }));
         self.state = State::Finished(outcome);
     }
@@ -317,16 +335,20 @@ impl Exchange {
 
 /// A backend picked and started in its pool's balancer, with what the record needs of it.
 pub(super) struct Picked {
-    backend: BackendId,
-    address: String,
-    dispatched_unavailable: bool,
-    panic_mode: bool,
+    pub(super) backend: BackendId,
+    pub(super) address: String,
+    pub(super) dispatched_unavailable: bool,
+    pub(super) panic_mode: bool,
 }
 
-/// Pick a backend of `pool` not in `tried` and count the attempt as started on it.
-pub(super) fn pick_and_start(pool: &mut Pool, now: Instant, tried: &[BackendId]) -> Option<Picked> {
+/// Pick a backend of `pool` not in `tried` and count the attempt as started on it. When every
+/// backend was tried, one of them is picked again, unless `untried_only`.
+pub(super) fn pick_and_start(pool: &mut Pool, now: Instant, tried: &[BackendId], untried_only: bool) -> Option<Picked> {
     let (balancer, rng) = pool.balancer_and_rng();
     let backend = balancer.pick_excluding(now, rng, tried)?;
+    if untried_only && tried.contains(&backend) {
+        return None;
+    }
     let picked = balancer.get(backend)?;
     let address = picked.spec().address.clone();
     let dispatched_unavailable = !picked.is_available();

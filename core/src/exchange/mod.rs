@@ -29,6 +29,15 @@
 //!       handle_verified(now, etag, body)    ─> Answer(answer) [terminal] | Return
 //!       handle_client_gone(..)             ─> Done                                   [terminal]
 //!       handle_timeout(.., Total)          ─> Fail(error)                            [terminal]
+//! while an attempt of a bodyless read awaits its head, `poll_hedge` may name an instant; once
+//! it passed, handle_deadline(now) may answer Hedge(dispatch): send it too, and report it with
+//!       handle_hedge_sent(now)              the hedge's request went out
+//!       handle_hedge_head(now, status)     ─> Return (the hedge's response goes back; the
+//!                                             attempt is dropped) | Continue (it failed;
+//!                                             keep waiting) | Retry | Fail
+//!       handle_hedge_failed(now, outcome)  ─> Continue | Retry(dispatch) | Fail(error)
+//!     while the attempt's own events may answer Return (the hedge is dropped) or AwaitHedge
+//!     (the attempt failed: keep waiting for the hedge alone).
 //! after Return (the response head goes to the client, its body streams):
 //!       handle_response_done(..)           ─> Done                                   [terminal]
 //!       handle_backend_reset(..) / handle_timeout(..)  ─> Abort                     [terminal]
@@ -74,7 +83,7 @@ use std::time::Duration;
 
 use crate::auth::{Caller, Decision};
 use crate::balance::BackendId;
-use crate::event::{AttemptRecord, Event, ExchangeRecord};
+use crate::event::{AttemptRecord, Event, ExchangeRecord, HedgeResult};
 use crate::forward::{self, ForwardPlan};
 use crate::outcome::{AttemptOutcome, Phase, Side};
 use crate::pool::Pool;
@@ -108,6 +117,13 @@ pub enum Step {
     Forward(Dispatch),
     /// Discard the failed attempt and send the request to another backend.
     Retry(Dispatch),
+    /// Keep the current attempt waiting and send the same (bodyless) request to this other
+    /// backend as well: a hedge. Report its progress with the `handle_hedge_*` calls; the
+    /// first good response head wins and core says which ([`Exchange::handle_hedge_head`]).
+    Hedge(Dispatch),
+    /// The current attempt failed while a hedge was under way: discard it and keep waiting
+    /// for the hedge, which now carries the exchange.
+    AwaitHedge,
     /// Hand the backend's response to the client and stream its body.
     Return,
     /// Hold the backend's response (unread) and send this bodyless request (a HEAD of the
@@ -277,6 +293,31 @@ pub struct Exchange {
     last_retry_verdict: Option<RetryVerdict>,
     retry_budget_exhausted: bool,
     trace: Option<TraceContext>,
+    hedging: HedgeState,
+}
+
+/// An exchange's hedge: whether one may still be sent, after what delay, and the one open.
+#[derive(Clone, Debug, Default)]
+struct HedgeState {
+    /// How long the first attempt may wait for its head before a hedge (none: no hedge).
+    delay: Option<Duration>,
+    /// A hedge was sent or refused: at most one per exchange.
+    spent: bool,
+    /// The first attempt failed and the hedge became the exchange's attempt; the runtime
+    /// still reports it with the `handle_hedge_*` calls.
+    promoted: bool,
+    result: Option<HedgeResult>,
+    /// The hedge while the first attempt is still open beside it.
+    open: Option<Box<HedgeAttempt>>,
+}
+
+/// A hedge under way beside the exchange's attempt.
+#[derive(Clone, Debug)]
+struct HedgeAttempt {
+    backend: BackendId,
+    started_at: Instant,
+    sent_at: Option<Instant>,
+    open: OpenAttempt,
 }
 
 impl Exchange {
@@ -413,6 +454,7 @@ impl Exchange {
             last_retry_verdict: None,
             retry_budget_exhausted: false,
             trace: None,
+            hedging: HedgeState::default(),
         }
     }
 
@@ -626,6 +668,7 @@ impl Exchange {
 }
 
 mod handle;
+mod hedge;
 mod internal;
 
 #[cfg(test)]

@@ -519,6 +519,7 @@ fn core_owns_the_connect_first_byte_and_total_deadlines() {
 }
 
 mod failover;
+mod hedge;
 mod swarm;
 mod verify;
 

@@ -17,6 +17,7 @@ use crate::backend::pool::{Checkout, Lease};
 use crate::request::body::{BodyEnd, BodySource, Coalescing, ForwardBody};
 use crate::request::form::FormUpload;
 use crate::request::generation::Generation;
+use crate::request::hedge::{self, HedgeEnd, HedgeHead};
 use crate::request::response::{ProxyBody, ResponseBody, error_response};
 use crate::request::{ConnState, Proxy};
 use crate::transport::Connect;
@@ -27,6 +28,18 @@ enum Expiry {
     Phase(Phase),
     /// The deadline core reported (`Exchange::poll_timeout`).
     Core,
+    /// Core's deadline came and core decided this step.
+    Decided(Step),
+}
+
+/// What woke an attempt waiting for its response head.
+enum Woke<T> {
+    /// The attempt's own answer (or failure).
+    Answer(T),
+    /// The hedge beside it ended.
+    Hedge(HedgeEnd),
+    /// Core's next deadline (or the hedge delay) came.
+    Due,
 }
 
 /// Sleep until `due`, or forever when there is no deadline.
@@ -188,6 +201,8 @@ impl<C: Connect> Attempt<'_, C> {
         }
         let send_idle = self.generation.timeouts().backend_send_idle;
         let mut pending = Some(request);
+        // A hedge of this request, once core asks for one (bodyless reads only).
+        let mut hedging = None;
         let outcome = loop {
             let request = pending.take().expect("a request to send");
             let send = lease.sender().try_send_request(request);
@@ -207,13 +222,44 @@ impl<C: Connect> Attempt<'_, C> {
                 Ok(result) => Ok(result),
                 Err(Some(expiry)) => Err(expiry),
                 Err(None) => {
-                    // Sent whole: core's first-byte deadline runs from here.
+                    // Sent whole: core's first-byte deadline runs from here, and the hedge
+                    // delay of a bodyless read.
                     self.report_sent(connected_at);
-                    let due = self.due();
-                    tokio::select! {
-                        biased;
-                        result = &mut send => Ok(result),
-                        () = sleep_until_due(due) => Err(Expiry::Core),
+                    loop {
+                        let due = self.due();
+                        let woke = tokio::select! {
+                            biased;
+                            result = &mut send => Woke::Answer(result),
+                            end = hedge::ended(&mut hedging) => Woke::Hedge(end),
+                            () = sleep_until_due(due) => Woke::Due,
+                        };
+                        match woke {
+                            Woke::Answer(result) => break Ok(result),
+                            Woke::Hedge(end) => {
+                                hedging = None;
+                                if let Some(result) = self.hedge_ended(end) {
+                                    return result;
+                                }
+                            }
+                            Woke::Due => match self.deadline() {
+                                Step::Hedge(dispatch) => {
+                                    let trace = self.exchange.as_ref().and_then(|exchange| exchange.trace().cloned());
+                                    hedging = Some(Box::pin(hedge::run(
+                                        self.proxy.clone(),
+                                        self.generation.clone(),
+                                        dispatch,
+                                        self.source.clone(),
+                                        trace,
+                                    )));
+                                }
+                                Step::Continue => {}
+                                Step::AwaitHedge => match hedging.take() {
+                                    Some(hedge) => return self.await_hedge(hedge).await,
+                                    None => break Err(Expiry::Decided(Step::AwaitHedge)),
+                                },
+                                step => break Err(Expiry::Decided(step)),
+                            },
+                        }
                     }
                 }
             };
@@ -260,11 +306,12 @@ impl<C: Connect> Attempt<'_, C> {
             }
             Ok(result) => result,
         };
-        match result {
+        let ended = match result {
             Err(Expiry::Phase(phase)) => {
                 AttemptResult::Next(self.step(|exchange, now| exchange.handle_timeout(now, phase)))
             }
             Err(Expiry::Core) => AttemptResult::Next(self.deadline()),
+            Err(Expiry::Decided(step)) => AttemptResult::Next(step),
             Ok(Ok(response)) => {
                 let status = response.status().as_u16();
                 let step = self.step(|exchange, now| exchange.handle_response_head(now, status));
@@ -311,15 +358,86 @@ impl<C: Connect> Attempt<'_, C> {
                     AttemptResult::Next(self.step(|exchange, now| exchange.handle_backend_reset(now)))
                 }
             },
+        };
+        // The attempt failed while its hedge was under way: the hedge carries on alone.
+        match (ended, hedging) {
+            (AttemptResult::Next(Step::AwaitHedge), Some(hedge)) => self.await_hedge(hedge).await,
+            (ended, _) => ended,
         }
     }
 
-    /// When core's next deadline is due, on tokio's clock (`None`: no deadline runs).
+    /// The hedge beside this attempt ended with `end`: tell core. `Some` when that decided
+    /// the exchange (the hedge's response goes back, or a step follows); `None` when the
+    /// hedge failed and this attempt carries on.
+    fn hedge_ended(&mut self, end: HedgeEnd) -> Option<AttemptResult> {
+        match end {
+            HedgeEnd::Head(head) => {
+                let HedgeHead {
+                    response,
+                    lease,
+                    sent_at,
+                } = *head;
+                let status = response.status().as_u16();
+                let step = self.step(|exchange, now| {
+                    exchange.handle_hedge_sent(sent_at);
+                    exchange.handle_hedge_head(now, status)
+                });
+                match step {
+                    Step::Return => Some(AttemptResult::Respond(self.respond(response, lease))),
+                    // Its answer is dropped unread, and its connection with it.
+                    Step::Continue => None,
+                    other => Some(AttemptResult::Next(other)),
+                }
+            }
+            HedgeEnd::Failed { outcome, sent_at } => {
+                let step = self.step(|exchange, now| {
+                    if let Some(sent_at) = sent_at {
+                        exchange.handle_hedge_sent(sent_at);
+                    }
+                    exchange.handle_hedge_failed(now, outcome)
+                });
+                match step {
+                    Step::Continue => None,
+                    other => Some(AttemptResult::Next(other)),
+                }
+            }
+        }
+    }
+
+    /// This attempt failed and core handed the exchange to its hedge: wait for the hedge
+    /// alone, under core's deadlines (now the hedge's).
+    async fn await_hedge<F: std::future::Future<Output = HedgeEnd> + Unpin>(&mut self, mut hedge: F) -> AttemptResult {
+        loop {
+            let due = self.due();
+            let woke = tokio::select! {
+                biased;
+                end = &mut hedge => Some(end),
+                () = sleep_until_due(due) => None,
+            };
+            match woke {
+                Some(end) => {
+                    return self
+                        .hedge_ended(end)
+                        .unwrap_or_else(|| AttemptResult::Next(Step::Continue));
+                }
+                None => match self.deadline() {
+                    Step::Continue => {}
+                    step => return AttemptResult::Next(step),
+                },
+            }
+        }
+    }
+
+    /// When core's next deadline (or the hedge delay) is due, on tokio's clock (`None`: no
+    /// deadline runs).
     pub(crate) fn due(&self) -> Option<tokio::time::Instant> {
-        self.exchange
-            .as_ref()
-            .and_then(Exchange::poll_timeout)
-            .map(|(due, _)| self.proxy.clock.to_tokio(due))
+        let exchange = self.exchange.as_ref()?;
+        let deadline = exchange.poll_timeout().map(|(due, _)| due);
+        let due = match (deadline, exchange.poll_hedge()) {
+            (Some(deadline), Some(hedge)) => Some(deadline.min(hedge)),
+            (one, other) => one.or(other),
+        };
+        due.map(|due| self.proxy.clock.to_tokio(due))
     }
 
     /// Core's deadline came: core decides which one it was.
@@ -394,7 +512,7 @@ impl<C: Connect> Attempt<'_, C> {
 /// client's body from `source` (after `prefix`, a re-signed form's fields, with the length of
 /// the whole when known). Only the proxy's own failure (an address that is no header value)
 /// can make this fail: everything the client sent was checked when core planned it.
-fn backend_request(
+pub(super) fn backend_request(
     plan: &ForwardPlan,
     address: &str,
     source: Arc<BodySource>,

@@ -16,6 +16,7 @@ pub mod attempt;
 pub mod body;
 pub mod form;
 pub mod generation;
+mod hedge;
 pub mod response;
 mod verify;
 
@@ -278,7 +279,14 @@ impl<C: Connect> Proxy<C> {
                     return error_response(&error, parts.uri.path(), request_id, !source.started() && !empty);
                 }
                 // A verification and its answer happen inside an attempt.
-                Step::Verify(_) | Step::Answer(_) | Step::Return | Step::Abort | Step::Done | Step::Continue => {
+                Step::Verify(_)
+                | Step::Answer(_)
+                | Step::Hedge(_)
+                | Step::AwaitHedge
+                | Step::Return
+                | Step::Abort
+                | Step::Done
+                | Step::Continue => {
                     // The client is gone (Done) or nothing more can be sent.
                     return error_response(
                         &S3ErrorResponse::new(ErrorCode::RequestTimeout, "the exchange ended"),

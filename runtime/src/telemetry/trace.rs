@@ -248,15 +248,23 @@ impl Tracer {
             status: if failed { Status::error("") } else { Status::Unset },
             instrumentation_scope: self.scope.clone(),
         });
+        // In the order they were sent (a hedge cancelled by the answer beside it ends, and is
+        // recorded, before that answer's attempt).
+        let mut attempts: Vec<&AttemptRecord> = record.attempts.iter().collect();
+        attempts.sort_by_key(|attempt| attempt.number);
         let mut previous: Option<&AttemptRecord> = None;
-        for attempt in &record.attempts {
-            spans.push(self.attempt_span(trace, attempt, previous, name.clone(), pool(attempt.pool.0), &wall));
-            previous = Some(attempt);
+        for attempt in attempts {
+            let retried = if attempt.hedge { None } else { previous };
+            spans.push(self.attempt_span(trace, attempt, retried, name.clone(), pool(attempt.pool.0), &wall));
+            if !attempt.hedge {
+                previous = Some(attempt);
+            }
         }
         spans
     }
 
-    /// The client span of one attempt; `previous` is the attempt it retries.
+    /// The client span of one attempt; `previous` is the attempt it retries (none for a
+    /// hedge, sent beside the attempt before it rather than after its failure).
     fn attempt_span(
         &self,
         trace: &TraceContext,
@@ -283,7 +291,11 @@ impl Tracer {
             AttemptOutcome::Timeout(phase) => {
                 attributes.push(KeyValue::new("storefront.timeout.phase", phase.name()));
             }
+            AttemptOutcome::Cancelled => failed = false,
             _ => {}
+        }
+        if attempt.hedge {
+            attributes.push(KeyValue::new("storefront.hedge", true));
         }
         if let Some(previous) = previous {
             // Why this attempt was made: how the one before it ended.

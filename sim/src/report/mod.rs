@@ -60,6 +60,10 @@ pub struct ModeReport {
     pub retries: u64,
     /// Retries the clients made (SDK-style, after a 5xx or a broken connection).
     pub client_retries: u64,
+    /// Hedged reads the proxy sent.
+    pub hedges: u64,
+    /// Hedges whose answer went back.
+    pub hedges_won: u64,
     /// Passive ejections.
     pub ejections: u64,
     /// Slow readers cut off by the proxy.
@@ -201,6 +205,8 @@ impl ModeReport {
             client_errors,
             retries: run.retries,
             client_retries: run.client_retries,
+            hedges: run.hedges,
+            hedges_won: run.hedges_won,
             ejections: run.ejections,
             slow_readers_cut: run.slow_readers_cut,
             local_continues: run.local_continues,
@@ -558,6 +564,17 @@ pub fn table(report: &Report) -> String {
         out,
         "(ms; wb: clients that read at full speed; cut: slow readers cut off; 100s: 100 Continue sent by the proxy; sdk rt: requests the clients retried)"
     );
+    // Hedged reads, where the proxies sent any.
+    for mode in report.modes.iter().filter(|mode| mode.hedges > 0) {
+        let _ = writeln!(
+            out,
+            "{}: {} hedges ({:.2} % of the requests; the hedge answered {} times)",
+            mode.mode,
+            mode.hedges,
+            100.0 * mode.hedges as f64 / mode.requests.max(1) as f64,
+            mode.hedges_won
+        );
+    }
     // Identities and decisions, where the scenario has any beyond trust mode's.
     for mode in &report.modes {
         if mode.auth.keys().all(|source| source == "trusted") {

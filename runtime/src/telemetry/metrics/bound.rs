@@ -267,12 +267,14 @@ impl Metrics {
     }
 
     /// The series `attempt` (one of `attempts` in all) records into.
-    pub(super) fn attempt_series(&self, attempt: &AttemptRecord, attempts: usize, names: &Names) -> Arc<AttemptSeries> {
+    /// The series of `attempt`; `last` when its answer is the one the exchange ended with (the
+    /// last recorded: a retried or cancelled attempt ends before it).
+    pub(super) fn attempt_series(&self, attempt: &AttemptRecord, last: bool, names: &Names) -> Arc<AttemptSeries> {
         let key = AttemptKey {
             pool: attempt.pool.0,
             backend: attempt.backend,
             outcome: attempt.outcome,
-            last: attempt.number as usize == attempts,
+            last,
         };
         find(
             &self.series.attempts,

@@ -94,6 +94,7 @@ pub struct Metrics {
     attempts: Counter<u64>,
     retries: Counter<u64>,
     retries_refused: Counter<u64>,
+    hedges: Counter<u64>,
     timeouts: Counter<u64>,
     health_transitions: Counter<u64>,
     ejections: Counter<u64>,
@@ -277,6 +278,10 @@ impl Metrics {
                 "storefront.backend.retries_refused",
                 "Retries the retry policy allowed and the pool's retry budget refused.",
             ),
+            hedges: count(
+                "storefront.backend.hedges",
+                "Hedged reads by result: won (the hedge's answer went back), lost (cancelled: the first attempt answered first), failed, refused (by the hedge or retry budget).",
+            ),
             timeouts: count("storefront.timeouts", "Attempts that timed out, by phase."),
             health_transitions: count(
                 "storefront.backend.health_transitions",
@@ -410,8 +415,18 @@ impl Metrics {
         if retries > 0 {
             series.retries(self).add(retries);
         }
-        for attempt in &record.attempts {
-            let series = self.attempt_series(attempt, record.attempts.len(), &names);
+        if let Some(result) = record.hedge {
+            let pool = record.route.as_ref().map_or(0, |route| route.pool.0);
+            self.hedges.add(
+                1,
+                &[
+                    self.pool(&names, pool),
+                    KeyValue::new("storefront.hedge.result", result.name()),
+                ],
+            );
+        }
+        for (index, attempt) in record.attempts.iter().enumerate() {
+            let series = self.attempt_series(attempt, index + 1 == record.attempts.len(), &names);
             series.attempts.add(1);
             series
                 .duration
