@@ -13,7 +13,7 @@
 #   MODES ["unpinned pinned"]  pinned = servers (backends+proxy) on CPU 0, wrk on CPU 1
 #   TESTS ["small large put"]  small = GET 1 KiB c64; large = GET 64 MiB c4; put = PUT 1 MiB c16
 #                              optional: lat = GET 1 KiB, c1 (-t1), LAT_DUR s: unloaded per-hop latency (direct3 skipped)
-#   TARGETS ["direct1 direct3 nginx haproxy extra"] (pingora too when PINGORA points at a build of
+#   TARGETS ["direct1 direct3 nginx haproxy extra sfpol"] (pingora too when PINGORA points at a build of
 #            shared/bench/pingora-lb); optional extra target: nginxbuf
 #            (nginx variant with proxy_buffering on, conf/nginx-buffered.conf, port 8084)
 #            and "extra": any proxy of yours, started by EXTRA_CMD (a shell command line that
@@ -47,7 +47,7 @@ LAT_DUR=${LAT_DUR:-10}
 REPS=${REPS:-2}
 MODES=${MODES:-"unpinned pinned"}
 TESTS=${TESTS:-"small large put"}
-TARGETS=${TARGETS:-"direct1 direct3 nginx haproxy extra"}
+TARGETS=${TARGETS:-"direct1 direct3 nginx haproxy extra sfpol"}
 ROOT=$(cd "$PERF/.." && pwd)
 EXTRA_CMD=${EXTRA_CMD:-"RUST_LOG=warn exec $ROOT/target/release/storefront run --config $PERF/storefront.toml"}
 SFOFF_CMD=${SFOFF_CMD:-"RUST_LOG=warn exec $ROOT/target/release/storefront run --config $PERF/storefront-off.toml"}
