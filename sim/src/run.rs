@@ -68,6 +68,8 @@ pub struct ModeRun {
     pub node_requests: Vec<u64>,
     /// Node request counters every [`SAMPLE_EVERY`].
     pub samples: Vec<Vec<u64>>,
+    /// Connections each node had accepted, every [`SAMPLE_EVERY`] (cumulative).
+    pub connection_samples: Vec<Vec<u64>>,
     /// Retries the proxies made.
     pub retries: u64,
     /// Retries the clients made (as SDKs retry a 5xx or a broken connection).
@@ -404,6 +406,7 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
     events.sort_by_key(|event| event.at);
     let mut next_event = 0;
     let mut samples = Vec::new();
+    let mut connection_samples = Vec::new();
     let mut next_sample = Duration::ZERO;
     let mut finished_at: Option<Duration> = None;
     let mut replica_samples = ReplicaSamples::new(replicas.len(), scenario.cluster.nodes);
@@ -423,6 +426,7 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
         }
         if elapsed >= next_sample && finished_at.is_none() {
             samples.push(handles.iter().map(|handle| handle.stats().requests_total).collect());
+            connection_samples.push(handles.iter().map(|handle| handle.stats().connections_total).collect());
             replica_samples.sample(&apps.lock().expect("single-threaded simulation"));
             next_sample += SAMPLE_EVERY;
         }
@@ -557,6 +561,7 @@ pub fn run_mode(scenario: &Scenario, mode: Mode, seed: u64) -> Result<ModeRun, S
         issued: issued.load(Ordering::Relaxed),
         records,
         samples,
+        connection_samples,
         retries: counter(|counters| &counters.retries),
         client_retries: retried.load(Ordering::Relaxed),
         hedges: counter(|counters| &counters.hedges),

@@ -60,6 +60,12 @@ pub struct ModeReport {
     pub retries: u64,
     /// Retries the clients made (SDK-style, after a 5xx or a broken connection).
     pub client_retries: u64,
+    /// For a scenario whose load steps up (a client group starting late): p99 time to first
+    /// byte over the second before the step, and over the second after it.
+    pub step_ttfb_ms: Option<(f64, f64)>,
+    /// The most connections any node accepted within one [`crate::run::SAMPLE_EVERY`],
+    /// per second.
+    pub connections_per_second_max: f64,
     /// Hedged reads the proxy sent.
     pub hedges: u64,
     /// Hedges whose answer went back.
@@ -205,6 +211,8 @@ impl ModeReport {
             client_errors,
             retries: run.retries,
             client_retries: run.client_retries,
+            step_ttfb_ms: step_ttfb(run, scenario),
+            connections_per_second_max: connections_per_second_max(run),
             hedges: run.hedges,
             hedges_won: run.hedges_won,
             ejections: run.ejections,
@@ -354,6 +362,41 @@ fn after_event(run: &ModeRun, at: Duration, nodes: &[usize], test: impl Fn(f64) 
 
 /// How long after the first `slow` event the slow node's share of a sampling interval fell
 /// below half of its fair share.
+/// p99 TTFB over the second before the latest group start and over the second after it.
+fn step_ttfb(run: &ModeRun, scenario: &Scenario) -> Option<(f64, f64)> {
+    let step = scenario.clients.iter().map(|group| group.start.get()).max()?;
+    if step < Duration::from_secs(1) {
+        return None;
+    }
+    let window = |from: Duration, to: Duration| {
+        let ttfb: Vec<Duration> = run
+            .records
+            .iter()
+            .filter(|record| record.at >= from && record.at < to)
+            .filter_map(|record| record.ttfb)
+            .collect();
+        percentiles(ttfb).p99
+    };
+    let second = Duration::from_secs(1);
+    Some((window(step - second, step), window(step, step + second)))
+}
+
+/// The busiest node's busiest interval of connection opens, per second.
+fn connections_per_second_max(run: &ModeRun) -> f64 {
+    let per_interval = run
+        .connection_samples
+        .windows(2)
+        .flat_map(|pair| {
+            pair[1]
+                .iter()
+                .zip(&pair[0])
+                .map(|(now, before)| now.saturating_sub(*before))
+        })
+        .max()
+        .unwrap_or(0);
+    per_interval as f64 / crate::run::SAMPLE_EVERY.as_secs_f64()
+}
+
 fn divert(run: &ModeRun, scenario: &Scenario) -> Option<f64> {
     let event = scenario.events.iter().find(|event| event.action == Action::Slow)?;
     let node = event.node? - 1;
@@ -564,6 +607,16 @@ pub fn table(report: &Report) -> String {
         out,
         "(ms; wb: clients that read at full speed; cut: slow readers cut off; 100s: 100 Continue sent by the proxy; sdk rt: requests the clients retried)"
     );
+    // A step in load: how the second after it compares with the second before.
+    for mode in &report.modes {
+        if let Some((before, after)) = mode.step_ttfb_ms {
+            let _ = writeln!(
+                out,
+                "{}: TTFB p99 {before:.0} ms the second before the step, {after:.0} ms the second after; at most {:.0} connections opened per second at a node",
+                mode.mode, mode.connections_per_second_max
+            );
+        }
+    }
     // Hedged reads, where the proxies sent any.
     for mode in report.modes.iter().filter(|mode| mode.hedges > 0) {
         let _ = writeln!(
