@@ -50,3 +50,4 @@ pub mod s3;
 pub mod state;
 pub mod time;
 pub mod trace;
+pub mod warm;

@@ -24,6 +24,7 @@ use crate::outcome::{AttemptOutcome, StatusSet};
 use crate::retry::{BudgetParameters, RetryBudget};
 use crate::route::PoolId;
 use crate::time::Instant;
+use crate::warm::{Arrivals, WarmParameters, WarmTarget};
 
 /// A probe the driver must send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +50,8 @@ pub struct PoolParameters {
     pub budget: BudgetParameters,
     /// Hedged reads.
     pub hedge: HedgeParameters,
+    /// Warm connections (per pool: see [`PoolParameters::for_pool`]).
+    pub warm: WarmParameters,
 }
 
 impl PoolParameters {
@@ -94,7 +97,14 @@ impl PoolParameters {
                 window: config.retry.budget_window.get(),
             },
             hedge: HedgeParameters::from_config(config),
+            warm: WarmParameters::default(),
         }
+    }
+
+    /// These parameters with pool `section`'s own settings.
+    pub fn for_pool(mut self, section: &PoolSection) -> Self {
+        self.warm = WarmParameters::from_section(&section.connections);
+        self
     }
 }
 
@@ -108,6 +118,8 @@ pub struct Pool {
     health: Health,
     budget: RetryBudget,
     hedging: Hedging,
+    warm: WarmParameters,
+    arrivals: Arrivals,
     rng: StdRng,
     events: VecDeque<Event>,
     events_dropped: u64,
@@ -139,6 +151,8 @@ impl Pool {
             health: Health::new(parameters.health),
             budget: RetryBudget::new(parameters.budget),
             hedging: Hedging::new(parameters.hedge),
+            warm: parameters.warm,
+            arrivals: Arrivals::default(),
             rng: StdRng::seed_from_u64(seed),
             events: VecDeque::new(),
             events_dropped: 0,
@@ -218,6 +232,7 @@ impl Pool {
         self.health.set_parameters(parameters.health, now, &mut self.rng);
         self.budget.set_parameters(parameters.budget);
         self.hedging.set_parameters(parameters.hedge);
+        self.warm = parameters.warm;
         for &removed in &summary.removed {
             self.health.remove(removed);
         }
@@ -295,6 +310,41 @@ impl Pool {
 
     pub(crate) fn hedging_mut(&mut self) -> &mut Hedging {
         &mut self.hedging
+    }
+
+    /// Count a request routed to this pool (for warming ahead of its rate).
+    pub(crate) fn record_arrival(&mut self, now: Instant) {
+        if self.warm.ahead {
+            self.arrivals.record(now);
+        }
+    }
+
+    /// How many connections each available backend should have open now (empty when the pool
+    /// does not warm): see [`crate::warm`].
+    pub fn warm_targets(&mut self, now: Instant) -> Vec<WarmTarget> {
+        if !self.warm.enabled() {
+            return Vec::new();
+        }
+        let now = self.order(now);
+        let available: Vec<&crate::balance::Backend> = self
+            .balancer
+            .backends()
+            .iter()
+            .filter(|backend| backend.is_available() && !backend.is_draining() && !backend.is_removed())
+            .collect();
+        let connections = crate::warm::wanted(
+            &self.warm,
+            self.arrivals.rates(now),
+            self.balancer.typical_latency(),
+            available.len(),
+        );
+        available
+            .into_iter()
+            .map(|backend| WarmTarget {
+                address: backend.spec().address.clone(),
+                connections,
+            })
+            .collect()
     }
 
     /// The balancer and the RNG, borrowed together for a pick.

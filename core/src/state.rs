@@ -259,11 +259,19 @@ impl ProxyState {
             let cell = match existing {
                 Some(cell) => {
                     let static_specs = section.dns.is_none().then_some(specs);
-                    cell.with(|pool| pool.reconfigure(id, section.zone.clone(), parameters, static_specs, now))
-                        .map_err(|source| StateError::Backends {
-                            pool: section.name.clone(),
-                            source,
-                        })?;
+                    cell.with(|pool| {
+                        pool.reconfigure(
+                            id,
+                            section.zone.clone(),
+                            parameters.for_pool(section),
+                            static_specs,
+                            now,
+                        )
+                    })
+                    .map_err(|source| StateError::Backends {
+                        pool: section.name.clone(),
+                        source,
+                    })?;
                     cell.clone()
                 }
                 None => {
@@ -272,7 +280,7 @@ impl ProxyState {
                         id,
                         section.name.clone(),
                         section.zone.clone(),
-                        parameters,
+                        parameters.for_pool(section),
                         specs,
                         now,
                         seed,

@@ -142,6 +142,18 @@ impl<C: Connect> App<C> {
             generation.clone(),
             self.stop.subscribe(),
         ));
+        let warms = generation
+            .config
+            .pools
+            .iter()
+            .any(|pool| pool.connections.min_idle > 0 || pool.connections.warm_ahead);
+        if warms {
+            tokio::spawn(driver::drive_warm(
+                self.proxy.clone(),
+                generation.clone(),
+                self.stop.subscribe(),
+            ));
+        }
         tokio::spawn(driver::drive_dns(self.proxy.clone(), generation, self.stop.subscribe()));
     }
 

@@ -58,7 +58,11 @@ pub(crate) fn proxy_config(
         }
     };
     let pools = match zone {
-        None => format!("[[pools]]\nname = \"cluster\"\n{}\n", backends(None)),
+        None => format!(
+            "[[pools]]\nname = \"cluster\"\n{}\n{}\n",
+            backends(None),
+            scenario.pool_config
+        ),
         Some(own) => {
             let zones = scenario.cluster.zone_names();
             let mut ordered = vec![own];
@@ -71,9 +75,10 @@ pub(crate) fn proxy_config(
                     .map(|other| format!("\"{other}\""))
                     .collect();
                 text.push_str(&format!(
-                    "[[pools]]\nname = \"{name}\"\nzone = \"{name}\"\nfailover_to = [{}]\n{}\n\n",
+                    "[[pools]]\nname = \"{name}\"\nzone = \"{name}\"\nfailover_to = [{}]\n{}\n{}\n\n",
                     others.join(", "),
-                    backends(Some(name))
+                    backends(Some(name)),
+                    scenario.pool_config
                 ));
             }
             text

@@ -29,6 +29,10 @@ pub struct Scenario {
     /// Extra proxy configuration (TOML sections such as `[balance]` or `[timeouts]`).
     #[serde(default)]
     pub proxy_config: String,
+    /// Extra keys for every pool of the proxy (inside its `[[pools]]` table, such as
+    /// `connections = { min_idle = 2 }`).
+    #[serde(default)]
+    pub pool_config: String,
     /// How the proxies learn their backends: `static` addresses (default), or `dns`, a name
     /// per pool that the simulated DNS answers with every node of the pool, re-resolved
     /// every second (the runtime's own DNS driver, through the simulation's resolver).

@@ -109,7 +109,7 @@ fn a_rolling_restart_fails_no_idempotent_request_and_every_node_comes_back() {
 #[test]
 fn a_burst_is_spread_from_a_cold_start() {
     // Proves the burst scenario: the step to eight times the load lands on one node directly
-    // (DNS pinning) and is spread evenly by p2c from a cold start.
+    // (DNS pinning) and is spread evenly by p2c from a cold start, with warm connections.
     let mut scenario = sim::load("burst").expect("built-in scenario");
     scenario.duration = ConfigDuration(Duration::from_secs(6));
     let report = sim::run(&scenario, 7, &[Mode::Direct, P2C]).unwrap_or_else(|error| panic!("{error}"));
@@ -117,6 +117,20 @@ fn a_burst_is_spread_from_a_cold_start() {
     assert!(direct.imbalance_max_over_mean >= 2.0, "{direct:?}");
     assert!(p2c.imbalance_max_over_mean <= 1.10, "{p2c:?}");
     assert!(p2c.client_errors.is_empty(), "{:?}", p2c.client_errors);
+    // The warm-pool target: the second after the step is served about as fast as the second
+    // before it, and no node meets a storm of connections (direct clients open hundreds a
+    // second at the node DNS pins them to).
+    let (before, after) = p2c.step_ttfb_ms.expect("the scenario steps its load up");
+    assert!(
+        after <= 1.2 * before,
+        "TTFB p99 {before} ms before the step, {after} ms after"
+    );
+    assert!(
+        p2c.connections_per_second_max <= 100.0,
+        "{} connections a second at a node",
+        p2c.connections_per_second_max
+    );
+    assert!(direct.connections_per_second_max > 2.0 * p2c.connections_per_second_max);
 }
 
 /// Seeds of the swarm test (each a different mix of faults; a failure names its seed and the

@@ -293,6 +293,11 @@ impl Balancer {
         self.panic_mode
     }
 
+    /// The pool's typical latency (what a backend that has not answered yet counts at).
+    pub fn typical_latency(&self) -> Duration {
+        Duration::from_nanos(self.pool_latency.prior_ns(&self.parameters.ewma) as u64)
+    }
+
     /// True when at least one backend is available and not draining.
     pub fn has_available(&self) -> bool {
         !self.panic_mode && !self.eligible.is_empty()

@@ -446,6 +446,15 @@ pub struct ConnectionsSection {
     /// keep-alive of S3 servers, so the proxy closes first and never reuses a connection the
     /// server is closing.
     pub idle_timeout: ConfigDuration,
+    /// Idle connections kept open to each available backend, opened ahead of need. Default 0:
+    /// connections are opened by the requests that need them.
+    pub min_idle: usize,
+    /// Open connections ahead of a rising load (from the pool's arrival rate and its trend,
+    /// see `storefront_core::warm`). Default false.
+    pub warm_ahead: bool,
+    /// Connections the warming may open per second to one backend. Default 20: warming never
+    /// becomes a storm of dials at a node.
+    pub warm_dials_per_second: u32,
 }
 
 impl Default for ConnectionsSection {
@@ -455,6 +464,9 @@ impl Default for ConnectionsSection {
             wait: ConfigDuration::from_secs(1),
             max_waiting: 128,
             idle_timeout: ConfigDuration::from_secs(60),
+            min_idle: 0,
+            warm_ahead: false,
+            warm_dials_per_second: 20,
         }
     }
 }

@@ -342,6 +342,15 @@ impl Config {
                     report(backend_key, format!("backend `{name}` appears twice in this pool"));
                 }
             }
+            if pool.connections.min_idle > pool.connections.max_per_backend {
+                report(
+                    format!("{key}.connections.min_idle"),
+                    format!(
+                        "{} is more than max_per_backend ({})",
+                        pool.connections.min_idle, pool.connections.max_per_backend
+                    ),
+                );
+            }
             if pool.connections.max_per_backend == 0 {
                 report(
                     format!("{key}.connections.max_per_backend"),

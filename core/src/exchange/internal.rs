@@ -148,6 +148,7 @@ impl Exchange {
         let hedgeable = self.hedgeable();
         let picked = self.with_pool(now, |pool, now| {
             pool.budget_mut().record_request(now);
+            pool.record_arrival(now);
             let delay = hedgeable.then(|| {
                 pool.hedging_mut().record_request(now);
                 pool.hedging().delay()

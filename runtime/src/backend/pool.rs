@@ -43,6 +43,8 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
     /// Longest wait for a TCP connection to open (and TLS to be established).
     pub connect_timeout: Duration,
+    /// Connections warming may open per second to one backend.
+    pub warm_dials_per_second: u32,
     /// TLS to the backends, if configured.
     pub tls: Option<BackendTls>,
 }
@@ -100,6 +102,8 @@ struct BackendConnections {
     permits: Arc<Semaphore>,
     /// Requests waiting for a permit now.
     waiting: AtomicUsize,
+    /// Connections being opened ahead of need (warming).
+    opening: AtomicUsize,
     idle: Mutex<Vec<Idle>>,
     settings: PoolSettings,
 }
@@ -226,6 +230,7 @@ impl<C: Connect> ConnectionPool<C> {
         let backend = Arc::new(BackendConnections {
             permits: Arc::new(Semaphore::new(settings.max_per_backend.max(1))),
             waiting: AtomicUsize::new(0),
+            opening: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
             settings: settings.clone(),
         });
@@ -367,6 +372,41 @@ impl<C: Connect> ConnectionPool<C> {
             in_use: limit.saturating_sub(backend.permits.available_permits()),
             idle: backend.idle.lock().expect("idle lock is never poisoned").len(),
             waiting: backend.waiting.load(Ordering::Acquire),
+        }
+    }
+
+    /// How many connections to open now to bring `address` to `wanted` (in use, idle and being
+    /// opened), at most `dials`; they count as being opened until [`ConnectionPool::warm_one`]
+    /// has run once for each.
+    pub fn warm_deficit(&self, address: &str, settings: &PoolSettings, wanted: usize, dials: usize) -> usize {
+        let backend = self.backend(address, settings);
+        let limit = backend.settings.max_per_backend.max(1);
+        let in_use = limit.saturating_sub(backend.permits.available_permits());
+        let idle = backend.idle.lock().expect("idle lock is never poisoned").len();
+        let opening = backend.opening.load(Ordering::Acquire);
+        let missing = wanted.min(limit).saturating_sub(in_use + idle + opening).min(dials);
+        backend.opening.fetch_add(missing, Ordering::AcqRel);
+        missing
+    }
+
+    /// Open one connection to `address` ahead of need and keep it idle (one of those
+    /// [`ConnectionPool::warm_deficit`] counted). A failed dial is only logged: requests will
+    /// meet the backend's state soon enough, and health counts their failures.
+    pub async fn warm_one(&self, address: &str, settings: &PoolSettings) {
+        let backend = self.backend(address, settings);
+        let opened = self.open(address, settings).await;
+        backend.opening.fetch_sub(1, Ordering::AcqRel);
+        match opened {
+            Ok(sender) => {
+                let mut idle = backend.idle.lock().expect("idle lock is never poisoned");
+                if idle.len() < backend.settings.max_per_backend {
+                    idle.push(Idle {
+                        sender,
+                        since: tokio::time::Instant::now(),
+                    });
+                }
+            }
+            Err(error) => tracing::debug!(backend = %address, %error, "warming a connection failed"),
         }
     }
 

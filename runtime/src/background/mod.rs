@@ -1,5 +1,6 @@
 //! Background work per generation: core's health timers and the probes they ask for, DNS
-//! re-resolution of DNS-backed pools, and closing idle backend connections; and, for the
+//! re-resolution of DNS-backed pools, warm connections opened ahead of need, and closing idle
+//! backend connections; and, for the
 //! whole proxy, the configuration file watched for changes ([`config_file`]).
 
 use std::sync::Arc;
@@ -142,6 +143,54 @@ async fn probe_once<C: Connect>(proxy: &Proxy<C>, generation: &Generation, index
 /// implement `HEAD /` and say so, which proves they answer.
 pub fn answered_alive(status: u16) -> bool {
     status < 500 || status == 501
+}
+
+/// How often warming looks at its pools.
+const WARM_TICK: Duration = Duration::from_millis(100);
+
+/// Open the connections core wants each backend to have ([`storefront_core::warm`]), every
+/// [`WARM_TICK`], at most `warm_dials_per_second` per backend, until the generation is
+/// retired or `stop`.
+pub async fn drive_warm<C: Connect>(
+    proxy: Arc<Proxy<C>>,
+    generation: Arc<Generation>,
+    mut stop: watch::Receiver<bool>,
+) {
+    // Dials each pool's backends may still make, refilled each tick (a rate below ten per
+    // second dials once every few ticks).
+    let mut credit = vec![0.0_f64; generation.snapshot.pools().len()];
+    while !generation.is_retired() && !*stop.borrow() {
+        let now = proxy.clock.now();
+        for (index, cell) in generation.snapshot.pools().iter().enumerate() {
+            let Some(settings) = generation.pool_settings(index) else {
+                continue;
+            };
+            let per_tick = f64::from(settings.warm_dials_per_second) * WARM_TICK.as_secs_f64();
+            credit[index] = (credit[index] + per_tick).min(per_tick.max(1.0));
+            let dials = credit[index].floor() as usize;
+            if dials == 0 {
+                continue;
+            }
+            let targets = cell.with(|pool| pool.warm_targets(now));
+            let mut most = 0;
+            for target in targets {
+                let missing = proxy
+                    .connections
+                    .warm_deficit(&target.address, settings, target.connections, dials);
+                most = most.max(missing);
+                for _ in 0..missing {
+                    let (proxy, settings, address) = (proxy.clone(), settings.clone(), target.address.clone());
+                    tokio::spawn(async move { proxy.connections.warm_one(&address, &settings).await });
+                }
+            }
+            credit[index] -= most as f64;
+        }
+        tokio::select! {
+            biased;
+            () = tokio::time::sleep(WARM_TICK) => {}
+            _ = stop.changed() => {}
+        }
+    }
 }
 
 /// Close idle backend connections past their timeout, every few seconds, until `stop`.

@@ -203,6 +203,7 @@ impl Generation {
                 max_waiting: pool.connections.max_waiting,
                 idle_timeout: pool.connections.idle_timeout.get(),
                 connect_timeout: timeouts.backend_connect,
+                warm_dials_per_second: pool.connections.warm_dials_per_second,
                 tls,
             });
         }

@@ -11,9 +11,11 @@ use crate::run::{Mode, ModeRun, SAMPLE_EVERY};
 use crate::scenario::{Action, Event, Expect, Scenario};
 
 mod replicas;
+mod step;
 
 use replicas::replica_report;
 pub use replicas::{REPLICA_WINDOW, ReplicaReport};
+use step::{connections_per_second_max, step_ttfb};
 
 /// Latency percentiles in milliseconds.
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
@@ -362,41 +364,6 @@ fn after_event(run: &ModeRun, at: Duration, nodes: &[usize], test: impl Fn(f64) 
 
 /// How long after the first `slow` event the slow node's share of a sampling interval fell
 /// below half of its fair share.
-/// p99 TTFB over the second before the latest group start and over the second after it.
-fn step_ttfb(run: &ModeRun, scenario: &Scenario) -> Option<(f64, f64)> {
-    let step = scenario.clients.iter().map(|group| group.start.get()).max()?;
-    if step < Duration::from_secs(1) {
-        return None;
-    }
-    let window = |from: Duration, to: Duration| {
-        let ttfb: Vec<Duration> = run
-            .records
-            .iter()
-            .filter(|record| record.at >= from && record.at < to)
-            .filter_map(|record| record.ttfb)
-            .collect();
-        percentiles(ttfb).p99
-    };
-    let second = Duration::from_secs(1);
-    Some((window(step - second, step), window(step, step + second)))
-}
-
-/// The busiest node's busiest interval of connection opens, per second.
-fn connections_per_second_max(run: &ModeRun) -> f64 {
-    let per_interval = run
-        .connection_samples
-        .windows(2)
-        .flat_map(|pair| {
-            pair[1]
-                .iter()
-                .zip(&pair[0])
-                .map(|(now, before)| now.saturating_sub(*before))
-        })
-        .max()
-        .unwrap_or(0);
-    per_interval as f64 / crate::run::SAMPLE_EVERY.as_secs_f64()
-}
-
 fn divert(run: &ModeRun, scenario: &Scenario) -> Option<f64> {
     let event = scenario.events.iter().find(|event| event.action == Action::Slow)?;
     let node = event.node? - 1;
