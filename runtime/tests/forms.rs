@@ -147,7 +147,9 @@ form = s3.generate_presigned_post("data", "uploads/${filename}", ExpiresIn=300)
 assert "AWSAccessKeyId" in form["fields"] and "signature" in form["fields"], form
 print("v2:", post(form, b"signed with v2", filename="v2.txt"))
 print("v2 read back:", stored("uploads/v2.txt"))
-print("v2 tampered:", post(form, b"x", filename="v2t.txt", change={"signature": "A" + form["fields"]["signature"][1:]}))
+signature = form["fields"]["signature"]
+tampered = ("B" if signature[0] == "A" else "A") + signature[1:]
+print("v2 tampered:", post(form, b"x", filename="v2t.txt", change={"signature": tampered}))
 "#
     );
     let (endpoint, _nodes) =
