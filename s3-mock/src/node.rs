@@ -187,12 +187,7 @@ impl NodeService {
         let request_id = shared.request_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let request_id = format!("mock-{}-{request_id}", shared.index);
 
-        let inject = faults.error_rate > 0.0
-            && shared
-                .rng
-                .lock()
-                .expect("rng lock is never poisoned")
-                .random_bool(faults.error_rate.min(1.0));
+        let inject = self.draw(faults.error_rate);
         if inject {
             shared.stats.error_injected();
             let (status, code) = match faults.error_kind {
@@ -270,12 +265,7 @@ impl NodeService {
             shared.stats.traced(traceparent, response.status().as_u16());
         }
         let bytes_out = response.body().size_hint().exact().unwrap_or(0);
-        let stalled = faults.stall_rate > 0.0
-            && shared
-                .rng
-                .lock()
-                .expect("rng lock is never poisoned")
-                .random_bool(faults.stall_rate.min(1.0));
+        let stalled = self.draw(faults.stall_rate);
         let factor = if stalled {
             shared.stats.stalled();
             faults.slow_factor * faults.stall_factor
@@ -295,6 +285,18 @@ impl NodeService {
             .map_err(|error| -> Box<dyn std::error::Error + Send + Sync> { error })
             .boxed_unsync();
         self.finish(http::Response::from_parts(parts, body), faults, in_flight, held)
+    }
+
+    /// True with probability `rate` (never for 0, without drawing: a node with no fault keeps
+    /// its RNG's sequence).
+    fn draw(&self, rate: f64) -> bool {
+        rate > 0.0
+            && self
+                .shared
+                .rng
+                .lock()
+                .expect("rng lock is never poisoned")
+                .random_bool(rate.min(1.0))
     }
 
     /// Attach the body fault and the in-flight accounting to a response.

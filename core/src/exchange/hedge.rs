@@ -2,7 +2,7 @@
 //! bookkeeping that keeps each of the two one balancer and health update (see
 //! [`crate::hedge`] for the delay and budget).
 
-use super::internal::{Picked, pick_and_start};
+use super::internal::pick_and_start;
 use super::*;
 
 impl Exchange {
@@ -151,36 +151,14 @@ impl Exchange {
             }
             Some(Some(picked)) => picked,
         };
-        let Picked {
-            backend,
-            address,
-            dispatched_unavailable,
-            panic_mode,
-        } = picked;
+        let (backend, address) = (picked.backend, picked.address.clone());
         self.attempts += 1;
         self.tried.push(backend);
         self.hedging.open = Some(Box::new(HedgeAttempt {
             backend,
             started_at: now,
             sent_at: None,
-            open: OpenAttempt {
-                record: AttemptRecord {
-                    pool: route.pool,
-                    backend,
-                    address: address.clone(),
-                    number: self.attempts,
-                    started_at: now,
-                    connected_at: None,
-                    sent_at: None,
-                    first_byte: None,
-                    ended_at: now,
-                    outcome: AttemptOutcome::Abandoned,
-                    stale_connections: 0,
-                    dispatched_unavailable,
-                    panic_mode,
-                    hedge: true,
-                },
-            },
+            open: OpenAttempt::new(route.pool, picked, self.attempts, now, true),
         }));
         tracing::debug!(exchange = self.id, %backend, delay = ?self.hedging.delay, "hedge");
         Step::Hedge(Dispatch {

@@ -172,12 +172,7 @@ impl Exchange {
     /// The attempt on the backend just picked and started in the balancer.
     pub(super) fn start_attempt(&mut self, now: Instant, picked: Picked) -> Option<Dispatch> {
         let pool_id = self.route?.pool;
-        let Picked {
-            backend,
-            address,
-            dispatched_unavailable,
-            panic_mode,
-        } = picked;
+        let (backend, address) = (picked.backend, picked.address.clone());
         self.attempts += 1;
         debug_assert!(self.attempts <= self.max_attempts, "attempts past the policy's maximum");
         if !self.tried.contains(&backend) {
@@ -188,24 +183,7 @@ impl Exchange {
             started_at: now,
             phase: AttemptPhase::Connecting { since: now },
         };
-        self.open = Some(OpenAttempt {
-            record: AttemptRecord {
-                pool: pool_id,
-                backend,
-                address: address.clone(),
-                number: self.attempts,
-                started_at: now,
-                connected_at: None,
-                sent_at: None,
-                first_byte: None,
-                ended_at: now,
-                outcome: AttemptOutcome::Abandoned,
-                stale_connections: 0,
-                dispatched_unavailable,
-                panic_mode,
-                hedge: false,
-            },
-        });
+        self.open = Some(OpenAttempt::new(pool_id, picked, self.attempts, now, false));
         Some(Dispatch {
             plan: self.plan.clone().expect("a dispatched exchange has its plan"),
             pool: pool_id,
@@ -331,6 +309,31 @@ impl Exchange {
     pub(super) fn contract_violation(&self, what: &str) -> Step {
         debug_assert!(false, "exchange {}: {what} (state {:?})", self.id, self.state);
         Step::Continue
+    }
+}
+
+impl OpenAttempt {
+    /// Attempt `number` of an exchange, on the backend `picked` in `pool`, dispatched at
+    /// `now`; `hedge` when it is sent beside another rather than after one.
+    pub(super) fn new(pool: PoolId, picked: Picked, number: u32, now: Instant, hedge: bool) -> OpenAttempt {
+        OpenAttempt {
+            record: AttemptRecord {
+                pool,
+                backend: picked.backend,
+                address: picked.address,
+                number,
+                started_at: now,
+                connected_at: None,
+                sent_at: None,
+                first_byte: None,
+                ended_at: now,
+                outcome: AttemptOutcome::Abandoned,
+                stale_connections: 0,
+                dispatched_unavailable: picked.dispatched_unavailable,
+                panic_mode: picked.panic_mode,
+                hedge,
+            },
+        }
     }
 }
 
