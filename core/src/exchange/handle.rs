@@ -35,9 +35,6 @@ impl Exchange {
     /// that is due, as [`Exchange::handle_timeout`] with its phase. Nothing is due (the state
     /// moved on since the driver asked): `Continue`, and the driver asks again.
     pub fn handle_deadline(&mut self, now: Instant) -> Step {
-        if self.poll_hedge().is_some_and(|due| due <= now) {
-            return self.start_hedge(now);
-        }
         match self.poll_timeout() {
             Some((due, phase)) if due <= now => self.handle_timeout(now, phase),
             _ => Step::Continue,

@@ -9,7 +9,9 @@ impl Exchange {
     /// When this exchange's attempt will have waited longer than the hedge delay for its
     /// response head (a microsecond past it: an answer that takes exactly the pool's
     /// percentile, as on a clock that ticks in milliseconds, is not a slow one): due,
-    /// [`Exchange::handle_deadline`] may answer [`Step::Hedge`]. `None` when it may not be
+    /// [`Exchange::handle_hedge_due`] may answer [`Step::Hedge`]. A separate instant from
+    /// [`Exchange::poll_timeout`]'s, so that a driver never meets a hedge where it handles a
+    /// deadline. `None` when it may not be
     /// (hedging off, not a bodyless read, already hedged, not yet sent whole, or past
     /// waiting for its head).
     pub fn poll_hedge(&self) -> Option<Instant> {
@@ -23,6 +25,17 @@ impl Exchange {
                 ..
             } => Some(since + delay + Duration::from_micros(1)),
             _ => None,
+        }
+    }
+
+    /// The instant from [`Exchange::poll_hedge`] has come: send a hedge (`Hedge`) if the hedge
+    /// and retry budgets allow one and an untried backend is available; `Continue` otherwise,
+    /// or when it is not due (at most one hedge per exchange either way).
+    pub fn handle_hedge_due(&mut self, now: Instant) -> Step {
+        if self.poll_hedge().is_some_and(|due| due <= now) {
+            self.start_hedge(now)
+        } else {
+            Step::Continue
         }
     }
 
@@ -119,10 +132,9 @@ impl Exchange {
         bodyless && self.request.as_ref().is_some_and(S3Request::is_read_only)
     }
 
-    /// The hedge delay passed: send a hedge to another backend of the pool if the hedge and
-    /// retry budgets allow one and an untried backend is available; `Continue` otherwise (at
-    /// most one hedge per exchange either way).
-    pub(super) fn start_hedge(&mut self, now: Instant) -> Step {
+    /// The hedge delay passed: send a hedge to another backend of the pool (see
+    /// [`Exchange::handle_hedge_due`]).
+    fn start_hedge(&mut self, now: Instant) -> Step {
         self.hedging.spent = true;
         let (Some(route), Some(plan)) = (self.route, self.plan.clone()) else {
             return Step::Continue;

@@ -30,7 +30,7 @@
 //!       handle_client_gone(..)             ─> Done                                   [terminal]
 //!       handle_timeout(.., Total)          ─> Fail(error)                            [terminal]
 //! while an attempt of a bodyless read awaits its head, `poll_hedge` may name an instant; once
-//! it passed, handle_deadline(now) may answer Hedge(dispatch): send it too, and report it with
+//! it passed, handle_hedge_due(now) may answer Hedge(dispatch): send it too, and report it with
 //!       handle_hedge_sent(now)              the hedge's request went out
 //!       handle_hedge_head(now, status)     ─> Return (the hedge's response goes back; the
 //!                                             attempt is dropped) | Continue (it failed;

@@ -28,8 +28,6 @@ enum Expiry {
     Phase(Phase),
     /// The deadline core reported (`Exchange::poll_timeout`).
     Core,
-    /// Core's deadline came and core decided this step.
-    Decided(Step),
 }
 
 /// What woke an attempt waiting for its response head.
@@ -241,8 +239,11 @@ impl<C: Connect> Attempt<'_, C> {
                                     return result;
                                 }
                             }
-                            Woke::Due => match self.deadline() {
-                                Step::Hedge(dispatch) => {
+                            // The hedge delay, handled here; any other deadline once this
+                            // attempt's progress has all been reported (below).
+                            Woke::Due if self.hedge_due() => {
+                                if let Step::Hedge(dispatch) = self.step(|exchange, now| exchange.handle_hedge_due(now))
+                                {
                                     let trace = self.exchange.as_ref().and_then(|exchange| exchange.trace().cloned());
                                     hedging = Some(Box::pin(hedge::run(
                                         self.proxy.clone(),
@@ -252,13 +253,8 @@ impl<C: Connect> Attempt<'_, C> {
                                         trace,
                                     )));
                                 }
-                                Step::Continue => {}
-                                Step::AwaitHedge => match hedging.take() {
-                                    Some(hedge) => return self.await_hedge(hedge).await,
-                                    None => break Err(Expiry::Decided(Step::AwaitHedge)),
-                                },
-                                step => break Err(Expiry::Decided(step)),
-                            },
+                            }
+                            Woke::Due => break Err(Expiry::Core),
                         }
                     }
                 }
@@ -311,7 +307,6 @@ impl<C: Connect> Attempt<'_, C> {
                 AttemptResult::Next(self.step(|exchange, now| exchange.handle_timeout(now, phase)))
             }
             Err(Expiry::Core) => AttemptResult::Next(self.deadline()),
-            Err(Expiry::Decided(step)) => AttemptResult::Next(step),
             Ok(Ok(response)) => {
                 let status = response.status().as_u16();
                 let step = self.step(|exchange, now| exchange.handle_response_head(now, status));
@@ -438,6 +433,15 @@ impl<C: Connect> Attempt<'_, C> {
             (one, other) => one.or(other),
         };
         due.map(|due| self.proxy.clock.to_tokio(due))
+    }
+
+    /// True when the hedge delay has passed (on the clock core's instants are read from).
+    fn hedge_due(&self) -> bool {
+        let now = self.proxy.clock.now();
+        self.exchange
+            .as_ref()
+            .and_then(Exchange::poll_hedge)
+            .is_some_and(|due| due <= now)
     }
 
     /// Core's deadline came: core decides which one it was.

@@ -22,11 +22,12 @@ fn hedged(exchange: &mut Exchange) -> Dispatch {
     let due = Instant::from_millis(30) + Duration::from_micros(1);
     assert_eq!(exchange.poll_hedge(), Some(due));
     assert_eq!(
-        exchange.handle_deadline(Instant::from_millis(30)),
+        exchange.handle_hedge_due(Instant::from_millis(30)),
         Step::Continue,
         "not yet"
     );
-    match exchange.handle_deadline(due) {
+    assert_eq!(exchange.handle_deadline(due), Step::Continue, "a hedge is no deadline");
+    match exchange.handle_hedge_due(due) {
         Step::Hedge(dispatch) => dispatch,
         other => panic!("expected a hedge, got {other:?}"),
     }
@@ -207,7 +208,7 @@ fn the_budget_refuses_hedges_beyond_its_share() {
         "[hedge]\nenabled = true\ndelay = \"20ms\"\nbudget_ratio = 0.0\nbudget_min_per_second = 0.0\n",
     );
     let (mut exchange, _) = sent_get(&cluster);
-    assert_eq!(exchange.handle_deadline(Instant::from_millis(31)), Step::Continue);
+    assert_eq!(exchange.handle_hedge_due(Instant::from_millis(31)), Step::Continue);
     assert_eq!(exchange.poll_hedge(), None);
     assert_eq!(in_flight(&cluster), 1);
     assert_eq!(
