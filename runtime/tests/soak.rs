@@ -2,7 +2,8 @@
 //! capacity with a realistic mix (GET, ranged GET, PUT, multipart upload, LIST), beside many
 //! idle keep-alive client connections. It samples the proxy's RSS and open file descriptors,
 //! the backend connections and the latency percentiles at intervals, and fails if RSS grows
-//! more than 5 % over the second half, if a request fails (the cluster is healthy), or if the
+//! more than 5 % over the second half (beyond what the backend connections opened meanwhile
+//! hold), if a request fails (the cluster is healthy), or if the
 //! file descriptors do not return to their baseline once the clients leave.
 //!
 //! The default run is the short one CI runs (60 s, 1,000 idle connections);
@@ -385,11 +386,18 @@ async fn a_steady_load_beside_idle_connections_leaks_nothing() {
         failures[0]
     );
     assert!(samples.len() >= 4, "too few samples: {table}");
+    // A leak grows with the requests served; the memory of backend connections open at the
+    // instant of a sample is not one (each holds its read and write buffers, which grow to
+    // the 64-KiB bodies: about 256 KiB), and their number follows the load of that instant
+    // (a slower second opens more). So the second half may grow 5 %, plus 256 KiB for each
+    // backend connection more than at its start.
     let half = &samples[samples.len() / 2..];
-    let (first, last) = (half[0].rss_kib as f64, half[half.len() - 1].rss_kib as f64);
+    let (start, end) = (&half[0], &half[half.len() - 1]);
+    let (first, last) = (start.rss_kib as f64, end.rss_kib as f64);
+    let opened = end.backend_connections.saturating_sub(start.backend_connections) as f64;
     assert!(
-        last <= first * 1.05,
-        "RSS grew {:.1} % over the second half:\n{table}",
+        last <= first * 1.05 + opened * 256.0,
+        "RSS grew {:.1} % over the second half, with {opened} more backend connections:\n{table}",
         (last / first - 1.0) * 100.0
     );
     assert!(
