@@ -189,6 +189,11 @@ impl Hedging {
         self.parameters.enabled && self.budget.try_withdraw(now)
     }
 
+    /// True when the budget would allow a hedge now (takes nothing).
+    pub fn allows(&self, now: Instant) -> bool {
+        self.parameters.enabled && self.budget.allows(now)
+    }
+
     /// The recent latency at the configured percentile (for reports).
     pub fn percentile(&self) -> Option<Duration> {
         self.window.value()

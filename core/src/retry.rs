@@ -176,6 +176,12 @@ impl RetryBudget {
         self.bucket(now).requests += 1;
     }
 
+    /// True when the budget would allow one more retry now (takes nothing).
+    pub fn allows(&self, now: Instant) -> bool {
+        let (requests, retries) = self.totals(now);
+        (retries + 1) as f64 <= self.allowance(requests)
+    }
+
     /// Take one retry from the budget if it allows one; false otherwise.
     pub fn try_withdraw(&mut self, now: Instant) -> bool {
         let (requests, retries) = self.totals(now);

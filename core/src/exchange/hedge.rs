@@ -147,9 +147,12 @@ impl Exchange {
             if !pool.balancer().has_available_untried(&tried) {
                 return None;
             }
-            if !(pool.hedging_mut().try_withdraw(now) && pool.budget_mut().try_withdraw(now)) {
+            // Both budgets, or neither: a hedge the retry budget refuses spends no hedge.
+            if !(pool.hedging().allows(now) && pool.budget().allows(now)) {
                 return Some(None);
             }
+            let taken = pool.hedging_mut().try_withdraw(now) && pool.budget_mut().try_withdraw(now);
+            debug_assert!(taken, "both budgets allowed it under the same lock");
             Some(pick_and_start(pool, now, &tried, true))
         });
         self.tried = tried;

@@ -231,3 +231,28 @@ fn a_client_leaving_ends_both_attempts() {
     let record = record(&mut exchange);
     assert_eq!(record.attempts.len(), 2);
 }
+
+#[test]
+fn a_hedge_the_retry_budget_refuses_spends_none_of_the_hedge_budget() {
+    // Proves the two budgets are drawn together or not at all: the hedge budget allows one
+    // hedge, the retry budget none; the refused hedge leaves that one hedge in its budget.
+    let cluster = cluster_with(
+        3,
+        "[hedge]\nenabled = true\ndelay = \"20ms\"\nbudget_ratio = 0.0\nbudget_min_per_second = 0.1\n\
+         [retry]\nbudget_ratio = 0.0\nbudget_min_per_second = 0.0\n",
+    );
+    let (mut exchange, _) = sent_get(&cluster);
+    let due = Instant::from_millis(31);
+    assert!(
+        cluster.pools()[0].lock().hedging().allows(due),
+        "one hedge in the budget"
+    );
+    assert_eq!(exchange.handle_hedge_due(due), Step::Continue);
+    assert!(cluster.pools()[0].lock().hedging().allows(due), "still there");
+    assert_eq!(
+        exchange.handle_response_head(Instant::from_millis(40), 200),
+        Step::Return
+    );
+    assert_eq!(exchange.handle_response_done(Instant::from_millis(41)), Step::Done);
+    assert_eq!(record(&mut exchange).hedge, Some(HedgeResult::Refused));
+}
