@@ -200,8 +200,8 @@ print("session:", answer["SubjectFromWebIdentityToken"], answer["Credentials"]["
 #[tokio::test]
 async fn tokens_for_another_audience_and_expired_or_forged_sessions_are_refused() {
     // Proves the exchange's defences: a token issued for another audience gets no credentials;
-    // session credentials work until they expire (then AccessDenied), and a session token
-    // whose claims were altered, or used with another access key, is invalid.
+    // session credentials work until they expire (then ExpiredToken, as S3 answers), and a
+    // session token whose claims were altered, or used with another access key, is invalid.
     let setup = setup().await;
     for token in ["vault-token", "expired-token", "not-a-token"] {
         let (status, answer) = exchange(setup.endpoint, token, "").await;
@@ -269,7 +269,8 @@ async fn tokens_for_another_audience_and_expired_or_forged_sessions_are_refused(
         .send()
         .await
         .expect_err("an expired session");
-    assert_eq!(common::code(&error).as_deref(), Some("AccessDenied"), "{error:?}");
+    assert_eq!(common::code(&error).as_deref(), Some("ExpiredToken"), "{error:?}");
+    assert_eq!(common::status_of(&error), Some(400), "as S3 answers an expired session");
 
     // The exchanges are counted: two sessions issued, three tokens refused.
     let admin = common::admin(&setup.harness).await;

@@ -41,6 +41,8 @@ pub enum ErrorCode {
     BadRequest,
     /// 400: a session token came with credentials that are not a session's, or is malformed.
     InvalidToken,
+    /// 400: the session's credentials have expired (as S3 answers; SDKs then refresh them).
+    ExpiredToken,
     /// 414: the request target is longer than `server.max_uri_bytes`.
     UriTooLong,
     /// 504: the backend did not answer in time.
@@ -79,6 +81,7 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => "InvalidRequest",
             ErrorCode::BadRequest => "BadRequest",
             ErrorCode::InvalidToken => "InvalidToken",
+            ErrorCode::ExpiredToken => "ExpiredToken",
             ErrorCode::UriTooLong => "RequestURITooLong",
             ErrorCode::GatewayTimeout => "GatewayTimeout",
             ErrorCode::BadGateway => "BadGateway",
@@ -110,6 +113,7 @@ impl ErrorCode {
             | ErrorCode::InvalidRequest
             | ErrorCode::BadRequest
             | ErrorCode::InvalidToken
+            | ErrorCode::ExpiredToken
             | ErrorCode::InvalidPolicyDocument
             | ErrorCode::EntityTooLarge
             | ErrorCode::EntityTooSmall

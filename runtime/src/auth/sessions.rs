@@ -111,7 +111,7 @@ impl Sessions {
             .and_then(|json| serde_json::from_slice(&json).ok())
             .ok_or_else(invalid)?;
         if now >= UNIX_EPOCH + Duration::from_secs(claims.exp) {
-            return Err(reject(ErrorCode::AccessDenied, "The provided token has expired."));
+            return Err(reject(ErrorCode::ExpiredToken, "The provided token has expired."));
         }
         let mut principal = Principal::new(format!("sa:{}/{}", claims.ns, claims.sa), Source::Session);
         principal.namespace = Some(claims.ns);

@@ -495,6 +495,7 @@ pub(super) fn is_credential_refusal(code: ErrorCode) -> bool {
             | ErrorCode::RequestTimeTooSkewed
             | ErrorCode::AccessDenied
             | ErrorCode::InvalidToken
+            | ErrorCode::ExpiredToken
             | ErrorCode::AuthorizationHeaderMalformed
     )
 }
