@@ -178,13 +178,17 @@ impl HedgeResult {
 }
 
 impl ExchangeRecord {
-    /// Attempts after the first that were retries (a hedge is not one).
-    pub fn retries(&self) -> usize {
+    /// The attempts that were retries: after the first, and not hedges (in the order they
+    /// were recorded, which a hedge can make differ from the order they were sent).
+    pub fn retried_attempts(&self) -> impl Iterator<Item = &AttemptRecord> {
         self.attempts
             .iter()
-            .filter(|attempt| !attempt.hedge)
-            .count()
-            .saturating_sub(1)
+            .filter(|attempt| !attempt.hedge && attempt.number > 1)
+    }
+
+    /// How many attempts were retries (see [`ExchangeRecord::retried_attempts`]).
+    pub fn retries(&self) -> usize {
+        self.retried_attempts().count()
     }
 
     /// How long the exchange took.

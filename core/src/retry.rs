@@ -184,8 +184,7 @@ impl RetryBudget {
 
     /// Take one retry from the budget if it allows one; false otherwise.
     pub fn try_withdraw(&mut self, now: Instant) -> bool {
-        let (requests, retries) = self.totals(now);
-        if (retries + 1) as f64 <= self.allowance(requests) {
+        if self.allows(now) {
             self.bucket(now).retries += 1;
             true
         } else {

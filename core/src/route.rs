@@ -103,21 +103,16 @@ impl Router {
         has_available: impl Fn(PoolId) -> bool,
     ) -> RouteDecision {
         let (primary, reason) = self.primary(request, caller_zone);
-        if self.failover == Failover::WhenUnavailable && !has_available(primary) {
-            let fallback = self.pools[primary.0]
-                .failover_to
-                .iter()
-                .copied()
-                .filter(|pool| pool.0 < self.pools.len() && *pool != primary)
-                .find(|&pool| has_available(pool));
-            if let Some(pool) = fallback {
-                tracing::debug!(from = %self.pools[primary.0].name, to = %self.pools[pool.0].name, "failover");
-                return RouteDecision {
-                    pool,
-                    reason,
-                    failed_over_from: Some(primary),
-                };
-            }
+        if self.failover == Failover::WhenUnavailable
+            && !has_available(primary)
+            && let Some(pool) = self.failover_target(primary, primary, has_available)
+        {
+            tracing::debug!(from = %self.pools[primary.0].name, to = %self.pools[pool.0].name, "failover");
+            return RouteDecision {
+                pool,
+                reason,
+                failed_over_from: Some(primary),
+            };
         }
         RouteDecision {
             pool: primary,
@@ -135,12 +130,18 @@ impl Router {
             return None;
         }
         let origin = route.failed_over_from.unwrap_or(route.pool);
+        self.failover_target(route.pool, origin, has_available)
+    }
+
+    /// The first pool of `from`'s `failover_to` list, other than `from` and `origin`, that has
+    /// an available backend.
+    fn failover_target(&self, from: PoolId, origin: PoolId, has_available: impl Fn(PoolId) -> bool) -> Option<PoolId> {
         self.pools
-            .get(route.pool.0)?
+            .get(from.0)?
             .failover_to
             .iter()
             .copied()
-            .filter(|pool| pool.0 < self.pools.len() && *pool != route.pool && *pool != origin)
+            .filter(|pool| pool.0 < self.pools.len() && *pool != from && *pool != origin)
             .find(|&pool| has_available(pool))
     }
 

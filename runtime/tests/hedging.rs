@@ -76,6 +76,9 @@ async fn gets_sent_to_a_stalling_node_are_answered_by_their_hedge() {
     let samples = common::exposition::samples(&metrics);
     let ejections = common::exposition::total(&samples, "storefront_backend_ejections_total", &[]);
     assert_eq!(ejections, 0.0, "{metrics}");
+    // A hedge is no retry: nothing failed, so nothing was retried.
+    let retries = common::exposition::total(&samples, "storefront_backend_retries_total", &[]);
+    assert_eq!(retries, 0.0, "{metrics}");
 }
 
 #[tokio::test]

@@ -129,12 +129,7 @@ impl Exchange {
                 _ => self.contract_violation("a second response head"),
             };
         };
-        // The node's latency is the wait for its answer once it had the whole request; time
-        // spent uploading the body measures the object and the client, not the node.
-        let waited_since = match phase {
-            AttemptPhase::AwaitingHead { since } => since.max(started_at),
-            AttemptPhase::WaitingSlot | AttemptPhase::Connecting { .. } | AttemptPhase::Sending => started_at,
-        };
+        let waited_since = phase.waited_since(started_at);
         let outcome = AttemptOutcome::Response { status };
         let transient = self.snapshot.settings().retry_policy().retried.contains(status);
         if transient && let Some(step) = self.fall_back_on_hedge(now, outcome) {

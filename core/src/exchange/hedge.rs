@@ -82,11 +82,12 @@ impl Exchange {
             self.hedging.result = Some(HedgeResult::Failed);
             return Step::Continue;
         }
-        let waited_since = match phase {
-            AttemptPhase::AwaitingHead { since } => since.max(started_at),
-            AttemptPhase::WaitingSlot | AttemptPhase::Connecting { .. } | AttemptPhase::Sending => started_at,
-        };
-        self.end_attempt(first, AttemptOutcome::Cancelled, now - waited_since, now);
+        self.end_attempt(
+            first,
+            AttemptOutcome::Cancelled,
+            now - phase.waited_since(started_at),
+            now,
+        );
         tracing::debug!(exchange = self.id, slow = %first, hedge = %hedge.backend, "the hedge answered first");
         let HedgeAttempt { backend, mut open, .. } = *hedge;
         let first_byte = now - since;
@@ -153,7 +154,8 @@ impl Exchange {
             }
             let taken = pool.hedging_mut().try_withdraw(now) && pool.budget_mut().try_withdraw(now);
             debug_assert!(taken, "both budgets allowed it under the same lock");
-            Some(pick_and_start(pool, now, &tried, true))
+            // An untried backend is available (above), so the pick is one of them.
+            Some(pick_and_start(pool, now, &tried))
         });
         self.tried = tried;
         let picked = match picked.flatten() {

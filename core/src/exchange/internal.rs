@@ -153,7 +153,7 @@ impl Exchange {
                 pool.hedging_mut().record_request(now);
                 pool.hedging().delay()
             });
-            (pick_and_start(pool, now, &tried, false), delay.flatten())
+            (pick_and_start(pool, now, &tried), delay.flatten())
         });
         self.tried = tried;
         let (picked, delay) = picked?;
@@ -164,7 +164,7 @@ impl Exchange {
     /// Pick a backend (avoiding those tried) and start an attempt on it.
     pub(super) fn dispatch(&mut self, now: Instant) -> Option<Dispatch> {
         let tried = std::mem::take(&mut self.tried);
-        let picked = self.with_pool(now, |pool, now| pick_and_start(pool, now, &tried, false));
+        let picked = self.with_pool(now, |pool, now| pick_and_start(pool, now, &tried));
         self.tried = tried;
         self.start_attempt(now, picked??)
     }
@@ -346,13 +346,10 @@ pub(super) struct Picked {
 }
 
 /// Pick a backend of `pool` not in `tried` and count the attempt as started on it. When every
-/// backend was tried, one of them is picked again, unless `untried_only`.
-pub(super) fn pick_and_start(pool: &mut Pool, now: Instant, tried: &[BackendId], untried_only: bool) -> Option<Picked> {
+/// backend was tried, one of them is picked again.
+pub(super) fn pick_and_start(pool: &mut Pool, now: Instant, tried: &[BackendId]) -> Option<Picked> {
     let (balancer, rng) = pool.balancer_and_rng();
     let backend = balancer.pick_excluding(now, rng, tried)?;
-    if untried_only && tried.contains(&backend) {
-        return None;
-    }
     let picked = balancer.get(backend)?;
     let address = picked.spec().address.clone();
     let dispatched_unavailable = !picked.is_available();

@@ -216,6 +216,18 @@ enum AttemptPhase {
     },
 }
 
+impl AttemptPhase {
+    /// Since when the node has had the whole request (`started_at`, the dispatch, before it
+    /// was sent): the node's latency is the wait for its answer from there; time spent
+    /// uploading the body measures the object and the client, not the node.
+    fn waited_since(self, started_at: Instant) -> Instant {
+        match self {
+            AttemptPhase::AwaitingHead { since } => since.max(started_at),
+            AttemptPhase::WaitingSlot | AttemptPhase::Connecting { .. } | AttemptPhase::Sending => started_at,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum State {
     /// Inside `start`, before the first decision.

@@ -405,7 +405,7 @@ impl Metrics {
         // (rare) counts there, unbound.
         let routed = record.route.as_ref().map(|route| route.pool);
         let mut retries = 0;
-        for attempt in record.attempts.iter().skip(1) {
+        for attempt in record.retried_attempts() {
             if Some(attempt.pool) == routed {
                 retries += 1;
             } else {
